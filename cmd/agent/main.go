@@ -1,0 +1,339 @@
+// Command nodeguard is the node agent: it runs the checks and reports their
+// findings to the API server, or prints them when run standalone.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/checks/all"
+	"github.com/nodeguard/nodeguard/pkg/checks/kmsg"
+	"github.com/nodeguard/nodeguard/pkg/config"
+	"github.com/nodeguard/nodeguard/pkg/logrules"
+	"github.com/nodeguard/nodeguard/pkg/reporter"
+)
+
+// shutdownGrace bounds shutdown after SIGTERM; the DaemonSet's grace period
+// is longer.
+const shutdownGrace = 4 * time.Second
+
+func main() {
+	args := os.Args[1:]
+	var err error
+	switch {
+	case len(args) > 0 && args[0] == "replay":
+		err = replay(args[1:], os.Stdin, os.Stdout)
+	default:
+		err = run(args)
+	}
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "nodeguard:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+// options are the command line's settings, applied over the config file.
+type options struct {
+	fs         *flag.FlagSet
+	configPath string
+	nodeName   string
+	kubeconfig string
+	standalone bool
+	output     string
+	listen     string
+	logTo      string
+	logFormat  string
+	procPath   string
+	sysPath    string
+	stateDir   string
+	enable     map[string]*bool
+	disable    map[string]*bool
+}
+
+func parseFlags(args []string) (*options, error) {
+	o := &options{fs: flag.NewFlagSet("nodeguard", flag.ContinueOnError), enable: map[string]*bool{}, disable: map[string]*bool{}}
+	fs := o.fs
+	fs.StringVar(&o.configPath, "config", "", "YAML config file")
+	fs.StringVar(&o.nodeName, "node-name", "", "Node to report on (default $NODE_NAME, or the hostname when standalone)")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; without it the in-cluster config is used, and without that the agent runs standalone")
+	fs.BoolVar(&o.standalone, "standalone", false, "print findings and talk to no API server")
+	fs.StringVar(&o.output, "output", "", "how findings are printed: text or json (default text)")
+	fs.StringVar(&o.listen, "listen-address", "", "address for /metrics and /healthz (default :9102; \"off\" disables)")
+	fs.StringVar(&o.logTo, "log-to", "", "where the agent's logs go: stderr or journald")
+	fs.StringVar(&o.logFormat, "log-format", "", "stderr log format: json or console")
+	fs.StringVar(&o.procPath, "proc-path", "", "the host's /proc")
+	fs.StringVar(&o.sysPath, "sys-path", "", "the host's /sys")
+	fs.StringVar(&o.stateDir, "state-dir", "", "directory for state kept across restarts")
+	for _, reg := range all.Registry {
+		o.enable[reg.Name] = fs.Bool("check."+reg.Name, false, fmt.Sprintf("enable the %s check (default %v)", reg.Name, reg.DefaultEnabled))
+		o.disable[reg.Name] = fs.Bool("no-check."+reg.Name, false, "disable the "+reg.Name+" check")
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return o, nil
+}
+
+// load reads the config file and lays the flags that were given over it.
+func (o *options) load() (*config.Config, error) {
+	cfg, err := config.Load(o.configPath, all.Registry)
+	if err != nil {
+		return nil, err
+	}
+	set := map[string]bool{}
+	o.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	strFlags := map[string]struct {
+		from string
+		to   *string
+	}{
+		"node-name": {o.nodeName, &cfg.NodeName}, "kubeconfig": {o.kubeconfig, &cfg.Kubeconfig},
+		"output": {o.output, &cfg.Output}, "listen-address": {o.listen, &cfg.ListenAddress},
+		"log-to": {o.logTo, &cfg.LogTo}, "log-format": {o.logFormat, &cfg.LogFormat},
+		"proc-path": {o.procPath, &cfg.ProcPath}, "sys-path": {o.sysPath, &cfg.SysPath}, "state-dir": {o.stateDir, &cfg.StateDir},
+	}
+	for name, f := range strFlags {
+		if set[name] {
+			*f.to = f.from
+		}
+	}
+	if set["standalone"] {
+		cfg.Standalone = o.standalone
+	}
+	if cfg.ListenAddress == "off" {
+		cfg.ListenAddress = ""
+	}
+	for _, reg := range all.Registry {
+		if set["check."+reg.Name] {
+			cfg.Enabled[reg.Name] = *o.enable[reg.Name]
+		}
+		if set["no-check."+reg.Name] && *o.disable[reg.Name] {
+			cfg.Enabled[reg.Name] = false
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.NodeName == "" {
+		cfg.NodeName = os.Getenv("NODE_NAME")
+	}
+	return cfg, nil
+}
+
+func run(args []string) error {
+	opts, err := parseFlags(args)
+	if err != nil {
+		return err
+	}
+	cfg, err := opts.load()
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	restConfig, err := clusterConfig(cfg)
+	if err != nil {
+		return err
+	}
+	if restConfig == nil {
+		cfg.Standalone = true
+	}
+	if cfg.NodeName == "" {
+		if !cfg.Standalone {
+			return errors.New("no node name: set --node-name, nodeName in the config, or $NODE_NAME")
+		}
+		cfg.NodeName, _ = os.Hostname()
+	}
+	log = log.With(zap.String("node", cfg.NodeName))
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	env := checks.Env{
+		Log: log, NodeName: cfg.NodeName, ProcPath: cfg.ProcPath, SysPath: cfg.SysPath,
+		StateDir: cfg.StateDir, Metrics: reg, Now: time.Now,
+	}
+	var (
+		running []checks.Check
+		owned   []checks.ConditionDefault
+	)
+	for _, r := range all.Registry {
+		if !cfg.Enabled[r.Name] {
+			continue
+		}
+		c, err := r.New(cfg.CheckConfigs[r.Name], env)
+		if err != nil {
+			return fmt.Errorf("starting check %s: %w", r.Name, err)
+		}
+		running = append(running, c)
+		owned = append(owned, c.Conditions()...)
+	}
+
+	sinks := []reporter.Sink{reporter.NewMetricsSink(reg, owned)}
+	var nodeSink *reporter.NodeSink
+	if cfg.Standalone {
+		sinks = append(sinks, reporter.NewWriterSink(os.Stdout, cfg.Output))
+	} else {
+		client, err := kubernetes.NewForConfig(restConfig)
+		if err != nil {
+			return fmt.Errorf("making the API client: %w", err)
+		}
+		nodeSink = reporter.NewNodeSink(client, log, reg, owned, reporter.NodeSinkOptions{
+			NodeName:         cfg.NodeName,
+			MinWriteInterval: cfg.Reporter.MinWriteInterval.Duration,
+			Heartbeat:        cfg.Reporter.Heartbeat.Duration,
+			BootTime:         bootTime(cfg.ProcPath),
+			EventQPS:         float32(cfg.Reporter.EventQPS),
+			EventBurst:       cfg.Reporter.EventBurst,
+		})
+		sinks = append(sinks, nodeSink, logSink{log})
+	}
+	rep, err := reporter.New(log, owned, sinks...)
+	if err != nil {
+		return err
+	}
+
+	health := newHealth()
+	if cfg.ListenAddress != "" {
+		srv := &http.Server{Addr: cfg.ListenAddress, Handler: handler(reg, health), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics server stopped", zap.Error(err))
+				health.fail("http", err)
+			}
+		}()
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			srv.Shutdown(sctx)
+		}()
+	}
+
+	sinkDone := make(chan struct{})
+	if nodeSink != nil {
+		go func() {
+			defer close(sinkDone)
+			if err := nodeSink.Run(ctx); err != nil {
+				log.Error("node reporter stopped", zap.Error(err))
+			}
+			if ctx.Err() == nil {
+				health.fail("reporter", errors.New("the node reporter stopped"))
+			}
+		}()
+	} else {
+		close(sinkDone)
+	}
+	log.Info("nodeguard started", zap.Bool("standalone", cfg.Standalone), zap.Int("checks", len(running)))
+	sup := &checks.Supervisor{Checks: running, Emit: rep.Report, Log: log, Metrics: checks.NewSupervisorMetrics(reg)}
+	stuck := sup.Run(ctx, shutdownGrace/2)
+	if len(stuck) > 0 {
+		log.Warn("checks did not stop in time", zap.Strings("checks", stuck))
+	}
+	select {
+	case <-sinkDone:
+	case <-time.After(shutdownGrace / 2):
+		log.Warn("node reporter did not stop in time")
+	}
+	log.Info("nodeguard stopped")
+	return nil
+}
+
+// clusterConfig returns the API client config, or nil for standalone.
+func clusterConfig(cfg *config.Config) (*rest.Config, error) {
+	if cfg.Standalone {
+		return nil, nil
+	}
+	path := cfg.Kubeconfig
+	if path == "" {
+		path = os.Getenv("KUBECONFIG")
+	}
+	var (
+		rc  *rest.Config
+		err error
+	)
+	if path != "" {
+		rc, err = clientcmd.BuildConfigFromFlags("", path)
+		if err != nil {
+			return nil, fmt.Errorf("loading kubeconfig %s: %w", path, err)
+		}
+	} else {
+		rc, err = rest.InClusterConfig()
+		if errors.Is(err, rest.ErrNotInCluster) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("loading the in-cluster config: %w", err)
+		}
+	}
+	rc.QPS = float32(cfg.Reporter.ClientQPS)
+	rc.Burst = cfg.Reporter.ClientBurst
+	rc.UserAgent = "nodeguard"
+	// Requests carry their own deadlines; this one catches any that do not.
+	rc.Timeout = 30 * time.Second
+	return rc, nil
+}
+
+// replay runs the kernel log rules over files and prints findings as JSON
+// lines: how users test rules, and how the corpus tests run.
+func replay(args []string, stdin io.Reader, stdout io.Writer) error {
+	fs := flag.NewFlagSet("nodeguard replay", flag.ContinueOnError)
+	configPath := fs.String("config", "", "YAML config file whose kmsg rules to use")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return errors.New("replay: name one or more files, or - for standard input")
+	}
+	cfg, err := config.Load(*configPath, all.Registry)
+	if err != nil {
+		return err
+	}
+	kcfg := cfg.CheckConfigs[kmsg.Name].(*kmsg.Config)
+	out := reporter.NewWriterSink(stdout, "json")
+	for _, name := range fs.Args() {
+		engine, err := kcfg.Engine()
+		if err != nil {
+			return err
+		}
+		var r io.Reader = stdin
+		label := "stdin"
+		if name != "-" {
+			f, err := os.Open(name)
+			if err != nil {
+				return fmt.Errorf("replay: %w", err)
+			}
+			defer f.Close()
+			r, label = f, name
+		}
+		if err := logrules.Replay(r, label, engine, out.Finding); err != nil {
+			return fmt.Errorf("replay: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/procfs"
+	"go.uber.org/zap"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/config"
+	"github.com/nodeguard/nodeguard/pkg/logging"
+)
+
+func newLogger(cfg *config.Config) (*zap.Logger, error) {
+	return logging.New(cfg.LogTo, cfg.LogFormat)
+}
+
+// logSink puts each finding in the agent's own log, so that journald and
+// container logs hold them even when the API server is away.
+type logSink struct{ log *zap.Logger }
+
+func (s logSink) Finding(f checks.Finding) {
+	s.log.Info("finding", zap.String("kind", string(f.Kind)), zap.String("check", f.Check),
+		zap.String("reason", f.Reason), zap.String("condition", f.Type), zap.String("status", string(f.Status)),
+		zap.String("message", f.Message), zap.String("source", f.Source))
+}
+
+// health is what /healthz reports: failing once a part the agent cannot do
+// without has stopped, so that the liveness probe restarts the pod.
+type health struct {
+	mu     sync.Mutex
+	failed map[string]error
+}
+
+func newHealth() *health { return &health{failed: map[string]error{}} }
+
+func (h *health) fail(part string, err error) {
+	h.mu.Lock()
+	h.failed[part] = err
+	h.mu.Unlock()
+}
+
+func (h *health) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.failed) > 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		for part, err := range h.failed {
+			fmt.Fprintf(w, "%s: %v\n", part, err)
+		}
+		return
+	}
+	fmt.Fprintln(w, "ok")
+}
+
+func handler(reg *prometheus.Registry, h *health) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("/healthz", h)
+	return mux
+}
+
+// bootTime reads when the node booted; zero if it cannot be read, which
+// keeps every condition found in the API server.
+func bootTime(procPath string) time.Time {
+	fs, err := procfs.NewFS(procPath)
+	if err != nil {
+		return time.Time{}
+	}
+	st, err := fs.Stat()
+	if err != nil {
+		return time.Time{}
+	}
+	return time.Unix(int64(st.BootTime), 0)
+}

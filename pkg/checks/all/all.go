@@ -1,0 +1,12 @@
+// Package all lists every check this binary has, one line each.
+package all
+
+import (
+	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/checks/kmsg"
+)
+
+// Registry is every check, in the order they start.
+var Registry = checks.Registry{
+	kmsg.Registration,
+}

@@ -1,0 +1,110 @@
+package checks
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// Check is one source of findings. Run sends findings through emit until ctx
+// ends, and then returns nil. A Run that returns early, with or without an
+// error, or panics, is restarted by the Supervisor with backoff.
+type Check interface {
+	Name() string
+	// Conditions lists the condition types this check owns, with their healthy
+	// defaults. The reporter writes only these types.
+	Conditions() []ConditionDefault
+	Run(ctx context.Context, emit func(Finding)) error
+}
+
+// Env is what a check may know of the node and the agent around it.
+type Env struct {
+	Log *zap.Logger
+	// NodeName is the Kubernetes node this agent reports on; empty when
+	// standalone without a name.
+	NodeName string
+	// ProcPath and SysPath are the host's /proc and /sys as the agent sees them
+	// (/host/proc in the DaemonSet).
+	ProcPath string
+	SysPath  string
+	// StateDir holds small files a check keeps across agent restarts.
+	StateDir string
+	// Metrics is where a check registers metrics of its own.
+	Metrics prometheus.Registerer
+	// Now is the clock; tests replace it.
+	Now func() time.Time
+}
+
+// FieldError is a configuration error in one field of a check's section. The
+// config loader prefixes the check's path and finds the line.
+type FieldError struct {
+	Field  string // dotted, relative to the check's section, e.g. "rules[2].pattern"
+	Value  any
+	Reason string
+}
+
+func (e *FieldError) Error() string {
+	return fmt.Sprintf("%s: %s (value %v)", e.Field, e.Reason, e.Value)
+}
+
+// Validator is implemented by check configurations that have rules beyond
+// their types. Validate returns a *FieldError for a bad field.
+type Validator interface {
+	Validate() error
+}
+
+// Registration says how to build one check from its configuration section.
+type Registration struct {
+	Name           string
+	DefaultEnabled bool
+	// NewConfig returns a pointer to the check's configuration holding its
+	// defaults; the loader decodes the check's section over it.
+	NewConfig func() any
+	// ConfigType is the type NewConfig points to, for the loader's field checks.
+	ConfigType reflect.Type
+	New        func(cfg any, env Env) (Check, error)
+}
+
+// Define makes a Registration from a typed config and constructor, so that a
+// check's package need not deal in `any`.
+func Define[C any](name string, enabledByDefault bool, defaults func() *C, build func(cfg *C, env Env) (Check, error)) Registration {
+	return Registration{
+		Name:           name,
+		DefaultEnabled: enabledByDefault,
+		NewConfig:      func() any { return defaults() },
+		ConfigType:     reflect.TypeFor[C](),
+		New: func(cfg any, env Env) (Check, error) {
+			c, ok := cfg.(*C)
+			if !ok {
+				return nil, fmt.Errorf("check %s: config is %T, want *%v", name, cfg, reflect.TypeFor[C]())
+			}
+			return build(c, env)
+		},
+	}
+}
+
+// Registry is the set of checks this binary knows, in a fixed order.
+type Registry []Registration
+
+// Lookup returns the registration with the given name.
+func (r Registry) Lookup(name string) (Registration, bool) {
+	for _, reg := range r {
+		if reg.Name == name {
+			return reg, true
+		}
+	}
+	return Registration{}, false
+}
+
+// Names lists the registered checks' names.
+func (r Registry) Names() []string {
+	names := make([]string, len(r))
+	for i, reg := range r {
+		names[i] = reg.Name
+	}
+	return names
+}

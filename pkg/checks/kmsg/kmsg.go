@@ -1,0 +1,142 @@
+// Package kmsg is the kernel log check: it reads /dev/kmsg and runs the log
+// rules over each record.
+package kmsg
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/logrules"
+)
+
+// Name is the check's name in configuration and metrics.
+const Name = "kmsg"
+
+// Config is the check's section of the config file.
+type Config struct {
+	// Rules are added to the built-in rules; one with a built-in rule's name
+	// replaces it.
+	Rules []logrules.Rule `json:"rules,omitempty"`
+	// DisableRules names built-in rules to drop.
+	DisableRules []string `json:"disableRules,omitempty"`
+	// Conditions declares condition types that user rules set, beyond the
+	// built-in ones.
+	Conditions []logrules.ConditionSpec `json:"conditions,omitempty"`
+	// FromStart reads the records already in the kernel's ring buffer at
+	// start, not only new ones.
+	FromStart bool `json:"fromStart,omitempty"`
+	// ExpireInterval is how often conditions with a quiet period are
+	// re-evaluated.
+	ExpireInterval checks.Duration `json:"expireInterval,omitempty"`
+}
+
+// DefaultConfig is the configuration a node gets without a config file.
+func DefaultConfig() *Config {
+	return &Config{ExpireInterval: checks.Duration{Duration: 10 * time.Second}}
+}
+
+// Validate compiles the rules so that a bad one fails at start, naming it.
+func (c *Config) Validate() error {
+	_, err := c.Engine()
+	return err
+}
+
+func (c *Config) Engine() (*logrules.Engine, error) {
+	rules, err := logrules.Merge(logrules.DefaultRules(), c.Rules, c.DisableRules)
+	if err != nil {
+		return nil, &checks.FieldError{Field: "disableRules", Value: c.DisableRules, Reason: err.Error()}
+	}
+	conds := append(logrules.DefaultConditions(), c.Conditions...)
+	e, err := logrules.NewEngine(rules, conds)
+	if rerr, ok := err.(*logrules.RuleError); ok {
+		// Point at the user's rule when the bad rule is one of theirs.
+		for i, u := range c.Rules {
+			if u.Name == rerr.Name {
+				return nil, &checks.FieldError{Field: "rules[" + strconv.Itoa(i) + "]." + rerr.Field, Value: rerr.Value, Reason: rerr.Err}
+			}
+		}
+		return nil, &checks.FieldError{Field: "rules", Value: rerr.Name, Reason: rerr.Error()}
+	}
+	return e, err
+}
+
+// Registration is the check's entry in the registry.
+var Registration = checks.Define(Name, true, DefaultConfig, func(cfg *Config, env checks.Env) (checks.Check, error) {
+	return New(cfg, env, nil)
+})
+
+// Check reads kernel log records and turns them into findings.
+type Check struct {
+	cfg    *Config
+	log    *zap.Logger
+	source Source
+	conds  []checks.ConditionDefault
+	now    func() time.Time
+}
+
+// New builds the check. A nil source reads /dev/kmsg; tests pass their own.
+func New(cfg *Config, env checks.Env, source Source) (*Check, error) {
+	e, err := cfg.Engine()
+	if err != nil {
+		return nil, err
+	}
+	if env.Now == nil {
+		env.Now = time.Now
+	}
+	if env.Metrics == nil {
+		env.Metrics = prometheus.NewRegistry()
+	}
+	if source == nil {
+		source = &devKmsg{log: env.Log, metrics: newSourceMetrics(env.Metrics), fromStart: cfg.FromStart, now: env.Now}
+	}
+	return &Check{cfg: cfg, log: env.Log, source: source, conds: e.Conditions(), now: env.Now}, nil
+}
+
+func (c *Check) Name() string                          { return Name }
+func (c *Check) Conditions() []checks.ConditionDefault { return c.conds }
+
+// Run reads records until ctx ends. Each run starts a fresh engine: what a
+// multi-line report had gathered before a restart is not worth a stale match.
+func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
+	engine, err := c.cfg.Engine()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	records := make(chan Record, 1024)
+	sourceErr := make(chan error, 1)
+	go func() { sourceErr <- c.source.Run(ctx, records) }()
+
+	expire := time.NewTicker(max(c.cfg.ExpireInterval.Duration, time.Second))
+	defer expire.Stop()
+	var buf []checks.Finding
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-sourceErr:
+			if err == nil && ctx.Err() == nil {
+				err = fmt.Errorf("kernel log source stopped")
+			}
+			return err
+		case rec := <-records:
+			buf = engine.Feed(logrules.Line{Text: rec.Message, Time: rec.Received}, buf[:0])
+			for _, f := range buf {
+				f.Source = "kmsg seq " + strconv.FormatUint(rec.Seq, 10)
+				emit(f)
+			}
+		case <-expire.C:
+			buf = engine.Expire(c.now(), buf[:0])
+			for _, f := range buf {
+				emit(f)
+			}
+		}
+	}
+}

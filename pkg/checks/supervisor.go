@@ -1,0 +1,178 @@
+package checks
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// Supervisor runs checks side by side. A check that errors, returns early or
+// panics is logged, counted and restarted with exponential backoff; the others
+// never notice.
+type Supervisor struct {
+	Checks []Check
+	// Emit receives every valid finding, stamped with its check's name and,
+	// when the check left it zero, the time.
+	Emit    func(Finding)
+	Log     *zap.Logger
+	Metrics *SupervisorMetrics
+	// InitialBackoff and MaxBackoff bound the wait before a restart; a run that
+	// lasted longer than MaxBackoff resets the backoff.
+	InitialBackoff time.Duration
+	MaxBackoff     time.Duration
+	Now            func() time.Time
+}
+
+// SupervisorMetrics are the per-check health metrics.
+type SupervisorMetrics struct {
+	running  *prometheus.GaugeVec
+	starts   *prometheus.CounterVec
+	failures *prometheus.CounterVec
+	findings *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+// NewSupervisorMetrics registers the per-check metrics on reg.
+func NewSupervisorMetrics(reg prometheus.Registerer) *SupervisorMetrics {
+	m := &SupervisorMetrics{
+		running: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "nodeguard_check_running",
+			Help: "1 while the check's Run is executing, 0 while it waits to be restarted.",
+		}, []string{"check"}),
+		starts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nodeguard_check_runs_total",
+			Help: "Times the check's Run was started, the first start included.",
+		}, []string{"check"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nodeguard_check_errors_total",
+			Help: "Times the check's Run ended before shutdown, by how: error, panic or exit (returned nil early).",
+		}, []string{"check", "how"}),
+		findings: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nodeguard_check_findings_total",
+			Help: "Findings the check emitted, by kind; invalid ones are counted under kind=invalid and dropped.",
+		}, []string{"check", "kind"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "nodeguard_check_run_duration_seconds",
+			Help:    "How long each of the check's runs lasted before it ended.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 10, 8),
+		}, []string{"check"}),
+	}
+	reg.MustRegister(m.running, m.starts, m.failures, m.findings, m.duration)
+	return m
+}
+
+// Run starts every check and returns when ctx ends and every check's Run has
+// returned, or stopTimeout after ctx ends, whichever comes first. It returns
+// the names of checks that had not returned by then.
+func (s *Supervisor) Run(ctx context.Context, stopTimeout time.Duration) []string {
+	if s.Metrics == nil {
+		s.Metrics = NewSupervisorMetrics(prometheus.NewRegistry())
+	}
+	if s.Now == nil {
+		s.Now = time.Now
+	}
+	if s.InitialBackoff <= 0 {
+		s.InitialBackoff = time.Second
+	}
+	if s.MaxBackoff < s.InitialBackoff {
+		s.MaxBackoff = 2 * time.Minute
+	}
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		pending = map[string]bool{}
+	)
+	for _, c := range s.Checks {
+		name := c.Name()
+		s.Metrics.running.WithLabelValues(name).Set(0)
+		for _, how := range []string{"error", "panic", "exit"} {
+			s.Metrics.failures.WithLabelValues(name, how)
+		}
+		pending[name] = true
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.supervise(ctx, c)
+			mu.Lock()
+			delete(pending, name)
+			mu.Unlock()
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	<-ctx.Done()
+	select {
+	case <-done:
+	case <-time.After(stopTimeout):
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var stuck []string
+	for name := range pending {
+		stuck = append(stuck, name)
+	}
+	return stuck
+}
+
+func (s *Supervisor) supervise(ctx context.Context, c Check) {
+	name := c.Name()
+	log := s.Log.With(zap.String("check", name))
+	backoff := s.InitialBackoff
+	for {
+		started := s.Now()
+		s.Metrics.starts.WithLabelValues(name).Inc()
+		s.Metrics.running.WithLabelValues(name).Set(1)
+		how, err := s.runOnce(ctx, c)
+		s.Metrics.running.WithLabelValues(name).Set(0)
+		lasted := s.Now().Sub(started)
+		s.Metrics.duration.WithLabelValues(name).Observe(lasted.Seconds())
+		if ctx.Err() != nil {
+			return
+		}
+		s.Metrics.failures.WithLabelValues(name, how).Inc()
+		if lasted > s.MaxBackoff {
+			backoff = s.InitialBackoff
+		}
+		log.Error("check stopped; restarting after backoff",
+			zap.String("how", how), zap.Error(err), zap.Duration("lasted", lasted), zap.Duration("backoff", backoff))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, s.MaxBackoff)
+	}
+}
+
+// runOnce runs the check once, turning a panic into an error so that the
+// supervisor can restart it.
+func (s *Supervisor) runOnce(ctx context.Context, c Check) (how string, err error) {
+	name := c.Name()
+	defer func() {
+		if r := recover(); r != nil {
+			how, err = "panic", fmt.Errorf("check %s panicked: %v\n%s", name, r, debug.Stack())
+		}
+	}()
+	emit := func(f Finding) {
+		f.Check = name
+		if f.Time.IsZero() {
+			f.Time = s.Now()
+		}
+		if verr := f.Validate(); verr != nil {
+			s.Metrics.findings.WithLabelValues(name, "invalid").Inc()
+			s.Log.Error("check emitted an invalid finding; dropped", zap.String("check", name), zap.Error(verr))
+			return
+		}
+		s.Metrics.findings.WithLabelValues(name, string(f.Kind)).Inc()
+		s.Emit(f)
+	}
+	if err := c.Run(ctx, emit); err != nil {
+		return "error", fmt.Errorf("check %s: %w", name, err)
+	}
+	return "exit", fmt.Errorf("check %s returned before shutdown", name)
+}

@@ -1,0 +1,258 @@
+// Package config loads nodeguard's YAML configuration, checking every field
+// against the types it decodes into so that a mistake fails at start with the
+// file, line, field and value named.
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+	yamlv3 "sigs.k8s.io/yaml/goyaml.v3"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+)
+
+// Config is the agent's configuration. Flags override the file.
+type Config struct {
+	// NodeName is the Node to report on; defaults to $NODE_NAME.
+	NodeName string `json:"nodeName,omitempty"`
+	// Kubeconfig, when set, is used instead of the in-cluster config.
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+	// Standalone prints findings and talks to no API server.
+	Standalone bool `json:"standalone,omitempty"`
+	// Output is how findings are printed: "text" or "json".
+	Output string `json:"output,omitempty"`
+	// ListenAddress serves /metrics and /healthz; empty turns it off.
+	ListenAddress string `json:"listenAddress,omitempty"`
+	// LogTo is where the agent's own logs go: "stderr" or "journald".
+	LogTo string `json:"logTo,omitempty"`
+	// LogFormat is "json" or "console" for stderr logs.
+	LogFormat string `json:"logFormat,omitempty"`
+	// ProcPath and SysPath are the host's /proc and /sys.
+	ProcPath string `json:"procPath,omitempty"`
+	SysPath  string `json:"sysPath,omitempty"`
+	// StateDir keeps small state files across restarts.
+	StateDir string         `json:"stateDir,omitempty"`
+	Reporter ReporterConfig `json:"reporter"`
+	// Checks holds each check's section, keyed by check name. Every section
+	// takes "enabled" besides the check's own fields.
+	Checks map[string]json.RawMessage `json:"checks,omitempty"`
+
+	// Enabled and CheckConfigs are filled from Checks by Load.
+	Enabled      map[string]bool `json:"-"`
+	CheckConfigs map[string]any  `json:"-"`
+}
+
+// ReporterConfig tunes how findings reach the API server.
+type ReporterConfig struct {
+	// Heartbeat rewrites the conditions this often with nothing changed.
+	Heartbeat checks.Duration `json:"heartbeat,omitempty"`
+	// MinWriteInterval coalesces bursts: at most one status write this often.
+	MinWriteInterval checks.Duration `json:"minWriteInterval,omitempty"`
+	// EventQPS and EventBurst rate-limit events of one reason and message.
+	EventQPS   float64 `json:"eventQPS,omitempty"`
+	EventBurst int     `json:"eventBurst,omitempty"`
+	// ClientQPS and ClientBurst limit the agent's API client as a whole.
+	ClientQPS   float64 `json:"clientQPS,omitempty"`
+	ClientBurst int     `json:"clientBurst,omitempty"`
+}
+
+// Default returns the configuration a node gets with no file and no flags.
+func Default(registry checks.Registry) *Config {
+	c := &Config{
+		Output:        "text",
+		ListenAddress: ":9102",
+		LogTo:         "stderr",
+		LogFormat:     "json",
+		ProcPath:      "/proc",
+		SysPath:       "/sys",
+		StateDir:      "/var/lib/nodeguard",
+		Reporter: ReporterConfig{
+			Heartbeat:        checks.Duration{Duration: 5 * time.Minute},
+			MinWriteInterval: checks.Duration{Duration: time.Second},
+			EventQPS:         1.0 / 30,
+			EventBurst:       25,
+			ClientQPS:        5,
+			ClientBurst:      10,
+		},
+		Enabled:      map[string]bool{},
+		CheckConfigs: map[string]any{},
+	}
+	for _, reg := range registry {
+		c.Enabled[reg.Name] = reg.DefaultEnabled
+		c.CheckConfigs[reg.Name] = reg.NewConfig()
+	}
+	return c
+}
+
+// Error is a configuration error: the file and line when known, the field's
+// dotted path, and what is wrong.
+type Error struct {
+	File   string
+	Line   int
+	Field  string
+	Reason string
+}
+
+func (e *Error) Error() string {
+	where := e.File
+	if where == "" {
+		where = "flags"
+	}
+	if e.Line > 0 {
+		where += ":" + strconv.Itoa(e.Line)
+	}
+	if e.Field == "" {
+		return fmt.Sprintf("config %s: %s", where, e.Reason)
+	}
+	return fmt.Sprintf("config %s: field %s: %s", where, e.Field, e.Reason)
+}
+
+// Load reads the file at path over the defaults. An empty path gives the
+// defaults.
+func Load(path string, registry checks.Registry) (*Config, error) {
+	c := Default(registry)
+	if path == "" {
+		return c, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &Error{File: path, Reason: fmt.Sprintf("reading the file: %v", err)}
+	}
+	if err := c.parse(path, data, registry); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Config) parse(path string, data []byte, registry checks.Registry) error {
+	var doc yamlv3.Node
+	if err := yamlv3.Unmarshal(data, &doc); err != nil {
+		return &Error{File: path, Line: yamlErrorLine(err), Reason: "not valid YAML: " + err.Error()}
+	}
+	if len(doc.Content) == 0 {
+		return nil // an empty file is all defaults
+	}
+	root := doc.Content[0]
+	if err := checkNode(root, reflect.TypeFor[Config](), "", registry); err != nil {
+		err.File = path
+		return err
+	}
+	if err := yaml.Unmarshal(data, c); err != nil {
+		return &Error{File: path, Reason: err.Error()}
+	}
+	for name, raw := range c.Checks {
+		reg, _ := registry.Lookup(name) // checkNode rejected unknown names
+		var section struct {
+			Enabled *bool `json:"enabled"`
+		}
+		if err := json.Unmarshal(raw, &section); err != nil {
+			return &Error{File: path, Line: lineOf(root, "checks."+name), Field: "checks." + name, Reason: err.Error()}
+		}
+		if section.Enabled != nil {
+			c.Enabled[name] = *section.Enabled
+		}
+		cfg := reg.NewConfig()
+		if err := json.Unmarshal(raw, cfg); err != nil {
+			return &Error{File: path, Line: lineOf(root, "checks."+name), Field: "checks." + name, Reason: err.Error()}
+		}
+		c.CheckConfigs[name] = cfg
+	}
+	if err := c.Validate(); err != nil {
+		var ce *Error
+		if errors.As(err, &ce) {
+			ce.File = path
+			ce.Line = lineOf(root, ce.Field)
+		}
+		return err
+	}
+	return nil
+}
+
+// Validate checks values that their types allow but nodeguard does not.
+func (c *Config) Validate() error {
+	oneOf := func(field, value string, allowed ...string) error {
+		if slices.Contains(allowed, value) {
+			return nil
+		}
+		return &Error{Field: field, Reason: fmt.Sprintf("%q is not one of %s", value, strings.Join(allowed, ", "))}
+	}
+	for _, err := range []error{
+		oneOf("output", c.Output, "text", "json"),
+		oneOf("logTo", c.LogTo, "stderr", "journald"),
+		oneOf("logFormat", c.LogFormat, "json", "console"),
+	} {
+		if err != nil {
+			return err
+		}
+	}
+	positive := []struct {
+		field string
+		ok    bool
+		value any
+	}{
+		{"reporter.heartbeat", c.Reporter.Heartbeat.Duration >= 10*time.Second, c.Reporter.Heartbeat},
+		{"reporter.minWriteInterval", c.Reporter.MinWriteInterval.Duration > 0, c.Reporter.MinWriteInterval},
+		{"reporter.eventQPS", c.Reporter.EventQPS > 0, c.Reporter.EventQPS},
+		{"reporter.eventBurst", c.Reporter.EventBurst > 0, c.Reporter.EventBurst},
+		{"reporter.clientQPS", c.Reporter.ClientQPS > 0, c.Reporter.ClientQPS},
+		{"reporter.clientBurst", c.Reporter.ClientBurst > 0, c.Reporter.ClientBurst},
+	}
+	for _, p := range positive {
+		if !p.ok {
+			reason := fmt.Sprintf("%v must be above zero", p.value)
+			if p.field == "reporter.heartbeat" {
+				reason = fmt.Sprintf("%v is below the least heartbeat, 10s", p.value)
+			}
+			return &Error{Field: p.field, Reason: reason}
+		}
+	}
+	for name, cfg := range c.CheckConfigs {
+		v, ok := cfg.(checks.Validator)
+		if !ok || !c.Enabled[name] {
+			continue
+		}
+		if err := v.Validate(); err != nil {
+			field := "checks." + name
+			var fe *checks.FieldError
+			if errors.As(err, &fe) {
+				return &Error{Field: field + "." + fe.Field, Reason: fmt.Sprintf("%s (value %v)", fe.Reason, fe.Value)}
+			}
+			return &Error{Field: field, Reason: err.Error()}
+		}
+	}
+	return nil
+}
+
+// SetEnabled turns a check on or off by name, as the --check.NAME flags do.
+func (c *Config) SetEnabled(registry checks.Registry, name string, on bool) error {
+	if _, ok := registry.Lookup(name); !ok {
+		return &Error{Field: "checks." + name, Reason: fmt.Sprintf("no check is named %q; known checks: %s", name, strings.Join(registry.Names(), ", "))}
+	}
+	c.Enabled[name] = on
+	return nil
+}
+
+func yamlErrorLine(err error) int {
+	var te *yamlv3.TypeError
+	msg := err.Error()
+	if errors.As(err, &te) && len(te.Errors) > 0 {
+		msg = te.Errors[0]
+	}
+	// yaml.v3 says "yaml: line N: ..."
+	if _, rest, ok := strings.Cut(msg, "line "); ok {
+		n, _, _ := strings.Cut(rest, ":")
+		if v, err := strconv.Atoi(n); err == nil {
+			return v
+		}
+	}
+	return 0
+}

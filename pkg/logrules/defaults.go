@@ -1,0 +1,93 @@
+package logrules
+
+import (
+	"time"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+)
+
+// podPlumbing matches the virtual interfaces that container networking creates
+// and destroys all day; their link changes are not node problems.
+const podPlumbing = `\b(?:veth|cali|cni|flannel|docker|lxc|tunl|vxlan|cilium|gke|eni|azv|kube-|br-)[\w.@-]*:`
+
+// runtimeTasks are the processes whose hung tasks make the node unable to run
+// pods (NPD's DockerHung, generalised to today's runtimes and the kubelet).
+const runtimeTasks = `(?:dockerd|docker|containerd|containerd-shim[\w-]*|runc|crio|conmon|kubelet)`
+
+func event(name, reason, contains, pattern string) Rule {
+	return Rule{Name: name, Source: "kmsg", Kind: checks.KindEvent, Reason: reason, Contains: contains, Pattern: pattern}
+}
+
+func minutes(n int) checks.Duration { return checks.Duration{Duration: time.Duration(n) * time.Minute} }
+
+// DefaultConditions are the condition types the default kernel rules own.
+func DefaultConditions() []ConditionSpec {
+	return []ConditionSpec{
+		{Type: "KernelDeadlock", Reason: "KernelHasNoDeadlock", Message: "kernel has no deadlock"},
+		{Type: "ReadonlyFilesystem", Reason: "FilesystemIsNotReadOnly", Message: "Filesystem is not read-only"},
+		{Type: "FrequentUnregisterNetDevice", Reason: "NoFrequentUnregisterNetDevice", Message: "node is functioning properly"},
+	}
+}
+
+// DefaultRules are the built-in kernel log rules. Each names the literal its
+// lines must contain so that benign lines cost a few substring searches.
+func DefaultRules() []Rule {
+	oops := func(name, contains, pattern string) Rule {
+		r := event(name, "KernelOops", contains, pattern)
+		r.Group = "oops"
+		return r
+	}
+	lockup := func(name, contains, pattern string) Rule {
+		r := event(name, "SoftLockup", contains, pattern)
+		r.Group = "lockup"
+		return r
+	}
+	oom := event("oom-kill", "OOMKilling", "Killed process", `Killed process \d+ \(`)
+	oom.Attribute = "oom"
+	frequentUnregister := Rule{
+		Name: "frequent-unregister-netdevice", Source: "kmsg", Kind: checks.KindCondition,
+		Condition: "FrequentUnregisterNetDevice", Reason: "UnregisterNetDevice",
+		Contains: "unregister_netdevice: waiting for", Pattern: `unregister_netdevice: waiting for \S+ to become free`,
+		MinCount: 3, Window: minutes(10), ClearAfter: minutes(30),
+	}
+	return []Rule{
+		oom,
+		event("kernel-panic", "KernelPanic", "Kernel panic", `Kernel panic - not syncing`),
+		oops("oops", "Oops", `\bOops(?::| -) `),
+		oops("null-deref", "BUG: kernel NULL pointer", `BUG: kernel NULL pointer dereference`),
+		oops("unable-to-handle", "BUG: unable to handle", `BUG: unable to handle (?:kernel|page fault)`),
+		oops("general-protection", "general protection fault", `general protection fault`),
+		oops("kernel-bug", "kernel BUG at", `kernel BUG at \S+`),
+		oops("invalid-opcode", "invalid opcode", `invalid opcode: \d+`),
+		event("hung-task", "TaskHung", "blocked for more than", `INFO: task \S+:\d+ blocked for more than \d+ seconds`),
+		{
+			Name: "runtime-hung", Source: "kmsg", Kind: checks.KindCondition, Condition: "KernelDeadlock",
+			Reason: "ContainerRuntimeHung", Contains: "blocked for more than",
+			Pattern: `INFO: task ` + runtimeTasks + `:\d+ blocked for more than \d+ seconds`,
+		},
+		lockup("soft-lockup", "soft lockup", `BUG: soft lockup - CPU#\d+ stuck for`),
+		lockup("hard-lockup", "hard LOCKUP", `[Ww]atchdog detected hard LOCKUP on cpu`),
+		event("rcu-stall", "RCUStall", "detected stall", `rcu\w*:? (?:INFO: )?(?:\w+ )?(?:self-)?detected stalls? on`),
+		event("io-error", "IOError", "I/O error", `(?:\bI/O error, dev \S+|Buffer I/O error on (?:dev|device) \S+|end_request: I/O error)`),
+		event("ext4-error", "Ext4Error", "EXT4-fs error", `EXT4-fs error`),
+		event("ext4-warning", "Ext4Warning", "EXT4-fs warning", `EXT4-fs warning`),
+		event("xfs-error", "XFSError", "XFS (", `XFS \([^)]+\): (?:metadata I/O error|log I/O error|Corruption|Metadata corruption|Internal error|.*[Ss]hut(?:ting)? ?down)`),
+		event("nvme-timeout", "NVMeTimeout", "nvme", `nvme\S* ?\S*: (?:I/O \d+ (?:\(\w+\) )?QID \d+ timeout|controller is down|[Rr]emoving after probe failure|Device not ready; aborting)`),
+		{
+			Name: "nic-link-down", Source: "kmsg", Kind: checks.KindEvent, Reason: "NICLinkDown",
+			Contains: "ink is", Pattern: `[\w.@-]+:? (?:NIC )?[Ll]ink is [Dd]own`, Exclude: podPlumbing,
+		},
+		event("netdev-tx-timeout", "NetdevTxTimeout", "NETDEV WATCHDOG", `NETDEV WATCHDOG: \S+ \([^)]*\): transmit queue \d+ timed out`),
+		event("unregister-netdevice", "UnregisterNetDevice", "unregister_netdevice: waiting for", `unregister_netdevice: waiting for \S+ to become free`),
+		frequentUnregister,
+		event("edac", "MemoryHardwareError", "EDAC", `EDAC (?:MC\d+|\w+): (?:\d+ )?(?:CE|UE)\b`),
+		event("mce", "MemoryHardwareError", "Hardware Error", `mce: \[Hardware Error\]`),
+		event("gpu-xid", "GPUXid", "NVRM: Xid", `NVRM: Xid \([^)]*\): \d+`),
+		event("slab-alloc-failure", "SlabAllocationFailure", "SLUB: Unable to allocate memory", `SLUB: Unable to allocate memory`),
+		event("conntrack-full", "ConntrackFull", "table full, dropping packet", `nf_conntrack: (?:nf_conntrack: )?table full, dropping packet`),
+		{
+			Name: "remount-ro", Source: "kmsg", Kind: checks.KindCondition, Condition: "ReadonlyFilesystem",
+			Reason: "FilesystemIsReadOnly", Contains: "read-only", Pattern: `Remounting filesystem read-only`,
+		},
+	}
+}

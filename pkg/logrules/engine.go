@@ -1,0 +1,168 @@
+package logrules
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+)
+
+// GroupWindow is how long, in log time, one multi-line report may run: an
+// oops prints its lines within milliseconds, so matches of the same group
+// this close together belong to one report.
+const GroupWindow = 10 * time.Second
+
+// endOfReport marks the last line of an oops or panic report.
+const endOfReport = "---[ end "
+
+// Engine runs rules over lines, one line at a time, keeping only the small
+// state that multi-line reports need (no look-back buffer): the time each
+// group last matched, the OOM kill being reported, match counts for rules
+// that need several, and the conditions that clear after a quiet period.
+// It is not safe for concurrent use.
+type Engine struct {
+	rules      []*compiled
+	conditions []ConditionSpec
+	groupSeen  map[string]time.Time
+	counts     map[string][]time.Time
+	// active holds, for condition rules that clear, when each last matched.
+	active map[string]activeCondition
+	oom    oomContext
+}
+
+type activeCondition struct {
+	last       time.Time
+	clearAfter time.Duration
+}
+
+// NewEngine compiles rules; the first bad rule is returned as a *RuleError.
+func NewEngine(rules []Rule, conditions []ConditionSpec) (*Engine, error) {
+	e := &Engine{
+		conditions: conditions,
+		groupSeen:  map[string]time.Time{},
+		counts:     map[string][]time.Time{},
+		active:     map[string]activeCondition{},
+	}
+	known := map[string]bool{}
+	for _, c := range conditions {
+		known[c.Type] = true
+	}
+	for i, r := range rules {
+		c, err := compile(i, r)
+		if err != nil {
+			return nil, err
+		}
+		if r.Kind == checks.KindCondition && !known[r.Condition] {
+			return nil, &RuleError{Index: i, Name: r.Name, Field: "condition", Value: r.Condition,
+				Err: "no condition of that type is declared; add it under conditions"}
+		}
+		e.rules = append(e.rules, c)
+	}
+	return e, nil
+}
+
+// Conditions returns the condition types the engine's rules own, with their
+// healthy defaults.
+func (e *Engine) Conditions() []checks.ConditionDefault {
+	out := make([]checks.ConditionDefault, len(e.conditions))
+	for i, c := range e.conditions {
+		out[i] = checks.ConditionDefault{Type: c.Type, Reason: c.Reason, Message: c.Message}
+	}
+	return out
+}
+
+// Feed runs every rule over one line and appends what it finds to out. A
+// line that no rule's literal occurs in costs one substring search per rule
+// and allocates nothing.
+func (e *Engine) Feed(l Line, out []checks.Finding) []checks.Finding {
+	text := l.Text
+	if strings.Contains(text, endOfReport) {
+		clear(e.groupSeen)
+	}
+	e.oom.observe(text, l.Time)
+	for _, r := range e.rules {
+		if !strings.Contains(text, r.Contains) || !r.re.MatchString(text) {
+			continue
+		}
+		if r.exclude != nil && r.exclude.MatchString(text) {
+			continue
+		}
+		if r.Group != "" {
+			// The first match of a group speaks for the whole report, other
+			// rules of the group on the same line included.
+			seen, ok := e.groupSeen[r.Group]
+			e.groupSeen[r.Group] = l.Time
+			if ok && l.Time.Sub(seen) < GroupWindow && !l.Time.Before(seen) {
+				continue
+			}
+		}
+		if r.MinCount > 1 && !e.countReached(r, l.Time) {
+			continue
+		}
+		out = append(out, e.finding(r, l))
+	}
+	return out
+}
+
+// countReached records a match and says whether MinCount matches fell within
+// Window; when they did the count starts over.
+func (e *Engine) countReached(r *compiled, at time.Time) bool {
+	times := e.counts[r.Name]
+	keep := times[:0]
+	for _, t := range times {
+		if at.Sub(t) < r.Window.Duration {
+			keep = append(keep, t)
+		}
+	}
+	keep = append(keep, at)
+	if len(keep) >= r.MinCount {
+		e.counts[r.Name] = keep[:0]
+		return true
+	}
+	e.counts[r.Name] = keep
+	return false
+}
+
+func (e *Engine) finding(r *compiled, l Line) checks.Finding {
+	msg := strings.TrimSpace(l.Text)
+	if r.Attribute == "oom" {
+		msg = e.oom.describe(msg, l.Time)
+	}
+	f := checks.Finding{
+		Kind:     r.Kind,
+		Reason:   r.Reason,
+		Message:  msg,
+		Severity: checks.SeverityWarning,
+		Time:     l.Time,
+		Source:   l.Source,
+	}
+	if r.Kind == checks.KindCondition {
+		f.Type = r.Condition
+		f.Status = checks.StatusTrue
+		f.Severity = ""
+		if r.ClearAfter.Duration > 0 {
+			e.active[r.Condition] = activeCondition{last: l.Time, clearAfter: r.ClearAfter.Duration}
+		}
+	}
+	return f
+}
+
+// Expire sets False each condition whose quiet period has passed by now.
+func (e *Engine) Expire(now time.Time, out []checks.Finding) []checks.Finding {
+	for condType, a := range e.active {
+		if now.Sub(a.last) < a.clearAfter {
+			continue
+		}
+		delete(e.active, condType)
+		for _, c := range e.conditions {
+			if c.Type == condType {
+				out = append(out, checks.Finding{
+					Kind: checks.KindCondition, Type: condType, Status: checks.StatusFalse,
+					Reason: c.Reason, Message: fmt.Sprintf("%s; no match for %s", c.Message, a.clearAfter), Time: now,
+				})
+			}
+		}
+	}
+	return out
+}

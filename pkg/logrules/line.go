@@ -1,0 +1,148 @@
+// Package logrules turns kernel and service log lines into findings: rules as
+// data (a literal prefilter, a pattern, the finding to make), multi-line
+// reports folded into one finding, and the line formats a kernel log comes in.
+package logrules
+
+import (
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Line is one log message with the time it was logged.
+type Line struct {
+	Text string
+	// Time is when the line was logged: receive time for live /dev/kmsg
+	// records, the line's own timestamp in a replay.
+	Time time.Time
+	// Source names the line for a reader, e.g. "kern.log:12" or "kmsg:5501".
+	Source string
+}
+
+// Format is the shape a kernel log line came in.
+type Format int
+
+const (
+	FormatPlain Format = iota
+	// FormatKmsg is a /dev/kmsg record: "PRI,SEQ,USEC,FLAGS;message".
+	FormatKmsg
+	// FormatDmesg is dmesg output: "[  12.345678] message", optionally after
+	// a "<N>" level prefix.
+	FormatDmesg
+)
+
+// ParsedLine is a line with its format's framing taken off.
+type ParsedLine struct {
+	Format Format
+	Text   string
+	// Monotonic is the time since boot the line carries; valid only when
+	// HasTime.
+	Monotonic time.Duration
+	HasTime   bool
+	Priority  int // syslog priority without facility; -1 when unknown
+	Seq       uint64
+}
+
+// ParseKernelLine detects the line's format and strips its framing. It never
+// fails: a line that is none of the framed forms is plain text.
+func ParseKernelLine(s string) ParsedLine {
+	s = strings.TrimRight(s, "\r\n")
+	if p, ok := parseKmsgRecord(s); ok {
+		return p
+	}
+	if p, ok := parseDmesg(s); ok {
+		return p
+	}
+	return ParsedLine{Format: FormatPlain, Text: s, Priority: -1}
+}
+
+// parseKmsgRecord parses "PRI,SEQ,USEC[,FLAGS...];text". The text of a
+// /dev/kmsg read may go on with continuation lines (" KEY=value" dictionary
+// entries); only the first line is the message.
+func parseKmsgRecord(s string) (ParsedLine, bool) {
+	semi := strings.IndexByte(s, ';')
+	if semi <= 0 {
+		return ParsedLine{}, false
+	}
+	head := s[:semi]
+	fields := strings.SplitN(head, ",", 4)
+	if len(fields) < 3 {
+		return ParsedLine{}, false
+	}
+	pri, err := strconv.Atoi(fields[0])
+	if err != nil || pri < 0 {
+		return ParsedLine{}, false
+	}
+	seq, err := strconv.ParseUint(fields[1], 10, 64)
+	if err != nil {
+		return ParsedLine{}, false
+	}
+	usec, err := strconv.ParseInt(fields[2], 10, 64)
+	if err != nil || usec < 0 {
+		return ParsedLine{}, false
+	}
+	text := s[semi+1:]
+	if nl := strings.IndexByte(text, '\n'); nl >= 0 {
+		text = text[:nl]
+	}
+	return ParsedLine{
+		Format:    FormatKmsg,
+		Text:      text,
+		Monotonic: time.Duration(usec) * time.Microsecond,
+		HasTime:   true,
+		Priority:  pri & 7, // the facility is in the upper bits
+		Seq:       seq,
+	}, true
+}
+
+// parseDmesg parses "[  12.345678] text" with an optional "<N>" before it.
+func parseDmesg(s string) (ParsedLine, bool) {
+	pri := -1
+	if strings.HasPrefix(s, "<") {
+		end := strings.IndexByte(s, '>')
+		if end < 2 {
+			return ParsedLine{}, false
+		}
+		n, err := strconv.Atoi(s[1:end])
+		if err != nil || n < 0 {
+			return ParsedLine{}, false
+		}
+		pri = n & 7
+		s = s[end+1:]
+	}
+	if !strings.HasPrefix(s, "[") {
+		return ParsedLine{}, false
+	}
+	end := strings.IndexByte(s, ']')
+	if end < 0 {
+		return ParsedLine{}, false
+	}
+	stamp := strings.TrimSpace(s[1:end])
+	secs, frac, _ := strings.Cut(stamp, ".")
+	sec, err := strconv.ParseInt(secs, 10, 64)
+	if err != nil || sec < 0 {
+		return ParsedLine{}, false
+	}
+	var nanos int64
+	if frac != "" {
+		if len(frac) > 9 {
+			return ParsedLine{}, false
+		}
+		f, err := strconv.ParseInt(frac, 10, 64)
+		if err != nil || f < 0 {
+			return ParsedLine{}, false
+		}
+		for i := len(frac); i < 9; i++ {
+			f *= 10
+		}
+		nanos = f
+	}
+	text := strings.TrimPrefix(s[end+1:], " ")
+	return ParsedLine{
+		Format:    FormatDmesg,
+		Text:      text,
+		Monotonic: time.Duration(sec)*time.Second + time.Duration(nanos),
+		HasTime:   true,
+		Priority:  pri,
+	}, true
+}

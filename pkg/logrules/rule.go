@@ -1,0 +1,150 @@
+package logrules
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+)
+
+// Rule says which lines make which finding. Rules are data: the defaults are
+// in defaults.go, and users add, replace or disable rules in the config file.
+type Rule struct {
+	// Name identifies the rule; a user rule with a default rule's name
+	// replaces it.
+	Name string `json:"name"`
+	// Source is where the rule reads: "kmsg" (the default), "journald:UNIT"
+	// or "file:PATH".
+	Source string      `json:"source,omitempty"`
+	Kind   checks.Kind `json:"kind"`
+	Reason string      `json:"reason"`
+	// Condition is the condition type a condition rule sets True.
+	Condition string `json:"condition,omitempty"`
+	// Contains is a literal every matching line holds; lines without it are
+	// passed over before the pattern runs. Required: it is what keeps the
+	// cost of a benign line near zero.
+	Contains string `json:"contains"`
+	// Pattern is a Go regular expression the line must match.
+	Pattern string `json:"pattern"`
+	// Exclude, when set, is a pattern that vetoes a match (e.g. veth devices
+	// for NIC link rules).
+	Exclude string `json:"exclude,omitempty"`
+	// Group folds the lines of one multi-line report into one finding: after
+	// a rule of a group matches, further matches of that group within
+	// GroupWindow of log time, or before an end-of-report marker, are part of
+	// the same report.
+	Group string `json:"group,omitempty"`
+	// MinCount and Window: the rule fires only when it has matched MinCount
+	// times within Window of log time.
+	MinCount int             `json:"minCount,omitempty"`
+	Window   checks.Duration `json:"window,omitempty"`
+	// ClearAfter sets a condition False again after this long without a
+	// match; zero keeps it True until the agent sees a new boot.
+	ClearAfter checks.Duration `json:"clearAfter,omitempty"`
+	// Attribute names extra work done on a match: "oom" adds the killed
+	// task's memory cgroup, pod UID and container ID.
+	Attribute string `json:"attribute,omitempty"`
+}
+
+// ConditionSpec is a condition type the rules own, with its healthy state.
+type ConditionSpec struct {
+	Type    string `json:"type"`
+	Reason  string `json:"reason"`
+	Message string `json:"message"`
+}
+
+// RuleError is a bad rule: which rule and which field.
+type RuleError struct {
+	Index int
+	Name  string
+	Field string
+	Value string
+	Err   string
+}
+
+func (e *RuleError) Error() string {
+	return fmt.Sprintf("rule %d (%q): field %s: %s (value %q)", e.Index, e.Name, e.Field, e.Err, e.Value)
+}
+
+type compiled struct {
+	Rule
+	re      *regexp.Regexp
+	exclude *regexp.Regexp
+}
+
+// compile checks a rule and compiles its patterns.
+func compile(i int, r Rule) (*compiled, error) {
+	bad := func(field, value, msg string) error {
+		return &RuleError{Index: i, Name: r.Name, Field: field, Value: value, Err: msg}
+	}
+	if r.Name == "" {
+		return nil, bad("name", "", "a rule needs a name")
+	}
+	switch r.Kind {
+	case checks.KindEvent:
+		if r.Condition != "" {
+			return nil, bad("condition", r.Condition, "an event rule sets no condition; use kind: condition")
+		}
+	case checks.KindCondition:
+		if r.Condition == "" {
+			return nil, bad("condition", "", "a condition rule needs the condition type it sets")
+		}
+	default:
+		return nil, bad("kind", string(r.Kind), `must be "event" or "condition"`)
+	}
+	if r.Reason == "" {
+		return nil, bad("reason", "", "a rule needs a reason")
+	}
+	if r.Contains == "" {
+		return nil, bad("contains", "", "a rule needs a literal that every matching line contains")
+	}
+	if r.Pattern == "" {
+		return nil, bad("pattern", "", "a rule needs a pattern")
+	}
+	re, err := regexp.Compile(r.Pattern)
+	if err != nil {
+		return nil, bad("pattern", r.Pattern, err.Error())
+	}
+	c := &compiled{Rule: r, re: re}
+	if r.Exclude != "" {
+		if c.exclude, err = regexp.Compile(r.Exclude); err != nil {
+			return nil, bad("exclude", r.Exclude, err.Error())
+		}
+	}
+	if r.MinCount < 0 {
+		return nil, bad("minCount", fmt.Sprint(r.MinCount), "must not be negative")
+	}
+	if r.MinCount > 1 && r.Window.Duration <= 0 {
+		return nil, bad("window", r.Window.String(), "minCount above 1 needs a window")
+	}
+	if r.Attribute != "" && r.Attribute != "oom" {
+		return nil, bad("attribute", r.Attribute, `the only attribute is "oom"`)
+	}
+	if r.ClearAfter.Duration > 0 && r.Kind != checks.KindCondition {
+		return nil, bad("clearAfter", r.ClearAfter.String(), "only condition rules clear")
+	}
+	return c, nil
+}
+
+// Merge returns the default rules with the user's: a user rule replaces the
+// default of the same name, the others are appended, and rules named in
+// disable are dropped. It reports a disable that names no rule.
+func Merge(defaults, user []Rule, disable []string) ([]Rule, error) {
+	out := slices.Clone(defaults)
+	for _, u := range user {
+		if i := slices.IndexFunc(out, func(r Rule) bool { return r.Name == u.Name }); i >= 0 {
+			out[i] = u
+		} else {
+			out = append(out, u)
+		}
+	}
+	for _, name := range disable {
+		i := slices.IndexFunc(out, func(r Rule) bool { return r.Name == name })
+		if i < 0 {
+			return nil, fmt.Errorf("disableRules names %q, which is no rule", name)
+		}
+		out = slices.Delete(out, i, i+1)
+	}
+	return out, nil
+}

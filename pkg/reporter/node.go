@@ -1,0 +1,345 @@
+package reporter
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+)
+
+// NodeSinkOptions tune the API server sink.
+type NodeSinkOptions struct {
+	NodeName string
+	// MinWriteInterval is the least time between two status writes: a burst
+	// of changes becomes one write.
+	MinWriteInterval time.Duration
+	// Heartbeat rewrites the conditions, unchanged but for
+	// lastHeartbeatTime, so that readers can tell a live agent from a dead one.
+	Heartbeat time.Duration
+	// RequestTimeout bounds each API request.
+	RequestTimeout time.Duration
+	// MaxRetryInterval caps the backoff between failed writes; it bounds how
+	// long after the API server returns the node shows the newest state.
+	MaxRetryInterval time.Duration
+	// BootTime is when this node booted. A condition left True by an earlier
+	// agent is kept on start only if it became True after BootTime: a reboot
+	// ends the kernel problems of the boot before it.
+	BootTime time.Time
+	// EventQPS and EventBurst rate-limit events per reason and message, on top
+	// of client-go's aggregation of similar events.
+	EventQPS   float32
+	EventBurst int
+}
+
+// NodeSink writes the owned conditions to the Node's status and events about
+// the Node. It never loses the newest state: a failed write is retried with
+// backoff, and each write sends whatever is newest at the time.
+type NodeSink struct {
+	client   kubernetes.Interface
+	opts     NodeSinkOptions
+	log      *zap.Logger
+	defaults []checks.ConditionDefault
+	metrics  *nodeSinkMetrics
+
+	recorder    record.EventRecorder
+	broadcaster record.EventBroadcaster
+
+	mu sync.Mutex
+	// desired holds every owned type once the node has been read; before that
+	// only the types a finding has set.
+	desired map[string]corev1.NodeCondition
+	// generation counts changes to desired, so that a write knows whether
+	// something changed while it was in flight.
+	generation uint64
+	written    uint64
+	wake       chan struct{}
+}
+
+type nodeSinkMetrics struct {
+	writes *prometheus.CounterVec
+	synced prometheus.Gauge
+	last   prometheus.Gauge
+}
+
+// NewNodeSink returns a sink for the node named in opts. Call Run to start
+// writing.
+func NewNodeSink(client kubernetes.Interface, log *zap.Logger, reg prometheus.Registerer, defaults []checks.ConditionDefault, opts NodeSinkOptions) *NodeSink {
+	if opts.MinWriteInterval <= 0 {
+		opts.MinWriteInterval = time.Second
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = 5 * time.Minute
+	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = 10 * time.Second
+	}
+	if opts.MaxRetryInterval <= 0 {
+		opts.MaxRetryInterval = time.Second
+	}
+	if opts.EventQPS <= 0 {
+		opts.EventQPS = 1.0 / 30
+	}
+	if opts.EventBurst <= 0 {
+		opts.EventBurst = 25
+	}
+	m := &nodeSinkMetrics{
+		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nodeguard_node_status_writes_total",
+			Help: "Patches of the Node's status, by result (success or error).",
+		}, []string{"result"}),
+		synced: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nodeguard_node_status_synced",
+			Help: "1 when the Node's conditions in the API server match the agent's latest state, 0 while a write is pending.",
+		}),
+		last: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nodeguard_node_status_last_write_timestamp_seconds",
+			Help: "Unix time of the last successful status write.",
+		}),
+	}
+	reg.MustRegister(m.writes, m.synced, m.last)
+	broadcaster := record.NewBroadcaster(record.WithCorrelatorOptions(record.CorrelatorOptions{
+		QPS:       opts.EventQPS,
+		BurstSize: opts.EventBurst,
+	}))
+	// Recording starts now, not in Run, so that no event emitted before Run
+	// starts is dropped for want of a watcher.
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	return &NodeSink{
+		client:      client,
+		opts:        opts,
+		log:         log,
+		defaults:    defaults,
+		metrics:     m,
+		broadcaster: broadcaster,
+		recorder:    broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "nodeguard", Host: opts.NodeName}),
+		desired:     map[string]corev1.NodeCondition{},
+		wake:        make(chan struct{}, 1),
+	}
+}
+
+// nodeRef is the object events are about. Like the kubelet, it uses the node's
+// name as its UID, which is what `kubectl describe node` searches for.
+func (s *NodeSink) nodeRef() *corev1.ObjectReference {
+	return &corev1.ObjectReference{Kind: "Node", Name: s.opts.NodeName, UID: types.UID(s.opts.NodeName)}
+}
+
+// Finding records an event or updates the desired conditions.
+func (s *NodeSink) Finding(f checks.Finding) {
+	switch f.Kind {
+	case checks.KindEvent:
+		eventType := string(f.Severity)
+		if eventType == "" {
+			eventType = corev1.EventTypeWarning
+		}
+		s.recorder.Event(s.nodeRef(), eventType, f.Reason, Truncate(f.Message, MaxMessageBytes))
+	case checks.KindCondition:
+		s.mu.Lock()
+		s.setLocked(f.Type, corev1.ConditionStatus(f.Status), f.Reason, f.Message, f.Time)
+		s.mu.Unlock()
+	}
+}
+
+func (s *NodeSink) setLocked(condType string, status corev1.ConditionStatus, reason, message string, at time.Time) {
+	prev, had := s.desired[condType]
+	c := corev1.NodeCondition{
+		Type:    corev1.NodeConditionType(condType),
+		Status:  status,
+		Reason:  reason,
+		Message: Truncate(message, MaxMessageBytes),
+	}
+	if had && prev.Status == status {
+		c.LastTransitionTime = prev.LastTransitionTime
+	} else {
+		c.LastTransitionTime = metav1.NewTime(at)
+	}
+	if had && prev == c {
+		return
+	}
+	s.desired[condType] = c
+	s.generation++
+	s.metrics.synced.Set(0)
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run writes the node status until ctx ends, and then stops event delivery.
+func (s *NodeSink) Run(ctx context.Context) error {
+	defer s.broadcaster.Shutdown()
+
+	if err := s.syncFromNode(ctx); err != nil {
+		return err
+	}
+	var (
+		lastWrite time.Time
+		owed      bool // the last write failed
+		retry     = 100 * time.Millisecond
+	)
+	heartbeat := time.NewTimer(s.opts.Heartbeat)
+	defer heartbeat.Stop()
+	for {
+		s.mu.Lock()
+		pending := owed || s.generation != s.written
+		s.mu.Unlock()
+		if !pending {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-s.wake:
+			case <-heartbeat.C:
+			}
+		}
+		// Coalesce: whatever arrives within MinWriteInterval of the last write
+		// goes out in the next one.
+		if wait := time.Until(lastWrite.Add(s.opts.MinWriteInterval)); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
+		}
+		err := s.write(ctx)
+		lastWrite = time.Now()
+		if err != nil {
+			owed = true
+			s.metrics.writes.WithLabelValues("error").Inc()
+			s.log.Warn("writing node conditions failed; will retry", zap.Error(err), zap.Duration("retry", retry))
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(jitter(retry)):
+			}
+			retry = min(2*retry, s.opts.MaxRetryInterval)
+			continue
+		}
+		owed = false
+		retry = 100 * time.Millisecond
+		s.metrics.writes.WithLabelValues("success").Inc()
+		s.metrics.last.Set(float64(lastWrite.Unix()))
+		if !heartbeat.Stop() {
+			select {
+			case <-heartbeat.C:
+			default:
+			}
+		}
+		heartbeat.Reset(s.opts.Heartbeat)
+	}
+}
+
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1)
+}
+
+// syncFromNode reads the Node once, retrying until it succeeds, and fills in
+// each owned type that no finding has set yet: from the API server when the
+// condition there is still current, otherwise with the healthy default.
+func (s *NodeSink) syncFromNode(ctx context.Context) error {
+	retry := 100 * time.Millisecond
+	for {
+		reqCtx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+		node, err := s.client.CoreV1().Nodes().Get(reqCtx, s.opts.NodeName, metav1.GetOptions{})
+		cancel()
+		if err == nil {
+			s.adopt(node.Status.Conditions)
+			return nil
+		}
+		s.log.Warn("reading the node failed; will retry", zap.String("node", s.opts.NodeName), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(jitter(retry)):
+		}
+		retry = min(2*retry, s.opts.MaxRetryInterval)
+	}
+}
+
+func (s *NodeSink) adopt(current []corev1.NodeCondition) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	existing := map[string]corev1.NodeCondition{}
+	for _, c := range current {
+		existing[string(c.Type)] = c
+	}
+	for _, d := range s.defaults {
+		have, inAPI := existing[d.Type]
+		if want, set := s.desired[d.Type]; set {
+			// A finding came first; keep its state but not a needless
+			// transition time.
+			if inAPI && have.Status == want.Status {
+				want.LastTransitionTime = have.LastTransitionTime
+				s.desired[d.Type] = want
+			}
+			continue
+		}
+		stale := have.Status == corev1.ConditionTrue && have.LastTransitionTime.Time.Before(s.opts.BootTime)
+		if inAPI && !stale {
+			have.LastHeartbeatTime = metav1.Time{}
+			s.desired[d.Type] = have
+			continue
+		}
+		s.desired[d.Type] = corev1.NodeCondition{
+			Type:               corev1.NodeConditionType(d.Type),
+			Status:             corev1.ConditionFalse,
+			Reason:             d.Reason,
+			Message:            d.Message,
+			LastTransitionTime: metav1.Now(),
+		}
+	}
+	s.generation++
+}
+
+// write patches the owned conditions with a strategic-merge patch on the
+// status subresource. Conditions merge by type, so the patch carries only
+// nodeguard's types and cannot touch the kubelet's; it needs no resource
+// version (no read-modify-write, no conflicts with the kubelet's own status
+// updates), and unlike server-side apply it does not rewrite managedFields on
+// every heartbeat.
+func (s *NodeSink) write(ctx context.Context) error {
+	s.mu.Lock()
+	gen := s.generation
+	now := metav1.Now()
+	conds := make([]corev1.NodeCondition, 0, len(s.desired))
+	for _, d := range s.defaults {
+		c, ok := s.desired[d.Type]
+		if !ok {
+			continue
+		}
+		c.LastHeartbeatTime = now
+		conds = append(conds, c)
+	}
+	s.mu.Unlock()
+	if len(conds) == 0 {
+		return nil
+	}
+	patch, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": conds}})
+	if err != nil {
+		return fmt.Errorf("encoding the status patch: %w", err)
+	}
+	reqCtx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	defer cancel()
+	if _, err := s.client.CoreV1().Nodes().PatchStatus(reqCtx, s.opts.NodeName, patch); err != nil {
+		return fmt.Errorf("patching status of node %s: %w", s.opts.NodeName, err)
+	}
+	s.mu.Lock()
+	s.written = gen
+	if s.written == s.generation {
+		s.metrics.synced.Set(1)
+	}
+	s.mu.Unlock()
+	return nil
+}

@@ -1,0 +1,49 @@
+package reporter
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+)
+
+// WriterSink prints one line per finding: human-readable text, or JSON lines
+// for scripts (the shape `nodeguard replay` prints too).
+type WriterSink struct {
+	mu   sync.Mutex
+	w    io.Writer
+	json bool
+}
+
+// NewWriterSink returns a sink printing to w; format is "text" or "json".
+func NewWriterSink(w io.Writer, format string) *WriterSink {
+	return &WriterSink{w: w, json: format == "json"}
+}
+
+func (s *WriterSink) Finding(f checks.Finding) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.json {
+		b, err := json.Marshal(f)
+		if err != nil {
+			return
+		}
+		s.w.Write(append(b, '\n'))
+		return
+	}
+	fmt.Fprintln(s.w, FormatText(f))
+}
+
+// FormatText renders a finding the way a person reads it in a terminal.
+func FormatText(f checks.Finding) string {
+	ts := f.Time.Format(time.RFC3339)
+	switch f.Kind {
+	case checks.KindCondition:
+		return fmt.Sprintf("%s condition %s=%s reason=%s check=%s: %s", ts, f.Type, f.Status, f.Reason, f.Check, f.Message)
+	default:
+		return fmt.Sprintf("%s event %s %s check=%s: %s", ts, f.Severity, f.Reason, f.Check, f.Message)
+	}
+}
