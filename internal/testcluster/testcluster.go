@@ -1,0 +1,400 @@
+// Package testcluster runs a real etcd and kube-apiserver on loopback for
+// integration tests, from the binaries hack/build-test-binaries.sh builds. The
+// API server can be stopped and started again on the same port with the same
+// certificates, so that tests can cut the agent off and bring the server back.
+package testcluster
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// BinEnv names the directory holding kube-apiserver, etcd and kubectl.
+// `make test` sets it; without it integration tests skip.
+const BinEnv = "NODEGUARD_TEST_BIN"
+
+// ErrNoBinaries means BinEnv is unset: the caller should skip.
+var ErrNoBinaries = errors.New(BinEnv + " is not set: run `make test`, or hack/build-test-binaries.sh and export " + BinEnv + " to its output, to run tests against a real kube-apiserver")
+
+// Cluster is a running etcd and kube-apiserver.
+type Cluster struct {
+	Dir        string
+	BinDir     string
+	Kubeconfig string
+	Config     *rest.Config
+	Client     kubernetes.Interface
+	// APIPort is the API server's secure port on 127.0.0.1.
+	APIPort int
+
+	etcd      *exec.Cmd
+	apiserver *exec.Cmd
+	apiArgs   []string
+	// CAFile, ClientCA signing pair: to mint more client certificates.
+	caCert *x509.Certificate
+	caKey  *ecdsa.PrivateKey
+}
+
+// BinDir returns the test binaries' directory, or ErrNoBinaries.
+func BinDir() (string, error) {
+	dir := os.Getenv(BinEnv)
+	if dir == "" {
+		return "", ErrNoBinaries
+	}
+	for _, name := range []string{"kube-apiserver", "etcd"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			return "", fmt.Errorf("%s=%s but %s is missing there (run hack/build-test-binaries.sh): %w", BinEnv, dir, name, err)
+		}
+	}
+	return dir, nil
+}
+
+// Start starts etcd and kube-apiserver in a new temporary directory and waits
+// until the API server is ready.
+func Start() (*Cluster, error) {
+	bin, err := BinDir()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "nodeguard-testcluster-")
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{Dir: dir, BinDir: bin}
+	if err := c.start(); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Cluster) start() error {
+	ports, err := freePorts(3)
+	if err != nil {
+		return err
+	}
+	etcdClient, etcdPeer := ports[0], ports[1]
+	c.APIPort = ports[2]
+	c.etcd = exec.Command(filepath.Join(c.BinDir, "etcd"),
+		"--name=default",
+		"--data-dir="+filepath.Join(c.Dir, "etcd"),
+		"--listen-client-urls="+loopURL(etcdClient),
+		"--advertise-client-urls="+loopURL(etcdClient),
+		"--listen-peer-urls="+loopURL(etcdPeer),
+		"--initial-advertise-peer-urls="+loopURL(etcdPeer),
+		"--initial-cluster=default="+loopURL(etcdPeer),
+		"--unsafe-no-fsync=true",
+		"--log-level=warn",
+	)
+	if err := c.spawn(c.etcd, "etcd.log"); err != nil {
+		return err
+	}
+	if err := waitHTTP(loopURL(etcdClient)+"/health", nil, 30*time.Second); err != nil {
+		return fmt.Errorf("etcd did not become healthy: %w; log:\n%s", err, c.tail("etcd.log"))
+	}
+	if err := c.writeCerts(); err != nil {
+		return err
+	}
+	p := func(name string) string { return filepath.Join(c.Dir, name) }
+	c.apiArgs = []string{
+		"--etcd-servers=" + loopURL(etcdClient),
+		"--bind-address=127.0.0.1",
+		"--advertise-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(c.APIPort),
+		"--cert-dir=" + p("apiserver-certs"),
+		"--tls-cert-file=" + p("serving.crt"),
+		"--tls-private-key-file=" + p("serving.key"),
+		"--client-ca-file=" + p("ca.crt"),
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file=" + p("sa.pub"),
+		"--service-account-signing-key-file=" + p("sa.key"),
+		"--api-audiences=https://kubernetes.default.svc.cluster.local",
+		"--service-cluster-ip-range=10.0.0.0/24",
+		"--authorization-mode=Node,RBAC",
+		// Pods made by tests need no ServiceAccount object.
+		"--disable-admission-plugins=ServiceAccount",
+		"--allow-privileged=true",
+		// A loopback advertise address is refused by the endpoint reconciler.
+		"--endpoint-reconciler-type=none",
+		"--v=0",
+	}
+	if err := c.StartAPIServer(); err != nil {
+		return err
+	}
+	c.Client, err = kubernetes.NewForConfig(c.Config)
+	return err
+}
+
+// StartAPIServer starts kube-apiserver (again) with the same port and
+// certificates and waits until it is ready.
+func (c *Cluster) StartAPIServer() error {
+	c.apiserver = exec.Command(filepath.Join(c.BinDir, "kube-apiserver"), c.apiArgs...)
+	if err := c.spawn(c.apiserver, "kube-apiserver.log"); err != nil {
+		return err
+	}
+	tlsConfig, err := rest.TLSConfigFor(c.Config)
+	if err != nil {
+		return err
+	}
+	url := fmt.Sprintf("https://127.0.0.1:%d/readyz", c.APIPort)
+	if err := waitHTTP(url, &http.Transport{TLSClientConfig: tlsConfig}, 90*time.Second); err != nil {
+		return fmt.Errorf("kube-apiserver did not become ready: %w; log:\n%s", err, c.tail("kube-apiserver.log"))
+	}
+	return nil
+}
+
+// StopAPIServer stops kube-apiserver and waits for it to exit; etcd keeps
+// running, so the cluster's objects survive.
+func (c *Cluster) StopAPIServer() error {
+	return stopProcess(c.apiserver)
+}
+
+// Stop stops everything and removes the directory.
+func (c *Cluster) Stop() {
+	stopProcess(c.apiserver)
+	stopProcess(c.etcd)
+	if os.Getenv("NODEGUARD_KEEP_TESTCLUSTER") == "" {
+		os.RemoveAll(c.Dir)
+	}
+}
+
+// APIServerLog returns the end of kube-apiserver's log, for failure messages.
+func (c *Cluster) APIServerLog() string { return c.tail("kube-apiserver.log") }
+
+func stopProcess(cmd *exec.Cmd) error {
+	if cmd == nil || cmd.Process == nil || cmd.ProcessState != nil {
+		return nil
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		cmd.Process.Kill()
+		<-done
+	}
+	return nil
+}
+
+func (c *Cluster) spawn(cmd *exec.Cmd, logName string) error {
+	f, err := os.OpenFile(filepath.Join(c.Dir, logName), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = f, f
+	// If the test binary dies, so do its servers.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return fmt.Errorf("starting %s: %w", cmd.Path, err)
+	}
+	go func() { cmd.Wait(); f.Close() }()
+	return nil
+}
+
+func (c *Cluster) tail(logName string) string {
+	b, _ := os.ReadFile(filepath.Join(c.Dir, logName))
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(b)
+}
+
+func loopURL(port int) string { return "http://127.0.0.1:" + strconv.Itoa(port) }
+
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var listeners []net.Listener
+	defer func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		listeners = append(listeners, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+func waitHTTP(url string, transport *http.Transport, timeout time.Duration) error {
+	client := &http.Client{Timeout: 2 * time.Second}
+	if transport != nil {
+		client.Transport = transport
+	}
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		resp, err := client.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("%s: %s", url, resp.Status)
+		}
+		last = err
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("after %s: %w", timeout, last)
+}
+
+// writeCerts makes a CA, the API server's serving certificate, an admin
+// client certificate (group system:masters), the service-account key pair,
+// and a kubeconfig for the admin.
+func (c *Cluster) writeCerts() error {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "nodeguard-test-ca"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+	c.caCert, _ = x509.ParseCertificate(caDER)
+	c.caKey = caKey
+	if err := writePEM(filepath.Join(c.Dir, "ca.crt"), "CERTIFICATE", caDER); err != nil {
+		return err
+	}
+	servingDER, servingKey, err := c.issue(pkix.Name{CommonName: "kube-apiserver"}, x509.ExtKeyUsageServerAuth)
+	if err != nil {
+		return err
+	}
+	if err := writePEM(filepath.Join(c.Dir, "serving.crt"), "CERTIFICATE", servingDER); err != nil {
+		return err
+	}
+	if err := writeKey(filepath.Join(c.Dir, "serving.key"), servingKey); err != nil {
+		return err
+	}
+	saKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return err
+	}
+	saPub, err := x509.MarshalPKIXPublicKey(&saKey.PublicKey)
+	if err != nil {
+		return err
+	}
+	if err := writePEM(filepath.Join(c.Dir, "sa.pub"), "PUBLIC KEY", saPub); err != nil {
+		return err
+	}
+	if err := writePEM(filepath.Join(c.Dir, "sa.key"), "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(saKey)); err != nil {
+		return err
+	}
+	c.Kubeconfig = filepath.Join(c.Dir, "admin.kubeconfig")
+	c.Config, err = c.UserConfig("admin", []string{"system:masters"}, c.Kubeconfig)
+	return err
+}
+
+// UserConfig mints a client certificate for user in groups and returns a
+// rest.Config for it; when path is set it also writes a kubeconfig there.
+func (c *Cluster) UserConfig(user string, groups []string, path string) (*rest.Config, error) {
+	der, key, err := c.issue(pkix.Name{CommonName: user, Organization: groups}, x509.ExtKeyUsageClientAuth)
+	if err != nil {
+		return nil, err
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.caCert.Raw})
+	host := fmt.Sprintf("https://127.0.0.1:%d", c.APIPort)
+	if path != "" {
+		kc := clientcmdapi.NewConfig()
+		kc.Clusters["test"] = &clientcmdapi.Cluster{Server: host, CertificateAuthorityData: caPEM}
+		kc.AuthInfos[user] = &clientcmdapi.AuthInfo{ClientCertificateData: certPEM, ClientKeyData: keyPEM}
+		kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: user}
+		kc.CurrentContext = "test"
+		if err := clientcmd.WriteToFile(*kc, path); err != nil {
+			return nil, err
+		}
+	}
+	return &rest.Config{
+		Host:            host,
+		TLSClientConfig: rest.TLSClientConfig{CAData: caPEM, CertData: certPEM, KeyData: keyPEM},
+		QPS:             100, Burst: 200,
+	}, nil
+}
+
+func (c *Cluster) issue(subject pkix.Name, usage x509.ExtKeyUsage) ([]byte, *ecdsa.PrivateKey, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{
+		SerialNumber: serial, Subject: subject,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage: []x509.ExtKeyUsage{usage},
+	}
+	if usage == x509.ExtKeyUsageServerAuth {
+		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
+		tmpl.DNSNames = []string{"localhost"}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.caCert, &key.PublicKey, c.caKey)
+	return der, key, err
+}
+
+func writePEM(path, typ string, der []byte) error {
+	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
+}
+
+func writeKey(path string, key *ecdsa.PrivateKey) error {
+	der, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	return writePEM(path, "EC PRIVATE KEY", der)
+}
+
+// Kubectl runs the test kubectl against the cluster and returns its
+// combined output.
+func (c *Cluster) Kubectl(ctx context.Context, args ...string) (string, error) {
+	bin := filepath.Join(c.BinDir, "kubectl")
+	if _, err := os.Stat(bin); err != nil {
+		if p, lerr := exec.LookPath("kubectl"); lerr == nil {
+			bin = p
+		} else {
+			return "", fmt.Errorf("no kubectl in %s or on PATH: %w", c.BinDir, err)
+		}
+	}
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig=" + c.Kubeconfig}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}

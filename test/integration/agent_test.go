@@ -1,0 +1,164 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// syncBuffer is a bytes.Buffer safe for a process writing while the test
+// reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startAgent runs the real nodeguard binary and stops it when the test ends.
+func startAgent(t *testing.T, args ...string) (*exec.Cmd, *syncBuffer, *syncBuffer) {
+	t.Helper()
+	cmd := exec.Command(needAgent(t), args...)
+	var stdout, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("agent stderr:\n%s", stderr.String())
+		}
+	})
+	return cmd, &stdout, &stderr
+}
+
+// writeKmsg writes one record to the real kernel log. The kernel drops
+// writes from a user that come too fast, so callers space them 50 ms apart.
+func writeKmsg(t *testing.T, line string) {
+	t.Helper()
+	f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatalf("opening /dev/kmsg: %v", err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(line); err != nil {
+		t.Fatalf("writing /dev/kmsg: %v", err)
+	}
+	time.Sleep(50 * time.Millisecond)
+}
+
+func TestKmsgRecordBecomesEventAndCondition(t *testing.T) {
+	needCluster(t)
+	needRoot(t, "writes records to /dev/kmsg")
+	const name = "kmsg-node"
+	createNode(t, name)
+	cmd, _, stderr := startAgent(t, "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address=off")
+	waitCondition(t, name, "KernelDeadlock", corev1.ConditionFalse, 20*time.Second)
+
+	pid := 100000 + rand.IntN(800000)
+	writeKmsg(t, fmt.Sprintf("<3>INFO: task containerd:%d blocked for more than 120 seconds.\n", pid))
+	marker := fmt.Sprintf("containerd:%d", pid)
+	_, took := waitEvent(t, name, "TaskHung", marker, 2*time.Second)
+	t.Logf("TaskHung event on the node %s after the kmsg write", took)
+	node, took := waitCondition(t, name, "KernelDeadlock", corev1.ConditionTrue, 2*time.Second)
+	t.Logf("KernelDeadlock True on the node %s after the kmsg write", took)
+	if c := condition(node, "KernelDeadlock"); !strings.Contains(c.Message, marker) || c.Reason != "ContainerRuntimeHung" {
+		t.Errorf("KernelDeadlock = %s %q, want reason ContainerRuntimeHung and a message naming %s", c.Reason, c.Message, marker)
+	}
+
+	// SIGTERM: the agent stops within 5 s.
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("agent exited with %v after SIGTERM", err)
+		}
+		t.Logf("agent stopped %s after SIGTERM", time.Since(start))
+	case <-time.After(5 * time.Second):
+		t.Fatalf("agent still running 5 s after SIGTERM; stderr:\n%s", stderr.String())
+	}
+
+	// A restarted agent keeps the condition True: the boot has not changed.
+	startAgent(t, "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address=off")
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		node, err := cluster.Client.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := condition(node, "KernelDeadlock"); c == nil || c.Status != corev1.ConditionTrue {
+			t.Fatalf("after the restart KernelDeadlock is %+v, want it still True", c)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestStandalonePrintsKmsgFindings(t *testing.T) {
+	needRoot(t, "writes records to /dev/kmsg")
+	_, stdout, _ := startAgent(t, "--standalone", "--output=json", "--listen-address=off")
+	// Give the agent time to open /dev/kmsg and seek to its end.
+	time.Sleep(time.Second)
+	pid := 100000 + rand.IntN(800000)
+	writeKmsg(t, fmt.Sprintf("<4>Out of memory: Killed process %d (standalone-test) total-vm:1000kB, anon-rss:900kB, file-rss:0kB\n", pid))
+	want := fmt.Sprintf(`"reason":"OOMKilling","message":"Out of memory: Killed process %d (standalone-test)`, pid)
+	deadline := time.Now().Add(3 * time.Second)
+	for !strings.Contains(stdout.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("standalone agent did not print %s; stdout:\n%s", want, stdout.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestDeployAppliesWithServerDryRun(t *testing.T) {
+	c := needCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// Server-side dry-run of namespaced objects needs their namespace to
+	// exist; the test makes it for real and removes it after.
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "nodeguard"}}
+	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Client.CoreV1().Namespaces().Delete(context.Background(), "nodeguard", metav1.DeleteOptions{}) })
+	deploy, _ := filepath.Abs("../../deploy")
+	out, err := c.Kubectl(ctx, "apply", "--dry-run=server", "-k", deploy)
+	if err != nil {
+		t.Fatalf("kubectl apply --dry-run=server -k deploy: %v\n%s", err, out)
+	}
+	for _, want := range []string{"daemonset.apps/nodeguard", "clusterrole.rbac.authorization.k8s.io/nodeguard", "configmap/nodeguard"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dry-run output lacks %s:\n%s", want, out)
+		}
+	}
+}

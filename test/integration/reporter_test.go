@@ -1,0 +1,157 @@
+package integration
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap/zaptest"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/reporter"
+)
+
+// pushCheck emits whatever the test pushes to it.
+type pushCheck struct {
+	conds []checks.ConditionDefault
+	in    chan checks.Finding
+}
+
+func (c *pushCheck) Name() string                          { return "push" }
+func (c *pushCheck) Conditions() []checks.ConditionDefault { return c.conds }
+func (c *pushCheck) Run(ctx context.Context, emit func(checks.Finding)) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case f := <-c.in:
+			emit(f)
+		}
+	}
+}
+
+// runAgent wires a check to the reporter and the API server sink the way
+// cmd/agent does, and stops them when the test ends.
+func runAgent(t *testing.T, nodeName string, check checks.Check, opts reporter.NodeSinkOptions) {
+	t.Helper()
+	log := zaptest.NewLogger(t)
+	cfg := *cluster.Config
+	cfg.QPS, cfg.Burst = 5, 10
+	client, err := kubernetes.NewForConfig(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.NodeName = nodeName
+	reg := prometheus.NewRegistry()
+	owned := check.Conditions()
+	sink := reporter.NewNodeSink(client, log, reg, owned, opts)
+	rep, err := reporter.New(log, owned, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); sink.Run(ctx) }()
+	go func() {
+		defer wg.Done()
+		(&checks.Supervisor{Checks: []checks.Check{check}, Emit: rep.Report, Log: log}).Run(ctx, time.Second)
+	}()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+}
+
+func TestFindingReachesNodeAndKubeletConditionsStay(t *testing.T) {
+	needCluster(t)
+	const name = "reporter-node"
+	before := createNode(t, name)
+	check := &pushCheck{
+		conds: []checks.ConditionDefault{{Type: "TestProblem", Reason: "NoTestProblem", Message: "all is well"}},
+		in:    make(chan checks.Finding),
+	}
+	runAgent(t, name, check, reporter.NodeSinkOptions{})
+
+	// On start the owned condition is written with its healthy default.
+	waitCondition(t, name, "TestProblem", corev1.ConditionFalse, 10*time.Second)
+
+	check.in <- checks.Condition("TestProblem", checks.StatusTrue, "ProblemFound", "the test found a problem")
+	check.in <- checks.Event(checks.SeverityWarning, "TestHappened", "something happened to "+name)
+	node, took := waitCondition(t, name, "TestProblem", corev1.ConditionTrue, 2*time.Second)
+	t.Logf("condition True on the node %s after the finding", took)
+	c := condition(node, "TestProblem")
+	if c.Reason != "ProblemFound" || c.Message != "the test found a problem" {
+		t.Errorf("condition = %+v, want reason ProblemFound and the finding's message", c)
+	}
+	ev, took := waitEvent(t, name, "TestHappened", "something happened to "+name, 2*time.Second)
+	t.Logf("event on the node %s after the finding", took)
+	if ev.Type != corev1.EventTypeWarning || ev.InvolvedObject.UID != name || ev.Source.Component != "nodeguard" {
+		t.Errorf("event = type %s, involvedObject %+v, source %+v; want a Warning about node %s (UID = name, as the kubelet does) from nodeguard",
+			ev.Type, ev.InvolvedObject, ev.Source, name)
+	}
+	transition := c.LastTransitionTime
+
+	// The same state again changes nothing, not even the transition time.
+	check.in <- checks.Condition("TestProblem", checks.StatusTrue, "ProblemFound", "the test found a problem")
+	check.in <- checks.Condition("TestProblem", checks.StatusFalse, "NoTestProblem", "cleared")
+	node, _ = waitCondition(t, name, "TestProblem", corev1.ConditionFalse, 3*time.Second)
+	if c := condition(node, "TestProblem"); !c.LastTransitionTime.After(transition.Time) && !c.LastTransitionTime.Equal(&transition) {
+		t.Errorf("lastTransitionTime went back: %v then %v", transition, c.LastTransitionTime)
+	}
+
+	// The kubelet's conditions are exactly as the test left them.
+	for _, kubeletType := range []corev1.NodeConditionType{corev1.NodeReady, corev1.NodeMemoryPressure} {
+		was, now := condition(before, string(kubeletType)), condition(node, string(kubeletType))
+		if now == nil || was.Status != now.Status || was.Reason != now.Reason || !was.LastHeartbeatTime.Equal(&now.LastHeartbeatTime) {
+			t.Errorf("kubelet condition %s changed: was %+v, now %+v", kubeletType, was, now)
+		}
+	}
+}
+
+func TestConditionSurvivesAPIServerOutage(t *testing.T) {
+	c := needCluster(t)
+	const name = "outage-node"
+	createNode(t, name)
+	check := &pushCheck{
+		conds: []checks.ConditionDefault{{Type: "TestProblem", Reason: "NoTestProblem", Message: "all is well"}},
+		in:    make(chan checks.Finding),
+	}
+	runAgent(t, name, check, reporter.NodeSinkOptions{})
+	waitCondition(t, name, "TestProblem", corev1.ConditionFalse, 10*time.Second)
+
+	if err := c.StopAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			c.StartAPIServer()
+		}
+	})
+	// Findings arrive while the server is gone: the newest one must win.
+	check.in <- checks.Condition("TestProblem", checks.StatusTrue, "Flapping", "first")
+	check.in <- checks.Event(checks.SeverityWarning, "DuringOutage", "seen while the API server was down")
+	time.Sleep(10 * time.Second)
+	check.in <- checks.Condition("TestProblem", checks.StatusTrue, "ProblemFound", "found during the outage")
+	time.Sleep(10 * time.Second)
+	if err := c.StartAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	restarted = true
+	node, took := waitCondition(t, name, "TestProblem", corev1.ConditionTrue, 5*time.Second)
+	t.Logf("condition True %s after the API server was ready again", took)
+	if got := condition(node, "TestProblem"); got.Reason != "ProblemFound" || got.Message != "found during the outage" {
+		t.Errorf("after the outage the node holds %s/%q, want the newest finding ProblemFound/%q", got.Reason, got.Message, "found during the outage")
+	}
+	// client-go's event broadcaster retries on its own schedule (every 10 s).
+	_, took = waitEvent(t, name, "DuringOutage", "while the API server was down", 30*time.Second)
+	t.Logf("outage event delivered %s after the API server was ready again", took)
+
+	ctx := context.Background()
+	if _, err := c.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
