@@ -1,0 +1,157 @@
+package kmsg
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/logrules"
+)
+
+// feedSource hands the check records the test chooses, then waits.
+type feedSource struct{ records []Record }
+
+func (s feedSource) Run(ctx context.Context, out chan<- Record) error {
+	for _, r := range s.records {
+		select {
+		case out <- r:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	<-ctx.Done()
+	return nil
+}
+
+func runCheck(t *testing.T, c *Check, want int) []checks.Finding {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan checks.Finding, 100)
+	go c.Run(ctx, func(f checks.Finding) { got <- f })
+	var out []checks.Finding
+	for len(out) < want {
+		select {
+		case f := <-got:
+			out = append(out, f)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("got %d findings, want %d: %+v", len(out), want, out)
+		}
+	}
+	select {
+	case f := <-got:
+		t.Errorf("unexpected extra finding %+v", f)
+	case <-time.After(100 * time.Millisecond):
+	}
+	return out
+}
+
+func TestCheckTurnsRecordsIntoFindings(t *testing.T) {
+	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	src := feedSource{records: []Record{
+		{Seq: 1, Message: "eth0: renamed from veth1234", Received: now},
+		{Seq: 2, Message: "INFO: task kubelet:881 blocked for more than 120 seconds.", Received: now},
+		{Seq: 3, Message: "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/kubepods/burstable/pod0d1a2b3c-4d5e-6f70-8192-a3b4c5d6e7f8,task_memcg=/kubepods/burstable/pod0d1a2b3c-4d5e-6f70-8192-a3b4c5d6e7f8/" + strings.Repeat("ab", 32) + ",task=java,pid=4242,uid=0", Received: now},
+		{Seq: 4, Message: "Memory cgroup out of memory: Killed process 4242 (java) total-vm:100kB, anon-rss:90kB", Received: now},
+	}}
+	c, err := New(DefaultConfig(), checks.Env{Log: zaptest.NewLogger(t)}, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := runCheck(t, c, 3)
+	if got[0].Reason != "TaskHung" || got[1].Type != "KernelDeadlock" || got[1].Status != checks.StatusTrue {
+		t.Errorf("hung kubelet gave %+v and %+v, want a TaskHung event and KernelDeadlock=True", got[0], got[1])
+	}
+	oom := got[2]
+	for _, want := range []string{"4242", "java", "0d1a2b3c-4d5e-6f70-8192-a3b4c5d6e7f8", strings.Repeat("ab", 32)} {
+		if !strings.Contains(oom.Message, want) {
+			t.Errorf("OOMKilling message %q lacks %q", oom.Message, want)
+		}
+	}
+	if oom.Source != "kmsg seq 4" || !oom.Time.Equal(now) {
+		t.Errorf("OOMKilling source %q time %v, want kmsg seq 4 at receive time %v", oom.Source, oom.Time, now)
+	}
+}
+
+func TestUserRulesAndDisabledRules(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.DisableRules = []string{"hung-task"}
+	cfg.Conditions = append(cfg.Conditions, logrules.ConditionSpec{Type: "CustomProblem", Reason: "NoCustomProblem", Message: "fine"})
+	cfg.Rules = append(cfg.Rules, logrules.Rule{Name: "custom", Kind: checks.KindCondition, Condition: "CustomProblem",
+		Reason: "FrobnicatorJammed", Contains: "frobnicator jammed", Pattern: `frobnicator jammed on bus \d+`})
+	src := feedSource{records: []Record{
+		{Seq: 1, Message: "INFO: task dd:881 blocked for more than 120 seconds."},
+		{Seq: 2, Message: "frobnicator jammed on bus 3"},
+	}}
+	c, err := New(cfg, checks.Env{Log: zaptest.NewLogger(t)}, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, d := range c.Conditions() {
+		types = append(types, d.Type)
+	}
+	if !strings.Contains(strings.Join(types, ","), "CustomProblem") {
+		t.Errorf("owned conditions %v lack the user's CustomProblem", types)
+	}
+	got := runCheck(t, c, 1)
+	if got[0].Type != "CustomProblem" || got[0].Status != checks.StatusTrue {
+		t.Errorf("got %+v, want CustomProblem=True (and no TaskHung: that rule is disabled)", got[0])
+	}
+}
+
+// TestDevKmsgDeliversRealRecords writes to the real kernel log and reads it
+// back through go-kmsg-parser.
+func TestDevKmsgDeliversRealRecords(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: writes to /dev/kmsg")
+	}
+	reg := prometheus.NewRegistry()
+	src := &devKmsg{log: zaptest.NewLogger(t), metrics: newSourceMetrics(reg), now: time.Now}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := make(chan Record, 64)
+	errc := make(chan error, 1)
+	go func() { errc <- src.Run(ctx, out) }()
+	time.Sleep(300 * time.Millisecond) // let it open and seek to the end
+	marker := fmt.Sprintf("nodeguard-kmsg-test-%d", rand.Int64())
+	if err := os.WriteFile("/dev/kmsg", []byte("<2>"+marker+"\n"), 0); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case r := <-out:
+			if r.Message != marker {
+				continue
+			}
+			if r.Priority != 2 {
+				t.Errorf("priority %d, want 2 (facility stripped)", r.Priority)
+			}
+			if time.Since(r.Received) > 5*time.Second || r.Seq == 0 {
+				t.Errorf("record %+v: want a receive time of now and a sequence number", r)
+			}
+			cancel()
+			if err := <-errc; err != nil {
+				t.Errorf("source returned %v on shutdown, want nil", err)
+			}
+			if testutil.ToFloat64(src.metrics.records) < 1 {
+				t.Error("records metric not counted")
+			}
+			return
+		case err := <-errc:
+			t.Fatalf("source stopped: %v", err)
+		case <-deadline:
+			t.Fatalf("record %q not read back from /dev/kmsg", marker)
+		}
+	}
+}

@@ -1,0 +1,164 @@
+package checks
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap/zaptest"
+)
+
+// scriptCheck fails in a chosen way on its first runs, then emits a
+// finding and waits for shutdown.
+type scriptCheck struct {
+	name     string
+	failures []string // "panic", "error", "exit": one per early run
+	runs     atomic.Int32
+	ignore   bool // ignores ctx and never returns
+}
+
+func (c *scriptCheck) Name() string                   { return c.name }
+func (c *scriptCheck) Conditions() []ConditionDefault { return nil }
+func (c *scriptCheck) Run(ctx context.Context, emit func(Finding)) error {
+	n := int(c.runs.Add(1)) - 1
+	if n < len(c.failures) {
+		switch c.failures[n] {
+		case "panic":
+			panic("boom")
+		case "error":
+			return errors.New("broken")
+		case "exit":
+			return nil
+		}
+	}
+	emit(Event(SeverityWarning, "Alive", c.name+" is running"))
+	emit(Finding{Kind: KindCondition, Type: "X"}) // invalid: no status, no reason
+	if c.ignore {
+		select {}
+	}
+	<-ctx.Done()
+	return nil
+}
+
+func TestSupervisorRestartsFailedChecksAndKeepsOthersRunning(t *testing.T) {
+	tests := []struct {
+		name     string
+		failures []string
+	}{
+		{"panics", []string{"panic"}},
+		{"errors", []string{"error", "error"}},
+		{"exits early", []string{"exit"}},
+		{"healthy", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			bad := &scriptCheck{name: "bad", failures: tt.failures}
+			good := &scriptCheck{name: "good"}
+			reg := prometheus.NewRegistry()
+			var (
+				mu    sync.Mutex
+				alive = map[string]int{}
+			)
+			sup := &Supervisor{
+				Checks: []Check{bad, good},
+				Emit: func(f Finding) {
+					mu.Lock()
+					defer mu.Unlock()
+					if f.Time.IsZero() {
+						t.Errorf("finding from %s has no time", f.Check)
+					}
+					alive[f.Check]++
+				},
+				Log:            zaptest.NewLogger(t),
+				Metrics:        NewSupervisorMetrics(reg),
+				InitialBackoff: 10 * time.Millisecond,
+				MaxBackoff:     40 * time.Millisecond,
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan []string)
+			go func() { done <- sup.Run(ctx, time.Second) }()
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				mu.Lock()
+				n := alive["bad"] + alive["good"]
+				mu.Unlock()
+				if n == 2 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("findings after 5 s: %v; want one from each check", alive)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			cancel()
+			if stuck := <-done; len(stuck) != 0 {
+				t.Errorf("stuck checks %v, want none", stuck)
+			}
+			if got, want := int(bad.runs.Load()), len(tt.failures)+1; got != want {
+				t.Errorf("bad check ran %d times, want %d", got, want)
+			}
+			if got := good.runs.Load(); got != 1 {
+				t.Errorf("good check ran %d times, want 1: a failing neighbour must not restart it", got)
+			}
+			for _, how := range []string{"panic", "error", "exit"} {
+				want := 0
+				for _, f := range tt.failures {
+					if f == how {
+						want++
+					}
+				}
+				if got := testutil.ToFloat64(sup.Metrics.failures.WithLabelValues("bad", how)); int(got) != want {
+					t.Errorf("nodeguard_check_errors_total{check=bad,how=%s} = %v, want %d", how, got, want)
+				}
+			}
+			if got := testutil.ToFloat64(sup.Metrics.findings.WithLabelValues("good", "invalid")); got != 1 {
+				t.Errorf("invalid findings counted %v, want 1 (and dropped)", got)
+			}
+		})
+	}
+}
+
+func TestSupervisorGivesUpOnACheckThatIgnoresShutdown(t *testing.T) {
+	stuck := &scriptCheck{name: "stuck", ignore: true}
+	sup := &Supervisor{Checks: []Check{stuck}, Emit: func(Finding) {}, Log: zaptest.NewLogger(t)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan []string)
+	go func() { done <- sup.Run(ctx, 100*time.Millisecond) }()
+	for stuck.runs.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	select {
+	case names := <-done:
+		if len(names) != 1 || names[0] != "stuck" {
+			t.Errorf("Run returned %v, want [stuck]", names)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after its stop timeout")
+	}
+}
+
+func TestFindingValidate(t *testing.T) {
+	tests := []struct {
+		f  Finding
+		ok bool
+	}{
+		{Event(SeverityWarning, "OOMKilling", "x"), true},
+		{Event(SeverityWarning, "", "x"), false},
+		{Condition("KernelDeadlock", StatusTrue, "Hung", "x"), true},
+		{Condition("KernelDeadlock", "Maybe", "Hung", "x"), false},
+		{Condition("", StatusTrue, "Hung", "x"), false},
+		{Condition("KernelDeadlock", StatusFalse, "", "x"), false},
+		{Finding{Kind: "state", Reason: "x"}, false},
+	}
+	for _, tt := range tests {
+		if err := tt.f.Validate(); (err == nil) != tt.ok {
+			t.Errorf("Validate(%+v) = %v, want ok=%v", tt.f, err, tt.ok)
+		}
+	}
+}

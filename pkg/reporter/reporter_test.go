@@ -1,0 +1,183 @@
+package reporter
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap/zaptest"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+)
+
+type recordSink struct{ got []checks.Finding }
+
+func (s *recordSink) Finding(f checks.Finding) { s.got = append(s.got, f) }
+
+func TestReporterDropsRepeatsAndUnownedTypes(t *testing.T) {
+	sink := &recordSink{}
+	r, err := New(zaptest.NewLogger(t), []checks.ConditionDefault{{Type: "KernelDeadlock"}}, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Report(checks.Condition("KernelDeadlock", checks.StatusTrue, "Hung", "a"))
+	r.Report(checks.Condition("KernelDeadlock", checks.StatusTrue, "Hung", "a")) // repeat: dropped
+	r.Report(checks.Condition("Ready", checks.StatusFalse, "Stolen", "not ours"))  // the kubelet's: dropped
+	r.Report(checks.Event(checks.SeverityWarning, "OOMKilling", "x"))
+	r.Report(checks.Event(checks.SeverityWarning, "OOMKilling", "x")) // events are never deduped here
+	r.Report(checks.Condition("KernelDeadlock", checks.StatusTrue, "Hung", "b"))
+	var got []string
+	for _, f := range sink.got {
+		got = append(got, f.Reason+":"+f.Message)
+	}
+	want := "Hung:a OOMKilling:x OOMKilling:x Hung:b"
+	if strings.Join(got, " ") != want {
+		t.Errorf("sink got %v, want %s", got, want)
+	}
+	if _, err := New(zaptest.NewLogger(t), []checks.ConditionDefault{{Type: "A"}, {Type: "A"}}); err == nil {
+		t.Error("two checks owning one condition type was accepted")
+	}
+}
+
+func TestNodeSinkAdoptsConditionsOnStart(t *testing.T) {
+	boot := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	before, after := metav1.NewTime(boot.Add(-time.Hour)), metav1.NewTime(boot.Add(time.Hour))
+	defaults := []checks.ConditionDefault{
+		{Type: "KeptTrue", Reason: "Fine", Message: "fine"},
+		{Type: "StaleTrue", Reason: "Fine", Message: "fine"},
+		{Type: "KeptFalse", Reason: "Fine", Message: "fine"},
+		{Type: "Missing", Reason: "Fine", Message: "fine"},
+		{Type: "FindingFirst", Reason: "Fine", Message: "fine"},
+	}
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{
+		{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady"},
+		{Type: "KeptTrue", Status: corev1.ConditionTrue, Reason: "Hung", Message: "since this boot", LastTransitionTime: after},
+		{Type: "StaleTrue", Status: corev1.ConditionTrue, Reason: "Hung", Message: "from the boot before", LastTransitionTime: before},
+		{Type: "KeptFalse", Status: corev1.ConditionFalse, Reason: "Fine", Message: "fine", LastTransitionTime: before},
+		{Type: "FindingFirst", Status: corev1.ConditionTrue, Reason: "Old", LastTransitionTime: after},
+	}}}
+	client := fake.NewClientset(node)
+	reg := prometheus.NewRegistry()
+	s := NewNodeSink(client, zaptest.NewLogger(t), reg, defaults, NodeSinkOptions{NodeName: "n1", BootTime: boot})
+	s.Finding(checks.Finding{Kind: checks.KindCondition, Type: "FindingFirst", Status: checks.StatusFalse, Reason: "Fine", Message: "cleared", Time: boot.Add(2 * time.Hour)})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	var got *corev1.Node
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if testutil.ToFloat64(s.metrics.writes.WithLabelValues("success")) >= 1 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	got, err := client.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	byType := map[string]corev1.NodeCondition{}
+	for _, c := range got.Status.Conditions {
+		byType[string(c.Type)] = c
+	}
+	tests := []struct {
+		condType   string
+		status     corev1.ConditionStatus
+		reason     string
+		transition *metav1.Time // nil: any
+	}{
+		{"Ready", corev1.ConditionTrue, "KubeletReady", nil},
+		{"KeptTrue", corev1.ConditionTrue, "Hung", &after},
+		{"StaleTrue", corev1.ConditionFalse, "Fine", nil},
+		{"KeptFalse", corev1.ConditionFalse, "Fine", &before},
+		{"Missing", corev1.ConditionFalse, "Fine", nil},
+		{"FindingFirst", corev1.ConditionFalse, "Fine", nil},
+	}
+	for _, tt := range tests {
+		c, ok := byType[tt.condType]
+		if !ok {
+			t.Errorf("%s: missing from the node", tt.condType)
+			continue
+		}
+		if c.Status != tt.status || c.Reason != tt.reason {
+			t.Errorf("%s = %s/%s, want %s/%s", tt.condType, c.Status, c.Reason, tt.status, tt.reason)
+		}
+		if tt.transition != nil && !c.LastTransitionTime.Equal(tt.transition) {
+			t.Errorf("%s lastTransitionTime = %v, want the API server's %v kept", tt.condType, c.LastTransitionTime, tt.transition)
+		}
+		if tt.condType != "Ready" && c.LastHeartbeatTime.IsZero() {
+			t.Errorf("%s has no lastHeartbeatTime", tt.condType)
+		}
+	}
+}
+
+func TestTruncate(t *testing.T) {
+	tests := []struct {
+		in   string
+		max  int
+		want string
+	}{
+		{"short", 10, "short"},
+		{strings.Repeat("a", 20), 10, strings.Repeat("a", 7) + "…"},
+		{"bad \xff byte", 100, "bad \uFFFD byte"},
+		{"ééééé", 7, "éé…"}, // never cuts a rune in half
+	}
+	for _, tt := range tests {
+		got := Truncate(tt.in, tt.max)
+		if got != tt.want || len(got) > tt.max || !utf8.ValidString(got) {
+			t.Errorf("Truncate(%q, %d) = %q, want %q", tt.in, tt.max, got, tt.want)
+		}
+	}
+}
+
+func TestWriterSinkFormats(t *testing.T) {
+	at := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	f := checks.Finding{Kind: checks.KindCondition, Check: "kmsg", Type: "KernelDeadlock", Status: checks.StatusTrue,
+		Reason: "ContainerRuntimeHung", Message: "task containerd blocked", Time: at, Source: "kmsg seq 7"}
+	var text, js bytes.Buffer
+	NewWriterSink(&text, "text").Finding(f)
+	NewWriterSink(&js, "json").Finding(f)
+	if want := "2026-11-23T10:00:00Z condition KernelDeadlock=True reason=ContainerRuntimeHung check=kmsg: task containerd blocked\n"; text.String() != want {
+		t.Errorf("text = %q, want %q", text.String(), want)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(js.Bytes(), &got); err != nil {
+		t.Fatalf("json line %q: %v", js.String(), err)
+	}
+	for k, v := range map[string]any{"kind": "condition", "condition": "KernelDeadlock", "status": "True", "reason": "ContainerRuntimeHung", "line": "kmsg seq 7"} {
+		if got[k] != v {
+			t.Errorf("json %s = %v, want %v", k, got[k], v)
+		}
+	}
+}
+
+func TestMetricsSink(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetricsSink(reg, []checks.ConditionDefault{{Type: "KernelDeadlock"}})
+	if got := testutil.ToFloat64(m.conditions.WithLabelValues("KernelDeadlock", "False")); got != 1 {
+		t.Errorf("healthy default gauge = %v, want 1", got)
+	}
+	m.Finding(checks.Condition("KernelDeadlock", checks.StatusTrue, "Hung", ""))
+	m.Finding(checks.Event(checks.SeverityWarning, "OOMKilling", ""))
+	m.Finding(checks.Event(checks.SeverityWarning, "OOMKilling", ""))
+	if got := testutil.ToFloat64(m.conditions.WithLabelValues("KernelDeadlock", "True")); got != 1 {
+		t.Errorf("True gauge = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(m.conditions.WithLabelValues("KernelDeadlock", "False")); got != 0 {
+		t.Errorf("False gauge = %v, want 0", got)
+	}
+	if got := testutil.ToFloat64(m.events.WithLabelValues("OOMKilling")); got != 2 {
+		t.Errorf("events counter = %v, want 2", got)
+	}
+}
