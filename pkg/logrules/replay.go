@@ -21,7 +21,7 @@ func Replay(r io.Reader, name string, e *Engine, emit func(checks.Finding)) erro
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), maxLineBytes)
 	var (
-		now    = time.Unix(0, 0).UTC()
+		now = time.Unix(0, 0).UTC()
 		n   int
 		buf []checks.Finding
 	)

@@ -30,8 +30,8 @@ func TestReporterDropsRepeatsAndUnownedTypes(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.Report(checks.Condition("KernelDeadlock", checks.StatusTrue, "Hung", "a"))
-	r.Report(checks.Condition("KernelDeadlock", checks.StatusTrue, "Hung", "a")) // repeat: dropped
-	r.Report(checks.Condition("Ready", checks.StatusFalse, "Stolen", "not ours"))  // the kubelet's: dropped
+	r.Report(checks.Condition("KernelDeadlock", checks.StatusTrue, "Hung", "a"))  // repeat: dropped
+	r.Report(checks.Condition("Ready", checks.StatusFalse, "Stolen", "not ours")) // the kubelet's: dropped
 	r.Report(checks.Event(checks.SeverityWarning, "OOMKilling", "x"))
 	r.Report(checks.Event(checks.SeverityWarning, "OOMKilling", "x")) // events are never deduped here
 	r.Report(checks.Condition("KernelDeadlock", checks.StatusTrue, "Hung", "b"))

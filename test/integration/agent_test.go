@@ -150,7 +150,9 @@ func TestDeployAppliesWithServerDryRun(t *testing.T) {
 	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Client.CoreV1().Namespaces().Delete(context.Background(), "nodeguard", metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		c.Client.CoreV1().Namespaces().Delete(context.Background(), "nodeguard", metav1.DeleteOptions{})
+	})
 	deploy, _ := filepath.Abs("../../deploy")
 	out, err := c.Kubectl(ctx, "apply", "--dry-run=server", "-k", deploy)
 	if err != nil {
