@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -93,6 +96,17 @@ func TestKmsgRecordBecomesEventAndCondition(t *testing.T) {
 		t.Errorf("KernelDeadlock = %s %q, want reason ContainerRuntimeHung and a message naming %s", c.Reason, c.Message, marker)
 	}
 
+	// What an SRE reads: kubectl describe node shows both.
+	out, err := cluster.Kubectl(context.Background(), "describe", "node", name)
+	if err != nil {
+		t.Fatalf("kubectl describe node: %v\n%s", err, out)
+	}
+	for _, want := range []string{"KernelDeadlock", "ContainerRuntimeHung", "TaskHung", marker} {
+		if !strings.Contains(out, want) {
+			t.Errorf("kubectl describe node lacks %q:\n%s", want, out)
+		}
+	}
+
 	// SIGTERM: the agent stops within 5 s.
 	start := time.Now()
 	cmd.Process.Signal(syscall.SIGTERM)
@@ -125,7 +139,8 @@ func TestKmsgRecordBecomesEventAndCondition(t *testing.T) {
 
 func TestStandalonePrintsKmsgFindings(t *testing.T) {
 	needRoot(t, "writes records to /dev/kmsg")
-	_, stdout, _ := startAgent(t, "--standalone", "--output=json", "--listen-address=off")
+	addr := freeAddr(t)
+	_, stdout, _ := startAgent(t, "--standalone", "--output=json", "--listen-address="+addr)
 	// Give the agent time to open /dev/kmsg and seek to its end.
 	time.Sleep(time.Second)
 	pid := 100000 + rand.IntN(800000)
@@ -138,6 +153,44 @@ func TestStandalonePrintsKmsgFindings(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	metrics := httpGet(t, "http://"+addr+"/metrics")
+	for _, want := range []string{
+		`nodeguard_events_total{reason="OOMKilling"}`,
+		`nodeguard_condition{condition="KernelDeadlock",status="False"} 1`,
+		`nodeguard_check_runs_total{check="kmsg"} 1`,
+		`nodeguard_kmsg_records_total`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if got := httpGet(t, "http://"+addr+"/healthz"); got != "ok\n" {
+		t.Errorf("/healthz = %q, want ok", got)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return string(b)
 }
 
 func TestDeployAppliesWithServerDryRun(t *testing.T) {
