@@ -40,6 +40,25 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// freshStart is a config under which the agent ignores what the kernel
+// logged before it started, so that earlier tests' records do not leak in.
+const freshStart = "checks:\n  kmsg:\n    startAtEnd: true\n"
+
+// agentArgs gives the agent a state directory of the test's own and, unless
+// config is empty, a config file holding config.
+func agentArgs(t *testing.T, stateDir, config string, args ...string) []string {
+	t.Helper()
+	args = append(args, "--state-dir="+stateDir)
+	if config != "" {
+		path := filepath.Join(t.TempDir(), "config.yaml")
+		if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--config="+path)
+	}
+	return args
+}
+
 // startAgent runs the real nodeguard binary and stops it when the test ends.
 func startAgent(t *testing.T, args ...string) (*exec.Cmd, *syncBuffer, *syncBuffer) {
 	t.Helper()
@@ -82,7 +101,8 @@ func TestKmsgRecordBecomesEventAndCondition(t *testing.T) {
 	needRoot(t, "writes records to /dev/kmsg")
 	const name = "kmsg-node"
 	createNode(t, name)
-	cmd, _, stderr := startAgent(t, "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address=off")
+	state := t.TempDir()
+	cmd, _, stderr := startAgent(t, agentArgs(t, state, freshStart, "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address=off")...)
 	waitCondition(t, name, "KernelDeadlock", corev1.ConditionFalse, 20*time.Second)
 
 	pid := 100000 + rand.IntN(800000)
@@ -123,7 +143,7 @@ func TestKmsgRecordBecomesEventAndCondition(t *testing.T) {
 	}
 
 	// A restarted agent keeps the condition True: the boot has not changed.
-	startAgent(t, "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address=off")
+	startAgent(t, agentArgs(t, state, freshStart, "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address=off")...)
 	deadline := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {
 		node, err := cluster.Client.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
@@ -140,7 +160,7 @@ func TestKmsgRecordBecomesEventAndCondition(t *testing.T) {
 func TestStandalonePrintsKmsgFindings(t *testing.T) {
 	needRoot(t, "writes records to /dev/kmsg")
 	addr := freeAddr(t)
-	_, stdout, _ := startAgent(t, "--standalone", "--output=json", "--listen-address="+addr)
+	_, stdout, _ := startAgent(t, agentArgs(t, t.TempDir(), freshStart, "--standalone", "--output=json", "--listen-address="+addr)...)
 	// Give the agent time to open /dev/kmsg and seek to its end.
 	time.Sleep(time.Second)
 	pid := 100000 + rand.IntN(800000)
@@ -166,6 +186,47 @@ func TestStandalonePrintsKmsgFindings(t *testing.T) {
 	}
 	if got := httpGet(t, "http://"+addr+"/healthz"); got != "ok\n" {
 		t.Errorf("/healthz = %q, want ok", got)
+	}
+}
+
+// TestKillNineNeitherRepeatsNorLosesKernelRecords: the agent remembers the
+// last kernel record it reported in this boot.
+func TestKillNineNeitherRepeatsNorLosesKernelRecords(t *testing.T) {
+	needCluster(t)
+	needRoot(t, "writes records to /dev/kmsg")
+	const name = "restart-node"
+	createNode(t, name)
+	state := t.TempDir()
+	// No startAtEnd: the agent reads the backlog, as in production.
+	args := agentArgs(t, state, "", "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address=off")
+	first, _, _ := startAgent(t, args...)
+
+	before := fmt.Sprintf("restart-test-before-%d", rand.Int64())
+	writeKmsg(t, "<3>NETDEV WATCHDOG: "+before+" (ixgbe): transmit queue 2 timed out\n")
+	waitEvent(t, name, "NetdevTxTimeout", before, 5*time.Second)
+	first.Process.Kill()
+	first.Wait()
+
+	during := fmt.Sprintf("restart-test-during-%d", rand.Int64())
+	writeKmsg(t, "<3>NETDEV WATCHDOG: "+during+" (ixgbe): transmit queue 2 timed out\n")
+	startAgent(t, args...)
+	_, took := waitEvent(t, name, "NetdevTxTimeout", during, 10*time.Second)
+	t.Logf("record logged while the agent was down reported %s after the restart", took)
+	time.Sleep(2 * time.Second)
+	list, err := cluster.Client.CoreV1().Events(metav1.NamespaceAll).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]int32{}
+	for _, e := range list.Items {
+		for _, m := range []string{before, during} {
+			if e.InvolvedObject.Name == name && strings.Contains(e.Message, m) {
+				counts[m] += e.Count
+			}
+		}
+	}
+	if counts[before] != 1 || counts[during] != 1 {
+		t.Errorf("events per record %v, want exactly 1 each (no repeat after kill -9, nothing lost while down)", counts)
 	}
 }
 

@@ -110,7 +110,7 @@ func TestRealMemoryCgroupOOMKillIsOneEvent(t *testing.T) {
 
 	const name = "oom-node"
 	createNode(t, name)
-	startAgent(t, "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address=off")
+	startAgent(t, agentArgs(t, t.TempDir(), freshStart, "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address=off")...)
 	waitCondition(t, name, "KernelDeadlock", corev1.ConditionFalse, 20*time.Second)
 
 	hog := exec.Command(filepath.Join(hogDir, "memhog"))

@@ -5,6 +5,7 @@ package kmsg
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -28,9 +29,11 @@ type Config struct {
 	// Conditions declares condition types that user rules set, beyond the
 	// built-in ones.
 	Conditions []logrules.ConditionSpec `json:"conditions,omitempty"`
-	// FromStart reads the records already in the kernel's ring buffer at
-	// start, not only new ones.
-	FromStart bool `json:"fromStart,omitempty"`
+	// StartAtEnd ignores the records already in the kernel's ring buffer
+	// when the agent starts. By default the agent reads them, skipping those
+	// it reported before a restart in this boot, so that problems logged
+	// while it was not running are reported once.
+	StartAtEnd bool `json:"startAtEnd,omitempty"`
 	// ExpireInterval is how often conditions with a quiet period are
 	// re-evaluated.
 	ExpireInterval checks.Duration `json:"expireInterval,omitempty"`
@@ -73,11 +76,15 @@ var Registration = checks.Define(Name, true, DefaultConfig, func(cfg *Config, en
 
 // Check reads kernel log records and turns them into findings.
 type Check struct {
-	cfg    *Config
-	log    *zap.Logger
-	source Source
-	conds  []checks.ConditionDefault
-	now    func() time.Time
+	cfg      *Config
+	log      *zap.Logger
+	source   Source
+	conds    []checks.ConditionDefault
+	now      func() time.Time
+	procPath string
+	// position is nil when there is no state directory.
+	position   *positionFile
+	warnedSave bool
 }
 
 // New builds the check. A nil source reads /dev/kmsg; tests pass their own.
@@ -93,9 +100,16 @@ func New(cfg *Config, env checks.Env, source Source) (*Check, error) {
 		env.Metrics = prometheus.NewRegistry()
 	}
 	if source == nil {
-		source = &devKmsg{log: env.Log, metrics: newSourceMetrics(env.Metrics), fromStart: cfg.FromStart, now: env.Now}
+		source = &devKmsg{log: env.Log, metrics: newSourceMetrics(env.Metrics), startAtEnd: cfg.StartAtEnd, now: env.Now}
 	}
-	return &Check{cfg: cfg, log: env.Log, source: source, conds: e.Conditions(), now: env.Now}, nil
+	c := &Check{cfg: cfg, log: env.Log, source: source, conds: e.Conditions(), now: env.Now, procPath: env.ProcPath}
+	if env.StateDir != "" {
+		c.position = &positionFile{path: filepath.Join(env.StateDir, "kmsg-position.json")}
+	}
+	if c.procPath == "" {
+		c.procPath = "/proc"
+	}
+	return c, nil
 }
 
 func (c *Check) Name() string                          { return Name }
@@ -108,14 +122,17 @@ func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
 	if err != nil {
 		return err
 	}
+	pos := c.loadPosition()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	records := make(chan Record, 1024)
 	sourceErr := make(chan error, 1)
-	go func() { sourceErr <- c.source.Run(ctx, records) }()
+	go func() { sourceErr <- c.source.Run(ctx, pos.LastSeq, records) }()
 
 	expire := time.NewTicker(max(c.cfg.ExpireInterval.Duration, time.Second))
 	defer expire.Stop()
+	saved := pos.LastSeq
+	defer func() { c.savePosition(pos, &saved) }()
 	var buf []checks.Finding
 	for {
 		select {
@@ -132,11 +149,55 @@ func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
 				f.Source = "kmsg seq " + strconv.FormatUint(rec.Seq, 10)
 				emit(f)
 			}
+			pos.LastSeq = int(rec.Seq)
+			if len(buf) > 0 {
+				// Reported records are saved at once, so that a restart
+				// does not report them again.
+				c.savePosition(pos, &saved)
+			}
 		case <-expire.C:
 			buf = engine.Expire(c.now(), buf[:0])
 			for _, f := range buf {
 				emit(f)
 			}
+			c.savePosition(pos, &saved)
 		}
 	}
+}
+
+// loadPosition returns where to resume: after the last record reported in
+// this boot, or from the oldest record when the boot is new or unknown.
+func (c *Check) loadPosition() position {
+	bootID, err := readBootID(c.procPath)
+	if err != nil {
+		c.log.Warn("cannot tell this boot from the last; kernel log records may be reported again after a restart", zap.Error(err))
+	}
+	fresh := position{BootID: bootID, LastSeq: -1}
+	if c.position == nil || bootID == "" {
+		return fresh
+	}
+	pos, err := c.position.load()
+	if err != nil {
+		c.log.Warn("starting from the oldest kernel log record", zap.Error(err))
+		return fresh
+	}
+	if pos.BootID != bootID {
+		return fresh
+	}
+	return pos
+}
+
+// savePosition writes the position if it moved since the last save.
+func (c *Check) savePosition(pos position, saved *int) {
+	if c.position == nil || pos.BootID == "" || pos.LastSeq == *saved {
+		return
+	}
+	if err := c.position.save(pos); err != nil {
+		if !c.warnedSave {
+			c.log.Warn("kernel log position not saved; records may be reported again after a restart", zap.Error(err))
+			c.warnedSave = true
+		}
+		return
+	}
+	*saved = pos.LastSeq
 }

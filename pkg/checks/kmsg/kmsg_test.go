@@ -20,8 +20,11 @@ import (
 // feedSource hands the check records the test chooses, then waits.
 type feedSource struct{ records []Record }
 
-func (s feedSource) Run(ctx context.Context, out chan<- Record) error {
+func (s feedSource) Run(ctx context.Context, after int, out chan<- Record) error {
 	for _, r := range s.records {
+		if int(r.Seq) <= after {
+			continue
+		}
 		select {
 		case out <- r:
 		case <-ctx.Done():
@@ -35,9 +38,10 @@ func (s feedSource) Run(ctx context.Context, out chan<- Record) error {
 func runCheck(t *testing.T, c *Check, want int) []checks.Finding {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	got := make(chan checks.Finding, 100)
-	go c.Run(ctx, func(f checks.Finding) { got <- f })
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx, func(f checks.Finding) { got <- f }) }()
+	defer func() { cancel(); <-done }()
 	var out []checks.Finding
 	for len(out) < want {
 		select {
@@ -116,12 +120,12 @@ func TestDevKmsgDeliversRealRecords(t *testing.T) {
 		t.Skip("needs root: writes to /dev/kmsg")
 	}
 	reg := prometheus.NewRegistry()
-	src := &devKmsg{log: zaptest.NewLogger(t), metrics: newSourceMetrics(reg), now: time.Now}
+	src := &devKmsg{log: zaptest.NewLogger(t), metrics: newSourceMetrics(reg), now: time.Now, startAtEnd: true}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	out := make(chan Record, 64)
 	errc := make(chan error, 1)
-	go func() { errc <- src.Run(ctx, out) }()
+	go func() { errc <- src.Run(ctx, -1, out) }()
 	time.Sleep(300 * time.Millisecond) // let it open and seek to the end
 	marker := fmt.Sprintf("nodeguard-kmsg-test-%d", rand.Int64())
 	if err := os.WriteFile("/dev/kmsg", []byte("<2>"+marker+"\n"), 0); err != nil {
@@ -152,6 +156,40 @@ func TestDevKmsgDeliversRealRecords(t *testing.T) {
 			t.Fatalf("source stopped: %v", err)
 		case <-deadline:
 			t.Fatalf("record %q not read back from /dev/kmsg", marker)
+		}
+	}
+}
+
+func TestRestartResumesAfterLastReportedRecordInTheSameBoot(t *testing.T) {
+	proc := t.TempDir()
+	bootFile := proc + "/sys/kernel/random/boot_id"
+	os.MkdirAll(proc+"/sys/kernel/random", 0o755)
+	hung := func(seq uint64) Record {
+		return Record{Seq: seq, Message: fmt.Sprintf("INFO: task dd:%d blocked for more than 120 seconds.", seq)}
+	}
+	src := feedSource{records: []Record{hung(10), hung(11)}}
+	state := t.TempDir()
+	env := checks.Env{Log: zaptest.NewLogger(t), StateDir: state, ProcPath: proc}
+
+	tests := []struct {
+		bootID string
+		want   []string // TaskHung messages' pids, in order
+	}{
+		{"boot-a", []string{"dd:10", "dd:11"}}, // first start: all records of this boot
+		{"boot-a", nil},                        // restart in the same boot: nothing again
+		{"boot-b", []string{"dd:10", "dd:11"}}, // a new boot: sequence numbers start over
+	}
+	for i, tt := range tests {
+		os.WriteFile(bootFile, []byte(tt.bootID+"\n"), 0o644)
+		c, err := New(DefaultConfig(), env, src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := runCheck(t, c, len(tt.want))
+		for j, f := range got {
+			if !strings.Contains(f.Message, tt.want[j]) {
+				t.Errorf("start %d: finding %d = %q, want %s", i, j, f.Message, tt.want[j])
+			}
 		}
 	}
 }

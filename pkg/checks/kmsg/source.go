@@ -23,9 +23,10 @@ type Record struct {
 	Received time.Time
 }
 
-// Source delivers kernel log records until ctx ends.
+// Source delivers kernel log records until ctx ends, starting after the
+// record with sequence number after (-1: from the oldest record kept).
 type Source interface {
-	Run(ctx context.Context, out chan<- Record) error
+	Run(ctx context.Context, after int, out chan<- Record) error
 }
 
 // sourceMetrics count what the kernel or the parser made us skip.
@@ -58,9 +59,9 @@ func newSourceMetrics(reg prometheus.Registerer) *sourceMetrics {
 type devKmsg struct {
 	log     *zap.Logger
 	metrics *sourceMetrics
-	// fromStart reads the records already in the ring buffer first.
-	fromStart bool
-	now       func() time.Time
+	// startAtEnd skips the records already in the ring buffer.
+	startAtEnd bool
+	now        func() time.Time
 }
 
 // parserLogger receives go-kmsg-parser's warnings. The only one it gives is
@@ -82,9 +83,9 @@ func (l parserLogger) Warningf(f string, a ...any) {
 	l.log.Sugar().Warnf(f, a...)
 }
 
-func (d *devKmsg) Run(ctx context.Context, out chan<- Record) error {
-	var lastSeq int = -1
-	seekEnd := !d.fromStart
+func (d *devKmsg) Run(ctx context.Context, after int, out chan<- Record) error {
+	lastSeq := after
+	seekEnd := d.startAtEnd
 	for {
 		err := d.readOnce(ctx, out, seekEnd, &lastSeq)
 		if ctx.Err() != nil {
@@ -101,6 +102,10 @@ func (d *devKmsg) Run(ctx context.Context, out chan<- Record) error {
 		seekEnd = lastSeq < 0 || errors.Is(err, errMalformedAgain)
 	}
 }
+
+// backlogAge is how old a record must be, by the kernel's stamp, to be taken
+// as backlog rather than as just logged.
+const backlogAge = 10 * time.Second
 
 var (
 	errMalformed      = errors.New("malformed kmsg record")
@@ -132,7 +137,13 @@ func (d *devKmsg) readOnce(ctx context.Context, out chan<- Record, seekEnd bool,
 		*lastSeq = m.SequenceNumber
 		d.metrics.records.Inc()
 		text, _, _ := strings.Cut(m.Message, "\n")
-		rec := Record{Seq: uint64(m.SequenceNumber), Priority: m.Priority & 7, Message: text, Received: d.now()}
+		received := d.now()
+		// A record from the backlog happened when the kernel says, not now;
+		// the parser's stamp is good to the second, enough for that.
+		if received.Sub(m.Timestamp) > backlogAge {
+			received = m.Timestamp
+		}
+		rec := Record{Seq: uint64(m.SequenceNumber), Priority: m.Priority & 7, Message: text, Received: received}
 		select {
 		case out <- rec:
 		case <-ctx.Done():
