@@ -66,6 +66,7 @@ type options struct {
 	procPath   string
 	sysPath    string
 	stateDir   string
+	npdRules   []string
 	enable     map[string]*bool
 	disable    map[string]*bool
 }
@@ -84,17 +85,34 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.procPath, "proc-path", "", "the host's /proc")
 	fs.StringVar(&o.sysPath, "sys-path", "", "the host's /sys")
 	fs.StringVar(&o.stateDir, "state-dir", "", "directory for state kept across restarts")
+	fs.Func("npd-rules", "node-problem-detector log monitor file (kernel-monitor.json) whose rules to add; may repeat", func(s string) error {
+		o.npdRules = append(o.npdRules, s)
+		return nil
+	})
 	for _, reg := range all.Registry {
 		o.enable[reg.Name] = fs.Bool("check."+reg.Name, false, fmt.Sprintf("enable the %s check (default %v)", reg.Name, reg.DefaultEnabled))
 		o.disable[reg.Name] = fs.Bool("no-check."+reg.Name, false, "disable the "+reg.Name+" check")
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	return o, nil
+}
+
+// parse parses args, printing the usage only when asked with -h: a bad flag
+// is then one line on stderr, which main prints, not that line and the usage.
+func parse(fs *flag.FlagSet, args []string) error {
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.SetOutput(os.Stderr)
+		fmt.Fprintf(os.Stderr, "Usage of %s:\n", fs.Name())
+		fs.PrintDefaults()
+	}
+	return err
 }
 
 // load reads the config file and lays the flags that were given over it.
@@ -121,6 +139,10 @@ func (o *options) load() (*config.Config, error) {
 	}
 	if set["standalone"] {
 		cfg.Standalone = o.standalone
+	}
+	if len(o.npdRules) > 0 {
+		kcfg := cfg.CheckConfigs[kmsg.Name].(*kmsg.Config)
+		kcfg.NPDRules = append(kcfg.NPDRules, o.npdRules...)
 	}
 	if cfg.ListenAddress == "off" {
 		cfg.ListenAddress = ""
@@ -308,7 +330,12 @@ func clusterConfig(cfg *config.Config) (*rest.Config, error) {
 func replay(args []string, stdin io.Reader, stdout io.Writer) error {
 	fs := flag.NewFlagSet("nodeguard replay", flag.ContinueOnError)
 	configPath := fs.String("config", "", "YAML config file whose kmsg rules to use")
-	if err := fs.Parse(args); err != nil {
+	var npdRules []string
+	fs.Func("npd-rules", "node-problem-detector log monitor file whose rules to add; may repeat", func(s string) error {
+		npdRules = append(npdRules, s)
+		return nil
+	})
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
@@ -319,6 +346,7 @@ func replay(args []string, stdin io.Reader, stdout io.Writer) error {
 		return err
 	}
 	kcfg := cfg.CheckConfigs[kmsg.Name].(*kmsg.Config)
+	kcfg.NPDRules = append(kcfg.NPDRules, npdRules...)
 	out := reporter.NewWriterSink(stdout, "json")
 	for _, name := range fs.Args() {
 		engine, err := kcfg.Engine()

@@ -59,6 +59,7 @@ func DefaultRules() []Rule {
 		oops("general-protection", "general protection fault", `general protection fault`),
 		oops("kernel-bug", "kernel BUG at", `kernel BUG at \S+`),
 		oops("invalid-opcode", "invalid opcode", `invalid opcode: \d+`),
+		oops("divide-error", "divide error", `divide error: \d+ \[#\d+\]`),
 		event("hung-task", "TaskHung", "blocked for more than", `INFO: task \S+:\d+ blocked for more than \d+ seconds`),
 		{
 			Name: "runtime-hung", Source: "kmsg", Kind: checks.KindCondition, Condition: "KernelDeadlock",

@@ -81,6 +81,7 @@ func (e *Engine) Feed(l Line, out []checks.Finding) []checks.Finding {
 		clear(e.groupSeen)
 	}
 	e.oom.observe(text, l.Time)
+	start := len(out)
 	for _, r := range e.rules {
 		if !strings.Contains(text, r.Contains) || !r.re.MatchString(text) {
 			continue
@@ -100,9 +101,28 @@ func (e *Engine) Feed(l Line, out []checks.Finding) []checks.Finding {
 		if r.MinCount > 1 && !e.countReached(r, l.Time) {
 			continue
 		}
+		if sameProblem(out[start:], r) {
+			continue
+		}
 		out = append(out, e.finding(r, l))
 	}
 	return out
+}
+
+// sameProblem reports whether this line already made an event with r's
+// reason, or set r's condition type: a line is one problem per reason and
+// one state per condition, however many rules (built-in, user, NPD) describe
+// it. The first rule wins.
+func sameProblem(found []checks.Finding, r *compiled) bool {
+	for _, f := range found {
+		if f.Kind != r.Kind {
+			continue
+		}
+		if (r.Kind == checks.KindEvent && f.Reason == r.Reason) || (r.Kind == checks.KindCondition && f.Type == r.Condition) {
+			return true
+		}
+	}
+	return false
 }
 
 // countReached records a match and says whether MinCount matches fell within

@@ -22,8 +22,8 @@ type Rule struct {
 	// Condition is the condition type a condition rule sets True.
 	Condition string `json:"condition,omitempty"`
 	// Contains is a literal every matching line holds; lines without it are
-	// passed over before the pattern runs. Required: it is what keeps the
-	// cost of a benign line near zero.
+	// passed over before the pattern runs, which keeps the cost of a benign
+	// line near zero. When empty it is derived from the pattern.
 	Contains string `json:"contains"`
 	// Pattern is a Go regular expression the line must match.
 	Pattern string `json:"pattern"`
@@ -96,15 +96,16 @@ func compile(i int, r Rule) (*compiled, error) {
 	if r.Reason == "" {
 		return nil, bad("reason", "", "a rule needs a reason")
 	}
-	if r.Contains == "" {
-		return nil, bad("contains", "", "a rule needs a literal that every matching line contains")
-	}
 	if r.Pattern == "" {
 		return nil, bad("pattern", "", "a rule needs a pattern")
 	}
 	re, err := regexp.Compile(r.Pattern)
 	if err != nil {
 		return nil, bad("pattern", r.Pattern, err.Error())
+	}
+	if r.Contains == "" {
+		// Derive the prefilter; without one the pattern runs on every line.
+		r.Contains = RequiredLiteral(r.Pattern)
 	}
 	c := &compiled{Rule: r, re: re}
 	if r.Exclude != "" {

@@ -26,6 +26,11 @@ type Config struct {
 	Rules []logrules.Rule `json:"rules,omitempty"`
 	// DisableRules names built-in rules to drop.
 	DisableRules []string `json:"disableRules,omitempty"`
+	// NPDRules are node-problem-detector log monitor files
+	// (kernel-monitor.json) whose rules are added, for users migrating.
+	// Where an NPD rule and a built-in one describe the same line with the
+	// same reason, one finding is made, by the built-in rule.
+	NPDRules []string `json:"npdRules,omitempty"`
 	// Conditions declares condition types that user rules set, beyond the
 	// built-in ones.
 	Conditions []logrules.ConditionSpec `json:"conditions,omitempty"`
@@ -56,6 +61,13 @@ func (c *Config) Engine() (*logrules.Engine, error) {
 		return nil, &checks.FieldError{Field: "disableRules", Value: c.DisableRules, Reason: err.Error()}
 	}
 	conds := append(logrules.DefaultConditions(), c.Conditions...)
+	for i, path := range c.NPDRules {
+		npdRules, npdConds, err := logrules.LoadNPD(path)
+		if err != nil {
+			return nil, &checks.FieldError{Field: "npdRules[" + strconv.Itoa(i) + "]", Value: path, Reason: err.Error()}
+		}
+		rules, conds = logrules.AddNPD(rules, conds, npdRules, npdConds)
+	}
 	e, err := logrules.NewEngine(rules, conds)
 	if rerr, ok := err.(*logrules.RuleError); ok {
 		// Point at the user's rule when the bad rule is one of theirs.
