@@ -230,6 +230,46 @@ func TestKillNineNeitherRepeatsNorLosesKernelRecords(t *testing.T) {
 	}
 }
 
+// TestPanicBeforeThisBootIsReportedOnce: a crash record in pstore becomes one
+// KernelPanic event, and a restarted agent does not report it again.
+func TestPanicBeforeThisBootIsReportedOnce(t *testing.T) {
+	needCluster(t)
+	const name = "pstore-node"
+	createNode(t, name)
+	pstore := t.TempDir()
+	marker := fmt.Sprintf("Attempted to kill init! exitcode=0x%08x", rand.Uint32())
+	record := "Panic#1 Part1\n<0>[ 3315.224010] Kernel panic - not syncing: " + marker + "\n"
+	if err := os.WriteFile(filepath.Join(pstore, "dmesg-ramoops-0"), []byte(record), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	state := t.TempDir()
+	config := freshStart + "  pstore:\n    paths: [" + pstore + "]\n"
+	args := agentArgs(t, state, config, "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address=off")
+	first, _, _ := startAgent(t, args...)
+	ev, _ := waitEvent(t, name, "KernelPanic", marker, 10*time.Second)
+	if !strings.Contains(ev.Message, "before this boot") {
+		t.Errorf("KernelPanic message %q does not say the crash was before this boot", ev.Message)
+	}
+	first.Process.Signal(syscall.SIGTERM)
+	first.Wait()
+	startAgent(t, args...)
+	waitCondition(t, name, "KernelDeadlock", corev1.ConditionFalse, 10*time.Second)
+	time.Sleep(2 * time.Second)
+	list, err := cluster.Client.CoreV1().Events(metav1.NamespaceAll).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var count int32
+	for _, e := range list.Items {
+		if e.InvolvedObject.Name == name && e.Reason == "KernelPanic" {
+			count += e.Count
+		}
+	}
+	if count != 1 {
+		t.Errorf("%d KernelPanic events after a restart, want 1", count)
+	}
+}
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")

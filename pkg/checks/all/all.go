@@ -4,9 +4,11 @@ package all
 import (
 	"github.com/nodeguard/nodeguard/pkg/checks"
 	"github.com/nodeguard/nodeguard/pkg/checks/kmsg"
+	"github.com/nodeguard/nodeguard/pkg/checks/pstore"
 )
 
 // Registry is every check, in the order they start.
 var Registry = checks.Registry{
 	kmsg.Registration,
+	pstore.Registration,
 }

@@ -1,0 +1,298 @@
+// Package pstore reports kernel panics and oopses from before this boot: the
+// kernel saves the tail of its log to persistent storage (pstore: EFI
+// variables, ramoops) when it crashes, the next boot shows it under
+// /sys/fs/pstore, and systemd-pstore may move it to /var/lib/systemd/pstore.
+// Each crash is reported once, remembered across agent restarts.
+package pstore
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+)
+
+// Name is the check's name in configuration and metrics.
+const Name = "pstore"
+
+// Config is the check's section of the config file.
+type Config struct {
+	// Paths are the directories searched for crash records; empty means the
+	// host's /sys/fs/pstore (under sysPath) and /var/lib/systemd/pstore.
+	Paths []string `json:"paths,omitempty"`
+}
+
+// DefaultConfig is the configuration a node gets without a config file.
+func DefaultConfig() *Config { return &Config{} }
+
+// Registration is the check's entry in the registry.
+var Registration = checks.Define(Name, true, DefaultConfig, func(cfg *Config, env checks.Env) (checks.Check, error) {
+	return New(cfg, env), nil
+})
+
+// Check reads crash records once at start.
+type Check struct {
+	paths    []string
+	log      *zap.Logger
+	stateDir string
+}
+
+// New builds the check.
+func New(cfg *Config, env checks.Env) *Check {
+	paths := cfg.Paths
+	if len(paths) == 0 {
+		sys := env.SysPath
+		if sys == "" {
+			sys = "/sys"
+		}
+		paths = []string{filepath.Join(sys, "fs/pstore"), "/var/lib/systemd/pstore"}
+	}
+	return &Check{paths: paths, log: env.Log, stateDir: env.StateDir}
+}
+
+func (c *Check) Name() string                          { return Name }
+func (c *Check) Conditions() []checks.ConditionDefault { return nil }
+
+// Run reports the crashes not reported before, then waits: new crash records
+// appear only after a reboot, when a new agent starts.
+func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
+	crashes, err := Scan(c.paths)
+	if err != nil {
+		return err
+	}
+	seen := c.loadSeen()
+	changed := false
+	for _, cr := range crashes {
+		if seen[cr.ID] {
+			continue
+		}
+		emit(cr.Finding())
+		seen[cr.ID] = true
+		changed = true
+	}
+	if changed {
+		if err := c.saveSeen(seen); err != nil {
+			c.log.Warn("crashes reported but not remembered; a restart will report them again", zap.Error(err))
+		}
+	}
+	<-ctx.Done()
+	return nil
+}
+
+func (c *Check) seenPath() string { return filepath.Join(c.stateDir, "pstore-reported.json") }
+
+func (c *Check) loadSeen() map[string]bool {
+	seen := map[string]bool{}
+	if c.stateDir == "" {
+		return seen
+	}
+	b, err := os.ReadFile(c.seenPath())
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			c.log.Warn("reading reported crashes", zap.Error(err))
+		}
+		return seen
+	}
+	var ids []string
+	if err := json.Unmarshal(b, &ids); err != nil {
+		c.log.Warn("reading reported crashes", zap.String("file", c.seenPath()), zap.Error(err))
+		return seen
+	}
+	for _, id := range ids {
+		seen[id] = true
+	}
+	return seen
+}
+
+func (c *Check) saveSeen(seen map[string]bool) error {
+	if c.stateDir == "" {
+		return nil
+	}
+	ids := make([]string, 0, len(seen))
+	for id := range seen {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	b, _ := json.Marshal(ids)
+	if err := os.MkdirAll(c.stateDir, 0o755); err != nil {
+		return err
+	}
+	tmp := c.seenPath() + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, c.seenPath())
+}
+
+// Crash is one crash found in pstore.
+type Crash struct {
+	// ID identifies the crash by its content, so that systemd-pstore moving
+	// the files does not make it new.
+	ID     string
+	Reason string // KernelPanic or KernelOops
+	// Summary is the line that says what happened, e.g. "Kernel panic - not
+	// syncing: Fatal exception".
+	Summary string
+	Files   []string
+	Time    time.Time
+}
+
+// Finding is the event for the crash.
+func (c Crash) Finding() checks.Finding {
+	f := checks.Event(checks.SeverityWarning, c.Reason,
+		fmt.Sprintf("kernel crashed before this boot (%s): %s", strings.Join(c.Files, ", "), c.Summary))
+	f.Source = c.Files[0]
+	return f
+}
+
+var (
+	// pstore's header on each dmesg record: "Panic#1 Part1", "Oops#2 Part3".
+	partHeader = regexp.MustCompile(`^(Panic|Oops|Emergency|Restart|Halt|Poweroff)#(\d+) Part(\d+)`)
+	panicLine  = regexp.MustCompile(`Kernel panic - not syncing.*`)
+	oopsLine   = regexp.MustCompile(`(?:BUG: kernel NULL pointer dereference|BUG: unable to handle|general protection fault|kernel BUG at|Oops:|invalid opcode:).*`)
+)
+
+// Scan finds crash records in dirs (searching subdirectories, as
+// systemd-pstore makes one per crash). A missing directory is no data, not
+// an error.
+func Scan(dirs []string) ([]Crash, error) {
+	type group struct {
+		crash Crash
+		hash  []byte
+	}
+	groups := map[string]*group{}
+	var order []string
+	for _, dir := range dirs {
+		err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				if errors.Is(err, fs.ErrNotExist) {
+					return filepath.SkipDir
+				}
+				return err
+			}
+			if d.IsDir() || !strings.HasPrefix(d.Name(), "dmesg") {
+				return nil
+			}
+			rec, err := readRecord(path)
+			if err != nil {
+				return err
+			}
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			// The parts of one crash share the header's kind and number,
+			// the directory and the time the kernel wrote them.
+			key := fmt.Sprintf("%s|%s#%s|%d", filepath.Dir(path), rec.kind, rec.number, info.ModTime().Unix())
+			if rec.kind == "" {
+				key = path
+			}
+			g, ok := groups[key]
+			if !ok {
+				g = &group{crash: Crash{Time: info.ModTime()}}
+				groups[key] = g
+				order = append(order, key)
+			}
+			g.crash.Files = append(g.crash.Files, path)
+			sum := sha256.Sum256([]byte(rec.body))
+			g.hash = append(g.hash, sum[:]...)
+			switch {
+			case rec.panic != "":
+				g.crash.Reason, g.crash.Summary = "KernelPanic", rec.panic
+			case g.crash.Reason == "" && (rec.kind == "Panic" || rec.oops != ""):
+				g.crash.Reason, g.crash.Summary = reasonFor(rec), rec.summary()
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("reading pstore %s: %w", dir, err)
+		}
+	}
+	var out []Crash
+	for _, key := range order {
+		g := groups[key]
+		if g.crash.Reason == "" {
+			continue // a clean shutdown record, or nothing we recognise
+		}
+		sum := sha256.Sum256(g.hash)
+		g.crash.ID = hex.EncodeToString(sum[:16])
+		sort.Strings(g.crash.Files)
+		out = append(out, g.crash)
+	}
+	return out, nil
+}
+
+type record struct {
+	kind, number string
+	panic, oops  string
+	body         string
+}
+
+func reasonFor(r record) string {
+	if r.kind == "Panic" {
+		return "KernelPanic"
+	}
+	return "KernelOops"
+}
+
+func (r record) summary() string {
+	if r.oops != "" {
+		return r.oops
+	}
+	return "pstore record " + r.kind + "#" + r.number
+}
+
+// readRecord reads one pstore dmesg file: its header, and the first panic
+// and oops lines in it.
+func readRecord(path string) (record, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return record{}, err
+	}
+	defer f.Close()
+	var r record
+	var body strings.Builder
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	first := true
+	for sc.Scan() {
+		line := sc.Text()
+		if first {
+			first = false
+			if m := partHeader.FindStringSubmatch(line); m != nil {
+				r.kind, r.number = m[1], m[2]
+				continue
+			}
+		}
+		body.WriteString(line)
+		body.WriteByte('\n')
+		if r.panic == "" {
+			r.panic = panicLine.FindString(line)
+		}
+		if r.oops == "" {
+			r.oops = oopsLine.FindString(line)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return record{}, fmt.Errorf("reading %s: %w", path, err)
+	}
+	r.body = body.String()
+	if r.kind == "Oops" && r.oops == "" && r.panic == "" {
+		r.oops = "pstore record Oops#" + r.number
+	}
+	return r, nil
+}

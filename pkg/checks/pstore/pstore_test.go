@@ -1,0 +1,114 @@
+package pstore
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+)
+
+// fixtures copies testdata into a temporary tree with the file times the
+// kernel would have given them (git does not keep times).
+func fixtures(t *testing.T) (sysPstore, systemdPstore string) {
+	t.Helper()
+	root := t.TempDir()
+	err := filepath.WalkDir("testdata", func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel("testdata", path)
+		dst := filepath.Join(root, rel)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(dst, b, 0o644); err != nil {
+			return err
+		}
+		at := time.Unix(1700000000, 0)
+		return os.Chtimes(dst, at, at)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(root, "sys-pstore"), filepath.Join(root, "systemd")
+}
+
+func TestScanFindsEachCrashOnce(t *testing.T) {
+	sys, sd := fixtures(t)
+	crashes, err := Scan([]string{sys, sd, filepath.Join(t.TempDir(), "missing")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]Crash{}
+	for _, c := range crashes {
+		got[filepath.Base(c.Files[0])] = c
+	}
+	tests := []struct {
+		file, reason, summary string
+		parts                 int
+	}{
+		{"dmesg-ramoops-0", "KernelPanic", "Kernel panic - not syncing: Attempted to kill init! exitcode=0x0000000b", 1},
+		{"dmesg-efi-170000000101001", "KernelOops", "BUG: kernel NULL pointer dereference, address: 0000000000000008", 1},
+		// Two parts of one panic are one crash.
+		{"dmesg-efi-170000000001001", "KernelPanic", "Kernel panic - not syncing: softlockup: hung tasks", 2},
+	}
+	if len(crashes) != len(tests) {
+		t.Errorf("found %d crashes, want %d (the Restart record and console log are not crashes): %+v", len(crashes), len(tests), crashes)
+	}
+	for _, tt := range tests {
+		c, ok := got[tt.file]
+		if !ok {
+			t.Errorf("no crash from %s", tt.file)
+			continue
+		}
+		if c.Reason != tt.reason || c.Summary != tt.summary || len(c.Files) != tt.parts || c.ID == "" {
+			t.Errorf("%s: %s %q in %d files (id %q), want %s %q in %d", tt.file, c.Reason, c.Summary, len(c.Files), c.ID, tt.reason, tt.summary, tt.parts)
+		}
+	}
+}
+
+func TestCheckReportsACrashOnceAcrossRestarts(t *testing.T) {
+	sys, sd := fixtures(t)
+	state := t.TempDir()
+	run := func() []checks.Finding {
+		c := New(&Config{Paths: []string{sys, sd}}, checks.Env{Log: zaptest.NewLogger(t), StateDir: state})
+		ctx, cancel := context.WithCancel(context.Background())
+		var got []checks.Finding
+		done := make(chan error)
+		go func() { done <- c.Run(ctx, func(f checks.Finding) { got = append(got, f) }) }()
+		time.Sleep(200 * time.Millisecond)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	first := run()
+	if len(first) != 3 {
+		t.Fatalf("first start reported %d crashes, want 3: %+v", len(first), first)
+	}
+	for _, f := range first {
+		if err := f.Validate(); err != nil || !strings.Contains(f.Message, "before this boot") {
+			t.Errorf("finding %+v: %v", f, err)
+		}
+	}
+	// systemd-pstore moving a crash's files elsewhere does not make it new.
+	moved := filepath.Join(filepath.Dir(sd), "moved")
+	if err := os.Rename(sys, moved); err != nil {
+		t.Fatal(err)
+	}
+	sys = moved
+	if again := run(); len(again) != 0 {
+		t.Errorf("restart reported %d crashes again: %+v", len(again), again)
+	}
+}
