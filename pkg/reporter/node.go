@@ -201,6 +201,9 @@ func (s *NodeSink) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				return nil
 			case <-s.wake:
+				// The signal may be stale (its change already went out
+				// with the last write): look again before writing.
+				continue
 			case <-heartbeat.C:
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -179,5 +180,94 @@ func TestMetricsSink(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(m.events.WithLabelValues("OOMKilling")); got != 2 {
 		t.Errorf("events counter = %v, want 2", got)
+	}
+}
+
+// statusPatches counts patches of the node's status subresource.
+func statusPatches(client *fake.Clientset) int {
+	n := 0
+	for _, a := range client.Actions() {
+		if a.GetVerb() == "patch" && a.GetSubresource() == "status" {
+			n++
+		}
+	}
+	return n
+}
+
+func TestNodeSinkCoalescesBurstsAndBeatsWhenIdle(t *testing.T) {
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
+	client := fake.NewClientset(node)
+	defaults := []checks.ConditionDefault{{Type: "Flappy", Reason: "Fine", Message: "fine"}}
+	s := NewNodeSink(client, zaptest.NewLogger(t), prometheus.NewRegistry(), defaults, NodeSinkOptions{
+		NodeName: "n1", MinWriteInterval: 500 * time.Millisecond, Heartbeat: time.Hour,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitFor("the start-up write", func() bool { return statusPatches(client) == 1 })
+
+	// A check flapping every 10 ms for a second: at most one write per
+	// MinWriteInterval, and the last state wins.
+	start := time.Now()
+	for i := 0; time.Since(start) < time.Second; i++ {
+		status := checks.StatusTrue
+		if i%2 == 1 {
+			status = checks.StatusFalse
+		}
+		s.Finding(checks.Finding{Kind: checks.KindCondition, Type: "Flappy", Status: status, Reason: "R", Message: strconv.Itoa(i), Time: time.Now()})
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.Finding(checks.Finding{Kind: checks.KindCondition, Type: "Flappy", Status: checks.StatusTrue, Reason: "Last", Message: "last", Time: time.Now()})
+	elapsed := time.Since(start)
+	waitFor("the last state", func() bool {
+		n, err := client.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{})
+		return err == nil && len(n.Status.Conditions) == 1 && n.Status.Conditions[0].Reason == "Last"
+	})
+	writes := statusPatches(client) - 1
+	// 1 s of flapping at one write per 500 ms: 2 or 3 writes, plus the last.
+	if max := int(elapsed/(500*time.Millisecond)) + 2; writes > max || writes < 1 {
+		t.Errorf("%d status writes for ~100 changes in %s, want between 1 and %d", writes, elapsed, max)
+	}
+	t.Logf("%d status writes for ~100 changes in %s", writes, elapsed)
+
+	// Nothing changes: no writes until the heartbeat.
+	before := statusPatches(client)
+	time.Sleep(700 * time.Millisecond)
+	if got := statusPatches(client); got != before {
+		t.Errorf("%d writes while nothing changed and the heartbeat is an hour away", got-before)
+	}
+}
+
+func TestNodeSinkHeartbeat(t *testing.T) {
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
+	client := fake.NewClientset(node)
+	s := NewNodeSink(client, zaptest.NewLogger(t), prometheus.NewRegistry(),
+		[]checks.ConditionDefault{{Type: "Quiet", Reason: "Fine", Message: "fine"}},
+		NodeSinkOptions{NodeName: "n1", MinWriteInterval: 10 * time.Millisecond, Heartbeat: 200 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	time.Sleep(1100 * time.Millisecond)
+	cancel()
+	<-done
+	// One write at start, then one per 200 ms heartbeat: about 6.
+	if got := statusPatches(client); got < 4 || got > 7 {
+		t.Errorf("%d writes in 1.1 s with a 200 ms heartbeat, want about 6", got)
+	}
+	n, _ := client.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{})
+	c := n.Status.Conditions[0]
+	if !c.LastHeartbeatTime.After(c.LastTransitionTime.Time) {
+		t.Errorf("heartbeat %v not after transition %v: the heartbeat must move only lastHeartbeatTime", c.LastHeartbeatTime, c.LastTransitionTime)
 	}
 }
