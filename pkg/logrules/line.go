@@ -29,6 +29,10 @@ const (
 	// FormatDmesg is dmesg output: "[  12.345678] message", optionally after
 	// a "<N>" level prefix.
 	FormatDmesg
+	// FormatSyslog is a syslog file line (kern.log, messages):
+	// "Nov 23 10:00:00 host kernel: [ 12.345678] message" or the same with
+	// an RFC 3339 time.
+	FormatSyslog
 )
 
 // ParsedLine is a line with its format's framing taken off.
@@ -41,7 +45,14 @@ type ParsedLine struct {
 	HasTime   bool
 	Priority  int // syslog priority without facility; -1 when unknown
 	Seq       uint64
+	// Program is the syslog tag ("kernel") of a syslog line; a line from
+	// any other program is no kernel message.
+	Program string
 }
+
+// Kernel reports whether the line is a kernel message, as far as its form
+// tells.
+func (p ParsedLine) Kernel() bool { return p.Program == "" || p.Program == "kernel" }
 
 // ParseKernelLine detects the line's format and strips its framing. It never
 // fails: a line that is none of the framed forms is plain text.
@@ -53,7 +64,53 @@ func ParseKernelLine(s string) ParsedLine {
 	if p, ok := parseDmesg(s); ok {
 		return p
 	}
+	if program, text, ok := cutSyslogHeader(s); ok {
+		p := ParsedLine{Format: FormatSyslog, Text: text, Priority: -1, Program: program}
+		if d, ok := parseDmesg(text); ok {
+			p.Text, p.Monotonic, p.HasTime = d.Text, d.Monotonic, d.HasTime
+		}
+		return p
+	}
 	return ParsedLine{Format: FormatPlain, Text: s, Priority: -1}
+}
+
+// cutSyslogHeader takes off "Mmm dd hh:mm:ss host tag: " or
+// "2026-11-23T10:00:00.123456+00:00 host tag: " and returns the tag (without
+// a "[pid]") and the rest.
+func cutSyslogHeader(s string) (program, text string, ok bool) {
+	var rest string
+	switch {
+	case len(s) > 16 && s[3] == ' ' && s[6] == ' ' && s[9] == ':' && s[12] == ':' && s[15] == ' ' && isMonth(s[:3]):
+		rest = s[16:]
+	case len(s) > 20 && s[4] == '-' && s[7] == '-' && s[10] == 'T' && s[13] == ':':
+		sp := strings.IndexByte(s, ' ')
+		if sp < 0 {
+			return "", "", false
+		}
+		rest = s[sp+1:]
+	default:
+		return "", "", false
+	}
+	host, rest, found := strings.Cut(rest, " ")
+	if !found || host == "" {
+		return "", "", false
+	}
+	tag, text, found := strings.Cut(rest, ": ")
+	if !found || tag == "" || strings.ContainsAny(tag, " \t") {
+		return "", "", false
+	}
+	if i := strings.IndexByte(tag, '['); i > 0 {
+		tag = tag[:i]
+	}
+	return tag, text, true
+}
+
+func isMonth(m string) bool {
+	switch m {
+	case "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec":
+		return true
+	}
+	return false
 }
 
 // parseKmsgRecord parses "PRI,SEQ,USEC[,FLAGS...];text". The text of a

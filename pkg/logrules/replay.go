@@ -28,6 +28,9 @@ func Replay(r io.Reader, name string, e *Engine, emit func(checks.Finding)) erro
 	for sc.Scan() {
 		n++
 		p := ParseKernelLine(sc.Text())
+		if !p.Kernel() {
+			continue
+		}
 		if p.HasTime {
 			now = time.Unix(0, 0).UTC().Add(p.Monotonic)
 		}

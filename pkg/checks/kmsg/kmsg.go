@@ -7,13 +7,16 @@ import (
 	"fmt"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
 	"github.com/nodeguard/nodeguard/pkg/logrules"
+	"github.com/nodeguard/nodeguard/pkg/logsource"
 )
 
 // Name is the check's name in configuration and metrics.
@@ -34,6 +37,13 @@ type Config struct {
 	// Conditions declares condition types that user rules set, beyond the
 	// built-in ones.
 	Conditions []logrules.ConditionSpec `json:"conditions,omitempty"`
+	// DevKmsg reads /dev/kmsg; on by default. Turn it off to read only
+	// Files (where /dev/kmsg cannot be read); with both, a kernel message
+	// that reaches both would be reported twice.
+	DevKmsg *bool `json:"devKmsg,omitempty"`
+	// Files are kernel log files to follow, such as /var/log/kern.log, in
+	// syslog, dmesg or plain form; followed across rotation.
+	Files []FileSource `json:"files,omitempty"`
 	// StartAtEnd ignores the records already in the kernel's ring buffer
 	// when the agent starts. By default the agent reads them, skipping those
 	// it reported before a restart in this boot, so that problems logged
@@ -44,6 +54,14 @@ type Config struct {
 	ExpireInterval checks.Duration `json:"expireInterval,omitempty"`
 }
 
+// FileSource is one kernel log file to follow.
+type FileSource struct {
+	Path string `json:"path"`
+	// FromStart reads what the file already holds; by default only lines
+	// written after the agent starts.
+	FromStart bool `json:"fromStart,omitempty"`
+}
+
 // DefaultConfig is the configuration a node gets without a config file.
 func DefaultConfig() *Config {
 	return &Config{ExpireInterval: checks.Duration{Duration: 10 * time.Second}}
@@ -51,6 +69,14 @@ func DefaultConfig() *Config {
 
 // Validate compiles the rules so that a bad one fails at start, naming it.
 func (c *Config) Validate() error {
+	for i, f := range c.Files {
+		if f.Path == "" {
+			return &checks.FieldError{Field: "files[" + strconv.Itoa(i) + "].path", Value: "", Reason: "a file needs a path"}
+		}
+	}
+	if c.DevKmsg != nil && !*c.DevKmsg && len(c.Files) == 0 {
+		return &checks.FieldError{Field: "devKmsg", Value: false, Reason: "with /dev/kmsg off, name kernel log files to follow, or disable the check"}
+	}
 	_, err := c.Engine()
 	return err
 }
@@ -127,9 +153,85 @@ func New(cfg *Config, env checks.Env, source Source) (*Check, error) {
 func (c *Check) Name() string                          { return Name }
 func (c *Check) Conditions() []checks.ConditionDefault { return c.conds }
 
-// Run reads records until ctx ends. Each run starts a fresh engine: what a
-// multi-line report had gathered before a restart is not worth a stale match.
+// Run reads every configured source until ctx ends, each through an engine
+// of its own (multi-line reports do not span sources). Each run starts fresh
+// engines: what a report had gathered before a restart is not worth a stale
+// match.
 func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
+	g, ctx := errgroup.WithContext(ctx)
+	if c.cfg.DevKmsg == nil || *c.cfg.DevKmsg {
+		g.Go(func() error { return c.runKmsg(ctx, emit) })
+	}
+	for _, f := range c.cfg.Files {
+		g.Go(func() error { return c.runFile(ctx, emit, f) })
+	}
+	return g.Wait()
+}
+
+// runFile follows a kernel log file (kern.log, saved dmesg output).
+func (c *Check) runFile(ctx context.Context, emit func(checks.Finding), fc FileSource) error {
+	engine, err := c.cfg.Engine()
+	if err != nil {
+		return err
+	}
+	var (
+		mu  sync.Mutex // the follower's callback and the expiry ticker share the engine
+		buf []checks.Finding
+		n   int
+	)
+	follower := &logsource.FileFollower{Path: fc.Path, FromStart: fc.FromStart}
+	stopExpire := c.everyExpire(ctx, func(now time.Time) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, f := range engine.Expire(now, nil) {
+			emit(f)
+		}
+	})
+	defer stopExpire()
+	err = follower.Run(ctx, func(text string) {
+		mu.Lock()
+		defer mu.Unlock()
+		n++
+		p := logrules.ParseKernelLine(text)
+		if !p.Kernel() {
+			return
+		}
+		buf = engine.Feed(logrules.Line{Text: p.Text, Time: c.now()}, buf[:0])
+		for _, f := range buf {
+			f.Source = fc.Path + ":" + strconv.Itoa(n)
+			emit(f)
+		}
+	})
+	if err == nil && ctx.Err() == nil {
+		err = fmt.Errorf("following %s stopped", fc.Path)
+	}
+	return err
+}
+
+// everyExpire calls fn every ExpireInterval until ctx ends or the returned
+// stop is called, and waits for a call in progress when stopped.
+func (c *Check) everyExpire(ctx context.Context, fn func(time.Time)) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(max(c.cfg.ExpireInterval.Duration, time.Second))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				fn(c.now())
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// runKmsg reads /dev/kmsg, resuming after the last record reported in this
+// boot.
+func (c *Check) runKmsg(ctx context.Context, emit func(checks.Finding)) error {
 	engine, err := c.cfg.Engine()
 	if err != nil {
 		return err

@@ -193,3 +193,35 @@ func TestRestartResumesAfterLastReportedRecordInTheSameBoot(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckFollowsKernelLogFiles(t *testing.T) {
+	path := t.TempDir() + "/kern.log"
+	off := false
+	cfg := DefaultConfig()
+	cfg.DevKmsg = &off
+	cfg.Files = []FileSource{{Path: path, FromStart: true}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	lines := "Nov 23 10:00:00 node-1 kernel: [ 3120.120000] ixgbe 0000:03:00.0 eth2: NIC Link is Down\n" +
+		"Nov 23 10:00:01 node-1 myapp[33]: Killed process 1 (not a kernel line)\n" +
+		"Nov 23 10:00:02 node-1 kernel: [ 3121.000000] EXT4-fs (xvdf): Remounting filesystem read-only\n"
+	if err := os.WriteFile(path, []byte(lines), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(cfg, checks.Env{Log: zaptest.NewLogger(t)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := runCheck(t, c, 2)
+	if got[0].Reason != "NICLinkDown" || got[0].Source != path+":1" {
+		t.Errorf("first finding %s from %s, want NICLinkDown from %s:1", got[0].Reason, got[0].Source, path)
+	}
+	if got[1].Type != "ReadonlyFilesystem" || got[1].Source != path+":3" {
+		t.Errorf("second finding %s from %s, want ReadonlyFilesystem from %s:3 (line 2 is not the kernel's)", got[1].Type, got[1].Source, path)
+	}
+	cfg.Files = nil
+	if err := cfg.Validate(); err == nil {
+		t.Error("devKmsg off with no files validated")
+	}
+}
