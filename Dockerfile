@@ -1,6 +1,10 @@
-# Multi-stage: a static binary on a distroless base. The agent runs as root in
-# its container because /dev/kmsg is root's (see deploy/daemonset.yaml).
-FROM golang:1.26 AS build
+# Multi-stage. The agent reads the systemd journal through go-systemd's
+# sdjournal, which needs cgo and libsystemd's headers to build and loads
+# libsystemd.so.0 at run time, so the runtime image is Debian slim (which
+# carries libsystemd0) rather than a static distroless one. It runs as root
+# in its container because /dev/kmsg is root's (see deploy/daemonset.yaml).
+FROM golang:1.26-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends libsystemd-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 ENV GONOSUMDB=github.com/euank/go-kmsg-parser
 COPY go.mod go.sum ./
@@ -8,8 +12,8 @@ RUN go mod download
 COPY cmd ./cmd
 COPY pkg ./pkg
 COPY internal ./internal
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/nodeguard ./cmd/agent
+RUN go build -tags journald -trimpath -ldflags="-s -w" -o /out/nodeguard ./cmd/agent
 
-FROM gcr.io/distroless/static-debian12
+FROM debian:bookworm-slim
 COPY --from=build /out/nodeguard /usr/bin/nodeguard
 ENTRYPOINT ["/usr/bin/nodeguard"]

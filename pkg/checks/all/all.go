@@ -3,6 +3,7 @@ package all
 
 import (
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/checks/journald"
 	"github.com/nodeguard/nodeguard/pkg/checks/kmsg"
 	"github.com/nodeguard/nodeguard/pkg/checks/pstore"
 )
@@ -11,4 +12,5 @@ import (
 var Registry = checks.Registry{
 	kmsg.Registration,
 	pstore.Registration,
+	journald.Registration,
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -174,59 +173,20 @@ func (c *Check) runFile(ctx context.Context, emit func(checks.Finding), fc FileS
 	if err != nil {
 		return err
 	}
-	var (
-		mu  sync.Mutex // the follower's callback and the expiry ticker share the engine
-		buf []checks.Finding
-		n   int
-	)
+	g := logrules.NewGuarded(engine)
+	defer g.ExpireEvery(ctx, max(c.cfg.ExpireInterval.Duration, time.Second), c.now, emit)()
+	n := 0
 	follower := &logsource.FileFollower{Path: fc.Path, FromStart: fc.FromStart}
-	stopExpire := c.everyExpire(ctx, func(now time.Time) {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, f := range engine.Expire(now, nil) {
-			emit(f)
-		}
-	})
-	defer stopExpire()
 	err = follower.Run(ctx, func(text string) {
-		mu.Lock()
-		defer mu.Unlock()
 		n++
-		p := logrules.ParseKernelLine(text)
-		if !p.Kernel() {
-			return
-		}
-		buf = engine.Feed(logrules.Line{Text: p.Text, Time: c.now()}, buf[:0])
-		for _, f := range buf {
-			f.Source = fc.Path + ":" + strconv.Itoa(n)
-			emit(f)
+		if p := logrules.ParseKernelLine(text); p.Kernel() {
+			g.Feed(logrules.Line{Text: p.Text, Time: c.now()}, fc.Path+":"+strconv.Itoa(n), emit)
 		}
 	})
 	if err == nil && ctx.Err() == nil {
 		err = fmt.Errorf("following %s stopped", fc.Path)
 	}
 	return err
-}
-
-// everyExpire calls fn every ExpireInterval until ctx ends or the returned
-// stop is called, and waits for a call in progress when stopped.
-func (c *Check) everyExpire(ctx context.Context, fn func(time.Time)) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(max(c.cfg.ExpireInterval.Duration, time.Second))
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				fn(c.now())
-			}
-		}
-	}()
-	return func() { cancel(); <-done }
 }
 
 // runKmsg reads /dev/kmsg, resuming after the last record reported in this

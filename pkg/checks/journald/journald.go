@@ -1,0 +1,161 @@
+// Package journald is the service log check: it follows systemd units'
+// journal entries (kubelet, containerd) and runs log rules over them.
+package journald
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/logrules"
+	"github.com/nodeguard/nodeguard/pkg/logsource"
+)
+
+// Name is the check's name in configuration and metrics.
+const Name = "journald"
+
+const sourcePrefix = "journald:"
+
+// Config is the check's section of the config file.
+type Config struct {
+	// Dir is a directory of journal files to read instead of the system
+	// journal.
+	Dir string `json:"dir,omitempty"`
+	// Rules are added to the built-in rules; each names its unit in source,
+	// as "journald:kubelet.service". One with a built-in rule's name
+	// replaces it.
+	Rules        []logrules.Rule          `json:"rules,omitempty"`
+	DisableRules []string                 `json:"disableRules,omitempty"`
+	Conditions   []logrules.ConditionSpec `json:"conditions,omitempty"`
+	// FromStart reads the entries already in the journal at start.
+	FromStart bool `json:"fromStart,omitempty"`
+}
+
+// DefaultConfig is the configuration a node gets without a config file.
+func DefaultConfig() *Config { return &Config{} }
+
+// DefaultRules are the built-in service log rules: the kubelet's own words
+// when it cannot reach the API server or its pod lifecycle loop stalls.
+func DefaultRules() []logrules.Rule {
+	kubelet := func(name, reason, contains, pattern string) logrules.Rule {
+		return logrules.Rule{Name: name, Source: sourcePrefix + "kubelet.service", Kind: checks.KindEvent,
+			Reason: reason, Contains: contains, Pattern: pattern}
+	}
+	return []logrules.Rule{
+		kubelet("kubelet-lease-update-failed", "KubeletLeaseUpdateFailed", "to update", `[Ff]ailed to update (?:node )?lease`),
+		kubelet("kubelet-node-status-failed", "KubeletNodeStatusUpdateFailed", "rror updating node status", `[Ee]rror updating node status`),
+		kubelet("kubelet-closed-connection", "KubeletConnectionLost", "use of closed network connection", `use of closed network connection`),
+		kubelet("kubelet-http2-connection-lost", "KubeletConnectionLost", "http2: client connection lost", `http2: client connection lost`),
+		kubelet("kubelet-pleg-unhealthy", "PLEGUnhealthy", "PLEG is not healthy", `PLEG is not healthy`),
+	}
+}
+
+// rulesByUnit merges the rules and splits them by the unit they read.
+func (c *Config) rulesByUnit() (map[string][]logrules.Rule, error) {
+	rules, err := logrules.Merge(DefaultRules(), c.Rules, c.DisableRules)
+	if err != nil {
+		return nil, &checks.FieldError{Field: "disableRules", Value: c.DisableRules, Reason: err.Error()}
+	}
+	byUnit := map[string][]logrules.Rule{}
+	for _, r := range rules {
+		unit, ok := strings.CutPrefix(r.Source, sourcePrefix)
+		if !ok || unit == "" {
+			field := "rules"
+			for i, u := range c.Rules {
+				if u.Name == r.Name {
+					field = "rules[" + strconv.Itoa(i) + "].source"
+				}
+			}
+			return nil, &checks.FieldError{Field: field, Value: r.Source, Reason: `a journald rule's source is "journald:UNIT", e.g. "journald:kubelet.service"`}
+		}
+		byUnit[unit] = append(byUnit[unit], r)
+	}
+	return byUnit, nil
+}
+
+func (c *Config) engines() (map[string]*logrules.Engine, []checks.ConditionDefault, error) {
+	byUnit, err := c.rulesByUnit()
+	if err != nil {
+		return nil, nil, err
+	}
+	engines := map[string]*logrules.Engine{}
+	for unit, rules := range byUnit {
+		e, err := logrules.NewEngine(rules, c.Conditions)
+		if err != nil {
+			if rerr, ok := err.(*logrules.RuleError); ok {
+				for i, u := range c.Rules {
+					if u.Name == rerr.Name {
+						return nil, nil, &checks.FieldError{Field: "rules[" + strconv.Itoa(i) + "]." + rerr.Field, Value: rerr.Value, Reason: rerr.Err}
+					}
+				}
+			}
+			return nil, nil, fmt.Errorf("rules for %s: %w", unit, err)
+		}
+		engines[unit] = e
+	}
+	var conds []checks.ConditionDefault
+	for _, s := range c.Conditions {
+		conds = append(conds, checks.ConditionDefault{Type: s.Type, Reason: s.Reason, Message: s.Message})
+	}
+	return engines, conds, nil
+}
+
+// Validate compiles the rules so that a bad one fails at start.
+func (c *Config) Validate() error {
+	_, _, err := c.engines()
+	return err
+}
+
+// Registration is the check's entry in the registry. It is on by default
+// only in binaries that can read the journal.
+var Registration = checks.Define(Name, logsource.JournalAvailable, DefaultConfig, func(cfg *Config, env checks.Env) (checks.Check, error) {
+	return New(cfg, env)
+})
+
+// Check follows the units its rules name.
+type Check struct {
+	cfg   *Config
+	log   *zap.Logger
+	conds []checks.ConditionDefault
+}
+
+// New builds the check.
+func New(cfg *Config, env checks.Env) (*Check, error) {
+	_, conds, err := cfg.engines()
+	if err != nil {
+		return nil, err
+	}
+	return &Check{cfg: cfg, log: env.Log, conds: conds}, nil
+}
+
+func (c *Check) Name() string                          { return Name }
+func (c *Check) Conditions() []checks.ConditionDefault { return c.conds }
+
+// Run follows the journal until ctx ends.
+func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
+	engines, _, err := c.cfg.engines()
+	if err != nil {
+		return err
+	}
+	guarded := map[string]*logrules.Guarded{}
+	units := make([]string, 0, len(engines))
+	for u, e := range engines {
+		units = append(units, u)
+		guarded[u] = logrules.NewGuarded(e)
+		defer guarded[u].ExpireEvery(ctx, expireInterval, time.Now, emit)()
+	}
+	follower := &logsource.JournalFollower{Dir: c.cfg.Dir, Units: units, FromStart: c.cfg.FromStart}
+	return follower.Run(ctx, func(e logsource.JournalEntry) {
+		if g := guarded[e.Unit]; g != nil {
+			g.Feed(logrules.Line{Text: e.Message, Time: e.Time}, "journal "+e.Unit, emit)
+		}
+	})
+}
+
+// expireInterval is how often conditions with a quiet period are looked at.
+const expireInterval = 10 * time.Second

@@ -1,0 +1,88 @@
+//go:build journald
+
+package logsource
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/sdjournal"
+)
+
+// JournalAvailable says whether this binary can read the journal: reading it
+// takes libsystemd through cgo, built in with the journald tag.
+const JournalAvailable = true
+
+// Run follows the journal and calls entry for each entry of the units asked
+// for, until ctx ends.
+func (f *JournalFollower) Run(ctx context.Context, entry func(JournalEntry)) error {
+	var (
+		j   *sdjournal.Journal
+		err error
+	)
+	if f.Dir != "" {
+		j, err = sdjournal.NewJournalFromDir(f.Dir)
+	} else {
+		j, err = sdjournal.NewJournal()
+	}
+	if err != nil {
+		return fmt.Errorf("opening the journal %s: %w", f.describe(), err)
+	}
+	defer j.Close()
+	for i, unit := range f.Units {
+		if i > 0 {
+			if err := j.AddDisjunction(); err != nil {
+				return fmt.Errorf("matching journal units: %w", err)
+			}
+		}
+		if err := j.AddMatch(sdjournal.SD_JOURNAL_FIELD_SYSTEMD_UNIT + "=" + unit); err != nil {
+			return fmt.Errorf("matching journal unit %s: %w", unit, err)
+		}
+	}
+	if f.FromStart {
+		err = j.SeekHead()
+	} else {
+		// The tail is the last entry; step onto it so that Next gives the
+		// first new one.
+		if err = j.SeekTail(); err == nil {
+			_, err = j.Previous()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("seeking in the journal %s: %w", f.describe(), err)
+	}
+	wait := f.Poll
+	if wait <= 0 {
+		wait = 250 * time.Millisecond
+	}
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		n, err := j.Next()
+		if err != nil {
+			return fmt.Errorf("reading the journal %s: %w", f.describe(), err)
+		}
+		if n == 0 {
+			// Wait returns on new entries or after the timeout, so ctx is
+			// looked at at least every wait.
+			if r := j.Wait(wait); r < 0 {
+				return fmt.Errorf("waiting on the journal %s: %w", f.describe(), errors.New(strconv.Itoa(r)))
+			}
+			continue
+		}
+		e, err := j.GetEntry()
+		if err != nil {
+			return fmt.Errorf("reading a journal entry %s: %w", f.describe(), err)
+		}
+		entry(JournalEntry{
+			Unit:    e.Fields[sdjournal.SD_JOURNAL_FIELD_SYSTEMD_UNIT],
+			Message: e.Fields[sdjournal.SD_JOURNAL_FIELD_MESSAGE],
+			Time:    time.UnixMicro(int64(e.RealtimeTimestamp)),
+			Cursor:  e.Cursor,
+		})
+	}
+}
