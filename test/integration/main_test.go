@@ -37,7 +37,11 @@ func TestMain(m *testing.M) {
 	binDir, err := os.MkdirTemp("", "nodeguard-bin-")
 	if err == nil {
 		agentBin = filepath.Join(binDir, "nodeguard")
-		out, err := exec.Command("go", "build", "-race", "-o", agentBin, "github.com/nodeguard/nodeguard/cmd/agent").CombinedOutput()
+		args := []string{"build", "-race", "-o", agentBin}
+		if _, err := os.Stat("/usr/include/systemd/sd-journal.h"); err == nil {
+			args = append(args, "-tags", "journald") // as make build does
+		}
+		out, err := exec.Command("go", append(args, "github.com/nodeguard/nodeguard/cmd/agent")...).CombinedOutput()
 		if err != nil {
 			agentErr = fmt.Errorf("building the agent: %v\n%s", err, out)
 		}
