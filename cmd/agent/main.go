@@ -230,6 +230,8 @@ func run(args []string) error {
 		if err != nil {
 			return fmt.Errorf("making the API client: %w", err)
 		}
+		pods := reporter.NewPodIndex(client, cfg.NodeName)
+		go pods.Run(ctx)
 		nodeSink = reporter.NewNodeSink(client, log, reg, owned, reporter.NodeSinkOptions{
 			NodeName:         cfg.NodeName,
 			MinWriteInterval: cfg.Reporter.MinWriteInterval.Duration,
@@ -237,6 +239,7 @@ func run(args []string) error {
 			BootTime:         bootTime(cfg.ProcPath),
 			EventQPS:         float32(cfg.Reporter.EventQPS),
 			EventBurst:       cfg.Reporter.EventBurst,
+			Pods:             pods,
 		})
 		sinks = append(sinks, nodeSink, logSink{log})
 	}

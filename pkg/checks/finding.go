@@ -52,6 +52,9 @@ type Finding struct {
 	// Source names where the finding came from when that helps a reader find
 	// the evidence, e.g. "/dev/kmsg seq 1234" or "kern.log:88".
 	Source string `json:"line,omitempty"`
+	// PodUID names the pod a finding is about (an OOM kill's victim), so
+	// that the reporter can add the pod's namespace and name.
+	PodUID string `json:"podUID,omitempty"`
 }
 
 // Event builds an event finding.

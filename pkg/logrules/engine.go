@@ -145,9 +145,9 @@ func (e *Engine) countReached(r *compiled, at time.Time) bool {
 }
 
 func (e *Engine) finding(r *compiled, l Line) checks.Finding {
-	msg := strings.TrimSpace(l.Text)
+	msg, podUID := strings.TrimSpace(l.Text), ""
 	if r.Attribute == "oom" {
-		msg = e.oom.describe(msg, l.Time)
+		msg, podUID = e.oom.describe(msg, l.Time)
 	}
 	f := checks.Finding{
 		Kind:     r.Kind,
@@ -156,6 +156,7 @@ func (e *Engine) finding(r *compiled, l Line) checks.Finding {
 		Severity: checks.SeverityWarning,
 		Time:     l.Time,
 		Source:   l.Source,
+		PodUID:   podUID,
 	}
 	if r.Kind == checks.KindCondition {
 		f.Type = r.Condition

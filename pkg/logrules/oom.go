@@ -50,14 +50,15 @@ func (o *oomContext) observe(text string, at time.Time) {
 var killedProcess = regexp.MustCompile(`Killed process (\d+) \(([^)]*)\)`)
 
 // describe adds the victim's cgroup, pod and container to the kill line's
-// message when the context belongs to this kill, and then forgets it.
-func (o *oomContext) describe(msg string, at time.Time) string {
+// message when the context belongs to this kill, returns the pod's UID if
+// the cgroup shows one, and then forgets the context.
+func (o *oomContext) describe(msg string, at time.Time) (string, string) {
 	defer func() { *o = oomContext{} }()
 	if o.memcg == "" || at.Sub(o.at) > oomContextTTL || at.Before(o.at) {
-		return msg
+		return msg, ""
 	}
 	if m := killedProcess.FindStringSubmatch(msg); m != nil && o.pid != "" && o.pid != m[1] {
-		return msg
+		return msg, ""
 	}
 	var b strings.Builder
 	b.WriteString(msg)
@@ -69,7 +70,7 @@ func (o *oomContext) describe(msg string, at time.Time) string {
 	if container != "" {
 		fmt.Fprintf(&b, "; container ID %s", container)
 	}
-	return b.String()
+	return b.String(), pod
 }
 
 var (

@@ -43,6 +43,8 @@ type NodeSinkOptions struct {
 	// of client-go's aggregation of similar events.
 	EventQPS   float32
 	EventBurst int
+	// Pods, when set, names the pod of a finding that carries a pod UID.
+	Pods PodLookup
 }
 
 // NodeSink writes the owned conditions to the Node's status and events about
@@ -145,7 +147,13 @@ func (s *NodeSink) Finding(f checks.Finding) {
 		if eventType == "" {
 			eventType = corev1.EventTypeWarning
 		}
-		s.recorder.Event(s.nodeRef(), eventType, f.Reason, Truncate(f.Message, MaxMessageBytes))
+		msg := f.Message
+		if f.PodUID != "" && s.opts.Pods != nil {
+			if ns, name, ok := s.opts.Pods.PodName(f.PodUID); ok {
+				msg += "; pod " + ns + "/" + name
+			}
+		}
+		s.recorder.Event(s.nodeRef(), eventType, f.Reason, Truncate(msg, MaxMessageBytes))
 	case checks.KindCondition:
 		s.mu.Lock()
 		s.setLocked(f.Type, corev1.ConditionStatus(f.Status), f.Reason, f.Message, f.Time)
