@@ -155,3 +155,38 @@ func TestRealMemoryCgroupOOMKillIsOneEvent(t *testing.T) {
 		t.Errorf("%d OOMKilling events for pid %d, want exactly 1: %+v", count, pid, list.Items)
 	}
 }
+
+// TestOOMEventNamesThePodKnownToTheAPIServer: the kernel names a pod by UID;
+// the event names it by namespace/name too.
+func TestOOMEventNamesThePodKnownToTheAPIServer(t *testing.T) {
+	needCluster(t)
+	needRoot(t, "writes records to /dev/kmsg")
+	const name = "oom-pod-node"
+	createNode(t, name)
+	ctx := context.Background()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "java-app-7d9f", Namespace: metav1.NamespaceDefault},
+		Spec:       corev1.PodSpec{NodeName: name, Containers: []corev1.Container{{Name: "app", Image: "example.invalid/app:1"}}},
+	}
+	pod, err := cluster.Client.CoreV1().Pods(metav1.NamespaceDefault).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cluster.Client.CoreV1().Pods(metav1.NamespaceDefault).Delete(context.Background(), pod.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
+	})
+	startAgent(t, agentArgs(t, t.TempDir(), freshStart, "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address=off")...)
+	waitCondition(t, name, "KernelDeadlock", corev1.ConditionFalse, 20*time.Second)
+
+	pid := 100000 + rand.IntN(800000)
+	memcg := fmt.Sprintf("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod%s.slice/cri-containerd-%064x.scope",
+		strings.ReplaceAll(string(pod.UID), "-", "_"), rand.Uint64())
+	writeKmsg(t, fmt.Sprintf("<6>oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=%s,task_memcg=%s,task=java,pid=%d,uid=1000\n", memcg, memcg, pid))
+	writeKmsg(t, fmt.Sprintf("<3>Memory cgroup out of memory: Killed process %d (java) total-vm:4000kB, anon-rss:3000kB, file-rss:0kB, shmem-rss:0kB, UID:1000 pgtables:100kB oom_score_adj:999\n", pid))
+	ev, _ := waitEvent(t, name, "OOMKilling", fmt.Sprintf("Killed process %d (java)", pid), 5*time.Second)
+	for _, want := range []string{"pod UID " + string(pod.UID), "pod default/java-app-7d9f"} {
+		if !strings.Contains(ev.Message, want) {
+			t.Errorf("OOMKilling message lacks %q: %s", want, ev.Message)
+		}
+	}
+}
