@@ -5,6 +5,7 @@ import (
 	"github.com/nodeguard/nodeguard/pkg/checks"
 	"github.com/nodeguard/nodeguard/pkg/checks/journald"
 	"github.com/nodeguard/nodeguard/pkg/checks/kmsg"
+	"github.com/nodeguard/nodeguard/pkg/checks/nic"
 	"github.com/nodeguard/nodeguard/pkg/checks/pstore"
 )
 
@@ -13,4 +14,5 @@ var Registry = checks.Registry{
 	kmsg.Registration,
 	pstore.Registration,
 	journald.Registration,
+	nic.Registration,
 }

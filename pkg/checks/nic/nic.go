@@ -1,0 +1,288 @@
+// Package nic watches the node's physical network interfaces: link state,
+// carrier flaps and error rates, from sysfs and /proc/net.
+package nic
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/prometheus/procfs"
+	"github.com/prometheus/procfs/sysfs"
+	"go.uber.org/zap"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+)
+
+// Name is the check's name in configuration and metrics.
+const Name = "nic"
+
+// Condition types this check owns.
+const (
+	NICDown     = "NICDown"
+	NICFlapping = "NICFlapping"
+)
+
+// Config is the check's section of the config file.
+type Config struct {
+	// Interfaces to watch; empty watches the interfaces that hold a default
+	// route.
+	Interfaces []string `json:"interfaces,omitempty"`
+	// Period is how often the interfaces are looked at.
+	Period checks.Duration `json:"period,omitempty"`
+	// FlapThreshold carrier changes within FlapWindow make the link flapping.
+	FlapThreshold int             `json:"flapThreshold,omitempty"`
+	FlapWindow    checks.Duration `json:"flapWindow,omitempty"`
+	// ErrorRate is the rx+tx errors per second above which an NICErrors
+	// event is made; DropRate the same for dropped packets. 0 turns either off.
+	ErrorRate float64 `json:"errorRate,omitempty"`
+	DropRate  float64 `json:"dropRate,omitempty"`
+}
+
+// DefaultConfig: a flap is a carrier going down and up (2 changes); four
+// changes in five minutes is a link that cannot stay up. Drops are off by
+// default because busy nodes drop packets in normal operation.
+func DefaultConfig() *Config {
+	return &Config{
+		Period:        checks.Duration{Duration: 10 * time.Second},
+		FlapThreshold: 4,
+		FlapWindow:    checks.Duration{Duration: 5 * time.Minute},
+		ErrorRate:     10,
+	}
+}
+
+// Validate checks the numbers.
+func (c *Config) Validate() error {
+	switch {
+	case c.Period.Duration < 100*time.Millisecond:
+		return &checks.FieldError{Field: "period", Value: c.Period, Reason: "must be at least 100ms"}
+	case c.FlapThreshold < 1:
+		return &checks.FieldError{Field: "flapThreshold", Value: c.FlapThreshold, Reason: "must be at least 1"}
+	case c.FlapWindow.Duration < c.Period.Duration:
+		return &checks.FieldError{Field: "flapWindow", Value: c.FlapWindow, Reason: "must be at least the period"}
+	case c.ErrorRate < 0:
+		return &checks.FieldError{Field: "errorRate", Value: c.ErrorRate, Reason: "must not be negative"}
+	case c.DropRate < 0:
+		return &checks.FieldError{Field: "dropRate", Value: c.DropRate, Reason: "must not be negative"}
+	}
+	return nil
+}
+
+// Registration is the check's entry in the registry.
+var Registration = checks.Define(Name, true, DefaultConfig, func(cfg *Config, env checks.Env) (checks.Check, error) {
+	return New(cfg, env)
+})
+
+// podPlumbing matches the virtual interfaces container networking makes;
+// they are never the node's NIC.
+var podPlumbing = regexp.MustCompile(`^(?:veth|cali|cni|flannel|docker|lxc|tunl|vxlan|cilium|kube-|br-|virbr|lo$)`)
+
+// Check watches the interfaces.
+type Check struct {
+	cfg  *Config
+	log  *zap.Logger
+	sys  sysfs.FS
+	proc procfs.FS
+	now  func() time.Time
+}
+
+// New builds the check.
+func New(cfg *Config, env checks.Env) (*Check, error) {
+	sysPath, procPath := env.SysPath, env.ProcPath
+	if sysPath == "" {
+		sysPath = "/sys"
+	}
+	if procPath == "" {
+		procPath = "/proc"
+	}
+	sys, err := sysfs.NewFS(sysPath)
+	if err != nil {
+		return nil, fmt.Errorf("opening sysfs at %s: %w", sysPath, err)
+	}
+	proc, err := procfs.NewFS(procPath)
+	if err != nil {
+		return nil, fmt.Errorf("opening procfs at %s: %w", procPath, err)
+	}
+	if env.Now == nil {
+		env.Now = time.Now
+	}
+	return &Check{cfg: cfg, log: env.Log, sys: sys, proc: proc, now: env.Now}, nil
+}
+
+func (c *Check) Name() string { return Name }
+
+func (c *Check) Conditions() []checks.ConditionDefault {
+	return []checks.ConditionDefault{
+		{Type: NICDown, Reason: "NICIsUp", Message: "the node's network interfaces are up"},
+		{Type: NICFlapping, Reason: "NICIsStable", Message: "the node's network interfaces' links are stable"},
+	}
+}
+
+// Run probes every period until ctx ends.
+func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
+	st := newState()
+	return checks.RunPeriodic(ctx, c.cfg.Period.Duration, c.cfg.Period.Duration,
+		func(ctx context.Context) ([]checks.Finding, error) { return c.probe(st) },
+		emit,
+		func(s *checks.ProbeStuck) { c.log.Warn("reading interface state is stuck", zap.Error(s)) },
+		func(err error) { c.log.Warn("reading interface state failed", zap.Error(err)) })
+}
+
+type sample struct {
+	at             time.Time
+	carrierChanges int64
+	errors, drops  uint64
+}
+
+// state is what the probe remembers between runs. RunPeriodic never runs
+// two probes at once, so it needs no lock.
+type state struct {
+	samples  map[string][]sample
+	flapping map[string]bool
+	lastWarn map[string]time.Time
+}
+
+func newState() *state {
+	return &state{samples: map[string][]sample{}, flapping: map[string]bool{}, lastWarn: map[string]time.Time{}}
+}
+
+// interfaces returns the configured interfaces, or those with a default
+// route.
+func (c *Check) interfaces() ([]string, error) {
+	if len(c.cfg.Interfaces) > 0 {
+		return c.cfg.Interfaces, nil
+	}
+	routes, err := c.proc.NetRoute()
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, checks.ErrNoData
+		}
+		return nil, fmt.Errorf("reading the routing table: %w", err)
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, r := range routes {
+		if r.Destination == 0 && r.Mask == 0 && !seen[r.Iface] && !podPlumbing.MatchString(r.Iface) {
+			seen[r.Iface] = true
+			out = append(out, r.Iface)
+		}
+	}
+	if len(out) == 0 {
+		return nil, checks.ErrNoData
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func (c *Check) probe(st *state) ([]checks.Finding, error) {
+	ifaces, err := c.interfaces()
+	if err != nil {
+		return nil, err
+	}
+	now := c.now()
+	netDev, err := c.proc.NetDev()
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("reading /proc/net/dev: %w", err)
+	}
+	var (
+		down, flapping []string
+		out            []checks.Finding
+	)
+	for _, name := range ifaces {
+		ifc, err := c.sys.NetClassByIface(name)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				down = append(down, name+" does not exist")
+				continue
+			}
+			return nil, fmt.Errorf("reading interface %s: %w", name, err)
+		}
+		if why := linkDown(ifc); why != "" {
+			down = append(down, name+" is down ("+why+")")
+		}
+		s := sample{at: now}
+		if ifc.CarrierChanges != nil {
+			s.carrierChanges = *ifc.CarrierChanges
+		}
+		if d, ok := netDev[name]; ok {
+			s.errors = d.RxErrors + d.TxErrors
+			s.drops = d.RxDropped + d.TxDropped
+		}
+		samples := append(st.samples[name], s)
+		for len(samples) > 1 && now.Sub(samples[0].at) > c.cfg.FlapWindow.Duration {
+			samples = samples[1:]
+		}
+		st.samples[name] = samples
+		first := samples[0]
+		if changes := s.carrierChanges - first.carrierChanges; changes >= int64(c.cfg.FlapThreshold) {
+			msg := fmt.Sprintf("%s carrier changed %d times in %s", name, changes, now.Sub(first.at).Round(time.Second))
+			flapping = append(flapping, msg)
+			if !st.flapping[name] {
+				out = append(out, checks.Event(checks.SeverityWarning, "NICFlapping", msg))
+			}
+			st.flapping[name] = true
+		} else {
+			st.flapping[name] = false
+		}
+		if len(samples) > 1 {
+			prev := samples[len(samples)-2]
+			out = append(out, c.rates(st, name, prev, s)...)
+		}
+	}
+	out = append(out, condition(NICDown, "NICIsDown", "NICIsUp", "the node's network interfaces are up: "+strings.Join(ifaces, ", "), down))
+	out = append(out, condition(NICFlapping, "NICIsFlapping", "NICIsStable", "the node's network interfaces' links are stable", flapping))
+	return out, nil
+}
+
+// rates makes an NICErrors event when errors or drops rise faster than
+// allowed, at most once per flap window per interface.
+func (c *Check) rates(st *state, name string, prev, cur sample) []checks.Finding {
+	secs := cur.at.Sub(prev.at).Seconds()
+	if secs <= 0 || cur.at.Sub(st.lastWarn[name]) < c.cfg.FlapWindow.Duration {
+		return nil
+	}
+	var why []string
+	if r := rate(prev.errors, cur.errors, secs); c.cfg.ErrorRate > 0 && r > c.cfg.ErrorRate {
+		why = append(why, fmt.Sprintf("errors rising at %.1f/s", r))
+	}
+	if r := rate(prev.drops, cur.drops, secs); c.cfg.DropRate > 0 && r > c.cfg.DropRate {
+		why = append(why, fmt.Sprintf("drops rising at %.1f/s", r))
+	}
+	if len(why) == 0 {
+		return nil
+	}
+	st.lastWarn[name] = cur.at
+	return []checks.Finding{checks.Event(checks.SeverityWarning, "NICErrors", name+": "+strings.Join(why, ", "))}
+}
+
+func rate(prev, cur uint64, secs float64) float64 {
+	if cur < prev { // counters reset (driver reload)
+		return 0
+	}
+	return float64(cur-prev) / secs
+}
+
+// linkDown says why an interface is not passing traffic, or "".
+func linkDown(ifc *sysfs.NetClassIface) string {
+	var why []string
+	// "unknown" is what drivers without operstate support report while up.
+	if ifc.OperState != "" && ifc.OperState != "up" && ifc.OperState != "unknown" {
+		why = append(why, "operstate "+ifc.OperState)
+	}
+	if ifc.Carrier != nil && *ifc.Carrier == 0 {
+		why = append(why, "no carrier")
+	}
+	return strings.Join(why, ", ")
+}
+
+func condition(condType, badReason, goodReason, goodMessage string, problems []string) checks.Finding {
+	if len(problems) == 0 {
+		return checks.Condition(condType, checks.StatusFalse, goodReason, goodMessage)
+	}
+	return checks.Condition(condType, checks.StatusTrue, badReason, strings.Join(problems, "; "))
+}
