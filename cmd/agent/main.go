@@ -221,7 +221,8 @@ func run(args []string) error {
 		owned = append(owned, c.Conditions()...)
 	}
 
-	sinks := []reporter.Sink{reporter.NewMetricsSink(reg, owned)}
+	types := reporter.UniqueDefaults(owned)
+	sinks := []reporter.Sink{reporter.NewMetricsSink(reg, types)}
 	var nodeSink *reporter.NodeSink
 	if cfg.Standalone {
 		sinks = append(sinks, reporter.NewWriterSink(os.Stdout, cfg.Output))
@@ -232,7 +233,7 @@ func run(args []string) error {
 		}
 		pods := reporter.NewPodIndex(client, cfg.NodeName)
 		go pods.Run(ctx)
-		nodeSink = reporter.NewNodeSink(client, log, reg, owned, reporter.NodeSinkOptions{
+		nodeSink = reporter.NewNodeSink(client, log, reg, types, reporter.NodeSinkOptions{
 			NodeName:         cfg.NodeName,
 			MinWriteInterval: cfg.Reporter.MinWriteInterval.Duration,
 			Heartbeat:        cfg.Reporter.Heartbeat.Duration,
@@ -243,10 +244,7 @@ func run(args []string) error {
 		})
 		sinks = append(sinks, nodeSink, logSink{log})
 	}
-	rep, err := reporter.New(log, owned, sinks...)
-	if err != nil {
-		return err
-	}
+	rep := reporter.New(log, owned, sinks...)
 
 	health := newHealth()
 	if cfg.ListenAddress != "" {

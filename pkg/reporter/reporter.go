@@ -5,7 +5,9 @@
 package reporter
 
 import (
-	"fmt"
+	"slices"
+	"sort"
+	"strings"
 	"sync"
 
 	"go.uber.org/zap"
@@ -19,27 +21,47 @@ type Sink interface {
 	Finding(f checks.Finding)
 }
 
-// Reporter dedupes condition findings and passes the rest to its sinks.
+// Reporter merges and dedupes condition findings and passes the rest to its
+// sinks.
+//
+// A condition type may have several sources: ReadonlyFilesystem comes from
+// the kernel log (a remount after errors) and from the mount table. Each
+// check's latest word on a type is kept, and the type is True while any of
+// them says True, so that one source saying all is well cannot hide a
+// problem another sees.
 type Reporter struct {
 	log   *zap.Logger
 	sinks []Sink
 
 	mu    sync.Mutex
 	owned map[string]bool
-	// last is the last condition finding passed on per type, to drop repeats.
+	// byCheck holds each check's latest finding per type.
+	byCheck map[string]map[string]checks.Finding
+	// last is the merged finding last passed on per type, to drop repeats.
 	last map[string]checks.Finding
 }
 
-// New returns a reporter for the given owned condition types.
-func New(log *zap.Logger, owned []checks.ConditionDefault, sinks ...Sink) (*Reporter, error) {
-	r := &Reporter{log: log, sinks: sinks, owned: map[string]bool{}, last: map[string]checks.Finding{}}
+// New returns a reporter for the given owned condition types; a type may
+// appear once per check that owns it.
+func New(log *zap.Logger, owned []checks.ConditionDefault, sinks ...Sink) *Reporter {
+	r := &Reporter{log: log, sinks: sinks, owned: map[string]bool{},
+		byCheck: map[string]map[string]checks.Finding{}, last: map[string]checks.Finding{}}
 	for _, d := range owned {
-		if r.owned[d.Type] {
-			return nil, fmt.Errorf("condition type %s is owned by two checks", d.Type)
-		}
 		r.owned[d.Type] = true
 	}
-	return r, nil
+	return r
+}
+
+// UniqueDefaults lists each owned type once, with the first owner's healthy
+// default.
+func UniqueDefaults(owned []checks.ConditionDefault) []checks.ConditionDefault {
+	var out []checks.ConditionDefault
+	for _, d := range owned {
+		if !slices.ContainsFunc(out, func(o checks.ConditionDefault) bool { return o.Type == d.Type }) {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // Report takes one finding. A condition finding for a type no check owns is
@@ -53,6 +75,13 @@ func (r *Reporter) Report(f checks.Finding) {
 				zap.String("check", f.Check), zap.String("condition", f.Type))
 			return
 		}
+		sources := r.byCheck[f.Type]
+		if sources == nil {
+			sources = map[string]checks.Finding{}
+			r.byCheck[f.Type] = sources
+		}
+		sources[f.Check] = f
+		f = merge(sources)
 		if prev, ok := r.last[f.Type]; ok && sameCondition(prev, f) {
 			return
 		}
@@ -61,6 +90,47 @@ func (r *Reporter) Report(f checks.Finding) {
 	for _, s := range r.sinks {
 		s.Finding(f)
 	}
+}
+
+// merge makes one finding from each source's latest: True if any is True
+// (their messages joined), else the most recent.
+func merge(sources map[string]checks.Finding) checks.Finding {
+	if len(sources) == 1 {
+		for _, f := range sources {
+			return f
+		}
+	}
+	names := make([]string, 0, len(sources))
+	for name := range sources {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var (
+		trues  []checks.Finding
+		newest checks.Finding
+	)
+	for _, name := range names {
+		f := sources[name]
+		if f.Status == checks.StatusTrue {
+			trues = append(trues, f)
+		}
+		if newest.Time.IsZero() || f.Time.After(newest.Time) {
+			newest = f
+		}
+	}
+	if len(trues) == 0 {
+		return newest
+	}
+	out := trues[0]
+	msgs := make([]string, len(trues))
+	for i, f := range trues {
+		msgs[i] = f.Message
+		if f.Time.After(out.Time) {
+			out.Time = f.Time
+		}
+	}
+	out.Message = strings.Join(msgs, "; ")
+	return out
 }
 
 func sameCondition(a, b checks.Finding) bool {

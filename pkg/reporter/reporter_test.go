@@ -26,10 +26,7 @@ func (s *recordSink) Finding(f checks.Finding) { s.got = append(s.got, f) }
 
 func TestReporterDropsRepeatsAndUnownedTypes(t *testing.T) {
 	sink := &recordSink{}
-	r, err := New(zaptest.NewLogger(t), []checks.ConditionDefault{{Type: "KernelDeadlock"}}, sink)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := New(zaptest.NewLogger(t), []checks.ConditionDefault{{Type: "KernelDeadlock"}}, sink)
 	r.Report(checks.Condition("KernelDeadlock", checks.StatusTrue, "Hung", "a"))
 	r.Report(checks.Condition("KernelDeadlock", checks.StatusTrue, "Hung", "a"))  // repeat: dropped
 	r.Report(checks.Condition("Ready", checks.StatusFalse, "Stolen", "not ours")) // the kubelet's: dropped
@@ -44,8 +41,37 @@ func TestReporterDropsRepeatsAndUnownedTypes(t *testing.T) {
 	if strings.Join(got, " ") != want {
 		t.Errorf("sink got %v, want %s", got, want)
 	}
-	if _, err := New(zaptest.NewLogger(t), []checks.ConditionDefault{{Type: "A"}, {Type: "A"}}); err == nil {
-		t.Error("two checks owning one condition type was accepted")
+}
+
+func TestReporterMergesSourcesOfOneConditionType(t *testing.T) {
+	sink := &recordSink{}
+	owned := []checks.ConditionDefault{{Type: "ReadonlyFilesystem", Reason: "FilesystemIsNotReadOnly"}, {Type: "ReadonlyFilesystem", Reason: "MountsAreReadWrite"}}
+	if got := UniqueDefaults(owned); len(got) != 1 || got[0].Reason != "FilesystemIsNotReadOnly" {
+		t.Errorf("UniqueDefaults = %+v, want the first owner's default once", got)
+	}
+	r := New(zaptest.NewLogger(t), owned, sink)
+	at := time.Unix(100, 0)
+	cond := func(check string, status checks.Status, reason, msg string) checks.Finding {
+		at = at.Add(time.Second)
+		f := checks.Condition("ReadonlyFilesystem", status, reason, msg)
+		f.Check, f.Time = check, at
+		return f
+	}
+	r.Report(cond("disk", checks.StatusFalse, "MountsAreReadWrite", "all rw"))
+	r.Report(cond("kmsg", checks.StatusTrue, "FilesystemIsReadOnly", "EXT4-fs (xvdf): Remounting filesystem read-only"))
+	r.Report(cond("disk", checks.StatusFalse, "MountsAreReadWrite", "all rw")) // does not hide the kernel's word
+	r.Report(cond("disk", checks.StatusTrue, "MountReadOnly", "/var/lib/kubelet is read-only"))
+	var got []string
+	for _, f := range sink.got {
+		got = append(got, string(f.Status)+":"+f.Message)
+	}
+	want := []string{
+		"False:all rw",
+		"True:EXT4-fs (xvdf): Remounting filesystem read-only",
+		"True:/var/lib/kubelet is read-only; EXT4-fs (xvdf): Remounting filesystem read-only",
+	}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("merged findings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
 

@@ -50,10 +50,7 @@ func runAgent(t *testing.T, nodeName string, check checks.Check, opts reporter.N
 	reg := prometheus.NewRegistry()
 	owned := check.Conditions()
 	sink := reporter.NewNodeSink(client, log, reg, owned, opts)
-	rep, err := reporter.New(log, owned, sink)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rep := reporter.New(log, owned, sink)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(2)
