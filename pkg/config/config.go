@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"sigs.k8s.io/yaml"
 	yamlv3 "sigs.k8s.io/yaml/goyaml.v3"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
@@ -111,10 +110,14 @@ func (e *Error) Error() string {
 		where += ":" + strconv.Itoa(e.Line)
 	}
 	if e.Field == "" {
-		return fmt.Sprintf("config %s: %s", where, e.Reason)
+		return oneLine.Replace(fmt.Sprintf("config %s: %s", where, e.Reason))
 	}
-	return fmt.Sprintf("config %s: field %s: %s", where, e.Field, e.Reason)
+	return oneLine.Replace(fmt.Sprintf("config %s: field %s: %s", where, e.Field, e.Reason))
 }
+
+// oneLine escapes line breaks, which a key or value from the file may hold,
+// so that an error is always one line.
+var oneLine = strings.NewReplacer("\r", `\r`, "\n", `\n`)
 
 // Load reads the file at path over the defaults. An empty path gives the
 // defaults.
@@ -136,7 +139,8 @@ func Load(path string, registry checks.Registry) (*Config, error) {
 func (c *Config) parse(path string, data []byte, registry checks.Registry) error {
 	var doc yamlv3.Node
 	if err := yamlv3.Unmarshal(data, &doc); err != nil {
-		return &Error{File: path, Line: yamlErrorLine(err), Reason: "not valid YAML: " + err.Error()}
+		line, problem := yamlError(err)
+		return &Error{File: path, Line: line, Reason: "not valid YAML: " + problem}
 	}
 	if len(doc.Content) == 0 {
 		return nil // an empty file is all defaults
@@ -146,7 +150,19 @@ func (c *Config) parse(path string, data []byte, registry checks.Registry) error
 		err.File = path
 		return err
 	}
-	if err := yaml.Unmarshal(data, c); err != nil {
+	// Decode the tree that was checked, with the same YAML parser: another
+	// parser would read some values differently (YAML 1.1 reads `off` and
+	// `yes` as booleans, so listenAddress: off became "false").
+	var tree any
+	if err := root.Decode(&tree); err != nil {
+		line, problem := yamlError(err)
+		return &Error{File: path, Line: line, Reason: "not valid YAML: " + problem}
+	}
+	js, err := json.Marshal(tree)
+	if err != nil {
+		return &Error{File: path, Reason: err.Error()}
+	}
+	if err := json.Unmarshal(js, c); err != nil {
 		return &Error{File: path, Reason: err.Error()}
 	}
 	for name, raw := range c.Checks {
@@ -241,18 +257,57 @@ func (c *Config) SetEnabled(registry checks.Registry, name string, on bool) erro
 	return nil
 }
 
-func yamlErrorLine(err error) int {
-	var te *yamlv3.TypeError
+// yamlParserProblems are the problems yaml.v3's parser (not its scanner)
+// reports. It counts their lines from 0, and leaves out a line it counts as 0.
+var yamlParserProblems = []string{
+	"did not find expected <stream-start>",
+	"did not find expected <document start>",
+	"did not find expected node content",
+	"did not find expected key",
+	"did not find expected '-' indicator",
+	"did not find expected ',' or ']'",
+	"did not find expected ',' or '}'",
+	"found duplicate %YAML directive",
+	"found duplicate %TAG directive",
+	"found incompatible YAML document",
+	"found undefined tag handle",
+}
+
+// yamlError splits a YAML error into its line, counted from 1 (0 when not
+// known), and its problem on one line.
+func yamlError(err error) (int, string) {
 	msg := err.Error()
-	if errors.As(err, &te) && len(te.Errors) > 0 {
-		msg = te.Errors[0]
+	var te *yamlv3.TypeError
+	typeErr := errors.As(err, &te) && len(te.Errors) > 0
+	if typeErr {
+		msg = strings.TrimSpace(te.Errors[0]) // "line N: ...", counted from 1
 	}
-	// yaml.v3 says "yaml: line N: ..."
-	if _, rest, ok := strings.Cut(msg, "line "); ok {
-		n, _, _ := strings.Cut(rest, ":")
-		if v, err := strconv.Atoi(n); err == nil {
-			return v
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	line := 0
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		n, problem, found := strings.Cut(rest, ": ")
+		if v, err := strconv.Atoi(n); err == nil && found {
+			line, msg = v, problem
 		}
 	}
-	return 0
+	if typeErr {
+		return line, msg
+	}
+	switch {
+	case slices.Contains(yamlParserProblems, msg):
+		line++
+	case line == 0 && startsWithAny(msg, "found ", "did not find ", "could not find ", "mapping ", "block sequence "):
+		// A scanner problem on the first line.
+		line = 1
+	}
+	return line, msg
+}
+
+func startsWithAny(s string, prefixes ...string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
 }

@@ -27,6 +27,7 @@ func checkNode(n *yamlv3.Node, t reflect.Type, path string, registry checks.Regi
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
+	line := n.Line // an alias's own line, not its anchor's
 	if n.Kind == yamlv3.AliasNode {
 		n = n.Alias
 	}
@@ -34,7 +35,7 @@ func checkNode(n *yamlv3.Node, t reflect.Type, path string, registry checks.Regi
 		return nil
 	}
 	bad := func(reason string) *Error {
-		return &Error{Line: n.Line, Field: strings.TrimPrefix(path, "."), Reason: reason}
+		return &Error{Line: line, Field: strings.TrimPrefix(path, "."), Reason: reason}
 	}
 	switch {
 	case t == durationType:
@@ -43,6 +44,11 @@ func checkNode(n *yamlv3.Node, t reflect.Type, path string, registry checks.Regi
 		}
 		if _, err := checks.ParseDuration(n.Value); err != nil {
 			return bad(err.Error())
+		}
+		if n.Tag != "!!str" && n.Tag != "!" {
+			// A bare 0 parses as a duration but decodes as a number, which
+			// checks.Duration does not take.
+			return bad(fmt.Sprintf("%s is a number; write a duration with its unit, such as \"0s\" or \"5m\"", n.Value))
 		}
 		return nil
 	case t.Kind() == reflect.Struct:
@@ -97,13 +103,25 @@ func checkNode(n *yamlv3.Node, t reflect.Type, path string, registry checks.Regi
 		if _, err := strconv.ParseBool(n.Value); err != nil || n.Tag != "!!bool" {
 			return bad(fmt.Sprintf("%q is not true or false", n.Value))
 		}
-	case reflect.Int, reflect.Int32, reflect.Int64, reflect.Uint, reflect.Uint32, reflect.Uint64:
-		if _, err := strconv.ParseInt(n.Value, 10, 64); err != nil {
-			return bad(fmt.Sprintf("%q is not a whole number", n.Value))
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		// The decoded value must be the decimal one the user sees: YAML reads
+		// 017 as octal 15 and "10" as a string.
+		want, err := strconv.ParseInt(n.Value, 10, t.Bits())
+		var got int64
+		if err != nil || n.Tag != "!!int" || n.Decode(&got) != nil || got != want {
+			return bad(notNumber(n, "a whole number"))
+		}
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		want, err := strconv.ParseUint(n.Value, 10, t.Bits())
+		var got uint64
+		if err != nil || n.Tag != "!!int" || n.Decode(&got) != nil || got != want {
+			return bad(notNumber(n, "a whole number, zero or more"))
 		}
 	case reflect.Float32, reflect.Float64:
-		if _, err := strconv.ParseFloat(n.Value, 64); err != nil {
-			return bad(fmt.Sprintf("%q is not a number", n.Value))
+		want, err := strconv.ParseFloat(n.Value, 64)
+		var got float64
+		if err != nil || (n.Tag != "!!int" && n.Tag != "!!float") || n.Decode(&got) != nil || got != want {
+			return bad(notNumber(n, "a number"))
 		}
 	case reflect.String:
 		if n.Tag != "!!str" {
@@ -113,9 +131,23 @@ func checkNode(n *yamlv3.Node, t reflect.Type, path string, registry checks.Regi
 	return nil
 }
 
+// notNumber says why a scalar is not the number a field wants.
+func notNumber(n *yamlv3.Node, want string) string {
+	if n.Tag == "!!str" && n.Style&(yamlv3.SingleQuotedStyle|yamlv3.DoubleQuotedStyle) != 0 {
+		return fmt.Sprintf("%q is quoted, so it is a string; want %s without quotes", n.Value, want)
+	}
+	if n.Tag == "!!int" {
+		return fmt.Sprintf("%q is not %s in plain decimal digits", n.Value, want)
+	}
+	return fmt.Sprintf("%q is not %s", n.Value, want)
+}
+
 // checkChecks checks the checks: section, where each key must be a
 // registered check and each section its check's config plus "enabled".
 func checkChecks(n *yamlv3.Node, registry checks.Registry) *Error {
+	if n.Tag == "!!null" {
+		return nil // "checks:" with every section commented out
+	}
 	if n.Kind != yamlv3.MappingNode {
 		return &Error{Line: n.Line, Field: checksField, Reason: "want a mapping from check name to its settings"}
 	}

@@ -1,0 +1,516 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nodeguard/nodeguard/pkg/checks/all"
+)
+
+// agentBin is the nodeguard binary, built once by TestMain.
+var agentBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "nodeguard-agent-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	agentBin = filepath.Join(dir, "nodeguard")
+	build := exec.Command("go", "build", "-o", agentBin, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building the agent:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// agentEnv keeps the environment from pointing the agent at a cluster.
+func agentEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "KUBECONFIG=") && !strings.HasPrefix(kv, "NODE_NAME=") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// runAgent runs the binary to its end and returns what it printed and its
+// exit code.
+func runAgent(t *testing.T, stdin string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, agentBin, args...)
+	cmd.Env = agentEnv()
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exit):
+		code = exit.ExitCode()
+	default:
+		t.Fatalf("running %v: %v", args, err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("nodeguard %v did not end within 30s; stderr:\n%s", args, errOut.String())
+	}
+	return out.String(), errOut.String(), code
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// oneLine returns stderr's only line, failing the test if it has more or
+// none.
+func oneLine(t *testing.T, stderr string) string {
+	t.Helper()
+	line, ok := strings.CutSuffix(stderr, "\n")
+	if !ok || line == "" || strings.Contains(line, "\n") {
+		t.Fatalf("stderr is not exactly one line:\n%s", stderr)
+	}
+	return line
+}
+
+// TestBadStartExits checks that a bad config file or flag stops the agent
+// before it starts, with one line on stderr naming the field or flag. want
+// is a prefix of that line, FILE standing for the config file's path.
+func TestBadStartExits(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		config string // written to a file passed with --config when set
+		args   []string
+		want   string
+	}{
+		{
+			name:   "unknown field",
+			config: "nodeName: a\nbogus: true\n",
+			want:   "nodeguard: config FILE:2: field bogus: unknown field; known fields here: ",
+		},
+		{
+			name:   "unknown nested field",
+			config: "reporter:\n  heartbeet: 1m\n",
+			want:   "nodeguard: config FILE:2: field reporter.heartbeet: unknown field; known fields here: ",
+		},
+		{
+			name:   "bad duration",
+			config: "standalone: true\nreporter:\n  heartbeat: 5 minutes\n",
+			want:   `nodeguard: config FILE:3: field reporter.heartbeat: "5 minutes" is not a duration such as "30s" or "5m"`,
+		},
+		{
+			name:   "unknown check in the config",
+			config: "checks:\n  kmsg:\n    enabled: true\n  nosuch:\n    enabled: true\n",
+			want:   `nodeguard: config FILE:4: field checks.nosuch: no check is named "nosuch"; known checks: `,
+		},
+		{
+			name:   "bad rule in the config",
+			config: "checks:\n  kmsg:\n    rules:\n    - name: x\n      kind: event\n      reason: X\n      contains: x\n      pattern: 'x('\n",
+			want:   "nodeguard: config FILE:8: field checks.kmsg.rules[0].pattern: error parsing regexp: missing closing ): `x(`",
+		},
+		{
+			name: "unknown check flag",
+			args: []string{"--check.nosuch"},
+			want: "nodeguard: flag provided but not defined: -check.nosuch",
+		},
+		{
+			name: "unknown no-check flag",
+			args: []string{"--no-check.nosuch"},
+			want: "nodeguard: flag provided but not defined: -no-check.nosuch",
+		},
+		{
+			name: "bad flag value",
+			args: []string{"--standalone=maybe"},
+			want: `nodeguard: invalid boolean value "maybe" for -standalone`,
+		},
+		{
+			name: "bad output flag",
+			args: []string{"--output=xml"},
+			want: `nodeguard: config flags: field output: "xml" is not one of text, json`,
+		},
+		{
+			name:   "flag over a good file",
+			config: "output: json\n",
+			args:   []string{"--log-format=yaml"},
+			want:   `nodeguard: config flags: field logFormat: "yaml" is not one of json, console`,
+		},
+		{
+			name: "missing config file",
+			args: []string{"--config=/nonexistent/nodeguard.yaml"},
+			want: "nodeguard: config /nonexistent/nodeguard.yaml: reading the file: open /nonexistent/nodeguard.yaml: no such file or directory",
+		},
+		{
+			name: "stray argument",
+			args: []string{"--standalone", "extra"},
+			want: `nodeguard: unexpected argument "extra"`,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := tc.args
+			want := tc.want
+			if tc.config != "" {
+				path := writeFile(t, "nodeguard.yaml", tc.config)
+				args = append([]string{"--config=" + path}, args...)
+				want = strings.ReplaceAll(want, "FILE", path)
+			}
+			// Were the agent to start, it must not take a fixed port.
+			args = append(args[:len(args):len(args)], "--listen-address=off")
+			stdout, stderr, code := runAgent(t, "", args...)
+			if code == 0 {
+				t.Fatalf("exit code 0, want failure; stderr:\n%s", stderr)
+			}
+			if stdout != "" {
+				t.Errorf("stdout is not empty:\n%s", stdout)
+			}
+			if line := oneLine(t, stderr); !strings.HasPrefix(line, want) {
+				t.Errorf("stderr:\n got  %s\n want %s...", line, want)
+			}
+		})
+	}
+}
+
+// finding is the part of a replayed finding's JSON line the tests compare.
+type finding struct {
+	Kind      string `json:"kind"`
+	Reason    string `json:"reason"`
+	Condition string `json:"condition"`
+	Status    string `json:"status"`
+	Message   string `json:"message"`
+	Line      string `json:"line"`
+}
+
+func parseFindings(t *testing.T, stdout string) []finding {
+	t.Helper()
+	var out []finding
+	for _, line := range strings.Split(strings.TrimSuffix(stdout, "\n"), "\n") {
+		if line == "" {
+			continue
+		}
+		var raw map[string]any
+		if err := json.Unmarshal([]byte(line), &raw); err != nil {
+			t.Fatalf("output line is not JSON: %q: %v", line, err)
+		}
+		for _, key := range []string{"kind", "reason", "message", "line", "time"} {
+			if _, ok := raw[key]; !ok {
+				t.Errorf("output line has no %q: %s", key, line)
+			}
+		}
+		var f finding
+		if err := json.Unmarshal([]byte(line), &f); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+const kernelLog = `[  100.000000] Out of memory: Killed process 1234 (stress) total-vm:10240kB, anon-rss:8192kB
+[  150.500000] usb 1-1: new high-speed USB device number 2 using xhci_hcd
+[  200.000000] INFO: task containerd:456 blocked for more than 120 seconds.
+`
+
+func kernelLogFindings(source string) []finding {
+	return []finding{
+		{Kind: "event", Reason: "OOMKilling", Message: "Out of memory: Killed process 1234 (stress) total-vm:10240kB, anon-rss:8192kB", Line: source + ":1"},
+		{Kind: "event", Reason: "TaskHung", Message: "INFO: task containerd:456 blocked for more than 120 seconds.", Line: source + ":3"},
+		{Kind: "condition", Reason: "ContainerRuntimeHung", Condition: "KernelDeadlock", Status: "True", Message: "INFO: task containerd:456 blocked for more than 120 seconds.", Line: source + ":3"},
+	}
+}
+
+func TestReplay(t *testing.T) {
+	logFile := writeFile(t, "kern.log", kernelLog)
+	userRules := writeFile(t, "rules.yaml", `checks:
+  kmsg:
+    conditions:
+    - type: WidgetJammed
+      reason: WidgetsTurning
+      message: every widget turns
+    rules:
+    - name: widget-jam
+      kind: condition
+      condition: WidgetJammed
+      reason: WidgetJam
+      contains: "widget"
+      pattern: 'widget \d+ jammed'
+`)
+	jam := "[  300.000000] nodeguard-test: widget 7 jammed\n"
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		stdin string
+		want  []finding
+	}{
+		{name: "file", args: []string{logFile}, want: kernelLogFindings(logFile)},
+		{name: "stdin", args: []string{"-"}, stdin: kernelLog, want: kernelLogFindings("stdin")},
+		{name: "two files", args: []string{logFile, "-"}, stdin: kernelLog, want: append(kernelLogFindings(logFile), kernelLogFindings("stdin")...)},
+		{name: "nothing found", args: []string{"-"}, stdin: "[    1.000000] Linux version 6.8.0\n\n"},
+		{
+			name:  "user rule",
+			args:  []string{"--config=" + userRules, "-"},
+			stdin: jam,
+			want: []finding{{
+				Kind: "condition", Reason: "WidgetJam", Condition: "WidgetJammed", Status: "True",
+				Message: "nodeguard-test: widget 7 jammed", Line: "stdin:1",
+			}},
+		},
+		{name: "user rule needs its config", args: []string{"-"}, stdin: jam},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stdout, stderr, code := runAgent(t, tc.stdin, append([]string{"replay"}, tc.args...)...)
+			if code != 0 || stderr != "" {
+				t.Fatalf("exit code %d, stderr:\n%s", code, stderr)
+			}
+			got := parseFindings(t, stdout)
+			if len(got) != len(tc.want) {
+				t.Fatalf("got %d findings, want %d:\n%s", len(got), len(tc.want), stdout)
+			}
+			for i := range got {
+				if got[i] != tc.want[i] {
+					t.Errorf("finding %d:\n got  %+v\n want %+v", i, got[i], tc.want[i])
+				}
+			}
+		})
+	}
+}
+
+func TestReplayErrors(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "absent.log")
+	badConfig := writeFile(t, "bad.yaml", "checks:\n  kmsg:\n    disableRules: [nope]\n")
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"missing file", []string{missing}, "nodeguard: replay: open " + missing + ": no such file or directory"},
+		{"no file named", nil, "nodeguard: replay: name one or more files, or - for standard input"},
+		{"unknown flag", []string{"--bogus", "-"}, "nodeguard: flag provided but not defined: -bogus"},
+		{"bad config", []string{"--config=" + badConfig, "-"}, "nodeguard: config " + badConfig + `:3: field checks.kmsg.disableRules: disableRules names "nope", which is no rule`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stdout, stderr, code := runAgent(t, "", append([]string{"replay"}, tc.args...)...)
+			if code == 0 {
+				t.Fatalf("exit code 0, want failure")
+			}
+			if stdout != "" {
+				t.Errorf("stdout is not empty:\n%s", stdout)
+			}
+			if line := oneLine(t, stderr); !strings.HasPrefix(line, tc.want) {
+				t.Errorf("stderr:\n got  %s\n want %s...", line, tc.want)
+			}
+		})
+	}
+}
+
+// freePort returns a TCP port on the loopback that nothing listens on now.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// lockedBuffer is a bytes.Buffer that the process may write while the test
+// reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// agent is a nodeguard process the test started.
+type agent struct {
+	cmd            *exec.Cmd
+	stdout, stderr *lockedBuffer
+	exited         chan struct{} // closed when the process has ended
+	err            error         // what Wait returned, once exited
+}
+
+// startAgent starts the agent standalone with every check off, plus args.
+func startAgent(t *testing.T, args ...string) *agent {
+	t.Helper()
+	args = append([]string{"--standalone", "--state-dir=" + t.TempDir(), "--node-name=test-node"}, args...)
+	for _, name := range all.Registry.Names() {
+		args = append(args, "--no-check."+name)
+	}
+	a := &agent{cmd: exec.Command(agentBin, args...), stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	a.cmd.Env = agentEnv()
+	a.cmd.Stdout, a.cmd.Stderr = a.stdout, a.stderr
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		a.err = a.cmd.Wait()
+		close(a.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-a.exited:
+		default:
+			a.cmd.Process.Kill()
+			<-a.exited
+		}
+		if t.Failed() {
+			t.Logf("agent stderr:\n%s", a.stderr.String())
+		}
+	})
+	return a
+}
+
+// waitLog waits until the agent has logged msg.
+func (a *agent) waitLog(t *testing.T, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(a.stderr.String(), `"msg":"`+msg+`"`) {
+		select {
+		case <-a.exited:
+			t.Fatalf("agent exited before logging %q: %v", msg, a.err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent did not log %q within 10s", msg)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM, as the kubelet does, and checks that the agent ends
+// cleanly within 5s. It returns the agent's log entries.
+func (a *agent) stop(t *testing.T) []logEntry {
+	t.Helper()
+	sent := time.Now()
+	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-a.exited:
+		if a.err != nil {
+			t.Fatalf("agent exited with %v after SIGTERM", a.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("agent still running 5s after SIGTERM")
+	}
+	t.Logf("stopped %v after SIGTERM", time.Since(sent).Round(time.Millisecond))
+	if out := a.stdout.String(); out != "" {
+		t.Errorf("stdout holds findings with no check on:\n%s", out)
+	}
+	var entries []logEntry
+	for _, line := range strings.Split(strings.TrimSuffix(a.stderr.String(), "\n"), "\n") {
+		var e logEntry
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Errorf("stderr line is not a JSON log entry: %q", line)
+			continue
+		}
+		e.raw = line
+		entries = append(entries, e)
+	}
+	var msgs []string
+	for _, e := range entries {
+		if e.Level != "info" {
+			t.Errorf("%s log entry: %s", e.Level, e.raw)
+		}
+		msgs = append(msgs, e.Msg)
+	}
+	if len(msgs) < 2 || msgs[0] != "nodeguard started" || msgs[len(msgs)-1] != "nodeguard stopped" {
+		t.Errorf("log messages %q, want from \"nodeguard started\" to \"nodeguard stopped\"", msgs)
+	}
+	return entries
+}
+
+type logEntry struct {
+	Level string `json:"level"`
+	Msg   string `json:"msg"`
+	raw   string
+}
+
+// TestStartAndStop runs the agent with every check off, checks that it
+// serves /healthz and /metrics, and stops it.
+func TestStartAndStop(t *testing.T) {
+	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	a := startAgent(t, "--listen-address="+addr)
+
+	client := &http.Client{Timeout: time.Second}
+	get := func(path string) (int, string, error) {
+		resp, err := client.Get("http://" + addr + path)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body), err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body, err := get("/healthz")
+		if err == nil && code == http.StatusOK && body == "ok\n" {
+			break
+		}
+		select {
+		case <-a.exited:
+			t.Fatalf("agent exited before serving /healthz: %v", a.err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/healthz not ok within 10s: %d %q %v", code, body, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, body, err := get("/metrics"); err != nil || code != http.StatusOK || !strings.Contains(body, "go_goroutines") {
+		t.Errorf("/metrics: %d %v, body without go_goroutines", code, err)
+	}
+	a.stop(t)
+	if _, _, err := get("/healthz"); err == nil {
+		t.Errorf("%s still serves after the agent stopped", addr)
+	}
+}
+
+// TestListenAddressOffInConfig checks that "off" in the file turns the HTTP
+// server off, as --listen-address=off does; YAML 1.1 would read it as false
+// and the agent would fail to listen on "false".
+func TestListenAddressOffInConfig(t *testing.T) {
+	a := startAgent(t, "--config="+writeFile(t, "nodeguard.yaml", "listenAddress: off\n"))
+	a.waitLog(t, "nodeguard started")
+	time.Sleep(200 * time.Millisecond) // time for a failed listen to be logged
+	a.stop(t)
+}
