@@ -12,7 +12,13 @@ const podPlumbing = `\b(?:veth|cali|cni|flannel|docker|lxc|tunl|vxlan|cilium|gke
 
 // runtimeTasks are the processes whose hung tasks make the node unable to run
 // pods (NPD's DockerHung, generalised to today's runtimes and the kubelet).
-const runtimeTasks = `(?:dockerd|docker|containerd|containerd-shim[\w-]*|runc|crio|conmon|kubelet)`
+// runc's own processes are named runc:[0:PARENT], runc:[1:CHILD] and
+// runc:[2:INIT] while they set a container up.
+const runtimeTasks = `(?:dockerd|docker|containerd|containerd-shim[\w-]*|runc(?::\[\d:\w+\])?|crio|conmon|kubelet)`
+
+// notBlockDevices are devices whose I/O errors are not a node problem: an
+// empty virtual CD drive (sr0) or floppy (fd0) on a VM fails every probe.
+const notBlockDevices = `\b(?:dev|device) (?:sr|fd)\d+\b`
 
 func event(name, reason, contains, pattern string) Rule {
 	return Rule{Name: name, Source: "kmsg", Kind: checks.KindEvent, Reason: reason, Contains: contains, Pattern: pattern}
@@ -52,15 +58,24 @@ func DefaultRules() []Rule {
 	}
 	return []Rule{
 		oom,
-		event("kernel-panic", "KernelPanic", "Kernel panic", `Kernel panic - not syncing`),
+		{
+			Name: "kernel-panic", Source: "kmsg", Kind: checks.KindEvent, Reason: "KernelPanic",
+			Contains: "Kernel panic", Pattern: `Kernel panic - not syncing`,
+			// The panic's closing marker repeats its message.
+			Exclude: `---\[ end Kernel panic`,
+		},
 		oops("oops", "Oops", `\bOops(?::| -) `),
 		oops("null-deref", "BUG: kernel NULL pointer", `BUG: kernel NULL pointer dereference`),
 		oops("unable-to-handle", "BUG: unable to handle", `BUG: unable to handle (?:kernel|page fault)`),
-		oops("general-protection", "general protection fault", `general protection fault`),
+		// "general protection fault: 0000 [#1]" and, since 5.5, "general
+		// protection fault, probably for non-canonical address ...": not a
+		// user process's "traps: NAME[PID] general protection fault ip:...".
+		oops("general-protection", "general protection fault", `general protection fault[:,] `),
 		oops("kernel-bug", "kernel BUG at", `kernel BUG at \S+`),
 		oops("invalid-opcode", "invalid opcode", `invalid opcode: \d+`),
 		oops("divide-error", "divide error", `divide error: \d+ \[#\d+\]`),
-		event("hung-task", "TaskHung", "blocked for more than", `INFO: task \S+:\d+ blocked for more than \d+ seconds`),
+		// A task name may hold spaces: a Java thread "C2 CompilerThre".
+		event("hung-task", "TaskHung", "blocked for more than", `INFO: task .+:\d+ blocked for more than \d+ seconds`),
 		{
 			Name: "runtime-hung", Source: "kmsg", Kind: checks.KindCondition, Condition: "KernelDeadlock",
 			Reason: "ContainerRuntimeHung", Contains: "blocked for more than",
@@ -68,17 +83,36 @@ func DefaultRules() []Rule {
 		},
 		lockup("soft-lockup", "soft lockup", `BUG: soft lockup - CPU#\d+ stuck for`),
 		lockup("hard-lockup", "hard LOCKUP", `[Ww]atchdog detected hard LOCKUP on cpu`),
-		event("rcu-stall", "RCUStall", "detected stall", `rcu\w*:? (?:INFO: )?(?:\w+ )?(?:self-)?detected stalls? on`),
-		event("io-error", "IOError", "I/O error", `(?:\bI/O error, dev \S+|Buffer I/O error on (?:dev|device) \S+|end_request: I/O error)`),
+		event("rcu-stall", "RCUStall", " stall", `rcu\w*:? (?:INFO: )?(?:\w+ )?(?:self-)?detected (?:expedited )?stalls? on`),
+		{
+			Name: "io-error", Source: "kmsg", Kind: checks.KindEvent, Reason: "IOError", Contains: "I/O error",
+			Pattern: `(?:\bI/O error, dev \S+|Buffer I/O error on (?:dev|device) \S+|end_request: I/O error)`,
+			Exclude: notBlockDevices,
+		},
+		{
+			// The block layer names a failed request's status: "I/O error"
+			// above, or one of these, e.g. a disk's unreadable sector.
+			Name: "block-error", Source: "kmsg", Kind: checks.KindEvent, Reason: "IOError", Contains: "error, dev ",
+			Pattern: `(?:critical (?:medium|target|nexus|space allocation|protection)|recoverable transport|timeout) error, dev \S+`,
+			Exclude: notBlockDevices,
+		},
 		event("ext4-error", "Ext4Error", "EXT4-fs error", `EXT4-fs error`),
 		event("ext4-warning", "Ext4Warning", "EXT4-fs warning", `EXT4-fs warning`),
 		event("xfs-error", "XFSError", "XFS (", `XFS \([^)]+\): (?:metadata I/O error|log I/O error|Corruption|Metadata corruption|Internal error|.*[Ss]hut(?:ting)? ?down)`),
-		event("nvme-timeout", "NVMeTimeout", "nvme", `nvme\S* ?\S*: (?:I/O \d+ (?:\(\w+\) )?QID \d+ timeout|controller is down|[Rr]emoving after probe failure|Device not ready; aborting)`),
+		event("nvme-timeout", "NVMeTimeout", "nvme", `nvme\S* ?\S*: (?:I/O (?:tag )?\d+ (?:\([^)]*\) )?(?:opcode \S+ \([^)]*\) )?QID \d+ timeout|controller is down|[Rr]emoving after probe failure|Device not ready; aborting)`),
 		{
 			Name: "nic-link-down", Source: "kmsg", Kind: checks.KindEvent, Reason: "NICLinkDown",
 			Contains: "ink is", Pattern: `[\w.@-]+:? (?:NIC )?[Ll]ink is [Dd]own`, Exclude: podPlumbing,
 		},
-		event("netdev-tx-timeout", "NetdevTxTimeout", "NETDEV WATCHDOG", `NETDEV WATCHDOG: \S+ \([^)]*\): transmit queue \d+ timed out`),
+		{
+			// mlx5 ("Link down"), mlx4 ("Link Down"); not libata's "ata3: SATA
+			// link down" for an empty port.
+			Name: "nic-link-down-terse", Source: "kmsg", Kind: checks.KindEvent, Reason: "NICLinkDown",
+			Contains: "ink ", Pattern: `: [Ll]ink [Dd]own\b`, Exclude: podPlumbing,
+		},
+		// Recent 6.x kernels log it through the device: "DRIVER BUS DEV:
+		// NETDEV WATCHDOG: CPU: N: transmit queue Q timed out T ms".
+		event("netdev-tx-timeout", "NetdevTxTimeout", "NETDEV WATCHDOG", `NETDEV WATCHDOG: (?:\S+ \([^)]*\)|CPU: \d+): transmit queue \d+ timed out`),
 		event("unregister-netdevice", "UnregisterNetDevice", "unregister_netdevice: waiting for", `unregister_netdevice: waiting for \S+ to become free`),
 		frequentUnregister,
 		event("edac", "MemoryHardwareError", "EDAC", `EDAC (?:MC\d+|\w+): (?:\d+ )?(?:CE|UE)\b`),

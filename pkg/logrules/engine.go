@@ -89,6 +89,9 @@ func (e *Engine) Feed(l Line, out []checks.Finding) []checks.Finding {
 		if r.exclude != nil && r.exclude.MatchString(text) {
 			continue
 		}
+		if r.Attribute == "oom" && e.oom.repeat(text, l.Time) {
+			continue
+		}
 		if r.Group != "" {
 			// The first match of a group speaks for the whole report, other
 			// rules of the group on the same line included.

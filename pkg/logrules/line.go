@@ -4,6 +4,7 @@
 package logrules
 
 import (
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -117,28 +118,32 @@ func isMonth(m string) bool {
 // /dev/kmsg read may go on with continuation lines (" KEY=value" dictionary
 // entries); only the first line is the message.
 func parseKmsgRecord(s string) (ParsedLine, bool) {
-	semi := strings.IndexByte(s, ';')
-	if semi <= 0 {
+	head, text, ok := strings.Cut(s, ";")
+	if !ok || head == "" {
 		return ParsedLine{}, false
 	}
-	head := s[:semi]
-	fields := strings.SplitN(head, ",", 4)
-	if len(fields) < 3 {
+	priField, rest, ok := strings.Cut(head, ",")
+	if !ok {
 		return ParsedLine{}, false
 	}
-	pri, err := strconv.Atoi(fields[0])
+	seqField, rest, ok := strings.Cut(rest, ",")
+	if !ok {
+		return ParsedLine{}, false
+	}
+	usecField, _, _ := strings.Cut(rest, ",")
+	pri, err := strconv.Atoi(priField)
 	if err != nil || pri < 0 {
 		return ParsedLine{}, false
 	}
-	seq, err := strconv.ParseUint(fields[1], 10, 64)
+	seq, err := strconv.ParseUint(seqField, 10, 64)
 	if err != nil {
 		return ParsedLine{}, false
 	}
-	usec, err := strconv.ParseInt(fields[2], 10, 64)
-	if err != nil || usec < 0 {
+	usec, err := strconv.ParseInt(usecField, 10, 64)
+	// A time that does not fit a Duration is no kernel's.
+	if err != nil || usec < 0 || usec > math.MaxInt64/int64(time.Microsecond) {
 		return ParsedLine{}, false
 	}
-	text := s[semi+1:]
 	if nl := strings.IndexByte(text, '\n'); nl >= 0 {
 		text = text[:nl]
 	}
@@ -193,6 +198,9 @@ func parseDmesg(s string) (ParsedLine, bool) {
 			f *= 10
 		}
 		nanos = f
+	}
+	if sec > (math.MaxInt64-nanos)/int64(time.Second) {
+		return ParsedLine{}, false
 	}
 	text := strings.TrimPrefix(s[end+1:], " ")
 	return ParsedLine{

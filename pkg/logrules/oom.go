@@ -11,11 +11,22 @@ import (
 // the "Killed process" line can be reported once with the victim's cgroup.
 // Newer kernels print an "oom-kill:" summary with task_memcg, task and pid;
 // older ones print "Task in CGROUP killed as a result of limit of CGROUP".
+//
+// With memory.oom.group set (the kubelet sets it on cgroup v2), the kernel
+// kills the victim, prints "Tasks in CGROUP are going to be killed due to
+// memory.oom.group set", and kills every task of CGROUP, printing the
+// victim's kill line a second time.
 type oomContext struct {
 	memcg string
 	task  string
 	pid   string
 	at    time.Time
+	// group is set when memcg is a memory.oom.group being killed: it holds
+	// for every kill that follows, not only the next.
+	group bool
+	// victim is the pid of the report's first kill and when it was logged.
+	victim   string
+	victimAt time.Time
 }
 
 // oomContextTTL bounds how far apart, in log time, the context line and the
@@ -44,26 +55,50 @@ func (o *oomContext) observe(text string, at time.Time) {
 		_, rest, _ := strings.Cut(text, "Task in ")
 		memcg, _, _ := strings.Cut(rest, " killed as a result of limit of ")
 		*o = oomContext{memcg: memcg, at: at}
+	case strings.Contains(text, "Tasks in ") && strings.Contains(text, oomGroupKill):
+		_, rest, _ := strings.Cut(text, "Tasks in ")
+		memcg, _, _ := strings.Cut(rest, oomGroupKill)
+		*o = oomContext{memcg: memcg, at: at, group: true, victim: o.victim, victimAt: o.victimAt}
 	}
+}
+
+const oomGroupKill = " are going to be killed due to memory.oom.group"
+
+// repeat reports whether a kill line only repeats the kill of the victim
+// already reported, as a memory.oom.group kill does.
+func (o *oomContext) repeat(text string, at time.Time) bool {
+	if !o.group || o.victim == "" || at.Sub(o.victimAt) > oomContextTTL || at.Before(o.victimAt) {
+		return false
+	}
+	m := killedProcess.FindStringSubmatch(text)
+	return m != nil && m[1] == o.victim
 }
 
 var killedProcess = regexp.MustCompile(`Killed process (\d+) \(([^)]*)\)`)
 
 // describe adds the victim's cgroup, pod and container to the kill line's
 // message when the context belongs to this kill, returns the pod's UID if
-// the cgroup shows one, and then forgets the context.
+// the cgroup shows one, and then forgets the context, unless it is a
+// memory.oom.group's, which holds for each kill of the group.
 func (o *oomContext) describe(msg string, at time.Time) (string, string) {
-	defer func() { *o = oomContext{} }()
-	if o.memcg == "" || at.Sub(o.at) > oomContextTTL || at.Before(o.at) {
+	ctx := *o
+	m := killedProcess.FindStringSubmatch(msg)
+	if !ctx.group {
+		*o = oomContext{}
+		if m != nil {
+			o.victim, o.victimAt = m[1], at
+		}
+	}
+	if ctx.memcg == "" || at.Sub(ctx.at) > oomContextTTL || at.Before(ctx.at) {
 		return msg, ""
 	}
-	if m := killedProcess.FindStringSubmatch(msg); m != nil && o.pid != "" && o.pid != m[1] {
+	if m != nil && ctx.pid != "" && ctx.pid != m[1] {
 		return msg, ""
 	}
 	var b strings.Builder
 	b.WriteString(msg)
-	fmt.Fprintf(&b, "; memory cgroup %s", o.memcg)
-	pod, container := ParseCgroupPath(o.memcg)
+	fmt.Fprintf(&b, "; memory cgroup %s", ctx.memcg)
+	pod, container := ParseCgroupPath(ctx.memcg)
 	if pod != "" {
 		fmt.Fprintf(&b, "; pod UID %s", pod)
 	}

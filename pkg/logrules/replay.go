@@ -2,6 +2,7 @@ package logrules
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"time"
@@ -20,6 +21,7 @@ const maxLineBytes = 1 << 20
 func Replay(r io.Reader, name string, e *Engine, emit func(checks.Finding)) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), maxLineBytes)
+	sc.Split(cutLines())
 	var (
 		now = time.Unix(0, 0).UTC()
 		n   int
@@ -45,4 +47,30 @@ func Replay(r io.Reader, name string, e *Engine, emit func(checks.Finding)) erro
 		return fmt.Errorf("reading %s after line %d: %w", name, n, err)
 	}
 	return nil
+}
+
+// cutLines splits lines as bufio.ScanLines does, except that a line longer
+// than maxLineBytes comes out cut to that length and the rest of it is
+// skipped, where ScanLines would end the scan with bufio.ErrTooLong.
+func cutLines() bufio.SplitFunc {
+	skipping := false
+	return func(data []byte, atEOF bool) (int, []byte, error) {
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			if skipping {
+				skipping = false
+				return i + 1, nil, nil
+			}
+			return i + 1, bytes.TrimSuffix(data[:i], []byte{'\r'}), nil
+		}
+		switch {
+		case skipping:
+			return len(data), nil, nil
+		case len(data) >= maxLineBytes:
+			skipping = true
+			return len(data), data[:maxLineBytes], nil
+		case atEOF && len(data) > 0:
+			return len(data), data, nil
+		}
+		return 0, nil, nil
+	}
 }

@@ -1,0 +1,157 @@
+package logrules
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// corpusLogs returns the contents of every log file in our corpus and, when
+// it is there, the shared one, as fuzz seeds.
+func corpusLogs(f *testing.F) []string {
+	var out []string
+	for _, dir := range []string{ownCorpus, sharedCorpus} {
+		paths, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+		for _, p := range paths {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				f.Fatal(err)
+			}
+			out = append(out, string(b))
+		}
+	}
+	return out
+}
+
+func FuzzParseKernelLine(f *testing.F) {
+	for _, s := range []string{
+		"6,1234,5678901,-;eth0: renamed from veth1",
+		"6,1,2,-,caller=T12;msg\n SUBSYSTEM=block",
+		"14,1,9223372036854775,-;x",
+		"6,1,9223372036854776,-;x",
+		"<3>[ 1201.000100] blk_update_request: I/O error, dev xvdf",
+		"[9223372036.854775807] x",
+		"[9223372036.999999999] x",
+		"[ 1.] x", "[.5] x", "[+1.+5] x", "<>[1] x", "<3>", "[", "]", ";", ",,;", "",
+		"Nov 23 10:46:01 node-1 kernel: [12345.678901] INFO: task dockerd:1022 blocked",
+	} {
+		f.Add(s)
+	}
+	for _, log := range corpusLogs(f) {
+		for line := range strings.Lines(log) {
+			f.Add(line)
+		}
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p := ParseKernelLine(s)
+		trimmed := strings.TrimRight(s, "\r\n")
+		if !strings.Contains(trimmed, p.Text) {
+			t.Fatalf("text %q is not part of the input %q", p.Text, s)
+		}
+		if p.Program != "" && p.Format != FormatSyslog {
+			t.Fatalf("%q: program %q outside a syslog line", s, p.Program)
+		}
+		if p.Priority < -1 || p.Priority > 7 {
+			t.Fatalf("priority %d out of range", p.Priority)
+		}
+		switch p.Format {
+		case FormatKmsg:
+			if !p.HasTime || p.Monotonic < 0 {
+				t.Fatalf("kmsg record %q: HasTime %v, Monotonic %v", s, p.HasTime, p.Monotonic)
+			}
+			if p.Priority < 0 {
+				t.Fatalf("kmsg record %q without a priority", s)
+			}
+			if strings.Contains(p.Text, "\n") {
+				t.Fatalf("kmsg text %q keeps a continuation line", p.Text)
+			}
+		case FormatDmesg:
+			if !p.HasTime || p.Monotonic < 0 {
+				t.Fatalf("dmesg line %q: HasTime %v, Monotonic %v", s, p.HasTime, p.Monotonic)
+			}
+		case FormatSyslog:
+			if p.Program == "" || p.Priority != -1 || (p.HasTime && p.Monotonic < 0) {
+				t.Fatalf("syslog line %q parsed as %+v", s, p)
+			}
+		case FormatPlain:
+			if p.HasTime || p.Priority != -1 || p.Text != trimmed {
+				t.Fatalf("plain line %q parsed as %+v", s, p)
+			}
+		default:
+			t.Fatalf("format %d", p.Format)
+		}
+	})
+}
+
+var uidShape = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+var cidShape = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+func FuzzParseCgroupPath(f *testing.F) {
+	for _, s := range []string{
+		"/kubepods/burstable/pod" + testUID + "/" + testCID,
+		"/kubepods/pod" + testUID + "/" + testCID,
+		"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + testUIDu + ".slice/cri-containerd-" + testCID + ".scope",
+		"/kubepods.slice/kubepods-pod" + testUIDu + ".slice/crio-conmon-" + testCID + ".scope",
+		"/kubepods.slice/kubepods-pod" + testUIDu + ".slice",
+		"pod" + testUID + "/-" + testCID,
+		"pod" + testUID[:8] + "_" + testUID[9:] + ".slice.slice",
+		"/user.slice/user-0.slice/session-1.scope", "", "/", "pod", "//pod/",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, path string) {
+		pod, container := ParseCgroupPath(path)
+		if pod != "" && (len(pod) != 36 || !uidShape.MatchString(pod)) {
+			t.Fatalf("ParseCgroupPath(%q) pod UID %q is not a dashed UID", path, pod)
+		}
+		if container != "" && !cidShape.MatchString(container) {
+			t.Fatalf("ParseCgroupPath(%q) container ID %q is not 64 hex digits", path, container)
+		}
+		if container != "" && pod == "" {
+			t.Fatalf("ParseCgroupPath(%q) found container %q outside a pod", path, container)
+		}
+		if pod != "" && !strings.Contains(strings.ReplaceAll(path, "_", "-"), "pod"+pod) {
+			t.Fatalf("ParseCgroupPath(%q) pod UID %q is not in the path", path, pod)
+		}
+		if container != "" && !strings.Contains(path, container) {
+			t.Fatalf("ParseCgroupPath(%q) container ID %q is not in the path", path, container)
+		}
+	})
+}
+
+// FuzzEngineFeed feeds arbitrary text, line by line, to an engine with the
+// default rules, with the clock from the lines (or stepping by step
+// milliseconds, which may go backwards), expiring between lines.
+func FuzzEngineFeed(f *testing.F) {
+	for _, log := range corpusLogs(f) {
+		f.Add(log, int16(1))
+	}
+	for _, l := range ruleCases {
+		f.Add(l.line, int16(0))
+	}
+	f.Add("Kernel panic - not syncing: x\n---[ end Kernel panic - not syncing: x ]---\n", int16(-5))
+	f.Add("unregister_netdevice: waiting for a to become free\n", int16(32767))
+	f.Add("oom-kill:task_memcg=/kubepods/pod"+testUID+"/"+testCID+",pid=1\nTasks in /x are going to be killed due to memory.oom.group set\nKilled process 1 (a)\nKilled process 1 (a)\n", int16(0))
+	f.Fuzz(func(t *testing.T, log string, step int16) {
+		e := defaultEngine(t)
+		now := time.Unix(1_700_000_000, 0)
+		for line := range strings.Lines(log) {
+			p := ParseKernelLine(line)
+			if p.HasTime {
+				now = time.Unix(0, 0).Add(p.Monotonic)
+			} else {
+				now = now.Add(time.Duration(step) * time.Millisecond)
+			}
+			out := e.Expire(now, nil)
+			out = e.Feed(Line{Text: p.Text, Time: now, Source: "fuzz"}, out)
+			for _, fd := range out {
+				if err := fd.Validate(); err != nil {
+					t.Fatalf("line %q made an invalid finding %+v: %v", line, fd, err)
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package logrules
+
+const raceEnabled = false
