@@ -74,9 +74,12 @@ func RunPeriodic(ctx context.Context, period, timeout time.Duration, probe Probe
 			deadline = nil
 			stuck(&ProbeStuck{Since: started})
 		case <-ticker.C:
-			if inflight == nil {
+			switch {
+			case inflight == nil:
 				start()
-			} else {
+			case deadline == nil:
+				// Past its deadline and still running: stuck again. A run
+				// within its timeout is only slow, and is left alone.
 				stuck(&ProbeStuck{Since: started})
 			}
 		}

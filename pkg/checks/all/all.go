@@ -3,6 +3,7 @@ package all
 
 import (
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/checks/disk"
 	"github.com/nodeguard/nodeguard/pkg/checks/journald"
 	"github.com/nodeguard/nodeguard/pkg/checks/kmsg"
 	"github.com/nodeguard/nodeguard/pkg/checks/nic"
@@ -15,4 +16,5 @@ var Registry = checks.Registry{
 	pstore.Registration,
 	journald.Registration,
 	nic.Registration,
+	disk.Registration,
 }

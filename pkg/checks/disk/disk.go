@@ -1,0 +1,322 @@
+// Package disk watches the node's disks for the failures that leave a node
+// Ready while it can no longer run pods: a filesystem the kubelet or the
+// runtime writes to gone read-only, a device that stops completing I/O, and
+// writes that hang.
+package disk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/procfs"
+	"github.com/prometheus/procfs/blockdevice"
+	"go.uber.org/zap"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+)
+
+// Name is the check's name in configuration and metrics.
+const Name = "disk"
+
+// Condition types this check owns.
+const (
+	DiskIOStuck        = "DiskIOStuck"
+	ReadonlyFilesystem = "ReadonlyFilesystem"
+)
+
+// Config is the check's section of the config file.
+type Config struct {
+	// Mounts are paths whose filesystems must be read-write, as the host
+	// sees them.
+	Mounts []string `json:"mounts,omitempty"`
+	// ProbeDirs get a small file written and fsynced every period, as the
+	// agent sees them (hostPath mounts in the DaemonSet).
+	ProbeDirs []string `json:"probeDirs,omitempty"`
+	// Period is how often the mounts, diskstats and probes are looked at.
+	Period checks.Duration `json:"period,omitempty"`
+	// ProbeTimeout is how long a probe write may take before the disk counts
+	// as stuck.
+	ProbeTimeout checks.Duration `json:"probeTimeout,omitempty"`
+	// StuckWindow: a device with I/O in flight and no completions for this
+	// long is stuck.
+	StuckWindow checks.Duration `json:"stuckWindow,omitempty"`
+}
+
+// DefaultConfig watches the filesystems pods depend on. Two minutes of
+// requests in flight with none completing is far past any healthy disk's
+// latency, yet shorter than the kernel's hung-task report.
+func DefaultConfig() *Config {
+	return &Config{
+		Mounts:       []string{"/", "/var/lib/kubelet", "/var/lib/containerd"},
+		ProbeDirs:    []string{"/var/lib/kubelet"},
+		Period:       checks.Duration{Duration: 10 * time.Second},
+		ProbeTimeout: checks.Duration{Duration: 10 * time.Second},
+		StuckWindow:  checks.Duration{Duration: 2 * time.Minute},
+	}
+}
+
+// Validate checks the durations.
+func (c *Config) Validate() error {
+	switch {
+	case c.Period.Duration < 100*time.Millisecond:
+		return &checks.FieldError{Field: "period", Value: c.Period, Reason: "must be at least 100ms"}
+	case c.ProbeTimeout.Duration <= 0:
+		return &checks.FieldError{Field: "probeTimeout", Value: c.ProbeTimeout, Reason: "must be above zero"}
+	case c.StuckWindow.Duration < c.Period.Duration:
+		return &checks.FieldError{Field: "stuckWindow", Value: c.StuckWindow, Reason: "must be at least the period"}
+	}
+	for i, m := range c.Mounts {
+		if !filepath.IsAbs(m) {
+			return &checks.FieldError{Field: fmt.Sprintf("mounts[%d]", i), Value: m, Reason: "must be an absolute path"}
+		}
+	}
+	return nil
+}
+
+// Registration is the check's entry in the registry.
+var Registration = checks.Define(Name, true, DefaultConfig, func(cfg *Config, env checks.Env) (checks.Check, error) {
+	return New(cfg, env)
+})
+
+// Check watches the disks.
+type Check struct {
+	cfg   *Config
+	log   *zap.Logger
+	proc  procfs.FS
+	block blockdevice.FS
+	now   func() time.Time
+}
+
+// New builds the check.
+func New(cfg *Config, env checks.Env) (*Check, error) {
+	procPath, sysPath := env.ProcPath, env.SysPath
+	if procPath == "" {
+		procPath = "/proc"
+	}
+	if sysPath == "" {
+		sysPath = "/sys"
+	}
+	proc, err := procfs.NewFS(procPath)
+	if err != nil {
+		return nil, fmt.Errorf("opening procfs at %s: %w", procPath, err)
+	}
+	block, err := blockdevice.NewFS(procPath, sysPath)
+	if err != nil {
+		return nil, fmt.Errorf("opening block device stats: %w", err)
+	}
+	if env.Now == nil {
+		env.Now = time.Now
+	}
+	return &Check{cfg: cfg, log: env.Log, proc: proc, block: block, now: env.Now}, nil
+}
+
+func (c *Check) Name() string { return Name }
+
+func (c *Check) Conditions() []checks.ConditionDefault {
+	return []checks.ConditionDefault{
+		{Type: DiskIOStuck, Reason: "DiskIOIsFlowing", Message: "the node's disks complete I/O"},
+		{Type: ReadonlyFilesystem, Reason: "FilesystemIsNotReadOnly", Message: "Filesystem is not read-only"},
+	}
+}
+
+// Run watches until ctx ends. The write probe runs in a loop of its own:
+// a write to a hung disk blocks in the kernel, and must not stop the mount
+// and diskstats checks from reporting.
+func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
+	st := &stuckState{emit: emit, now: c.now}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if len(c.cfg.ProbeDirs) == 0 {
+			return
+		}
+		checks.RunPeriodic(ctx, c.cfg.Period.Duration, c.cfg.ProbeTimeout.Duration,
+			func(ctx context.Context) ([]checks.Finding, error) {
+				st.set("probe", c.writeProbes())
+				return nil, nil
+			},
+			emit,
+			func(s *checks.ProbeStuck) {
+				// The message names when the write started, not how long ago,
+				// so that it does not change (and cost a write) every period.
+				st.set("probe", fmt.Sprintf("a write and fsync in %s has not finished within %s; started %s",
+					strings.Join(c.cfg.ProbeDirs, ", "), c.cfg.ProbeTimeout.Duration, s.Since.Format(time.RFC3339)))
+			},
+			func(err error) { c.log.Warn("disk write probe failed", zap.Error(err)) })
+	}()
+	stats := map[string][]ioSample{}
+	err := checks.RunPeriodic(ctx, c.cfg.Period.Duration, c.cfg.Period.Duration,
+		func(ctx context.Context) ([]checks.Finding, error) {
+			ro, err := c.readOnlyMounts()
+			if err != nil {
+				return nil, err
+			}
+			st.set("diskstats", c.stuckDevices(stats))
+			if len(ro) == 0 {
+				return []checks.Finding{checks.Condition(ReadonlyFilesystem, checks.StatusFalse, "MountsAreReadWrite",
+					"read-write: "+strings.Join(c.cfg.Mounts, ", "))}, nil
+			}
+			return []checks.Finding{checks.Condition(ReadonlyFilesystem, checks.StatusTrue, "MountReadOnly", strings.Join(ro, "; "))}, nil
+		},
+		emit,
+		func(s *checks.ProbeStuck) { c.log.Warn("reading mounts or diskstats is stuck", zap.Error(s)) },
+		func(err error) { c.log.Warn("reading mounts or diskstats failed", zap.Error(err)) })
+	wg.Wait()
+	return err
+}
+
+// stuckState combines the two sources of DiskIOStuck (the write probe and
+// diskstats) into one condition.
+type stuckState struct {
+	mu      sync.Mutex
+	emit    func(checks.Finding)
+	now     func() time.Time
+	why     map[string]string
+	emitted bool
+}
+
+func (s *stuckState) set(source, why string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.why == nil {
+		s.why = map[string]string{}
+	}
+	if old, ok := s.why[source]; ok && old == why && s.emitted {
+		return
+	}
+	s.why[source] = why
+	var problems []string
+	for _, src := range []string{"probe", "diskstats"} {
+		if w := s.why[src]; w != "" {
+			problems = append(problems, w)
+		}
+	}
+	f := checks.Condition(DiskIOStuck, checks.StatusFalse, "DiskIOIsFlowing", "the node's disks complete I/O")
+	if len(problems) > 0 {
+		f = checks.Condition(DiskIOStuck, checks.StatusTrue, "DiskIOIsStuck", strings.Join(problems, "; "))
+	}
+	f.Time = s.now()
+	s.emit(f)
+	s.emitted = true
+}
+
+// writeProbes writes, fsyncs and removes a small file in each probe dir,
+// and says what failed. A read-only filesystem is the mount check's to
+// report, not a stuck disk.
+func (c *Check) writeProbes() string {
+	var problems []string
+	for _, dir := range c.cfg.ProbeDirs {
+		if err := writeProbe(dir); err != nil && !errors.Is(err, syscall.EROFS) && !errors.Is(err, fs.ErrNotExist) {
+			problems = append(problems, err.Error())
+		}
+	}
+	return strings.Join(problems, "; ")
+}
+
+func writeProbe(dir string) error {
+	path := filepath.Join(dir, ".nodeguard-probe")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write probe in %s: %w", dir, err)
+	}
+	_, werr := f.WriteString(time.Now().Format(time.RFC3339Nano))
+	serr := f.Sync()
+	cerr := f.Close()
+	os.Remove(path)
+	if err := errors.Join(werr, serr, cerr); err != nil {
+		return fmt.Errorf("write probe in %s: %w", dir, err)
+	}
+	return nil
+}
+
+// readOnlyMounts says which configured paths sit on a read-only mount, as
+// the host's first process sees its mounts.
+func (c *Check) readOnlyMounts() ([]string, error) {
+	mounts, err := c.proc.GetProcMounts(1)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, checks.ErrNoData
+		}
+		return nil, fmt.Errorf("reading the host's mounts: %w", err)
+	}
+	var ro []string
+	for _, path := range c.cfg.Mounts {
+		m := containing(mounts, path)
+		if m == nil {
+			continue
+		}
+		_, mountRO := m.Options["ro"]
+		_, superRO := m.SuperOptions["ro"]
+		if mountRO || superRO {
+			ro = append(ro, fmt.Sprintf("%s is on a read-only %s filesystem (%s mounted at %s)", path, m.FSType, m.Source, m.MountPoint))
+		}
+	}
+	return ro, nil
+}
+
+// containing returns the mount a path is on: the last-mounted one with the
+// longest mount point that is a prefix of the path.
+func containing(mounts []*procfs.MountInfo, path string) *procfs.MountInfo {
+	var best *procfs.MountInfo
+	for _, m := range mounts {
+		mp := m.MountPoint
+		if path != mp && !strings.HasPrefix(path, strings.TrimSuffix(mp, "/")+"/") {
+			continue
+		}
+		if best == nil || len(mp) >= len(best.MountPoint) {
+			best = m
+		}
+	}
+	return best
+}
+
+type ioSample struct {
+	at        time.Time
+	completed uint64
+	inFlight  uint64
+}
+
+// stuckDevices says which block devices have had I/O in flight and no
+// completions for the whole stuck window.
+func (c *Check) stuckDevices(samples map[string][]ioSample) string {
+	stats, err := c.block.ProcDiskstats()
+	if err != nil {
+		return ""
+	}
+	now := c.now()
+	var stuck []string
+	seen := map[string]bool{}
+	for _, d := range stats {
+		name := d.DeviceName
+		seen[name] = true
+		s := ioSample{at: now, completed: d.ReadIOs + d.WriteIOs + d.DiscardIOs + d.FlushRequestsCompleted, inFlight: d.IOsInProgress}
+		list := samples[name]
+		if s.inFlight == 0 || (len(list) > 0 && list[len(list)-1].completed != s.completed) {
+			list = list[:0] // a completion, or nothing waiting: not stuck
+		}
+		if s.inFlight > 0 {
+			list = append(list, s)
+		}
+		samples[name] = list
+		if len(list) > 0 && now.Sub(list[0].at) >= c.cfg.StuckWindow.Duration {
+			stuck = append(stuck, fmt.Sprintf("%s has had %d I/Os in flight and none completed for %s", name, s.inFlight, now.Sub(list[0].at).Round(time.Second)))
+		}
+	}
+	for name := range samples {
+		if !seen[name] {
+			delete(samples, name)
+		}
+	}
+	sort.Strings(stuck)
+	return strings.Join(stuck, "; ")
+}

@@ -1,0 +1,164 @@
+package disk
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+)
+
+const mountinfo = `22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p1 rw,discard
+30 22 259:3 / /var/lib/kubelet rw,relatime shared:2 - xfs /dev/nvme1n1 %s,attr2
+31 30 0:50 / /var/lib/kubelet/pods/abc/volumes/kubernetes.io~secret/token rw,relatime - tmpfs tmpfs rw
+40 22 0:60 / /var/lib/containerd %s,relatime shared:3 - ext4 /dev/nvme2n1 rw
+`
+
+func fakeProc(t *testing.T, kubeletSuper, containerdOpts string, diskstats string) string {
+	t.Helper()
+	proc := t.TempDir()
+	os.MkdirAll(filepath.Join(proc, "1"), 0o755)
+	os.WriteFile(filepath.Join(proc, "1/mountinfo"), []byte(fmt.Sprintf(mountinfo, kubeletSuper, containerdOpts)), 0o644)
+	os.WriteFile(filepath.Join(proc, "diskstats"), []byte(diskstats), 0o644)
+	return proc
+}
+
+func newCheck(t *testing.T, proc string, now *time.Time) *Check {
+	t.Helper()
+	cfg := DefaultConfig()
+	c, err := New(cfg, checks.Env{Log: zaptest.NewLogger(t), ProcPath: proc, SysPath: t.TempDir(), Now: func() time.Time { return *now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestReadOnlyMounts(t *testing.T) {
+	tests := []struct {
+		name                   string
+		kubeletSuper, ctrdOpts string
+		want                   []string
+	}{
+		{"all read-write", "rw", "rw", nil},
+		{"superblock read-only after errors", "ro", "rw", []string{"/var/lib/kubelet is on a read-only xfs filesystem (/dev/nvme1n1 mounted at /var/lib/kubelet)"}},
+		{"mount read-only", "rw", "ro", []string{"/var/lib/containerd is on a read-only ext4 filesystem (/dev/nvme2n1 mounted at /var/lib/containerd)"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			now := time.Unix(1000, 0)
+			c := newCheck(t, fakeProc(t, tt.kubeletSuper, tt.ctrdOpts, ""), &now)
+			got, err := c.readOnlyMounts()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Join(got, "|") != strings.Join(tt.want, "|") {
+				t.Errorf("read-only mounts %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestMissingMountinfoIsNoData(t *testing.T) {
+	now := time.Unix(1000, 0)
+	c := newCheck(t, t.TempDir(), &now)
+	if _, err := c.readOnlyMounts(); err != checks.ErrNoData {
+		t.Errorf("readOnlyMounts without mountinfo = %v, want ErrNoData", err)
+	}
+}
+
+func diskstatsLine(dev string, reads, writes, inFlight int) string {
+	// major minor name reads merged sectors ms writes merged sectors ms inflight io_ms weighted_ms
+	return fmt.Sprintf(" 259 0 %s %d 0 0 0 %d 0 0 0 %d 0 0\n", dev, reads, writes, inFlight)
+}
+
+func TestStuckDevicesFromDiskstats(t *testing.T) {
+	now := time.Unix(1000, 0)
+	proc := fakeProc(t, "rw", "rw", "")
+	c := newCheck(t, proc, &now)
+	samples := map[string][]ioSample{}
+	step := func(stats string) string {
+		os.WriteFile(filepath.Join(proc, "diskstats"), []byte(stats), 0o644)
+		got := c.stuckDevices(samples)
+		now = now.Add(30 * time.Second)
+		return got
+	}
+	// nvme0n1 keeps completing; nvme1n1 has 4 in flight and completes nothing.
+	for i := range 4 {
+		if got := step(diskstatsLine("nvme0n1", 100+i*10, 50+i, 2) + diskstatsLine("nvme1n1", 7, 3, 4)); got != "" {
+			t.Fatalf("after %ds: stuck %q, want none before the 2m window", i*30, got)
+		}
+	}
+	got := step(diskstatsLine("nvme0n1", 200, 60, 2) + diskstatsLine("nvme1n1", 7, 3, 4))
+	if !strings.Contains(got, "nvme1n1 has had 4 I/Os in flight and none completed for 2m0s") || strings.Contains(got, "nvme0n1") {
+		t.Errorf("stuck = %q, want nvme1n1 only", got)
+	}
+	// One completion clears it.
+	if got := step(diskstatsLine("nvme1n1", 8, 3, 4)); got != "" {
+		t.Errorf("after a completion stuck = %q, want none", got)
+	}
+}
+
+func TestWriteProbeAndStuckStateCombine(t *testing.T) {
+	var got []checks.Finding
+	now := time.Unix(1000, 0)
+	st := &stuckState{emit: func(f checks.Finding) { got = append(got, f) }, now: func() time.Time { return now }}
+	st.set("probe", "")
+	st.set("diskstats", "")
+	st.set("probe", "a write hangs")
+	st.set("diskstats", "sdb stuck")
+	st.set("probe", "")
+	st.set("diskstats", "")
+	var states []string
+	for _, f := range got {
+		states = append(states, string(f.Status)+":"+f.Message)
+	}
+	want := "False:the node's disks complete I/O|False:the node's disks complete I/O|True:a write hangs|True:a write hangs; sdb stuck|True:sdb stuck|False:the node's disks complete I/O"
+	if strings.Join(states, "|") != want {
+		t.Errorf("states\n%s\nwant\n%s", strings.Join(states, "|"), want)
+	}
+
+	dir := t.TempDir()
+	if err := writeProbe(dir); err != nil {
+		t.Errorf("write probe in a writable dir: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".nodeguard-probe")); !os.IsNotExist(err) {
+		t.Error("write probe left its file behind")
+	}
+	if (&Check{cfg: &Config{ProbeDirs: []string{filepath.Join(dir, "missing")}}}).writeProbes() != "" {
+		t.Error("a missing probe dir counted as a stuck disk")
+	}
+}
+
+func TestRunReportsBothConditions(t *testing.T) {
+	now := time.Unix(1000, 0)
+	c := newCheck(t, fakeProc(t, "ro", "rw", diskstatsLine("sda", 1, 1, 0)), &now)
+	c.cfg.ProbeDirs = []string{t.TempDir()}
+	c.cfg.Period = checks.Duration{Duration: 50 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	found := make(chan checks.Finding, 100)
+	done := make(chan error)
+	go func() { done <- c.Run(ctx, func(f checks.Finding) { found <- f }) }()
+	seen := map[string]checks.Finding{}
+	deadline := time.After(5 * time.Second)
+	for len(seen) < 2 {
+		select {
+		case f := <-found:
+			seen[f.Type] = f
+		case <-deadline:
+			t.Fatalf("saw %v", seen)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if seen[ReadonlyFilesystem].Status != checks.StatusTrue || seen[DiskIOStuck].Status != checks.StatusFalse {
+		t.Errorf("ReadonlyFilesystem %s, DiskIOStuck %s; want True and False", seen[ReadonlyFilesystem].Status, seen[DiskIOStuck].Status)
+	}
+}
