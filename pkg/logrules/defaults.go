@@ -32,6 +32,9 @@ func DefaultConditions() []ConditionSpec {
 		{Type: "KernelDeadlock", Reason: "KernelHasNoDeadlock", Message: "kernel has no deadlock"},
 		{Type: "ReadonlyFilesystem", Reason: "FilesystemIsNotReadOnly", Message: "Filesystem is not read-only"},
 		{Type: "FrequentUnregisterNetDevice", Reason: "NoFrequentUnregisterNetDevice", Message: "node is functioning properly"},
+		// Shared with the memcg check, which reads the same leak from the
+		// cgroup tree; the reporter merges the two.
+		{Type: "MemoryCgroupLeak", Reason: "NoMemoryCgroupLeak", Message: "no leaked memory cgroups or slab growth"},
 	}
 }
 
@@ -119,6 +122,13 @@ func DefaultRules() []Rule {
 		event("mce", "MemoryHardwareError", "Hardware Error", `mce: \[Hardware Error\]`),
 		event("gpu-xid", "GPUXid", "NVRM: Xid", `NVRM: Xid \([^)]*\): \d+`),
 		event("slab-alloc-failure", "SlabAllocationFailure", "SLUB: Unable to allocate memory", `SLUB: Unable to allocate memory`),
+		{
+			// The kmem leak of old kernels: slab allocations fail while memory
+			// is free. Clears after an hour without another.
+			Name: "slab-alloc-failure-leak", Source: "kmsg", Kind: checks.KindCondition, Condition: "MemoryCgroupLeak",
+			Reason: "SlabAllocationFailure", Contains: "SLUB: Unable to allocate memory", Pattern: `SLUB: Unable to allocate memory`,
+			ClearAfter: minutes(60),
+		},
 		event("conntrack-full", "ConntrackFull", "table full, dropping packet", `nf_conntrack: (?:nf_conntrack: )?table full, dropping packet`),
 		{
 			Name: "remount-ro", Source: "kmsg", Kind: checks.KindCondition, Condition: "ReadonlyFilesystem",

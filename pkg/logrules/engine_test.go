@@ -248,6 +248,8 @@ var ruleCases = []ruleCase{
 	{"slab-alloc-failure", "SLUB: Unable to allocate memory on node -1 (gfp=0x20)", true},
 	{"slab-alloc-failure", "SLUB: Unable to allocate memory on node -1, gfp=0x8020(GFP_ATOMIC)", true},
 	{"slab-alloc-failure", "SLUB: HWalign=64, Order=0-3, MinObjects=0, CPUs=8, Nodes=1", false},
+	{"slab-alloc-failure-leak", "SLUB: Unable to allocate memory on node -1 (gfp=0x20)", true},
+	{"slab-alloc-failure-leak", "SLUB: HWalign=64, Order=0-3, MinObjects=0, CPUs=8, Nodes=1", false},
 }
 
 // TestDefaultRules runs each default rule on its own over its cases, so a

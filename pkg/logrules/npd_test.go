@@ -70,7 +70,7 @@ func TestNPDKernelMonitorRules(t *testing.T) {
 	for _, c := range e.Conditions() {
 		types = append(types, c.Type)
 	}
-	if strings.Join(types, ",") != "KernelDeadlock,ReadonlyFilesystem,FrequentUnregisterNetDevice,CorruptDockerOverlay2" {
+	if strings.Join(types, ",") != "KernelDeadlock,ReadonlyFilesystem,FrequentUnregisterNetDevice,MemoryCgroupLeak,CorruptDockerOverlay2" {
 		t.Errorf("conditions %v: want the built-in ones once and NPD's new one", types)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/nodeguard/nodeguard/pkg/checks/disk"
 	"github.com/nodeguard/nodeguard/pkg/checks/journald"
 	"github.com/nodeguard/nodeguard/pkg/checks/kmsg"
+	"github.com/nodeguard/nodeguard/pkg/checks/memcg"
 	"github.com/nodeguard/nodeguard/pkg/checks/nic"
 	"github.com/nodeguard/nodeguard/pkg/checks/pstore"
 )
@@ -17,4 +18,5 @@ var Registry = checks.Registry{
 	journald.Registration,
 	nic.Registration,
 	disk.Registration,
+	memcg.Registration,
 }
