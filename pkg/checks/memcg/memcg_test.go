@@ -76,7 +76,9 @@ func TestZombieMemoryCgroups(t *testing.T) {
 	}{
 		{"v1 few zombies", func(h *host) { h.v1(5, "kubepods", "kubepods/pod1", "system.slice") }, checks.StatusFalse, ""},
 		{"v1 many zombies", func(h *host) { h.v1(104, "kubepods", "kubepods/pod1", "system.slice") }, checks.StatusTrue, "100 memory cgroups are dying but not freed (the kernel counts 104"},
-		{"v2 dying descendants", func(h *host) { h.write(filepath.Join(h.root, "cgroup.stat"), "nr_descendants 40\nnr_dying_descendants 150\n") }, checks.StatusTrue, "150 memory cgroups are dying but not freed (cgroup v2 nr_dying_descendants)"},
+		{"v2 dying descendants", func(h *host) {
+			h.write(filepath.Join(h.root, "cgroup.stat"), "nr_descendants 40\nnr_dying_descendants 150\n")
+		}, checks.StatusTrue, "150 memory cgroups are dying but not freed (cgroup v2 nr_dying_descendants)"},
 		{"no cgroups at all", func(h *host) {}, checks.StatusFalse, ""},
 	}
 	for _, tt := range tests {
