@@ -49,8 +49,8 @@ type Cluster struct {
 	// APIPort is the API server's secure port on 127.0.0.1.
 	APIPort int
 
-	etcd      *exec.Cmd
-	apiserver *exec.Cmd
+	etcd      *process
+	apiserver *process
 	apiArgs   []string
 	// CAFile, ClientCA signing pair: to mint more client certificates.
 	caCert *x509.Certificate
@@ -97,7 +97,7 @@ func (c *Cluster) start() error {
 	}
 	etcdClient, etcdPeer := ports[0], ports[1]
 	c.APIPort = ports[2]
-	c.etcd = exec.Command(filepath.Join(c.BinDir, "etcd"),
+	etcd := exec.Command(filepath.Join(c.BinDir, "etcd"),
 		"--name=default",
 		"--data-dir="+filepath.Join(c.Dir, "etcd"),
 		"--listen-client-urls="+loopURL(etcdClient),
@@ -108,7 +108,7 @@ func (c *Cluster) start() error {
 		"--unsafe-no-fsync=true",
 		"--log-level=warn",
 	)
-	if err := c.spawn(c.etcd, "etcd.log"); err != nil {
+	if c.etcd, err = c.spawn(etcd, "etcd.log"); err != nil {
 		return err
 	}
 	if err := waitHTTP(loopURL(etcdClient)+"/health", nil, 30*time.Second); err != nil {
@@ -150,8 +150,9 @@ func (c *Cluster) start() error {
 // StartAPIServer starts kube-apiserver (again) with the same port and
 // certificates and waits until it is ready.
 func (c *Cluster) StartAPIServer() error {
-	c.apiserver = exec.Command(filepath.Join(c.BinDir, "kube-apiserver"), c.apiArgs...)
-	if err := c.spawn(c.apiserver, "kube-apiserver.log"); err != nil {
+	var err error
+	c.apiserver, err = c.spawn(exec.Command(filepath.Join(c.BinDir, "kube-apiserver"), c.apiArgs...), "kube-apiserver.log")
+	if err != nil {
 		return err
 	}
 	tlsConfig, err := rest.TLSConfigFor(c.Config)
@@ -183,36 +184,47 @@ func (c *Cluster) Stop() {
 // APIServerLog returns the end of kube-apiserver's log, for failure messages.
 func (c *Cluster) APIServerLog() string { return c.tail("kube-apiserver.log") }
 
-func stopProcess(cmd *exec.Cmd) error {
-	if cmd == nil || cmd.Process == nil || cmd.ProcessState != nil {
+// process is a started server and a channel closed when it has exited; only
+// spawn's goroutine waits on the command.
+type process struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+func stopProcess(p *process) error {
+	if p == nil {
 		return nil
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
 	select {
-	case <-done:
+	case <-p.exited:
+		return nil
+	default:
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
 	case <-time.After(15 * time.Second):
-		cmd.Process.Kill()
-		<-done
+		p.cmd.Process.Kill()
+		<-p.exited
 	}
 	return nil
 }
 
-func (c *Cluster) spawn(cmd *exec.Cmd, logName string) error {
+func (c *Cluster) spawn(cmd *exec.Cmd, logName string) (*process, error) {
 	f, err := os.OpenFile(filepath.Join(c.Dir, logName), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = f, f
 	// If the test binary dies, so do its servers.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		f.Close()
-		return fmt.Errorf("starting %s: %w", cmd.Path, err)
+		return nil, fmt.Errorf("starting %s: %w", cmd.Path, err)
 	}
-	go func() { cmd.Wait(); f.Close() }()
-	return nil
+	p := &process{cmd: cmd, exited: make(chan struct{})}
+	go func() { cmd.Wait(); f.Close(); close(p.exited) }()
+	return p, nil
 }
 
 func (c *Cluster) tail(logName string) string {
