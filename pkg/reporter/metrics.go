@@ -1,6 +1,8 @@
 package reporter
 
 import (
+	"regexp"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
@@ -12,6 +14,22 @@ import (
 type MetricsSink struct {
 	events     *prometheus.CounterVec
 	conditions *prometheus.GaugeVec
+	diskErrors *prometheus.CounterVec
+}
+
+// diskReasons are the events about a disk, counted per device too.
+var diskReasons = map[string]bool{"IOError": true, "Ext4Error": true, "Ext4Warning": true, "XFSError": true, "NVMeTimeout": true}
+
+// deviceInMessage finds the device a kernel disk error names: "dev sdb,",
+// "(device xvdf)", "EXT4-fs (xvdf)", "XFS (dm-0)", "nvme nvme0:".
+var deviceInMessage = regexp.MustCompile(`(?:\bdev(?:ice)? |EXT4-fs \(|XFS \(|nvme )([a-zA-Z][\w.-]*)`)
+
+// DiskDevice returns the device a disk error event names, or "unknown".
+func DiskDevice(message string) string {
+	if m := deviceInMessage.FindStringSubmatch(message); m != nil {
+		return m[1]
+	}
+	return "unknown"
 }
 
 // NewMetricsSink registers the finding metrics on reg and sets each owned
@@ -27,7 +45,11 @@ func NewMetricsSink(reg prometheus.Registerer, owned []checks.ConditionDefault) 
 			Help: "1 for the status each nodeguard condition type has now, 0 for the others.",
 		}, []string{"condition", "status"}),
 	}
-	reg.MustRegister(m.events, m.conditions)
+	m.diskErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "nodeguard_disk_errors_total",
+		Help: "Kernel disk error events by device and reason (IOError, Ext4Error, Ext4Warning, XFSError, NVMeTimeout).",
+	}, []string{"device", "reason"})
+	reg.MustRegister(m.events, m.conditions, m.diskErrors)
 	for _, d := range owned {
 		m.setStatus(d.Type, checks.StatusFalse)
 	}
@@ -38,6 +60,9 @@ func (m *MetricsSink) Finding(f checks.Finding) {
 	switch f.Kind {
 	case checks.KindEvent:
 		m.events.WithLabelValues(f.Reason).Inc()
+		if diskReasons[f.Reason] {
+			m.diskErrors.WithLabelValues(DiskDevice(f.Message), f.Reason).Inc()
+		}
 	case checks.KindCondition:
 		m.setStatus(f.Type, f.Status)
 	}

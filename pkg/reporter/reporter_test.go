@@ -297,3 +297,30 @@ func TestNodeSinkHeartbeat(t *testing.T) {
 		t.Errorf("heartbeat %v not after transition %v: the heartbeat must move only lastHeartbeatTime", c.LastHeartbeatTime, c.LastTransitionTime)
 	}
 }
+
+func TestDiskErrorsCountedByDevice(t *testing.T) {
+	tests := []struct{ msg, device string }{
+		{"blk_update_request: I/O error, dev xvdf, sector 2048", "xvdf"},
+		{"Buffer I/O error on dev dm-0, logical block 154321, lost async page write", "dm-0"},
+		{"Buffer I/O error on device sdb1, logical block 244183", "sdb1"},
+		{"EXT4-fs error (device xvdf): ext4_find_entry:1436: inode #2", "xvdf"},
+		{"EXT4-fs warning (device nvme1n1p1): ext4_end_bio:343: I/O error 10 writing to inode 12", "nvme1n1p1"},
+		{"XFS (dm-0): metadata I/O error in \"xfs_trans_read_buf_map\"", "dm-0"},
+		{"nvme nvme0: I/O 512 QID 3 timeout, aborting", "nvme0"},
+		{"something else", "unknown"},
+	}
+	for _, tt := range tests {
+		if got := DiskDevice(tt.msg); got != tt.device {
+			t.Errorf("DiskDevice(%q) = %q, want %q", tt.msg, got, tt.device)
+		}
+	}
+	m := NewMetricsSink(prometheus.NewRegistry(), nil)
+	m.Finding(checks.Event(checks.SeverityWarning, "IOError", tests[0].msg))
+	m.Finding(checks.Event(checks.SeverityWarning, "OOMKilling", "Killed process 1 (dev x)"))
+	if got := testutil.ToFloat64(m.diskErrors.WithLabelValues("xvdf", "IOError")); got != 1 {
+		t.Errorf("nodeguard_disk_errors_total{device=xvdf,reason=IOError} = %v, want 1", got)
+	}
+	if got := testutil.CollectAndCount(m.diskErrors); got != 1 {
+		t.Errorf("%d disk error series, want 1: OOMKilling is no disk error", got)
+	}
+}

@@ -52,7 +52,22 @@ func DefaultRules() []logrules.Rule {
 		kubelet("kubelet-closed-connection", "KubeletConnectionLost", "use of closed network connection", `use of closed network connection`),
 		kubelet("kubelet-http2-connection-lost", "KubeletConnectionLost", "http2: client connection lost", `http2: client connection lost`),
 		kubelet("kubelet-pleg-unhealthy", "PLEGUnhealthy", "PLEG is not healthy", `PLEG is not healthy`),
+		{
+			// The memcg/kmem leak's other face: the kubelet or runc cannot
+			// make a pod's cgroup because the kernel has no memory for
+			// another one.
+			Name: "kubelet-cgroup-mkdir-enomem", Source: sourcePrefix + "kubelet.service", Kind: checks.KindCondition,
+			Condition: "MemoryCgroupLeak", Reason: "CgroupMkdirFailed", Contains: "cannot allocate memory",
+			Pattern:    `mkdir \S*(?:cgroup|kubepods)\S*: cannot allocate memory`,
+			ClearAfter: checks.Duration{Duration: time.Hour},
+		},
 	}
+}
+
+// DefaultConditions are the condition types the built-in rules set; the
+// memcg check owns MemoryCgroupLeak too, and the reporter merges them.
+func DefaultConditions() []logrules.ConditionSpec {
+	return []logrules.ConditionSpec{{Type: "MemoryCgroupLeak", Reason: "NoMemoryCgroupLeak", Message: "no leaked memory cgroups or slab growth"}}
 }
 
 // rulesByUnit merges the rules and splits them by the unit they read.
@@ -83,9 +98,10 @@ func (c *Config) engines() (map[string]*logrules.Engine, []checks.ConditionDefau
 	if err != nil {
 		return nil, nil, err
 	}
+	specs := append(DefaultConditions(), c.Conditions...)
 	engines := map[string]*logrules.Engine{}
 	for unit, rules := range byUnit {
-		e, err := logrules.NewEngine(rules, c.Conditions)
+		e, err := logrules.NewEngine(rules, specs)
 		if err != nil {
 			if rerr, ok := err.(*logrules.RuleError); ok {
 				for i, u := range c.Rules {
@@ -99,7 +115,7 @@ func (c *Config) engines() (map[string]*logrules.Engine, []checks.ConditionDefau
 		engines[unit] = e
 	}
 	var conds []checks.ConditionDefault
-	for _, s := range c.Conditions {
+	for _, s := range specs {
 		conds = append(conds, checks.ConditionDefault{Type: s.Type, Reason: s.Reason, Message: s.Message})
 	}
 	return engines, conds, nil

@@ -26,6 +26,7 @@ var kubeletLines = []struct {
 	{`E0114 03:42:33.800000    1095 reflector.go:138] k8s.io/client-go/informers/factory.go:134: Failed to watch *v1.Node: Get "https://10.0.0.1:443/api/v1/nodes": http2: client connection lost`, "KubeletConnectionLost"},
 	{`I1123 10:05:00.000000    1234 kubelet.go:2412] "Skipping pod synchronization" err="PLEG is not healthy: pleg was last seen active 3m5.2s ago; threshold is 3m0s"`, "PLEGUnhealthy"},
 	{`I1123 10:05:01.000000    1234 kubelet_node_status.go:76] "Successfully registered node" node="n1"`, ""},
+	{`E1123 10:06:00.000000    1234 pod_workers.go:1298] "Error syncing pod, skipping" err="failed to ensure that the pod: 5f1c cgroups exist and are correctly applied: failed to create container for [kubepods burstable pod5f1c]: mkdir /sys/fs/cgroup/memory/kubepods/burstable/pod5f1c: cannot allocate memory"`, "MemoryCgroupLeak"},
 }
 
 func TestKubeletLinesFromARealJournal(t *testing.T) {
@@ -77,7 +78,7 @@ func TestKubeletLinesFromARealJournal(t *testing.T) {
 			t.Errorf("finding %+v: want source journal kubelet.service and the entry's time", f)
 		}
 	}
-	if got, want := strings.Join(reasons, ","), "KubeletLeaseUpdateFailed,KubeletLeaseUpdateFailed,KubeletNodeStatusUpdateFailed,KubeletConnectionLost,KubeletConnectionLost,PLEGUnhealthy"; got != want {
+	if got, want := strings.Join(reasons, ","), "KubeletLeaseUpdateFailed,KubeletLeaseUpdateFailed,KubeletNodeStatusUpdateFailed,KubeletConnectionLost,KubeletConnectionLost,PLEGUnhealthy,CgroupMkdirFailed"; got != want {
 		t.Errorf("reasons %s, want %s", got, want)
 	}
 }

@@ -79,6 +79,10 @@ func TestZombieMemoryCgroups(t *testing.T) {
 		{"v2 dying descendants", func(h *host) {
 			h.write(filepath.Join(h.root, "cgroup.stat"), "nr_descendants 40\nnr_dying_descendants 150\n")
 		}, checks.StatusTrue, "150 memory cgroups are dying but not freed (cgroup v2 nr_dying_descendants)"},
+		{"hybrid: memory on v1, counted there", func(h *host) {
+			h.v1(110, "kubepods")
+			h.write(filepath.Join(h.root, "unified/cgroup.stat"), "nr_descendants 4\nnr_dying_descendants 3\n")
+		}, checks.StatusTrue, "108 memory cgroups are dying but not freed (the kernel counts 110"},
 		{"no cgroups at all", func(h *host) {}, checks.StatusFalse, ""},
 	}
 	for _, tt := range tests {
