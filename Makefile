@@ -9,7 +9,7 @@ export GONOSUMDB := github.com/euank/go-kmsg-parser
 # binary is built without it and says so when asked to read the journal.
 TAGS ?= $(shell test -e /usr/include/systemd/sd-journal.h && echo journald)
 
-.PHONY: build run test deps lint test-binaries corpus demo clean
+.PHONY: build run test deps lint test-binaries fuzz bench corpus demo clean
 
 build:
 	$(GO) build -tags "$(TAGS)" -o $(BIN) ./cmd/agent
@@ -36,6 +36,21 @@ lint:
 
 test-binaries:
 	hack/build-test-binaries.sh
+
+# Runs every fuzz target for FUZZTIME each (CI runs their seed corpora as
+# ordinary tests).
+FUZZTIME ?= 30s
+fuzz:
+	@set -e; for pkg in ./pkg/logrules ./pkg/config; do \
+		for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+			echo "fuzz $$pkg $$target"; \
+			$(GO) test -run XXX -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
+
+# Go benchmarks of the rule engine: lines per second and allocations per line.
+bench:
+	$(GO) test -run XXX -bench . -benchmem ./pkg/logrules/
 
 # Scores the replay command against the shared kernel-log corpus.
 corpus: build
