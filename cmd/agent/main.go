@@ -27,6 +27,7 @@ import (
 	"github.com/nodeguard/nodeguard/pkg/checks/all"
 	"github.com/nodeguard/nodeguard/pkg/checks/kmsg"
 	"github.com/nodeguard/nodeguard/pkg/config"
+	"github.com/nodeguard/nodeguard/pkg/kube"
 	"github.com/nodeguard/nodeguard/pkg/logrules"
 	"github.com/nodeguard/nodeguard/pkg/reporter"
 )
@@ -205,6 +206,15 @@ func run(args []string) error {
 		Log: log, NodeName: cfg.NodeName, ProcPath: cfg.ProcPath, SysPath: cfg.SysPath,
 		StateDir: cfg.StateDir, Metrics: reg, Now: time.Now,
 	}
+	var client kubernetes.Interface
+	if !cfg.Standalone {
+		if client, err = kubernetes.NewForConfig(restConfig); err != nil {
+			return fmt.Errorf("making the API client: %w", err)
+		}
+		leases := kube.NewLeaseWatcher(client, cfg.NodeName)
+		go leases.Run(ctx)
+		env.Lease = leases
+	}
 	var (
 		running []checks.Check
 		owned   []checks.ConditionDefault
@@ -227,10 +237,6 @@ func run(args []string) error {
 	if cfg.Standalone {
 		sinks = append(sinks, reporter.NewWriterSink(os.Stdout, cfg.Output))
 	} else {
-		client, err := kubernetes.NewForConfig(restConfig)
-		if err != nil {
-			return fmt.Errorf("making the API client: %w", err)
-		}
 		pods := reporter.NewPodIndex(client, cfg.NodeName)
 		go pods.Run(ctx)
 		nodeSink = reporter.NewNodeSink(client, log, reg, types, reporter.NodeSinkOptions{

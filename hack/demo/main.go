@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -45,6 +46,13 @@ func run() error {
 	name = strings.ToLower(name)
 	if _, err := c.Client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("registering node %s: %w", name, err)
+	}
+	// Play the kubelet's heartbeat once, so that the node has a fresh Lease.
+	duration, now := int32(3600), metav1.NewMicroTime(time.Now())
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "kube-node-lease"},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: &name, LeaseDurationSeconds: &duration, RenewTime: &now}}
+	if _, err := c.Client.CoordinationV1().Leases("kube-node-lease").Create(ctx, lease, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("creating the node's lease: %w", err)
 	}
 	fmt.Printf("demo: registered node %s; starting %s\n", name, agent)
 	cmd := exec.Command(agent, "--kubeconfig="+c.Kubeconfig, "--node-name="+name, "--listen-address=off", "--log-format=console")

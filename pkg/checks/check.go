@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	"go.uber.org/zap"
 )
 
@@ -33,10 +34,21 @@ type Env struct {
 	SysPath  string
 	// StateDir holds small files a check keeps across agent restarts.
 	StateDir string
+	// Lease is the agent's view of this node's Lease; nil when standalone.
+	Lease LeaseView
 	// Metrics is where a check registers metrics of its own.
 	Metrics prometheus.Registerer
 	// Now is the clock; tests replace it.
 	Now func() time.Time
+}
+
+// LeaseView is a read-only view of this node's Lease in kube-node-lease,
+// kept by an informer the wiring owns.
+type LeaseView interface {
+	// NodeLease returns the Lease as last seen and whether it exists;
+	// current says whether the view is up to date (the agent reaches the
+	// API server).
+	NodeLease() (lease *coordinationv1.Lease, exists, current bool)
 }
 
 // FieldError is a configuration error in one field of a check's section. The

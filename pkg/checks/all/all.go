@@ -6,6 +6,7 @@ import (
 	"github.com/nodeguard/nodeguard/pkg/checks/disk"
 	"github.com/nodeguard/nodeguard/pkg/checks/journald"
 	"github.com/nodeguard/nodeguard/pkg/checks/kmsg"
+	"github.com/nodeguard/nodeguard/pkg/checks/lease"
 	"github.com/nodeguard/nodeguard/pkg/checks/memcg"
 	"github.com/nodeguard/nodeguard/pkg/checks/nic"
 	"github.com/nodeguard/nodeguard/pkg/checks/pstore"
@@ -19,4 +20,5 @@ var Registry = checks.Registry{
 	nic.Registration,
 	disk.Registration,
 	memcg.Registration,
+	lease.Registration,
 }

@@ -1,0 +1,117 @@
+// Package lease tells when the kubelet stops renewing its node Lease while
+// the node and this agent's link to the API server are fine: the kubelet,
+// not the network, is the problem (the dead HTTP/2 connection of
+// kubernetes/kubernetes#87615, after which the control plane marks the node
+// lost and starts its pods elsewhere while the originals keep running).
+package lease
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+)
+
+// Name is the check's name in configuration and metrics.
+const Name = "lease"
+
+// KubeletLeaseStale is the condition type this check owns.
+const KubeletLeaseStale = "KubeletLeaseStale"
+
+// Config is the check's section of the config file.
+type Config struct {
+	// Threshold is how old renewTime may be; zero derives it from the
+	// Lease: twice the kubelet's renew interval, which is a quarter of the
+	// lease duration (20 s for the default 40 s lease).
+	Threshold checks.Duration `json:"threshold,omitempty"`
+	// Period is how often the Lease is looked at.
+	Period checks.Duration `json:"period,omitempty"`
+}
+
+// DefaultConfig is the configuration a node gets without a config file.
+func DefaultConfig() *Config {
+	return &Config{Period: checks.Duration{Duration: time.Second}}
+}
+
+// Validate checks the durations.
+func (c *Config) Validate() error {
+	if c.Period.Duration < 100*time.Millisecond {
+		return &checks.FieldError{Field: "period", Value: c.Period, Reason: "must be at least 100ms"}
+	}
+	return nil
+}
+
+// Registration is the check's entry in the registry. Standalone it has no
+// Lease to look at, and reports nothing.
+var Registration = checks.Define(Name, true, DefaultConfig, func(cfg *Config, env checks.Env) (checks.Check, error) {
+	return New(cfg, env), nil
+})
+
+// Check watches the Lease.
+type Check struct {
+	cfg   *Config
+	log   *zap.Logger
+	lease checks.LeaseView
+	now   func() time.Time
+}
+
+// New builds the check.
+func New(cfg *Config, env checks.Env) *Check {
+	if env.Now == nil {
+		env.Now = time.Now
+	}
+	return &Check{cfg: cfg, log: env.Log, lease: env.Lease, now: env.Now}
+}
+
+func (c *Check) Name() string { return Name }
+
+func (c *Check) Conditions() []checks.ConditionDefault {
+	return []checks.ConditionDefault{{Type: KubeletLeaseStale, Reason: "KubeletLeaseFresh", Message: "kubelet renews its node lease"}}
+}
+
+// Run looks at the Lease every period until ctx ends.
+func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
+	if c.lease == nil {
+		<-ctx.Done()
+		return nil
+	}
+	return checks.RunPeriodic(ctx, c.cfg.Period.Duration, c.cfg.Period.Duration,
+		func(context.Context) ([]checks.Finding, error) { return c.probe() },
+		emit,
+		func(s *checks.ProbeStuck) { c.log.Warn("reading the lease is stuck", zap.Error(s)) },
+		func(err error) { c.log.Warn("reading the lease failed", zap.Error(err)) })
+}
+
+func (c *Check) probe() ([]checks.Finding, error) {
+	lease, exists, current := c.lease.NodeLease()
+	if !current {
+		// The agent cannot see the API server either: that is the
+		// network's or the control plane's problem, not the kubelet's.
+		return nil, checks.ErrNoData
+	}
+	if !exists {
+		return []checks.Finding{checks.Condition(KubeletLeaseStale, checks.StatusTrue, "KubeletLeaseMissing",
+			"the node has no Lease in kube-node-lease: the kubelet has not registered or cannot write it")}, nil
+	}
+	threshold := c.cfg.Threshold.Duration
+	if threshold == 0 {
+		duration := 40 * time.Second
+		if lease.Spec.LeaseDurationSeconds != nil && *lease.Spec.LeaseDurationSeconds > 0 {
+			duration = time.Duration(*lease.Spec.LeaseDurationSeconds) * time.Second
+		}
+		threshold = duration / 2
+	}
+	if lease.Spec.RenewTime == nil {
+		return []checks.Finding{checks.Condition(KubeletLeaseStale, checks.StatusTrue, "KubeletLeaseNeverRenewed", "the node's Lease has no renewTime")}, nil
+	}
+	age := c.now().Sub(lease.Spec.RenewTime.Time)
+	if age > threshold {
+		return []checks.Finding{checks.Condition(KubeletLeaseStale, checks.StatusTrue, "KubeletLeaseStale",
+			fmt.Sprintf("kubelet last renewed its lease at %s, more than %s ago, while this agent reaches the API server: the kubelet, not the network, is failing",
+				lease.Spec.RenewTime.UTC().Format(time.RFC3339), threshold))}, nil
+	}
+	return []checks.Finding{checks.Condition(KubeletLeaseStale, checks.StatusFalse, "KubeletLeaseFresh", "kubelet renews its node lease")}, nil
+}
