@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	coordinationv1 "k8s.io/api/coordination/v1"
 	"go.uber.org/zap"
+	coordinationv1 "k8s.io/api/coordination/v1"
 )
 
 // Check is one source of findings. Run sends findings through emit until ctx

@@ -16,7 +16,9 @@ type fakeView struct {
 	exists, current bool
 }
 
-func (f fakeView) NodeLease() (*coordinationv1.Lease, bool, bool) { return f.lease, f.exists, f.current }
+func (f fakeView) NodeLease() (*coordinationv1.Lease, bool, bool) {
+	return f.lease, f.exists, f.current
+}
 
 func leaseRenewed(ago time.Duration, durationSeconds int32, now time.Time) *coordinationv1.Lease {
 	t := metav1.NewMicroTime(now.Add(-ago))
