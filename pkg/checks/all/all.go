@@ -3,6 +3,7 @@ package all
 
 import (
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/checks/cri"
 	"github.com/nodeguard/nodeguard/pkg/checks/disk"
 	"github.com/nodeguard/nodeguard/pkg/checks/journald"
 	"github.com/nodeguard/nodeguard/pkg/checks/kmsg"
@@ -21,4 +22,5 @@ var Registry = checks.Registry{
 	disk.Registration,
 	memcg.Registration,
 	lease.Registration,
+	cri.Registration,
 }
