@@ -5,6 +5,7 @@ import (
 	"github.com/nodeguard/nodeguard/pkg/checks"
 	"github.com/nodeguard/nodeguard/pkg/checks/cri"
 	"github.com/nodeguard/nodeguard/pkg/checks/disk"
+	"github.com/nodeguard/nodeguard/pkg/checks/dns"
 	"github.com/nodeguard/nodeguard/pkg/checks/journald"
 	"github.com/nodeguard/nodeguard/pkg/checks/kmsg"
 	"github.com/nodeguard/nodeguard/pkg/checks/lease"
@@ -23,4 +24,5 @@ var Registry = checks.Registry{
 	memcg.Registration,
 	lease.Registration,
 	cri.Registration,
+	dns.Registration,
 }

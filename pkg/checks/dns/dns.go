@@ -1,0 +1,159 @@
+// Package dns resolves a cluster name through the cluster DNS service from
+// the node, so that a node whose pods cannot resolve anything (a partition
+// from CoreDNS, a broken kube-proxy rule) says so.
+package dns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"sigs.k8s.io/yaml"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+)
+
+// Name is the check's name in configuration and metrics.
+const Name = "dns"
+
+// ClusterDNSUnreachable is the condition type this check owns.
+const ClusterDNSUnreachable = "ClusterDNSUnreachable"
+
+// Config is the check's section of the config file.
+type Config struct {
+	// Name is resolved through the cluster DNS.
+	Name string `json:"name,omitempty"`
+	// Server is the cluster DNS address (host or host:port); empty reads
+	// clusterDNS from the kubelet's config file.
+	Server string `json:"server,omitempty"`
+	// KubeletConfig is the kubelet's config file, for clusterDNS.
+	KubeletConfig    string          `json:"kubeletConfig,omitempty"`
+	Period           checks.Duration `json:"period,omitempty"`
+	Timeout          checks.Duration `json:"timeout,omitempty"`
+	FailureThreshold int             `json:"failureThreshold,omitempty"`
+}
+
+// DefaultConfig resolves the API server's service name, which every cluster
+// DNS serves.
+func DefaultConfig() *Config {
+	return &Config{
+		Name:             "kubernetes.default.svc.cluster.local",
+		KubeletConfig:    "/var/lib/kubelet/config.yaml",
+		Period:           checks.Duration{Duration: 10 * time.Second},
+		Timeout:          checks.Duration{Duration: 2 * time.Second},
+		FailureThreshold: 3,
+	}
+}
+
+// Validate checks the settings.
+func (c *Config) Validate() error {
+	switch {
+	case c.Name == "":
+		return &checks.FieldError{Field: "name", Value: "", Reason: "needs a name to resolve"}
+	case c.Period.Duration < 100*time.Millisecond:
+		return &checks.FieldError{Field: "period", Value: c.Period, Reason: "must be at least 100ms"}
+	case c.Timeout.Duration <= 0:
+		return &checks.FieldError{Field: "timeout", Value: c.Timeout, Reason: "must be above zero"}
+	case c.FailureThreshold < 1:
+		return &checks.FieldError{Field: "failureThreshold", Value: c.FailureThreshold, Reason: "must be at least 1"}
+	}
+	return nil
+}
+
+// Registration is the check's entry in the registry.
+var Registration = checks.Define(Name, true, DefaultConfig, func(cfg *Config, env checks.Env) (checks.Check, error) {
+	return &Check{cfg: cfg, log: env.Log}, nil
+})
+
+// Check resolves the name.
+type Check struct {
+	cfg *Config
+	log *zap.Logger
+}
+
+func (c *Check) Name() string { return Name }
+
+func (c *Check) Conditions() []checks.ConditionDefault {
+	return []checks.ConditionDefault{{Type: ClusterDNSUnreachable, Reason: "ClusterDNSAnswers", Message: "the cluster DNS answers"}}
+}
+
+// Run resolves every period until ctx ends.
+func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
+	failures := 0
+	return checks.RunPeriodic(ctx, c.cfg.Period.Duration, c.cfg.Timeout.Duration+time.Second,
+		func(ctx context.Context) ([]checks.Finding, error) {
+			server, err := c.server()
+			if err != nil {
+				return nil, err
+			}
+			if why := c.resolve(ctx, server); why != "" {
+				failures++
+				if failures < c.cfg.FailureThreshold {
+					return nil, nil
+				}
+				return []checks.Finding{checks.Condition(ClusterDNSUnreachable, checks.StatusTrue, "ClusterDNSUnreachable", why)}, nil
+			}
+			failures = 0
+			return []checks.Finding{checks.Condition(ClusterDNSUnreachable, checks.StatusFalse, "ClusterDNSAnswers",
+				fmt.Sprintf("%s resolves %s", server, c.cfg.Name))}, nil
+		},
+		emit,
+		func(s *checks.ProbeStuck) { c.log.Warn("DNS probe is stuck", zap.Error(s)) },
+		func(err error) { c.log.Warn("DNS probe failed", zap.Error(err)) })
+}
+
+// server returns the DNS address to ask, host:port.
+func (c *Check) server() (string, error) {
+	s := c.cfg.Server
+	if s == "" {
+		b, err := os.ReadFile(c.cfg.KubeletConfig)
+		if errors.Is(err, os.ErrNotExist) {
+			return "", checks.ErrNoData // no kubelet here: nothing to ask
+		}
+		if err != nil {
+			return "", fmt.Errorf("reading kubelet config %s: %w", c.cfg.KubeletConfig, err)
+		}
+		var kc struct {
+			ClusterDNS []string `json:"clusterDNS"`
+		}
+		if err := yaml.Unmarshal(b, &kc); err != nil {
+			return "", fmt.Errorf("reading clusterDNS from %s: %w", c.cfg.KubeletConfig, err)
+		}
+		if len(kc.ClusterDNS) == 0 {
+			return "", checks.ErrNoData
+		}
+		s = kc.ClusterDNS[0]
+	}
+	if _, _, err := net.SplitHostPort(s); err != nil {
+		s = net.JoinHostPort(s, "53")
+	}
+	return s, nil
+}
+
+// resolve asks server for the name over UDP and says what went wrong, or "".
+func (c *Check) resolve(ctx context.Context, server string) string {
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "udp", server)
+	}}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout.Duration)
+	defer cancel()
+	addrs, err := r.LookupHost(ctx, c.cfg.Name)
+	var dnsErr *net.DNSError
+	switch {
+	case err == nil && len(addrs) > 0:
+		return ""
+	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
+		return fmt.Sprintf("%s answers that %s does not exist", server, c.cfg.Name)
+	case errors.As(err, &dnsErr) && dnsErr.IsTimeout, errors.Is(err, context.DeadlineExceeded):
+		return fmt.Sprintf("%s did not answer for %s within %s", server, c.cfg.Name, c.cfg.Timeout.Duration)
+	case err != nil:
+		return fmt.Sprintf("resolving %s through %s failed: %s", c.cfg.Name, server, strings.TrimPrefix(err.Error(), "lookup "))
+	}
+	return fmt.Sprintf("%s gave no address for %s", server, c.cfg.Name)
+}
