@@ -197,9 +197,11 @@ func TestKillNineNeitherRepeatsNorLosesKernelRecords(t *testing.T) {
 	const name = "restart-node"
 	createNode(t, name)
 	state := t.TempDir()
-	// No startAtEnd: the agent reads the backlog, as in production.
-	args := agentArgs(t, state, "", "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address=off")
+	// startAtEnd keeps other tests' records out of the first start; the
+	// restart resumes from the saved position all the same.
+	args := agentArgs(t, state, freshStart, "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address=off")
 	first, _, _ := startAgent(t, args...)
+	waitCondition(t, name, "KernelDeadlock", corev1.ConditionFalse, 20*time.Second)
 
 	before := fmt.Sprintf("restart-test-before-%d", rand.Int64())
 	writeKmsg(t, "<3>NETDEV WATCHDOG: "+before+" (ixgbe): transmit queue 2 timed out\n")

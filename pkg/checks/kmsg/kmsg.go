@@ -44,10 +44,16 @@ type Config struct {
 	// syslog, dmesg or plain form; followed across rotation.
 	Files []FileSource `json:"files,omitempty"`
 	// StartAtEnd ignores the records already in the kernel's ring buffer
-	// when the agent starts. By default the agent reads them, skipping those
-	// it reported before a restart in this boot, so that problems logged
-	// while it was not running are reported once.
+	// when the agent starts for the first time in a boot. By default it
+	// reads them. Either way, after a restart in the same boot it resumes
+	// after the last record it reported, so that problems logged while it
+	// was not running are reported once.
 	StartAtEnd bool `json:"startAtEnd,omitempty"`
+	// BacklogLookback: on the first start in a boot, records older than this
+	// are read but not reported, so that installing the agent on a node up
+	// for weeks does not replay weeks of problems (and flood the event rate
+	// limit).
+	BacklogLookback checks.Duration `json:"backlogLookback,omitempty"`
 	// ExpireInterval is how often conditions with a quiet period are
 	// re-evaluated.
 	ExpireInterval checks.Duration `json:"expireInterval,omitempty"`
@@ -63,7 +69,10 @@ type FileSource struct {
 
 // DefaultConfig is the configuration a node gets without a config file.
 func DefaultConfig() *Config {
-	return &Config{ExpireInterval: checks.Duration{Duration: 10 * time.Second}}
+	return &Config{
+		ExpireInterval:  checks.Duration{Duration: 10 * time.Second},
+		BacklogLookback: checks.Duration{Duration: 10 * time.Minute},
+	}
 }
 
 // Validate compiles the rules so that a bad one fails at start, naming it.
@@ -207,6 +216,11 @@ func (c *Check) runKmsg(ctx context.Context, emit func(checks.Finding)) error {
 	defer expire.Stop()
 	saved := pos.LastSeq
 	defer func() { c.savePosition(pos, &saved) }()
+	// Without a position in this boot, old backlog is read, not reported.
+	var cutoff time.Time
+	if pos.LastSeq < 0 {
+		cutoff = c.now().Add(-c.cfg.BacklogLookback.Duration)
+	}
 	var buf []checks.Finding
 	for {
 		select {
@@ -218,7 +232,10 @@ func (c *Check) runKmsg(ctx context.Context, emit func(checks.Finding)) error {
 			}
 			return err
 		case rec := <-records:
-			buf = engine.Feed(logrules.Line{Text: rec.Message, Time: rec.Received}, buf[:0])
+			buf = buf[:0]
+			if !rec.Received.Before(cutoff) {
+				buf = engine.Feed(logrules.Line{Text: rec.Message, Time: rec.Received}, buf)
+			}
 			for _, f := range buf {
 				f.Source = "kmsg seq " + strconv.FormatUint(rec.Seq, 10)
 				emit(f)

@@ -60,7 +60,7 @@ func runCheck(t *testing.T, c *Check, want int) []checks.Finding {
 }
 
 func TestCheckTurnsRecordsIntoFindings(t *testing.T) {
-	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	now := time.Now()
 	src := feedSource{records: []Record{
 		{Seq: 1, Message: "eth0: renamed from veth1234", Received: now},
 		{Seq: 2, Message: "INFO: task kubelet:881 blocked for more than 120 seconds.", Received: now},
@@ -93,8 +93,8 @@ func TestUserRulesAndDisabledRules(t *testing.T) {
 	cfg.Rules = append(cfg.Rules, logrules.Rule{Name: "custom", Kind: checks.KindCondition, Condition: "CustomProblem",
 		Reason: "FrobnicatorJammed", Contains: "frobnicator jammed", Pattern: `frobnicator jammed on bus \d+`})
 	src := feedSource{records: []Record{
-		{Seq: 1, Message: "INFO: task dd:881 blocked for more than 120 seconds."},
-		{Seq: 2, Message: "frobnicator jammed on bus 3"},
+		{Seq: 1, Message: "INFO: task dd:881 blocked for more than 120 seconds.", Received: time.Now()},
+		{Seq: 2, Message: "frobnicator jammed on bus 3", Received: time.Now()},
 	}}
 	c, err := New(cfg, checks.Env{Log: zaptest.NewLogger(t)}, src)
 	if err != nil {
@@ -165,9 +165,11 @@ func TestRestartResumesAfterLastReportedRecordInTheSameBoot(t *testing.T) {
 	bootFile := proc + "/sys/kernel/random/boot_id"
 	os.MkdirAll(proc+"/sys/kernel/random", 0o755)
 	hung := func(seq uint64) Record {
-		return Record{Seq: seq, Message: fmt.Sprintf("INFO: task dd:%d blocked for more than 120 seconds.", seq)}
+		return Record{Seq: seq, Message: fmt.Sprintf("INFO: task dd:%d blocked for more than 120 seconds.", seq), Received: time.Now()}
 	}
-	src := feedSource{records: []Record{hung(10), hung(11)}}
+	old := hung(9)
+	old.Received = time.Now().Add(-time.Hour) // before the backlog lookback
+	src := feedSource{records: []Record{old, hung(10), hung(11)}}
 	state := t.TempDir()
 	env := checks.Env{Log: zaptest.NewLogger(t), StateDir: state, ProcPath: proc}
 

@@ -59,7 +59,8 @@ func newSourceMetrics(reg prometheus.Registerer) *sourceMetrics {
 type devKmsg struct {
 	log     *zap.Logger
 	metrics *sourceMetrics
-	// startAtEnd skips the records already in the ring buffer.
+	// startAtEnd skips the records already in the ring buffer, unless there
+	// is a position to resume from.
 	startAtEnd bool
 	now        func() time.Time
 }
@@ -85,7 +86,7 @@ func (l parserLogger) Warningf(f string, a ...any) {
 
 func (d *devKmsg) Run(ctx context.Context, after int, out chan<- Record) error {
 	lastSeq := after
-	seekEnd := d.startAtEnd
+	seekEnd := d.startAtEnd && after < 0
 	for {
 		err := d.readOnce(ctx, out, seekEnd, &lastSeq)
 		if ctx.Err() != nil {
