@@ -518,16 +518,16 @@ func TestLoadFullFile(t *testing.T) {
 	if !ok {
 		t.Fatalf("kmsg config is %T", c.CheckConfigs[kmsg.Name])
 	}
-	want := &kmsg.Config{
-		Rules: []logrules.Rule{{
-			Name: "widget-jam", Kind: checks.KindCondition, Condition: "WidgetJammed", Reason: "WidgetJam",
-			Contains: "widget", Pattern: `widget \d+ jammed`,
-			ClearAfter: checks.Duration{Duration: time.Hour},
-		}},
-		DisableRules:   []string{"ext4-warning"},
-		Conditions:     []logrules.ConditionSpec{{Type: "WidgetJammed", Reason: "WidgetsTurning", Message: "every widget turns"}},
-		ExpireInterval: checks.Duration{Duration: time.Minute},
-	}
+	// The file's fields over the check's defaults.
+	want := kmsg.DefaultConfig()
+	want.Rules = []logrules.Rule{{
+		Name: "widget-jam", Kind: checks.KindCondition, Condition: "WidgetJammed", Reason: "WidgetJam",
+		Contains: "widget", Pattern: `widget \d+ jammed`,
+		ClearAfter: checks.Duration{Duration: time.Hour},
+	}}
+	want.DisableRules = []string{"ext4-warning"}
+	want.Conditions = []logrules.ConditionSpec{{Type: "WidgetJammed", Reason: "WidgetsTurning", Message: "every widget turns"}}
+	want.ExpireInterval = checks.Duration{Duration: time.Minute}
 	if !reflect.DeepEqual(kc, want) {
 		t.Errorf("kmsg config:\n got  %+v\n want %+v", kc, want)
 	}
