@@ -206,13 +206,15 @@ func run(args []string) error {
 		Log: log, NodeName: cfg.NodeName, ProcPath: cfg.ProcPath, SysPath: cfg.SysPath,
 		StateDir: cfg.StateDir, Metrics: reg, Now: time.Now,
 	}
-	var client kubernetes.Interface
+	var (
+		client kubernetes.Interface
+		leases *kube.LeaseWatcher
+	)
 	if !cfg.Standalone {
 		if client, err = kubernetes.NewForConfig(restConfig); err != nil {
 			return fmt.Errorf("making the API client: %w", err)
 		}
-		leases := kube.NewLeaseWatcher(client, cfg.NodeName)
-		go leases.Run(ctx)
+		leases = kube.NewLeaseWatcher(client, cfg.NodeName)
 		env.Lease = leases
 	}
 	var (
@@ -249,6 +251,8 @@ func run(args []string) error {
 			Pods:             pods,
 		})
 		sinks = append(sinks, nodeSink, logSink{log})
+		leases.Observe = nodeSink.ObserveAPI
+		go leases.Run(ctx)
 	}
 	rep := reporter.New(log, owned, sinks...)
 

@@ -27,6 +27,9 @@ const NodeLeaseNamespace = "kube-node-lease"
 type LeaseWatcher struct {
 	informer cache.SharedIndexInformer
 	name     string
+	// Observe, when set before Run, is told the result of every list and
+	// watch, for the agent's view of the API server's reachability.
+	Observe func(error)
 
 	mu        sync.Mutex
 	lastOK    time.Time
@@ -67,6 +70,9 @@ func NewLeaseWatcher(client kubernetes.Interface, nodeName string) *LeaseWatcher
 }
 
 func (w *LeaseWatcher) record(err error) {
+	if w.Observe != nil {
+		w.Observe(err)
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err != nil {

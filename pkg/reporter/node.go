@@ -60,6 +60,8 @@ type NodeSink struct {
 	recorder    record.EventRecorder
 	broadcaster record.EventBroadcaster
 
+	reach *reachability
+
 	mu sync.Mutex
 	// desired holds every owned type once the node has been read; before that
 	// only the types a finding has set.
@@ -120,7 +122,7 @@ func NewNodeSink(client kubernetes.Interface, log *zap.Logger, reg prometheus.Re
 	// Recording starts now, not in Run, so that no event emitted before Run
 	// starts is dropped for want of a watcher.
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
-	return &NodeSink{
+	s := &NodeSink{
 		client:      client,
 		opts:        opts,
 		log:         log,
@@ -131,7 +133,16 @@ func NewNodeSink(client kubernetes.Interface, log *zap.Logger, reg prometheus.Re
 		desired:     map[string]corev1.NodeCondition{},
 		wake:        make(chan struct{}, 1),
 	}
+	s.reach = newReachability(log, reg, func(eventType, reason, message string) {
+		s.recorder.Event(s.nodeRef(), eventType, reason, Truncate(message, MaxMessageBytes))
+	})
+	return s
 }
+
+// ObserveAPI takes the result of one of the agent's requests to the API
+// server, for its view of whether the server is reachable. The sink's own
+// writes are observed already; other users (the Lease watch) call this.
+func (s *NodeSink) ObserveAPI(err error) { s.reach.observe(err) }
 
 // nodeRef is the object events are about. Like the kubelet, it uses the node's
 // name as its UID, which is what `kubectl describe node` searches for.
@@ -226,6 +237,9 @@ func (s *NodeSink) Run(ctx context.Context) error {
 		}
 		err := s.write(ctx)
 		lastWrite = time.Now()
+		if ctx.Err() == nil {
+			s.reach.observe(err)
+		}
 		if err != nil {
 			owed = true
 			s.metrics.writes.WithLabelValues("error").Inc()
@@ -265,6 +279,9 @@ func (s *NodeSink) syncFromNode(ctx context.Context) error {
 		reqCtx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 		node, err := s.client.CoreV1().Nodes().Get(reqCtx, s.opts.NodeName, metav1.GetOptions{})
 		cancel()
+		if ctx.Err() == nil {
+			s.reach.observe(err)
+		}
 		if err == nil {
 			s.adopt(node.Status.Conditions)
 			return nil

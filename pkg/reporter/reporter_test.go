@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,7 +15,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap/zaptest"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
@@ -322,5 +325,31 @@ func TestDiskErrorsCountedByDevice(t *testing.T) {
 	}
 	if got := testutil.CollectAndCount(m.diskErrors); got != 1 {
 		t.Errorf("%d disk error series, want 1: OOMKilling is no disk error", got)
+	}
+}
+
+func TestReachabilityReportsEachOutageOnceItEnds(t *testing.T) {
+	type ev struct{ reason, msg string }
+	var got []ev
+	r := newReachability(zaptest.NewLogger(t), prometheus.NewRegistry(), func(_, reason, msg string) { got = append(got, ev{reason, msg}) })
+	notFound := apierrors.NewNotFound(schema.GroupResource{Resource: "nodes"}, "n1")
+	refused := errors.New("dial tcp 127.0.0.1:6443: connect: connection refused")
+	r.observe(nil)
+	r.observe(notFound) // the server answered: not an outage
+	if testutil.ToFloat64(r.up) != 1 {
+		t.Error("a 404 counted as the server being unreachable")
+	}
+	r.observe(refused)
+	r.observe(apierrors.NewServiceUnavailable("etcd is gone"))
+	if testutil.ToFloat64(r.up) != 0 || len(got) != 0 {
+		t.Errorf("during the outage: reachable=%v, events %v; want 0 and none yet", testutil.ToFloat64(r.up), got)
+	}
+	r.observe(nil)
+	r.observe(nil)
+	if len(got) != 1 || got[0].reason != "APIServerUnreachable" || !strings.Contains(got[0].msg, "etcd is gone") {
+		t.Errorf("after the outage: %v, want one APIServerUnreachable event naming the last error", got)
+	}
+	if testutil.ToFloat64(r.outages) != 1 || testutil.ToFloat64(r.up) != 1 {
+		t.Errorf("outages %v, reachable %v; want 1 and 1", testutil.ToFloat64(r.outages), testutil.ToFloat64(r.up))
 	}
 }

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -146,6 +147,12 @@ func TestConditionSurvivesAPIServerOutage(t *testing.T) {
 	// client-go's event broadcaster retries on its own schedule (every 10 s).
 	_, took = waitEvent(t, name, "DuringOutage", "while the API server was down", 30*time.Second)
 	t.Logf("outage event delivered %s after the API server was ready again", took)
+	// The outage itself, reported once the server answers, with its length.
+	ev, _ := waitEvent(t, name, "APIServerUnreachable", "could not reach the API server", 10*time.Second)
+	t.Logf("outage reported: %s", ev.Message)
+	if !strings.Contains(ev.Message, "for 2") && !strings.Contains(ev.Message, "for 1") {
+		t.Errorf("APIServerUnreachable %q does not give the ~20 s outage's length", ev.Message)
+	}
 
 	ctx := context.Background()
 	if _, err := c.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{}); err != nil {

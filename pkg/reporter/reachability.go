@@ -1,0 +1,84 @@
+package reporter
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+)
+
+// reachability is the agent's own view of the API server, from the results
+// of its requests (status writes, the Lease watch). An outage cannot be
+// reported through the API server while it lasts, so it goes to the log and
+// metrics at once, and to the Node as one event, with its start and length,
+// when the server answers again.
+type reachability struct {
+	log     *zap.Logger
+	record  func(eventType, reason, message string)
+	up      prometheus.Gauge
+	outages prometheus.Counter
+
+	mu      sync.Mutex
+	down    bool
+	since   time.Time
+	lastErr error
+}
+
+func newReachability(log *zap.Logger, reg prometheus.Registerer, record func(eventType, reason, message string)) *reachability {
+	r := &reachability{log: log, record: record,
+		up: prometheus.NewGauge(prometheus.GaugeOpts{Name: "nodeguard_apiserver_reachable",
+			Help: "1 while the agent's requests reach the API server, 0 during an outage."}),
+		outages: prometheus.NewCounter(prometheus.CounterOpts{Name: "nodeguard_apiserver_outages_total",
+			Help: "Times the agent lost the API server and got it back."}),
+	}
+	r.up.Set(1)
+	reg.MustRegister(r.up, r.outages)
+	return r
+}
+
+// unreachable tells an error that says the server was not reached (a
+// connection refused or reset, a timeout, an overloaded or failing server)
+// from one the server gave on purpose (not found, forbidden, invalid).
+func unreachable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		code := status.Status().Code
+		return code >= 500 || code == 429 || code == 0
+	}
+	return true // no answer from the server at all: refused, reset, timed out
+}
+
+// observe takes the result of one request.
+func (r *reachability) observe(err error) {
+	if err != nil && !unreachable(err) {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	switch {
+	case err != nil && !r.down:
+		r.down, r.since, r.lastErr = true, now, err
+		r.up.Set(0)
+		r.log.Warn("the API server is unreachable from this node", zap.Error(err))
+	case err != nil:
+		r.lastErr = err
+	case r.down:
+		r.down = false
+		r.up.Set(1)
+		r.outages.Inc()
+		lasted := now.Sub(r.since).Round(time.Second)
+		r.log.Info("the API server is reachable again", zap.Duration("outage", lasted), zap.Time("since", r.since))
+		r.record(corev1.EventTypeWarning, "APIServerUnreachable", fmt.Sprintf(
+			"this node could not reach the API server from %s for %s (last error: %v)",
+			r.since.UTC().Format(time.RFC3339), lasted, r.lastErr))
+	}
+}
