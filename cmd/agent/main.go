@@ -234,6 +234,12 @@ func run(args []string) error {
 	}
 
 	types := reporter.UniqueDefaults(owned)
+	// The remediation sink reports its events through the reporter it is a
+	// sink of; it does so from its own goroutine, never inside Finding.
+	var (
+		rep       *reporter.Reporter
+		restarter *reporter.KubeletRestarter
+	)
 	sinks := []reporter.Sink{reporter.NewMetricsSink(reg, types)}
 	var nodeSink *reporter.NodeSink
 	if cfg.Standalone {
@@ -253,8 +259,18 @@ func run(args []string) error {
 		sinks = append(sinks, nodeSink, logSink{log})
 		leases.Observe = nodeSink.ObserveAPI
 		go leases.Run(ctx)
+		if rk := cfg.Remediation.RestartKubelet; rk.Enabled {
+			restarter = reporter.NewKubeletRestarter(reporter.RestartKubeletOptions{
+				Unit: rk.Unit, When: rk.When, After: rk.After.Duration, Cooldown: rk.Cooldown.Duration, Timeout: rk.Timeout.Duration,
+			}, reporter.SystemdRestarter{}, kube.StaleLeases{Client: client, NodeName: cfg.NodeName},
+				func(f checks.Finding) { f.Check = "remediation"; f.Time = time.Now(); rep.Report(f) }, log, reg)
+			sinks = append(sinks, restarter)
+		}
 	}
-	rep := reporter.New(log, owned, sinks...)
+	rep = reporter.New(log, owned, sinks...)
+	if restarter != nil {
+		go restarter.Run(ctx)
+	}
 
 	health := newHealth()
 	if cfg.ListenAddress != "" {

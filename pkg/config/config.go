@@ -39,8 +39,9 @@ type Config struct {
 	ProcPath string `json:"procPath,omitempty"`
 	SysPath  string `json:"sysPath,omitempty"`
 	// StateDir keeps small state files across restarts.
-	StateDir string         `json:"stateDir,omitempty"`
-	Reporter ReporterConfig `json:"reporter"`
+	StateDir    string            `json:"stateDir,omitempty"`
+	Reporter    ReporterConfig    `json:"reporter"`
+	Remediation RemediationConfig `json:"remediation"`
 	// Checks holds each check's section, keyed by check name. Every section
 	// takes "enabled" besides the check's own fields.
 	Checks map[string]json.RawMessage `json:"checks,omitempty"`
@@ -64,6 +65,23 @@ type ReporterConfig struct {
 	ClientBurst int     `json:"clientBurst,omitempty"`
 }
 
+// RemediationConfig holds the opt-in actions nodeguard takes on the node.
+type RemediationConfig struct {
+	RestartKubelet RestartKubeletConfig `json:"restartKubelet"`
+}
+
+// RestartKubeletConfig restarts the kubelet through systemd when a
+// condition that blames it has held for After, at most once per Cooldown.
+// Off by default: it needs the host's D-Bus socket and a privileged pod.
+type RestartKubeletConfig struct {
+	Enabled  bool            `json:"enabled,omitempty"`
+	Unit     string          `json:"unit,omitempty"`
+	When     []string        `json:"when,omitempty"`
+	After    checks.Duration `json:"after,omitempty"`
+	Cooldown checks.Duration `json:"cooldown,omitempty"`
+	Timeout  checks.Duration `json:"timeout,omitempty"`
+}
+
 // Default returns the configuration a node gets with no file and no flags.
 func Default(registry checks.Registry) *Config {
 	c := &Config{
@@ -82,6 +100,13 @@ func Default(registry checks.Registry) *Config {
 			ClientQPS:        5,
 			ClientBurst:      10,
 		},
+		Remediation: RemediationConfig{RestartKubelet: RestartKubeletConfig{
+			Unit:     "kubelet.service",
+			When:     []string{"KubeletLeaseStale"},
+			After:    checks.Duration{Duration: 2 * time.Minute},
+			Cooldown: checks.Duration{Duration: 30 * time.Minute},
+			Timeout:  checks.Duration{Duration: time.Minute},
+		}},
 		Enabled:      map[string]bool{},
 		CheckConfigs: map[string]any{},
 	}
@@ -221,6 +246,19 @@ func (c *Config) Validate() error {
 		{"reporter.eventBurst", c.Reporter.EventBurst > 0, c.Reporter.EventBurst},
 		{"reporter.clientQPS", c.Reporter.ClientQPS > 0, c.Reporter.ClientQPS},
 		{"reporter.clientBurst", c.Reporter.ClientBurst > 0, c.Reporter.ClientBurst},
+	}
+	if rk := c.Remediation.RestartKubelet; rk.Enabled {
+		positive = append(positive, []struct {
+			field string
+			ok    bool
+			value any
+		}{
+			{"remediation.restartKubelet.after", rk.After.Duration > 0, rk.After},
+			{"remediation.restartKubelet.cooldown", rk.Cooldown.Duration > 0, rk.Cooldown},
+			{"remediation.restartKubelet.timeout", rk.Timeout.Duration > 0, rk.Timeout},
+			{"remediation.restartKubelet.unit", rk.Unit != "", rk.Unit},
+			{"remediation.restartKubelet.when", len(rk.When) > 0, rk.When},
+		}...)
 	}
 	for _, p := range positive {
 		if !p.ok {

@@ -1,0 +1,176 @@
+package reporter
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+)
+
+// UnitRestarter restarts a systemd unit; the real one talks to systemd over
+// D-Bus, tests use a double.
+type UnitRestarter interface {
+	RestartUnit(ctx context.Context, unit string) (result string, err error)
+}
+
+// StaleLeaseCounter counts nodes other than this one whose Lease is stale,
+// so that a control-plane problem, which stales every lease at once, is not
+// mistaken for this node's kubelet.
+type StaleLeaseCounter interface {
+	OtherStaleLeases(ctx context.Context) (int, error)
+}
+
+// RestartKubeletOptions configure the opt-in kubelet restart.
+type RestartKubeletOptions struct {
+	Unit string
+	// When is the condition type that, held True for After, triggers it.
+	When  []string
+	After time.Duration
+	// Cooldown is the least time between two restarts.
+	Cooldown time.Duration
+	// Timeout bounds the restart job.
+	Timeout time.Duration
+}
+
+// KubeletRestarter is a sink that restarts the kubelet when a condition that
+// says the kubelet is stuck (KubeletLeaseStale: the known workaround for
+// kubernetes/kubernetes#87615) has held for a while, at most once per
+// cooldown, with an event before and after. It acts from a goroutine of its
+// own: Finding only notes the state, so the reporter's lock is never held
+// across a restart.
+type KubeletRestarter struct {
+	opts     RestartKubeletOptions
+	restart  UnitRestarter
+	leases   StaleLeaseCounter
+	report   func(checks.Finding)
+	log      *zap.Logger
+	attempts *prometheus.CounterVec
+
+	mu    sync.Mutex
+	since map[string]time.Time // condition type -> when it turned True
+	last  time.Time            // last restart
+	wake  chan struct{}
+}
+
+// NewKubeletRestarter returns the sink; report is where its events go (the
+// reporter's Report). leases may be nil when the agent cannot see other
+// nodes' leases.
+func NewKubeletRestarter(opts RestartKubeletOptions, restart UnitRestarter, leases StaleLeaseCounter, report func(checks.Finding), log *zap.Logger, reg prometheus.Registerer) *KubeletRestarter {
+	k := &KubeletRestarter{opts: opts, restart: restart, leases: leases, report: report, log: log,
+		since: map[string]time.Time{}, wake: make(chan struct{}, 1),
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nodeguard_remediation_actions_total",
+			Help: "Remediation decisions, by action and result (restarted, failed, refused, cooling).",
+		}, []string{"action", "result"}),
+	}
+	reg.MustRegister(k.attempts)
+	return k
+}
+
+func (k *KubeletRestarter) Finding(f checks.Finding) {
+	if f.Kind != checks.KindCondition || !k.watches(f.Type) {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if f.Status == checks.StatusTrue {
+		if _, ok := k.since[f.Type]; !ok {
+			k.since[f.Type] = time.Now()
+		}
+	} else {
+		delete(k.since, f.Type)
+	}
+	select {
+	case k.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (k *KubeletRestarter) watches(t string) bool {
+	for _, w := range k.opts.When {
+		if w == t {
+			return true
+		}
+	}
+	return false
+}
+
+// due returns the condition that has held long enough, and when a restart
+// may next happen.
+func (k *KubeletRestarter) due(now time.Time) (string, time.Duration) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	wait := time.Duration(-1)
+	for t, since := range k.since {
+		held := now.Sub(since)
+		if held < k.opts.After {
+			if w := k.opts.After - held; wait < 0 || w < wait {
+				wait = w
+			}
+			continue
+		}
+		if !k.last.IsZero() && now.Sub(k.last) < k.opts.Cooldown {
+			k.attempts.WithLabelValues("restart-kubelet", "cooling").Inc()
+			return "", k.opts.Cooldown - now.Sub(k.last)
+		}
+		return t, 0
+	}
+	return "", wait
+}
+
+// Run acts until ctx ends.
+func (k *KubeletRestarter) Run(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		cond, wait := k.due(time.Now())
+		if cond != "" {
+			k.act(ctx, cond)
+			continue
+		}
+		if wait < 0 {
+			wait = time.Hour
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-k.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+func (k *KubeletRestarter) act(ctx context.Context, cond string) {
+	k.mu.Lock()
+	k.last = time.Now()
+	held := time.Since(k.since[cond]).Round(time.Second)
+	k.mu.Unlock()
+	if k.leases != nil {
+		n, err := k.leases.OtherStaleLeases(ctx)
+		if err == nil && n > 0 {
+			k.attempts.WithLabelValues("restart-kubelet", "refused").Inc()
+			k.report(checks.Event(checks.SeverityWarning, "KubeletRestartRefused", fmt.Sprintf(
+				"%s has held for %s, but %d other nodes' leases are stale too: the control plane, not this kubelet, is the likely cause; not restarting %s",
+				cond, held, n, k.opts.Unit)))
+			return
+		}
+	}
+	k.report(checks.Event(checks.SeverityWarning, "KubeletRestarting", fmt.Sprintf("%s has held for %s; restarting %s", cond, held, k.opts.Unit)))
+	rctx, cancel := context.WithTimeout(ctx, k.opts.Timeout)
+	defer cancel()
+	result, err := k.restart.RestartUnit(rctx, k.opts.Unit)
+	if err != nil || result != "done" {
+		k.attempts.WithLabelValues("restart-kubelet", "failed").Inc()
+		k.log.Error("restarting the kubelet failed", zap.String("unit", k.opts.Unit), zap.String("result", result), zap.Error(err))
+		k.report(checks.Event(checks.SeverityWarning, "KubeletRestartFailed", fmt.Sprintf("restarting %s: result %q, error %v", k.opts.Unit, result, err)))
+		return
+	}
+	k.attempts.WithLabelValues("restart-kubelet", "restarted").Inc()
+	k.report(checks.Event(checks.SeverityInfo, "KubeletRestarted", fmt.Sprintf("restarted %s after %s held for %s", k.opts.Unit, cond, held)))
+}

@@ -1,0 +1,142 @@
+package integration
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap/zaptest"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/reporter"
+)
+
+// fakeSystemd stands in for systemd's D-Bus unit manager.
+type fakeSystemd struct{ restarts atomic.Int32 }
+
+func (f *fakeSystemd) RestartUnit(ctx context.Context, unit string) (string, error) {
+	if unit != "kubelet.service" {
+		return "failed", nil
+	}
+	f.restarts.Add(1)
+	return "done", nil
+}
+
+type staleCount int
+
+func (s staleCount) OtherStaleLeases(context.Context) (int, error) { return int(s), nil }
+
+// runRemediation wires a check, the reporter, the node sink and the kubelet
+// restarter as cmd/agent does, with systemd replaced.
+func runRemediation(t *testing.T, nodeName string, check checks.Check, sd *fakeSystemd, others int, enabled bool) {
+	t.Helper()
+	log := zaptest.NewLogger(t)
+	client, err := kubernetes.NewForConfig(cluster.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	owned := check.Conditions()
+	sink := reporter.NewNodeSink(client, log, reg, owned, reporter.NodeSinkOptions{NodeName: nodeName})
+	sinks := []reporter.Sink{sink}
+	var rep *reporter.Reporter
+	var restarter *reporter.KubeletRestarter
+	if enabled {
+		restarter = reporter.NewKubeletRestarter(reporter.RestartKubeletOptions{
+			Unit: "kubelet.service", When: []string{"KubeletLeaseStale"}, After: time.Second, Cooldown: 3 * time.Second, Timeout: time.Second,
+		}, sd, staleCount(others), func(f checks.Finding) { f.Check = "remediation"; f.Time = time.Now(); rep.Report(f) }, log, reg)
+		sinks = append(sinks, restarter)
+	}
+	rep = reporter.New(log, owned, sinks...)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); sink.Run(ctx) }()
+	go func() {
+		defer wg.Done()
+		(&checks.Supervisor{Checks: []checks.Check{check}, Emit: rep.Report, Log: log}).Run(ctx, time.Second)
+	}()
+	if restarter != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); restarter.Run(ctx) }()
+	}
+	t.Cleanup(func() { cancel(); wg.Wait() })
+}
+
+func countEvents(t *testing.T, node, reason string) int {
+	t.Helper()
+	sel := fields.AndSelectors(fields.OneTermEqualSelector("involvedObject.name", node), fields.OneTermEqualSelector("reason", reason)).String()
+	list, err := cluster.Client.CoreV1().Events(metav1.NamespaceAll).List(context.Background(), metav1.ListOptions{FieldSelector: sel})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range list.Items {
+		n += int(e.Count)
+	}
+	return n
+}
+
+func TestKubeletRestartOncePerCooldownNeverWhenDisabledOrClusterWide(t *testing.T) {
+	needCluster(t)
+	stale := checks.Condition("KubeletLeaseStale", checks.StatusTrue, "KubeletLeaseStale", "kubelet last renewed its lease long ago")
+	conds := []checks.ConditionDefault{{Type: "KubeletLeaseStale", Reason: "KubeletLeaseFresh"}}
+
+	t.Run("enabled", func(t *testing.T) {
+		const name = "remediate-node"
+		createNode(t, name)
+		sd := &fakeSystemd{}
+		check := &pushCheck{conds: conds, in: make(chan checks.Finding)}
+		runRemediation(t, name, check, sd, 0, true)
+		check.in <- stale
+		waitEvent(t, name, "KubeletRestarting", "KubeletLeaseStale has held for", 5*time.Second)
+		waitEvent(t, name, "KubeletRestarted", "restarted kubelet.service", 5*time.Second)
+		// Still stale: a second restart only after the 3 s cooldown.
+		time.Sleep(1500 * time.Millisecond)
+		if n := sd.restarts.Load(); n != 1 {
+			t.Errorf("%d restarts within the cooldown, want 1", n)
+		}
+		time.Sleep(3 * time.Second)
+		if n := sd.restarts.Load(); n != 2 {
+			t.Errorf("%d restarts after the cooldown with the lease still stale, want 2", n)
+		}
+		// Fresh again: no more.
+		check.in <- checks.Condition("KubeletLeaseStale", checks.StatusFalse, "KubeletLeaseFresh", "ok")
+		time.Sleep(4 * time.Second)
+		if n := sd.restarts.Load(); n != 2 {
+			t.Errorf("%d restarts after the lease was fresh again, want 2", n)
+		}
+	})
+
+	t.Run("disabled", func(t *testing.T) {
+		const name = "no-remediate-node"
+		createNode(t, name)
+		sd := &fakeSystemd{}
+		check := &pushCheck{conds: conds, in: make(chan checks.Finding)}
+		runRemediation(t, name, check, sd, 0, false)
+		check.in <- stale
+		time.Sleep(3 * time.Second)
+		if n := sd.restarts.Load(); n != 0 || countEvents(t, name, "KubeletRestarting") != 0 {
+			t.Errorf("disabled remediation restarted %d times", n)
+		}
+	})
+
+	t.Run("other nodes stale too", func(t *testing.T) {
+		const name = "refuse-node"
+		createNode(t, name)
+		sd := &fakeSystemd{}
+		check := &pushCheck{conds: conds, in: make(chan checks.Finding)}
+		runRemediation(t, name, check, sd, 7, true)
+		check.in <- stale
+		waitEvent(t, name, "KubeletRestartRefused", "7 other nodes' leases are stale too", 5*time.Second)
+		if n := sd.restarts.Load(); n != 0 {
+			t.Errorf("restarted %d times while the whole cluster's leases were stale", n)
+		}
+	})
+}
