@@ -8,6 +8,7 @@ import (
 	"github.com/nodeguard/nodeguard/pkg/checks/dns"
 	"github.com/nodeguard/nodeguard/pkg/checks/journald"
 	"github.com/nodeguard/nodeguard/pkg/checks/kmsg"
+	"github.com/nodeguard/nodeguard/pkg/checks/kubelet"
 	"github.com/nodeguard/nodeguard/pkg/checks/lease"
 	"github.com/nodeguard/nodeguard/pkg/checks/memcg"
 	"github.com/nodeguard/nodeguard/pkg/checks/nic"
@@ -25,4 +26,5 @@ var Registry = checks.Registry{
 	lease.Registration,
 	cri.Registration,
 	dns.Registration,
+	kubelet.Registration,
 }

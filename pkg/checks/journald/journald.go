@@ -53,6 +53,14 @@ func DefaultRules() []logrules.Rule {
 		kubelet("kubelet-http2-connection-lost", "KubeletConnectionLost", "http2: client connection lost", `http2: client connection lost`),
 		kubelet("kubelet-pleg-unhealthy", "PLEGUnhealthy", "PLEG is not healthy", `PLEG is not healthy`),
 		{
+			// The lease bug's signature: the kubelet keeps failing to renew.
+			// Merged with the lease check's own view of renewTime.
+			Name: "kubelet-lease-update-failing", Source: sourcePrefix + "kubelet.service", Kind: checks.KindCondition,
+			Condition: "KubeletLeaseStale", Reason: "KubeletLeaseUpdateFailing", Contains: "to update",
+			Pattern: `[Ff]ailed to update (?:node )?lease`, MinCount: 3, Window: checks.Duration{Duration: 2 * time.Minute},
+			ClearAfter: checks.Duration{Duration: 2 * time.Minute},
+		},
+		{
 			// The memcg/kmem leak's other face: the kubelet or runc cannot
 			// make a pod's cgroup because the kernel has no memory for
 			// another one.
@@ -65,9 +73,12 @@ func DefaultRules() []logrules.Rule {
 }
 
 // DefaultConditions are the condition types the built-in rules set; the
-// memcg check owns MemoryCgroupLeak too, and the reporter merges them.
+// memcg and lease checks own them too, and the reporter merges the sources.
 func DefaultConditions() []logrules.ConditionSpec {
-	return []logrules.ConditionSpec{{Type: "MemoryCgroupLeak", Reason: "NoMemoryCgroupLeak", Message: "no leaked memory cgroups or slab growth"}}
+	return []logrules.ConditionSpec{
+		{Type: "MemoryCgroupLeak", Reason: "NoMemoryCgroupLeak", Message: "no leaked memory cgroups or slab growth"},
+		{Type: "KubeletLeaseStale", Reason: "KubeletLeaseFresh", Message: "kubelet renews its node lease"},
+	}
 }
 
 // rulesByUnit merges the rules and splits them by the unit they read.

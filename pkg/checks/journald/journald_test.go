@@ -90,3 +90,36 @@ func TestRuleSourcesMustNameAUnit(t *testing.T) {
 		t.Errorf("Validate = %v, want an error naming rules[0].source", err)
 	}
 }
+
+func TestRepeatedLeaseFailuresRaiseKubeletLeaseStale(t *testing.T) {
+	dir := t.TempDir()
+	base := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	var entries []journaltest.Entry
+	for i := range 3 {
+		entries = append(entries, journaltest.Unit(base.Add(time.Duration(i)*10*time.Second), "kubelet.service",
+			`E1123 10:00:00.000000    1234 controller.go:145] "Failed to update lease" err="write tcp 10.0.0.5:43210->10.0.0.1:443: use of closed network connection"`))
+	}
+	journaltest.Write(t, dir, "system.journal", entries...)
+	c, err := New(&Config{Dir: dir, FromStart: true}, checks.Env{Log: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan checks.Finding, 20)
+	go c.Run(ctx, func(f checks.Finding) { got <- f })
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case f := <-got:
+			if f.Type == "KubeletLeaseStale" {
+				if f.Status != checks.StatusTrue || f.Reason != "KubeletLeaseUpdateFailing" || !f.Time.Equal(base.Add(20*time.Second)) {
+					t.Errorf("got %+v, want KubeletLeaseStale True at the third failure", f)
+				}
+				return
+			}
+		case <-timeout:
+			t.Fatal("three lease failures did not raise KubeletLeaseStale")
+		}
+	}
+}

@@ -1,0 +1,115 @@
+// Package kubelet probes the kubelet's own health endpoint from the node.
+package kubelet
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+)
+
+// Name is the check's name in configuration and metrics.
+const Name = "kubelet"
+
+// KubeletUnhealthy is the condition type this check owns.
+const KubeletUnhealthy = "KubeletUnhealthy"
+
+// Config is the check's section of the config file.
+type Config struct {
+	// HealthzURL is the kubelet's healthz endpoint (its --healthz-port).
+	HealthzURL       string          `json:"healthzURL,omitempty"`
+	Period           checks.Duration `json:"period,omitempty"`
+	Timeout          checks.Duration `json:"timeout,omitempty"`
+	FailureThreshold int             `json:"failureThreshold,omitempty"`
+}
+
+// DefaultConfig probes the kubelet's default healthz address.
+func DefaultConfig() *Config {
+	return &Config{
+		HealthzURL:       "http://127.0.0.1:10248/healthz",
+		Period:           checks.Duration{Duration: 10 * time.Second},
+		Timeout:          checks.Duration{Duration: 5 * time.Second},
+		FailureThreshold: 3,
+	}
+}
+
+// Validate checks the settings.
+func (c *Config) Validate() error {
+	switch {
+	case !strings.HasPrefix(c.HealthzURL, "http://") && !strings.HasPrefix(c.HealthzURL, "https://"):
+		return &checks.FieldError{Field: "healthzURL", Value: c.HealthzURL, Reason: "must be an http:// or https:// URL"}
+	case c.Period.Duration < 100*time.Millisecond:
+		return &checks.FieldError{Field: "period", Value: c.Period, Reason: "must be at least 100ms"}
+	case c.Timeout.Duration <= 0:
+		return &checks.FieldError{Field: "timeout", Value: c.Timeout, Reason: "must be above zero"}
+	case c.FailureThreshold < 1:
+		return &checks.FieldError{Field: "failureThreshold", Value: c.FailureThreshold, Reason: "must be at least 1"}
+	}
+	return nil
+}
+
+// Registration is the check's entry in the registry. It is off by default:
+// on a machine without a kubelet a refused connection is no sick kubelet.
+// The DaemonSet's config turns it on.
+var Registration = checks.Define(Name, false, DefaultConfig, func(cfg *Config, env checks.Env) (checks.Check, error) {
+	return &Check{cfg: cfg, log: env.Log, client: &http.Client{Timeout: cfg.Timeout.Duration}}, nil
+})
+
+// Check probes healthz.
+type Check struct {
+	cfg    *Config
+	log    *zap.Logger
+	client *http.Client
+}
+
+func (c *Check) Name() string { return Name }
+
+func (c *Check) Conditions() []checks.ConditionDefault {
+	return []checks.ConditionDefault{{Type: KubeletUnhealthy, Reason: "KubeletHealthy", Message: "the kubelet's healthz answers ok"}}
+}
+
+// Run probes every period until ctx ends.
+func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
+	failures := 0
+	return checks.RunPeriodic(ctx, c.cfg.Period.Duration, c.cfg.Timeout.Duration+time.Second,
+		func(ctx context.Context) ([]checks.Finding, error) {
+			why := c.probe(ctx)
+			if why == "" {
+				failures = 0
+				return []checks.Finding{checks.Condition(KubeletUnhealthy, checks.StatusFalse, "KubeletHealthy", "the kubelet's healthz answers ok")}, nil
+			}
+			if failures++; failures < c.cfg.FailureThreshold {
+				return nil, nil
+			}
+			return []checks.Finding{checks.Condition(KubeletUnhealthy, checks.StatusTrue, "KubeletUnhealthy", why)}, nil
+		},
+		emit,
+		func(s *checks.ProbeStuck) { c.log.Warn("kubelet healthz probe is stuck", zap.Error(s)) },
+		func(err error) { c.log.Warn("kubelet healthz probe failed", zap.Error(err)) })
+}
+
+func (c *Check) probe(ctx context.Context) string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.cfg.HealthzURL, nil)
+	if err != nil {
+		return err.Error()
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		if ctx.Err() != nil || strings.Contains(err.Error(), "Client.Timeout") {
+			return fmt.Sprintf("%s did not answer within %s", c.cfg.HealthzURL, c.cfg.Timeout.Duration)
+		}
+		return fmt.Sprintf("%s: %v", c.cfg.HealthzURL, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Sprintf("%s answered %s: %s", c.cfg.HealthzURL, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return ""
+}
