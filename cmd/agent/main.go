@@ -266,6 +266,11 @@ func run(args []string) error {
 				func(f checks.Finding) { f.Check = "remediation"; f.Time = time.Now(); rep.Report(f) }, log, reg)
 			sinks = append(sinks, restarter)
 		}
+		if len(cfg.Remediation.Taints) > 0 {
+			taints := reporter.NewTaintSink(client, cfg.NodeName, cfg.Remediation.Taints, log)
+			sinks = append(sinks, taints)
+			go taints.Run(ctx)
+		}
 	}
 	rep = reporter.New(log, owned, sinks...)
 	if restarter != nil {

@@ -17,6 +17,7 @@ import (
 	yamlv3 "sigs.k8s.io/yaml/goyaml.v3"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/reporter"
 )
 
 // Config is the agent's configuration. Flags override the file.
@@ -68,6 +69,9 @@ type ReporterConfig struct {
 // RemediationConfig holds the opt-in actions nodeguard takes on the node.
 type RemediationConfig struct {
 	RestartKubelet RestartKubeletConfig `json:"restartKubelet"`
+	// Taints are put on the node while their conditions are True and taken
+	// off when they clear. Each needs the RBAC in deploy/remediation.
+	Taints []reporter.TaintRule `json:"taints,omitempty"`
 }
 
 // RestartKubeletConfig restarts the kubelet through systemd when a
@@ -259,6 +263,17 @@ func (c *Config) Validate() error {
 			{"remediation.restartKubelet.unit", rk.Unit != "", rk.Unit},
 			{"remediation.restartKubelet.when", len(rk.When) > 0, rk.When},
 		}...)
+	}
+	for i, tr := range c.Remediation.Taints {
+		field := fmt.Sprintf("remediation.taints[%d]", i)
+		switch {
+		case tr.Condition == "":
+			return &Error{Field: field + ".condition", Reason: "names no condition type"}
+		case tr.Key == "":
+			return &Error{Field: field + ".key", Reason: "names no taint key"}
+		case tr.Effect != "NoSchedule" && tr.Effect != "PreferNoSchedule" && tr.Effect != "NoExecute":
+			return &Error{Field: field + ".effect", Reason: fmt.Sprintf("%q is not NoSchedule, PreferNoSchedule or NoExecute", tr.Effect)}
+		}
 	}
 	for _, p := range positive {
 		if !p.ok {

@@ -626,7 +626,7 @@ func TestErrorIsOneLine(t *testing.T) {
 // TestLoadDeployConfig loads the config the DaemonSet ships, so that the
 // loader and the manifest cannot drift apart.
 func TestLoadDeployConfig(t *testing.T) {
-	path := filepath.Join("..", "..", "deploy", "config.yaml")
+	path := filepath.Join("..", "..", "deploy", "base", "config.yaml")
 	if _, err := os.Stat(path); err != nil {
 		t.Skip(err)
 	}

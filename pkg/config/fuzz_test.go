@@ -23,7 +23,7 @@ func FuzzLoad(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	for _, name := range append(seeds, filepath.Join("..", "..", "deploy", "config.yaml")) {
+	for _, name := range append(seeds, filepath.Join("..", "..", "deploy", "base", "config.yaml")) {
 		b, err := os.ReadFile(name)
 		if errors.Is(err, os.ErrNotExist) {
 			continue

@@ -309,14 +309,19 @@ func TestDeployAppliesWithServerDryRun(t *testing.T) {
 	t.Cleanup(func() {
 		c.Client.CoreV1().Namespaces().Delete(context.Background(), "nodeguard", metav1.DeleteOptions{})
 	})
-	deploy, _ := filepath.Abs("../../deploy")
-	out, err := c.Kubectl(ctx, "apply", "--dry-run=server", "-k", deploy)
-	if err != nil {
-		t.Fatalf("kubectl apply --dry-run=server -k deploy: %v\n%s", err, out)
-	}
-	for _, want := range []string{"daemonset.apps/nodeguard", "clusterrole.rbac.authorization.k8s.io/nodeguard", "configmap/nodeguard"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("dry-run output lacks %s:\n%s", want, out)
+	for dir, wants := range map[string][]string{
+		"../../deploy":             {"daemonset.apps/nodeguard", "clusterrole.rbac.authorization.k8s.io/nodeguard", "configmap/nodeguard", "role.rbac.authorization.k8s.io/nodeguard"},
+		"../../deploy/remediation": {"daemonset.apps/nodeguard", "clusterrole.rbac.authorization.k8s.io/nodeguard-remediation"},
+	} {
+		path, _ := filepath.Abs(dir)
+		out, err := c.Kubectl(ctx, "apply", "--dry-run=server", "-k", path)
+		if err != nil {
+			t.Fatalf("kubectl apply --dry-run=server -k %s: %v\n%s", dir, err, out)
+		}
+		for _, want := range wants {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s: dry-run output lacks %s:\n%s", dir, want, out)
+			}
 		}
 	}
 }

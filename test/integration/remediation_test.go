@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap/zaptest"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
@@ -139,4 +140,67 @@ func TestKubeletRestartOncePerCooldownNeverWhenDisabledOrClusterWide(t *testing.
 			t.Errorf("restarted %d times while the whole cluster's leases were stale", n)
 		}
 	})
+}
+
+func TestTaintWhileConditionHolds(t *testing.T) {
+	needCluster(t)
+	const name = "taint-node"
+	node := createNode(t, name)
+	ctx := context.Background()
+	// A taint someone else put there stays.
+	node, err := cluster.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node.Spec.Taints = []corev1.Taint{{Key: "example.com/maintenance", Value: "true", Effect: corev1.TaintEffectNoSchedule}}
+	if _, err := cluster.Client.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	log := zaptest.NewLogger(t)
+	client, err := kubernetes.NewForConfig(cluster.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := reporter.NewTaintSink(client, name, []reporter.TaintRule{{Condition: "KubeletLeaseStale", Key: "nodeguard.io/kubelet-lease-stale", Effect: corev1.TaintEffectNoSchedule}}, log)
+	check := &pushCheck{conds: []checks.ConditionDefault{{Type: "KubeletLeaseStale", Reason: "KubeletLeaseFresh"}}, in: make(chan checks.Finding)}
+	rep := reporter.New(log, check.Conditions(), sink)
+	runCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); sink.Run(runCtx) }()
+	go func() {
+		defer wg.Done()
+		(&checks.Supervisor{Checks: []checks.Check{check}, Emit: rep.Report, Log: log}).Run(runCtx, time.Second)
+	}()
+	defer func() { cancel(); wg.Wait() }()
+
+	taints := func() map[string]bool {
+		n, err := cluster.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]bool{}
+		for _, t := range n.Spec.Taints {
+			out[t.Key] = true
+		}
+		return out
+	}
+	waitTaints := func(want map[string]bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			got := taints()
+			if len(got) == len(want) && got["nodeguard.io/kubelet-lease-stale"] == want["nodeguard.io/kubelet-lease-stale"] && got["example.com/maintenance"] {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("taints %v, want %v", got, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	check.in <- checks.Condition("KubeletLeaseStale", checks.StatusTrue, "KubeletLeaseStale", "stale")
+	waitTaints(map[string]bool{"nodeguard.io/kubelet-lease-stale": true, "example.com/maintenance": true})
+	check.in <- checks.Condition("KubeletLeaseStale", checks.StatusFalse, "KubeletLeaseFresh", "fresh")
+	waitTaints(map[string]bool{"example.com/maintenance": true})
 }
