@@ -42,6 +42,22 @@ type Env struct {
 	Now func() time.Time
 }
 
+// Proc returns the host's /proc as the agent sees it.
+func (e Env) Proc() string {
+	if e.ProcPath == "" {
+		return "/proc"
+	}
+	return e.ProcPath
+}
+
+// Sys returns the host's /sys as the agent sees it.
+func (e Env) Sys() string {
+	if e.SysPath == "" {
+		return "/sys"
+	}
+	return e.SysPath
+}
+
 // LeaseView is a read-only view of this node's Lease in kube-node-lease,
 // kept by an informer the wiring owns.
 type LeaseView interface {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // ErrNoData means a probe found nothing to look at (no such device, a file
@@ -85,3 +87,41 @@ func RunPeriodic(ctx context.Context, period, timeout time.Duration, probe Probe
 		}
 	}
 }
+
+// RunLogged is RunPeriodic for checks that only log a stuck or failed
+// probe; what names the probe in the log.
+func RunLogged(ctx context.Context, log *zap.Logger, what string, period, timeout time.Duration, probe Probe, emit func(Finding)) error {
+	return RunPeriodic(ctx, period, timeout, probe, emit,
+		func(s *ProbeStuck) { log.Warn(what+" is stuck", zap.Error(s)) },
+		func(err error) { log.Warn(what+" failed", zap.Error(err)) })
+}
+
+// ProbeSettings time a check that asks something every period, each ask
+// bounded by a timeout, and counts failures in a row before it reports.
+type ProbeSettings struct {
+	Period           Duration `json:"period,omitempty"`
+	Timeout          Duration `json:"timeout,omitempty"`
+	FailureThreshold int      `json:"failureThreshold,omitempty"`
+}
+
+// Validate checks the settings.
+func (s ProbeSettings) Validate() error {
+	switch {
+	case s.Period.Duration < 100*time.Millisecond:
+		return &FieldError{Field: "period", Value: s.Period, Reason: "must be at least 100ms"}
+	case s.Timeout.Duration <= 0:
+		return &FieldError{Field: "timeout", Value: s.Timeout, Reason: "must be above zero"}
+	case s.FailureThreshold < 1:
+		return &FieldError{Field: "failureThreshold", Value: s.FailureThreshold, Reason: "must be at least 1"}
+	}
+	return nil
+}
+
+// InARow counts failures in a row.
+type InARow struct{ n int }
+
+// Fail counts one and says whether threshold are reached.
+func (r *InARow) Fail(threshold int) bool { r.n++; return r.n >= threshold }
+
+// Reset starts the count over after a success.
+func (r *InARow) Reset() { r.n = 0 }

@@ -32,13 +32,10 @@ const ContainerRuntimeUnresponsive = "ContainerRuntimeUnresponsive"
 // Config is the check's section of the config file.
 type Config struct {
 	// Endpoint is the runtime's CRI socket, unix:///path or a path.
-	Endpoint string          `json:"endpoint,omitempty"`
-	Period   checks.Duration `json:"period,omitempty"`
-	// Timeout bounds each CRI call.
-	Timeout checks.Duration `json:"timeout,omitempty"`
-	// FailureThreshold consecutive failed probes make the runtime
-	// unresponsive; one good probe clears it.
-	FailureThreshold int `json:"failureThreshold,omitempty"`
+	Endpoint string `json:"endpoint,omitempty"`
+	// Timeout bounds each CRI call; FailureThreshold failed probes in a row
+	// make the runtime unresponsive, and one good probe clears it.
+	checks.ProbeSettings
 	// RequireNetworkReady counts NetworkReady=false as a failure.
 	RequireNetworkReady *bool `json:"requireNetworkReady,omitempty"`
 }
@@ -48,26 +45,21 @@ type Config struct {
 // slow moments and well before the kubelet's PLEG gives up (3 min).
 func DefaultConfig() *Config {
 	return &Config{
-		Endpoint:         "unix:///run/containerd/containerd.sock",
-		Period:           checks.Duration{Duration: 10 * time.Second},
-		Timeout:          checks.Duration{Duration: 5 * time.Second},
-		FailureThreshold: 3,
+		Endpoint: "unix:///run/containerd/containerd.sock",
+		ProbeSettings: checks.ProbeSettings{
+			Period:           checks.Duration{Duration: 10 * time.Second},
+			Timeout:          checks.Duration{Duration: 5 * time.Second},
+			FailureThreshold: 3,
+		},
 	}
 }
 
 // Validate checks the settings.
 func (c *Config) Validate() error {
-	switch {
-	case c.Endpoint == "":
+	if c.Endpoint == "" {
 		return &checks.FieldError{Field: "endpoint", Value: "", Reason: "needs the runtime's CRI socket"}
-	case c.Period.Duration < 100*time.Millisecond:
-		return &checks.FieldError{Field: "period", Value: c.Period, Reason: "must be at least 100ms"}
-	case c.Timeout.Duration <= 0:
-		return &checks.FieldError{Field: "timeout", Value: c.Timeout, Reason: "must be above zero"}
-	case c.FailureThreshold < 1:
-		return &checks.FieldError{Field: "failureThreshold", Value: c.FailureThreshold, Reason: "must be at least 1"}
 	}
-	return nil
+	return c.ProbeSettings.Validate()
 }
 
 // Registration is the check's entry in the registry.
@@ -110,17 +102,14 @@ func (c *Check) socketPath() string {
 type prober struct {
 	c        *Check
 	client   internalapi.RuntimeService
-	failures int
+	failures checks.InARow
 }
 
 // Run probes every period until ctx ends.
 func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
 	p := &prober{c: c}
 	defer p.close()
-	return checks.RunPeriodic(ctx, c.cfg.Period.Duration, 3*c.cfg.Timeout.Duration+time.Second,
-		p.probe, emit,
-		func(s *checks.ProbeStuck) { c.log.Warn("CRI probe is stuck", zap.Error(s)) },
-		func(err error) { c.log.Warn("CRI probe failed", zap.Error(err)) })
+	return checks.RunLogged(ctx, c.log, "CRI probe", c.cfg.Period.Duration, 3*c.cfg.Timeout.Duration+time.Second, p.probe, emit)
 }
 
 func (p *prober) close() {
@@ -139,12 +128,11 @@ type failure struct {
 func (p *prober) probe(ctx context.Context) ([]checks.Finding, error) {
 	f := p.ask(ctx)
 	if f == nil {
-		p.failures = 0
+		p.failures.Reset()
 		return []checks.Finding{checks.Condition(ContainerRuntimeUnresponsive, checks.StatusFalse, "ContainerRuntimeIsResponsive",
 			fmt.Sprintf("%s answers CRI Version, Status and ListPodSandbox", p.c.cfg.Endpoint))}, nil
 	}
-	p.failures++
-	if p.failures < p.c.cfg.FailureThreshold {
+	if !p.failures.Fail(p.c.cfg.FailureThreshold) {
 		return nil, nil
 	}
 	return []checks.Finding{checks.Condition(ContainerRuntimeUnresponsive, checks.StatusTrue, f.reason, f.message)}, nil

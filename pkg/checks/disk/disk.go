@@ -98,13 +98,7 @@ type Check struct {
 
 // New builds the check.
 func New(cfg *Config, env checks.Env) (*Check, error) {
-	procPath, sysPath := env.ProcPath, env.SysPath
-	if procPath == "" {
-		procPath = "/proc"
-	}
-	if sysPath == "" {
-		sysPath = "/sys"
-	}
+	procPath, sysPath := env.Proc(), env.Sys()
 	proc, err := procfs.NewFS(procPath)
 	if err != nil {
 		return nil, fmt.Errorf("opening procfs at %s: %w", procPath, err)

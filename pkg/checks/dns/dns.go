@@ -32,37 +32,30 @@ type Config struct {
 	// clusterDNS from the kubelet's config file.
 	Server string `json:"server,omitempty"`
 	// KubeletConfig is the kubelet's config file, for clusterDNS.
-	KubeletConfig    string          `json:"kubeletConfig,omitempty"`
-	Period           checks.Duration `json:"period,omitempty"`
-	Timeout          checks.Duration `json:"timeout,omitempty"`
-	FailureThreshold int             `json:"failureThreshold,omitempty"`
+	KubeletConfig string `json:"kubeletConfig,omitempty"`
+	checks.ProbeSettings
 }
 
 // DefaultConfig resolves the API server's service name, which every cluster
 // DNS serves.
 func DefaultConfig() *Config {
 	return &Config{
-		Name:             "kubernetes.default.svc.cluster.local",
-		KubeletConfig:    "/var/lib/kubelet/config.yaml",
-		Period:           checks.Duration{Duration: 10 * time.Second},
-		Timeout:          checks.Duration{Duration: 2 * time.Second},
-		FailureThreshold: 3,
+		Name:          "kubernetes.default.svc.cluster.local",
+		KubeletConfig: "/var/lib/kubelet/config.yaml",
+		ProbeSettings: checks.ProbeSettings{
+			Period:           checks.Duration{Duration: 10 * time.Second},
+			Timeout:          checks.Duration{Duration: 2 * time.Second},
+			FailureThreshold: 3,
+		},
 	}
 }
 
 // Validate checks the settings.
 func (c *Config) Validate() error {
-	switch {
-	case c.Name == "":
+	if c.Name == "" {
 		return &checks.FieldError{Field: "name", Value: "", Reason: "needs a name to resolve"}
-	case c.Period.Duration < 100*time.Millisecond:
-		return &checks.FieldError{Field: "period", Value: c.Period, Reason: "must be at least 100ms"}
-	case c.Timeout.Duration <= 0:
-		return &checks.FieldError{Field: "timeout", Value: c.Timeout, Reason: "must be above zero"}
-	case c.FailureThreshold < 1:
-		return &checks.FieldError{Field: "failureThreshold", Value: c.FailureThreshold, Reason: "must be at least 1"}
 	}
-	return nil
+	return c.ProbeSettings.Validate()
 }
 
 // Registration is the check's entry in the registry.
@@ -84,27 +77,24 @@ func (c *Check) Conditions() []checks.ConditionDefault {
 
 // Run resolves every period until ctx ends.
 func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
-	failures := 0
-	return checks.RunPeriodic(ctx, c.cfg.Period.Duration, c.cfg.Timeout.Duration+time.Second,
+	var failures checks.InARow
+	return checks.RunLogged(ctx, c.log, "DNS probe", c.cfg.Period.Duration, c.cfg.Timeout.Duration+time.Second,
 		func(ctx context.Context) ([]checks.Finding, error) {
 			server, err := c.server()
 			if err != nil {
 				return nil, err
 			}
 			if why := c.resolve(ctx, server); why != "" {
-				failures++
-				if failures < c.cfg.FailureThreshold {
+				if !failures.Fail(c.cfg.FailureThreshold) {
 					return nil, nil
 				}
 				return []checks.Finding{checks.Condition(ClusterDNSUnreachable, checks.StatusTrue, "ClusterDNSUnreachable", why)}, nil
 			}
-			failures = 0
+			failures.Reset()
 			return []checks.Finding{checks.Condition(ClusterDNSUnreachable, checks.StatusFalse, "ClusterDNSAnswers",
 				fmt.Sprintf("%s resolves %s", server, c.cfg.Name))}, nil
 		},
-		emit,
-		func(s *checks.ProbeStuck) { c.log.Warn("DNS probe is stuck", zap.Error(s)) },
-		func(err error) { c.log.Warn("DNS probe failed", zap.Error(err)) })
+		emit)
 }
 
 // server returns the DNS address to ask, host:port.

@@ -148,12 +148,9 @@ func New(cfg *Config, env checks.Env, source Source) (*Check, error) {
 	if source == nil {
 		source = &devKmsg{log: env.Log, metrics: newSourceMetrics(env.Metrics), startAtEnd: cfg.StartAtEnd, now: env.Now}
 	}
-	c := &Check{cfg: cfg, log: env.Log, source: source, conds: e.Conditions(), now: env.Now, procPath: env.ProcPath}
+	c := &Check{cfg: cfg, log: env.Log, source: source, conds: e.Conditions(), now: env.Now, procPath: env.Proc()}
 	if env.StateDir != "" {
 		c.position = &positionFile{path: filepath.Join(env.StateDir, "kmsg-position.json")}
-	}
-	if c.procPath == "" {
-		c.procPath = "/proc"
 	}
 	return c, nil
 }

@@ -23,35 +23,28 @@ const KubeletUnhealthy = "KubeletUnhealthy"
 // Config is the check's section of the config file.
 type Config struct {
 	// HealthzURL is the kubelet's healthz endpoint (its --healthz-port).
-	HealthzURL       string          `json:"healthzURL,omitempty"`
-	Period           checks.Duration `json:"period,omitempty"`
-	Timeout          checks.Duration `json:"timeout,omitempty"`
-	FailureThreshold int             `json:"failureThreshold,omitempty"`
+	HealthzURL string `json:"healthzURL,omitempty"`
+	checks.ProbeSettings
 }
 
 // DefaultConfig probes the kubelet's default healthz address.
 func DefaultConfig() *Config {
 	return &Config{
-		HealthzURL:       "http://127.0.0.1:10248/healthz",
-		Period:           checks.Duration{Duration: 10 * time.Second},
-		Timeout:          checks.Duration{Duration: 5 * time.Second},
-		FailureThreshold: 3,
+		HealthzURL: "http://127.0.0.1:10248/healthz",
+		ProbeSettings: checks.ProbeSettings{
+			Period:           checks.Duration{Duration: 10 * time.Second},
+			Timeout:          checks.Duration{Duration: 5 * time.Second},
+			FailureThreshold: 3,
+		},
 	}
 }
 
 // Validate checks the settings.
 func (c *Config) Validate() error {
-	switch {
-	case !strings.HasPrefix(c.HealthzURL, "http://") && !strings.HasPrefix(c.HealthzURL, "https://"):
+	if !strings.HasPrefix(c.HealthzURL, "http://") && !strings.HasPrefix(c.HealthzURL, "https://") {
 		return &checks.FieldError{Field: "healthzURL", Value: c.HealthzURL, Reason: "must be an http:// or https:// URL"}
-	case c.Period.Duration < 100*time.Millisecond:
-		return &checks.FieldError{Field: "period", Value: c.Period, Reason: "must be at least 100ms"}
-	case c.Timeout.Duration <= 0:
-		return &checks.FieldError{Field: "timeout", Value: c.Timeout, Reason: "must be above zero"}
-	case c.FailureThreshold < 1:
-		return &checks.FieldError{Field: "failureThreshold", Value: c.FailureThreshold, Reason: "must be at least 1"}
 	}
-	return nil
+	return c.ProbeSettings.Validate()
 }
 
 // Registration is the check's entry in the registry. It is off by default:
@@ -76,22 +69,20 @@ func (c *Check) Conditions() []checks.ConditionDefault {
 
 // Run probes every period until ctx ends.
 func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
-	failures := 0
-	return checks.RunPeriodic(ctx, c.cfg.Period.Duration, c.cfg.Timeout.Duration+time.Second,
+	var failures checks.InARow
+	return checks.RunLogged(ctx, c.log, "kubelet healthz probe", c.cfg.Period.Duration, c.cfg.Timeout.Duration+time.Second,
 		func(ctx context.Context) ([]checks.Finding, error) {
 			why := c.probe(ctx)
 			if why == "" {
-				failures = 0
+				failures.Reset()
 				return []checks.Finding{checks.Condition(KubeletUnhealthy, checks.StatusFalse, "KubeletHealthy", "the kubelet's healthz answers ok")}, nil
 			}
-			if failures++; failures < c.cfg.FailureThreshold {
+			if !failures.Fail(c.cfg.FailureThreshold) {
 				return nil, nil
 			}
 			return []checks.Finding{checks.Condition(KubeletUnhealthy, checks.StatusTrue, "KubeletUnhealthy", why)}, nil
 		},
-		emit,
-		func(s *checks.ProbeStuck) { c.log.Warn("kubelet healthz probe is stuck", zap.Error(s)) },
-		func(err error) { c.log.Warn("kubelet healthz probe failed", zap.Error(err)) })
+		emit)
 }
 
 func (c *Check) probe(ctx context.Context) string {

@@ -78,11 +78,9 @@ func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
 		<-ctx.Done()
 		return nil
 	}
-	return checks.RunPeriodic(ctx, c.cfg.Period.Duration, c.cfg.Period.Duration,
+	return checks.RunLogged(ctx, c.log, "reading the lease", c.cfg.Period.Duration, c.cfg.Period.Duration,
 		func(context.Context) ([]checks.Finding, error) { return c.probe() },
-		emit,
-		func(s *checks.ProbeStuck) { c.log.Warn("reading the lease is stuck", zap.Error(s)) },
-		func(err error) { c.log.Warn("reading the lease failed", zap.Error(err)) })
+		emit)
 }
 
 func (c *Check) probe() ([]checks.Finding, error) {

@@ -99,13 +99,7 @@ type Check struct {
 
 // New builds the check.
 func New(cfg *Config, env checks.Env) (*Check, error) {
-	procPath, sysPath := env.ProcPath, env.SysPath
-	if procPath == "" {
-		procPath = "/proc"
-	}
-	if sysPath == "" {
-		sysPath = "/sys"
-	}
+	procPath, sysPath := env.Proc(), env.Sys()
 	proc, err := procfs.NewFS(procPath)
 	if err != nil {
 		return nil, fmt.Errorf("opening procfs at %s: %w", procPath, err)
@@ -141,11 +135,9 @@ func (c *Check) Conditions() []checks.ConditionDefault {
 // Run probes every period until ctx ends.
 func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
 	st := &state{}
-	return checks.RunPeriodic(ctx, c.cfg.Period.Duration, c.cfg.Period.Duration,
+	return checks.RunLogged(ctx, c.log, "reading memory cgroups", c.cfg.Period.Duration, c.cfg.Period.Duration,
 		func(ctx context.Context) ([]checks.Finding, error) { return c.probe(st) },
-		emit,
-		func(s *checks.ProbeStuck) { c.log.Warn("reading memory cgroups is stuck", zap.Error(s)) },
-		func(err error) { c.log.Warn("reading memory cgroups failed", zap.Error(err)) })
+		emit)
 }
 
 type slabSample struct {

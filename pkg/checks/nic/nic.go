@@ -93,13 +93,7 @@ type Check struct {
 
 // New builds the check.
 func New(cfg *Config, env checks.Env) (*Check, error) {
-	sysPath, procPath := env.SysPath, env.ProcPath
-	if sysPath == "" {
-		sysPath = "/sys"
-	}
-	if procPath == "" {
-		procPath = "/proc"
-	}
+	sysPath, procPath := env.Sys(), env.Proc()
 	sys, err := sysfs.NewFS(sysPath)
 	if err != nil {
 		return nil, fmt.Errorf("opening sysfs at %s: %w", sysPath, err)
@@ -126,11 +120,9 @@ func (c *Check) Conditions() []checks.ConditionDefault {
 // Run probes every period until ctx ends.
 func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
 	st := newState()
-	return checks.RunPeriodic(ctx, c.cfg.Period.Duration, c.cfg.Period.Duration,
+	return checks.RunLogged(ctx, c.log, "reading interface state", c.cfg.Period.Duration, c.cfg.Period.Duration,
 		func(ctx context.Context) ([]checks.Finding, error) { return c.probe(st) },
-		emit,
-		func(s *checks.ProbeStuck) { c.log.Warn("reading interface state is stuck", zap.Error(s)) },
-		func(err error) { c.log.Warn("reading interface state failed", zap.Error(err)) })
+		emit)
 }
 
 type sample struct {

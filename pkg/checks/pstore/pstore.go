@@ -55,11 +55,7 @@ type Check struct {
 func New(cfg *Config, env checks.Env) *Check {
 	paths := cfg.Paths
 	if len(paths) == 0 {
-		sys := env.SysPath
-		if sys == "" {
-			sys = "/sys"
-		}
-		paths = []string{filepath.Join(sys, "fs/pstore"), "/var/lib/systemd/pstore"}
+		paths = []string{filepath.Join(env.Sys(), "fs/pstore"), "/var/lib/systemd/pstore"}
 	}
 	return &Check{paths: paths, log: env.Log, stateDir: env.StateDir}
 }
