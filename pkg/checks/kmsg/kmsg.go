@@ -131,6 +131,7 @@ type Check struct {
 	// position is nil when there is no state directory.
 	position   *positionFile
 	warnedSave bool
+	hang       *runtimeHang
 }
 
 // New builds the check. A nil source reads /dev/kmsg; tests pass their own.
@@ -148,7 +149,8 @@ func New(cfg *Config, env checks.Env, source Source) (*Check, error) {
 	if source == nil {
 		source = &devKmsg{log: env.Log, metrics: newSourceMetrics(env.Metrics), startAtEnd: cfg.StartAtEnd, now: env.Now}
 	}
-	c := &Check{cfg: cfg, log: env.Log, source: source, conds: e.Conditions(), now: env.Now, procPath: env.Proc()}
+	hang := &runtimeHang{now: env.Now}
+	c := &Check{cfg: cfg, log: env.Log, source: source, conds: append(e.Conditions(), hang.conditions()), now: env.Now, procPath: env.Proc(), hang: hang}
 	if env.StateDir != "" {
 		c.position = &positionFile{path: filepath.Join(env.StateDir, "kmsg-position.json")}
 	}
@@ -163,6 +165,8 @@ func (c *Check) Conditions() []checks.ConditionDefault { return c.conds }
 // engines: what a report had gathered before a restart is not worth a stale
 // match.
 func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
+	emit = c.hang.wrap(emit)
+	defer c.hang.expireEvery(ctx, max(c.cfg.ExpireInterval.Duration, time.Second), emit)()
 	g, ctx := errgroup.WithContext(ctx)
 	if c.cfg.DevKmsg == nil || *c.cfg.DevKmsg {
 		g.Go(func() error { return c.runKmsg(ctx, emit) })

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -225,5 +226,40 @@ func TestCheckFollowsKernelLogFiles(t *testing.T) {
 	cfg.Files = nil
 	if err := cfg.Validate(); err == nil {
 		t.Error("devKmsg off with no files validated")
+	}
+}
+
+func TestHungRuntimeTaskRaisesContainerRuntimeUnresponsive(t *testing.T) {
+	now := time.Now()
+	clock := now
+	var mu sync.Mutex
+	src := feedSource{records: []Record{
+		{Seq: 1, Message: "INFO: task containerd:870 blocked for more than 120 seconds.", Received: now},
+	}}
+	cfg := DefaultConfig()
+	cfg.ExpireInterval = checks.Duration{Duration: time.Second}
+	c, err := New(cfg, checks.Env{Log: zaptest.NewLogger(t), Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }}, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owns := false
+	for _, d := range c.Conditions() {
+		owns = owns || d.Type == "ContainerRuntimeUnresponsive"
+	}
+	if !owns {
+		t.Fatal("the kmsg check does not own ContainerRuntimeUnresponsive")
+	}
+	got := runCheck(t, c, 3)
+	if f := got[2]; f.Type != "ContainerRuntimeUnresponsive" || f.Status != checks.StatusTrue || f.Reason != "RuntimeTaskHung" {
+		t.Errorf("third finding %+v, want ContainerRuntimeUnresponsive True, RuntimeTaskHung", f)
+	}
+	// Ten quiet minutes later it clears (the record, now old backlog, is
+	// not reported again).
+	mu.Lock()
+	clock = now.Add(11 * time.Minute)
+	mu.Unlock()
+	got = runCheck(t, c, 1)
+	if f := got[0]; f.Type != "ContainerRuntimeUnresponsive" || f.Status != checks.StatusFalse {
+		t.Errorf("after a quiet window: %+v, want ContainerRuntimeUnresponsive False", f)
 	}
 }
