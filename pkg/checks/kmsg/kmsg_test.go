@@ -263,3 +263,16 @@ func TestHungRuntimeTaskRaisesContainerRuntimeUnresponsive(t *testing.T) {
 		t.Errorf("after a quiet window: %+v, want ContainerRuntimeUnresponsive False", f)
 	}
 }
+
+// go-kmsg-parser reports an overrun (EPIPE: the ring buffer wrapped past the
+// reader) only through its logger's Warningf; that is what is counted.
+func TestParserLoggerCountsOverruns(t *testing.T) {
+	m := newSourceMetrics(prometheus.NewRegistry())
+	l := parserLogger{log: zaptest.NewLogger(t), overruns: m.overruns}
+	l.Warningf("short read from kmsg; skipping")
+	l.Warningf("something else")
+	l.Infof("info %d", 1)
+	if got := testutil.ToFloat64(m.overruns); got != 1 {
+		t.Errorf("overruns counted %v, want 1", got)
+	}
+}
