@@ -42,6 +42,12 @@ func main() {
 	switch {
 	case len(args) > 0 && args[0] == "replay":
 		err = replay(args[1:], os.Stdin, os.Stdout)
+	case len(args) > 0 && args[0] == "check":
+		var problem bool
+		problem, err = checkOnce(args[1:], os.Stdout)
+		if err == nil && problem {
+			os.Exit(1)
+		}
 	default:
 		err = run(args)
 	}
@@ -73,7 +79,13 @@ type options struct {
 }
 
 func parseFlags(args []string) (*options, error) {
-	o := &options{fs: flag.NewFlagSet("nodeguard", flag.ContinueOnError), enable: map[string]*bool{}, disable: map[string]*bool{}}
+	return parseFlagsAs("nodeguard", args, nil)
+}
+
+// parseFlagsAs parses the agent's flags, and a subcommand's own when extra
+// registers them.
+func parseFlagsAs(name string, args []string, extra func(*flag.FlagSet)) (*options, error) {
+	o := &options{fs: flag.NewFlagSet(name, flag.ContinueOnError), enable: map[string]*bool{}, disable: map[string]*bool{}}
 	fs := o.fs
 	fs.StringVar(&o.configPath, "config", "", "YAML config file")
 	fs.StringVar(&o.nodeName, "node-name", "", "Node to report on (default $NODE_NAME, or the hostname when standalone)")
@@ -90,6 +102,9 @@ func parseFlags(args []string) (*options, error) {
 		o.npdRules = append(o.npdRules, s)
 		return nil
 	})
+	if extra != nil {
+		extra(fs)
+	}
 	for _, reg := range all.Registry {
 		o.enable[reg.Name] = fs.Bool("check."+reg.Name, false, fmt.Sprintf("enable the %s check (default %v)", reg.Name, reg.DefaultEnabled))
 		o.disable[reg.Name] = fs.Bool("no-check."+reg.Name, false, "disable the "+reg.Name+" check")

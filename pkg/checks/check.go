@@ -22,6 +22,13 @@ type Check interface {
 	Run(ctx context.Context, emit func(Finding)) error
 }
 
+// LogDriven is implemented by checks that report a condition only when a
+// log line says so: their silence means the healthy default, where a
+// probing check's silence means it has not looked yet.
+type LogDriven interface {
+	LogDriven()
+}
+
 // Env is what a check may know of the node and the agent around it.
 type Env struct {
 	Log *zap.Logger

@@ -163,6 +163,9 @@ func New(cfg *Config, env checks.Env) (*Check, error) {
 func (c *Check) Name() string                          { return Name }
 func (c *Check) Conditions() []checks.ConditionDefault { return c.conds }
 
+// LogDriven marks the check as reporting conditions only from log lines.
+func (c *Check) LogDriven() {}
+
 // Run follows the journal until ctx ends.
 func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
 	engines, _, err := c.cfg.engines()

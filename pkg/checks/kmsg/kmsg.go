@@ -160,6 +160,9 @@ func New(cfg *Config, env checks.Env, source Source) (*Check, error) {
 func (c *Check) Name() string                          { return Name }
 func (c *Check) Conditions() []checks.ConditionDefault { return c.conds }
 
+// LogDriven marks the check as reporting conditions only from log lines.
+func (c *Check) LogDriven() {}
+
 // Run reads every configured source until ctx ends, each through an engine
 // of its own (multi-line reports do not span sources). Each run starts fresh
 // engines: what a report had gathered before a restart is not worth a stale

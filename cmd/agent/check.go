@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/checks/all"
+	"github.com/nodeguard/nodeguard/pkg/checks/kmsg"
+	"github.com/nodeguard/nodeguard/pkg/reporter"
+)
+
+// checkOnce runs the enabled checks on this machine for a moment, with no
+// cluster, and prints their conditions and the kernel's findings since
+// boot. It reports whether a condition is True (exit 1); an error exits 2.
+func checkOnce(args []string, stdout io.Writer) (bool, error) {
+	wait := 3 * time.Second
+	opts, err := parseFlagsAs("nodeguard check", args, func(fs *flag.FlagSet) {
+		fs.DurationVar(&wait, "wait", wait, "how long the checks get to report")
+	})
+	if err != nil {
+		return false, err
+	}
+	cfg, err := opts.load()
+	if err != nil {
+		return false, err
+	}
+	// One look at this machine: every kernel record since boot, no state
+	// kept, nothing sent anywhere.
+	if k, ok := cfg.CheckConfigs[kmsg.Name].(*kmsg.Config); ok {
+		k.StartAtEnd = false
+		k.BacklogLookback = checks.Duration{Duration: 100 * 365 * 24 * time.Hour}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	log := zap.NewNop()
+	env := checks.Env{Log: log, ProcPath: cfg.ProcPath, SysPath: cfg.SysPath, Metrics: prometheus.NewRegistry(), Now: time.Now}
+	var (
+		running []checks.Check
+		owned   []checks.ConditionDefault
+	)
+	for _, r := range all.Registry {
+		if !cfg.Enabled[r.Name] {
+			continue
+		}
+		c, err := r.New(cfg.CheckConfigs[r.Name], env)
+		if err != nil {
+			return false, fmt.Errorf("starting check %s: %w", r.Name, err)
+		}
+		running = append(running, c)
+		owned = append(owned, c.Conditions()...)
+	}
+	snap := reporter.NewSnapshot()
+	rep := reporter.New(log, owned, snap)
+	// A log check that has said nothing has seen nothing wrong.
+	for _, c := range running {
+		if _, ok := c.(checks.LogDriven); !ok {
+			continue
+		}
+		for _, d := range c.Conditions() {
+			f := d.Healthy()
+			f.Check, f.Time = c.Name(), time.Now()
+			rep.Report(f)
+		}
+	}
+	runCtx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	(&checks.Supervisor{Checks: running, Emit: rep.Report, Log: log}).Run(runCtx, time.Second)
+	if ctx.Err() != nil {
+		return false, errors.New("interrupted")
+	}
+	result := snap.Result(owned)
+	if cfg.Output == "json" {
+		err = result.WriteJSON(stdout)
+	} else {
+		err = result.WriteText(stdout)
+	}
+	if err != nil {
+		return false, fmt.Errorf("writing the result: %w", err)
+	}
+	return result.Problem(), nil
+}

@@ -1,0 +1,105 @@
+package reporter
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+)
+
+// Snapshot is a sink that keeps the latest word on each condition type and
+// every event, for `nodeguard check`: one look at the node, printed the way
+// `kubectl describe node` prints conditions.
+type Snapshot struct {
+	mu     sync.Mutex
+	conds  map[string]checks.Finding
+	events []checks.Finding
+}
+
+// NewSnapshot returns an empty snapshot.
+func NewSnapshot() *Snapshot { return &Snapshot{conds: map[string]checks.Finding{}} }
+
+func (s *Snapshot) Finding(f checks.Finding) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f.Kind == checks.KindCondition {
+		s.conds[f.Type] = f
+	} else {
+		s.events = append(s.events, f)
+	}
+}
+
+// Result is what the snapshot saw.
+type Result struct {
+	Conditions []checks.Finding `json:"conditions"`
+	Events     []checks.Finding `json:"events"`
+}
+
+// Result lists every owned type, those no check spoke of as Unknown, and
+// the events in order.
+func (s *Snapshot) Result(owned []checks.ConditionDefault) Result {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var r Result
+	for _, d := range UniqueDefaults(owned) {
+		f, ok := s.conds[d.Type]
+		if !ok {
+			f = checks.Condition(d.Type, checks.StatusUnknown, "NotProbed", "no check reported on it in time")
+		}
+		r.Conditions = append(r.Conditions, f)
+	}
+	r.Events = append(r.Events, s.events...)
+	sort.SliceStable(r.Events, func(i, j int) bool { return r.Events[i].Time.Before(r.Events[j].Time) })
+	return r
+}
+
+// Problem says whether any condition is True.
+func (r Result) Problem() bool {
+	for _, c := range r.Conditions {
+		if c.Status == checks.StatusTrue {
+			return true
+		}
+	}
+	return false
+}
+
+// WriteText prints the conditions as `kubectl describe node` does, then the
+// events.
+func (r Result) WriteText(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "Conditions:")
+	fmt.Fprintln(tw, "  Type\tStatus\tReason\tMessage")
+	fmt.Fprintln(tw, "  ----\t------\t------\t-------")
+	for _, c := range r.Conditions {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", c.Type, c.Status, c.Reason, oneLineMessage(c.Message))
+	}
+	if len(r.Events) == 0 {
+		fmt.Fprintln(tw, "Events:\t<none>")
+		return tw.Flush()
+	}
+	fmt.Fprintln(tw, "Events:")
+	fmt.Fprintln(tw, "  Time\tReason\tFrom\tMessage")
+	fmt.Fprintln(tw, "  ----\t------\t----\t-------")
+	for _, e := range r.Events {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", e.Time.UTC().Format(time.RFC3339), e.Reason, e.Check, oneLineMessage(e.Message))
+	}
+	return tw.Flush()
+}
+
+// WriteJSON prints the result as one JSON object.
+func (r Result) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+func oneLineMessage(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	return Truncate(s, 200)
+}
