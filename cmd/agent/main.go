@@ -232,9 +232,10 @@ func run(args []string) error {
 		leases = kube.NewLeaseWatcher(client, cfg.NodeName)
 		env.Lease = leases
 	}
+	sup := &checks.Supervisor{Log: log, Metrics: checks.NewSupervisorMetrics(reg)}
 	var (
 		running []checks.Check
-		owned   []checks.ConditionDefault
+		owned   = sup.Conditions()
 	)
 	for _, r := range all.Registry {
 		if !cfg.Enabled[r.Name] {
@@ -292,7 +293,9 @@ func run(args []string) error {
 		go restarter.Run(ctx)
 	}
 
-	health := newHealth()
+	// A check that cannot stay up for this long makes /healthz fail, so that
+	// the liveness probe restarts the pod (a dead source is no monitor).
+	health := newHealth(func() []string { return sup.Down(5 * time.Minute) })
 	if cfg.ListenAddress != "" {
 		srv := &http.Server{Addr: cfg.ListenAddress, Handler: handler(reg, health), ReadHeaderTimeout: 5 * time.Second}
 		go func() {
@@ -323,7 +326,7 @@ func run(args []string) error {
 		close(sinkDone)
 	}
 	log.Info("nodeguard started", zap.Bool("standalone", cfg.Standalone), zap.Int("checks", len(running)))
-	sup := &checks.Supervisor{Checks: running, Emit: rep.Report, Log: log, Metrics: checks.NewSupervisorMetrics(reg)}
+	sup.Checks, sup.Emit = running, rep.Report
 	stuck := sup.Run(ctx, shutdownGrace/2)
 	if len(stuck) > 0 {
 		log.Warn("checks did not stop in time", zap.Strings("checks", stuck))

@@ -35,9 +35,11 @@ func (s logSink) Finding(f checks.Finding) {
 type health struct {
 	mu     sync.Mutex
 	failed map[string]error
+	// down lists checks that have not stayed running for too long.
+	down func() []string
 }
 
-func newHealth() *health { return &health{failed: map[string]error{}} }
+func newHealth(down func() []string) *health { return &health{failed: map[string]error{}, down: down} }
 
 func (h *health) fail(part string, err error) {
 	h.mu.Lock()
@@ -48,10 +50,14 @@ func (h *health) fail(part string, err error) {
 func (h *health) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if len(h.failed) > 0 {
+	down := h.down()
+	if len(h.failed) > 0 || len(down) > 0 {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		for part, err := range h.failed {
 			fmt.Fprintf(w, "%s: %v\n", part, err)
+		}
+		for _, d := range down {
+			fmt.Fprintf(w, "check %s\n", d)
 		}
 		return
 	}

@@ -63,6 +63,9 @@ func RunPeriodic(ctx context.Context, period, timeout time.Duration, probe Probe
 		case <-ctx.Done():
 			return nil
 		case r := <-inflight:
+			if deadline == nil {
+				reportStuck(ctx, time.Time{}) // it was stuck, and has returned
+			}
 			inflight, deadline = nil, nil
 			switch {
 			case r.err == nil:
@@ -74,6 +77,7 @@ func RunPeriodic(ctx context.Context, period, timeout time.Duration, probe Probe
 			}
 		case <-deadline:
 			deadline = nil
+			reportStuck(ctx, started)
 			stuck(&ProbeStuck{Since: started})
 		case <-ticker.C:
 			switch {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"runtime/debug"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,10 +28,97 @@ type Supervisor struct {
 	InitialBackoff time.Duration
 	MaxBackoff     time.Duration
 	Now            func() time.Time
+
+	mu sync.Mutex
+	// stuck holds, per check, since when a probe of it has been stuck.
+	stuck map[string]time.Time
+	// down holds, per check, since when it has not stayed running.
+	down map[string]time.Time
+}
+
+// CheckStuck is the condition the supervisor owns: True while a check's
+// probe is stuck past its deadline (abandoned, the others running on).
+const CheckStuck = "NodeguardCheckStuck"
+
+// upAfter is how long a run must last to count as the check being up again.
+const upAfter = time.Minute
+
+// Conditions lists the supervisor's own condition type.
+func (s *Supervisor) Conditions() []ConditionDefault {
+	return []ConditionDefault{{Type: CheckStuck, Reason: "ChecksRunning", Message: "every check's probes finish within their deadlines"}}
+}
+
+// stuckKey carries, in a check's context, how RunPeriodic tells the
+// supervisor about a stuck probe.
+type stuckKey struct{}
+
+// reportStuck tells the supervisor, if the context came from one, that a
+// probe is stuck (since is non-zero) or no longer is.
+func reportStuck(ctx context.Context, since time.Time) {
+	if f, ok := ctx.Value(stuckKey{}).(func(time.Time)); ok {
+		f(since)
+	}
+}
+
+func (s *Supervisor) setStuck(name string, since time.Time) {
+	s.mu.Lock()
+	_, was := s.stuck[name]
+	if since.IsZero() {
+		delete(s.stuck, name)
+	} else {
+		s.stuck[name] = since
+	}
+	changed := was != !since.IsZero()
+	var names []string
+	for n, t := range s.stuck {
+		names = append(names, fmt.Sprintf("%s (since %s)", n, t.UTC().Format(time.RFC3339)))
+	}
+	s.mu.Unlock()
+	if !changed {
+		return
+	}
+	v := 0.0
+	if !since.IsZero() {
+		v = 1
+	}
+	s.Metrics.stuck.WithLabelValues(name).Set(v)
+	sort.Strings(names)
+	f := Condition(CheckStuck, StatusFalse, "ChecksRunning", "every check's probes finish within their deadlines")
+	if len(names) > 0 {
+		f = Condition(CheckStuck, StatusTrue, "CheckStuck", "probes stuck past their deadlines, abandoned: "+strings.Join(names, ", "))
+	}
+	f.Check, f.Time = "supervisor", s.Now()
+	s.Emit(f)
+}
+
+func (s *Supervisor) setDown(name string, down bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !down {
+		delete(s.down, name)
+	} else if _, ok := s.down[name]; !ok {
+		s.down[name] = s.Now()
+	}
+}
+
+// Down lists the checks that have not stayed running for longer than
+// after: failing at start, or failing again after each restart.
+func (s *Supervisor) Down(after time.Duration) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for name, since := range s.down {
+		if s.Now().Sub(since) > after {
+			out = append(out, fmt.Sprintf("%s (not running since %s)", name, since.UTC().Format(time.RFC3339)))
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // SupervisorMetrics are the per-check health metrics.
 type SupervisorMetrics struct {
+	stuck    *prometheus.GaugeVec
 	running  *prometheus.GaugeVec
 	starts   *prometheus.CounterVec
 	failures *prometheus.CounterVec
@@ -40,6 +129,10 @@ type SupervisorMetrics struct {
 // NewSupervisorMetrics registers the per-check metrics on reg.
 func NewSupervisorMetrics(reg prometheus.Registerer) *SupervisorMetrics {
 	m := &SupervisorMetrics{
+		stuck: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "nodeguard_check_stuck",
+			Help: "1 while a probe of the check is stuck past its deadline.",
+		}, []string{"check"}),
 		running: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "nodeguard_check_running",
 			Help: "1 while the check's Run is executing, 0 while it waits to be restarted.",
@@ -62,7 +155,7 @@ func NewSupervisorMetrics(reg prometheus.Registerer) *SupervisorMetrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 10, 8),
 		}, []string{"check"}),
 	}
-	reg.MustRegister(m.running, m.starts, m.failures, m.findings, m.duration)
+	reg.MustRegister(m.stuck, m.running, m.starts, m.failures, m.findings, m.duration)
 	return m
 }
 
@@ -82,6 +175,9 @@ func (s *Supervisor) Run(ctx context.Context, stopTimeout time.Duration) []strin
 	if s.MaxBackoff < s.InitialBackoff {
 		s.MaxBackoff = 2 * time.Minute
 	}
+	s.mu.Lock()
+	s.stuck, s.down = map[string]time.Time{}, map[string]time.Time{}
+	s.mu.Unlock()
 	var (
 		wg      sync.WaitGroup
 		mu      sync.Mutex
@@ -121,13 +217,16 @@ func (s *Supervisor) Run(ctx context.Context, stopTimeout time.Duration) []strin
 
 func (s *Supervisor) supervise(ctx context.Context, c Check) {
 	name := c.Name()
+	ctx = context.WithValue(ctx, stuckKey{}, func(since time.Time) { s.setStuck(name, since) })
 	log := s.Log.With(zap.String("check", name))
 	backoff := s.InitialBackoff
 	for {
 		started := s.Now()
 		s.Metrics.starts.WithLabelValues(name).Inc()
 		s.Metrics.running.WithLabelValues(name).Set(1)
+		up := time.AfterFunc(upAfter, func() { s.setDown(name, false) })
 		how, err := s.runOnce(ctx, c)
+		up.Stop()
 		s.Metrics.running.WithLabelValues(name).Set(0)
 		lasted := s.Now().Sub(started)
 		s.Metrics.duration.WithLabelValues(name).Observe(lasted.Seconds())
@@ -135,6 +234,7 @@ func (s *Supervisor) supervise(ctx context.Context, c Check) {
 			return
 		}
 		s.Metrics.failures.WithLabelValues(name, how).Inc()
+		s.setDown(name, true)
 		if lasted > s.MaxBackoff {
 			backoff = s.InitialBackoff
 		}

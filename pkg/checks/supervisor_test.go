@@ -3,6 +3,7 @@ package checks
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -161,4 +162,66 @@ func TestFindingValidate(t *testing.T) {
 			t.Errorf("Validate(%+v) = %v, want ok=%v", tt.f, err, tt.ok)
 		}
 	}
+}
+
+// hangingCheck's probe hangs until released, as a write to a dead disk does.
+type hangingCheck struct{ release chan struct{} }
+
+func (c *hangingCheck) Name() string                   { return "hanging" }
+func (c *hangingCheck) Conditions() []ConditionDefault { return nil }
+func (c *hangingCheck) Run(ctx context.Context, emit func(Finding)) error {
+	first := true
+	return RunPeriodic(ctx, 20*time.Millisecond, 50*time.Millisecond, func(context.Context) ([]Finding, error) {
+		if first {
+			first = false
+			<-c.release
+		}
+		return nil, nil
+	}, emit, func(*ProbeStuck) {}, func(error) {})
+}
+
+func TestSupervisorReportsStuckProbesAndDownChecks(t *testing.T) {
+	hang := &hangingCheck{release: make(chan struct{})}
+	broken := &scriptCheck{name: "broken", failures: []string{"error", "error", "error", "error", "error", "error", "error", "error"}}
+	var (
+		mu    sync.Mutex
+		stuck []Finding
+	)
+	reg := prometheus.NewRegistry()
+	sup := &Supervisor{
+		Checks: []Check{hang, broken},
+		Emit: func(f Finding) {
+			if f.Type == CheckStuck {
+				mu.Lock()
+				stuck = append(stuck, f)
+				mu.Unlock()
+			}
+		},
+		Log: zaptest.NewLogger(t), Metrics: NewSupervisorMetrics(reg),
+		InitialBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan []string)
+	go func() { done <- sup.Run(ctx, time.Second) }()
+	time.Sleep(200 * time.Millisecond)
+	mu.Lock()
+	if len(stuck) != 1 || stuck[0].Status != StatusTrue || !strings.Contains(stuck[0].Message, "hanging") {
+		t.Errorf("while the probe hangs: %+v, want one NodeguardCheckStuck True naming the check", stuck)
+	}
+	mu.Unlock()
+	if got := testutil.ToFloat64(sup.Metrics.stuck.WithLabelValues("hanging")); got != 1 {
+		t.Errorf("nodeguard_check_stuck{check=hanging} = %v, want 1", got)
+	}
+	if down := sup.Down(50 * time.Millisecond); len(down) != 1 || !strings.HasPrefix(down[0], "broken") {
+		t.Errorf("Down = %v, want the broken check only", down)
+	}
+	close(hang.release)
+	time.Sleep(100 * time.Millisecond)
+	mu.Lock()
+	if n := len(stuck); n != 2 || stuck[1].Status != StatusFalse {
+		t.Errorf("after the probe returned: %+v, want NodeguardCheckStuck False", stuck)
+	}
+	mu.Unlock()
+	cancel()
+	<-done
 }

@@ -74,7 +74,8 @@ func TestDiskReadOnlyAndStuckOnARealLoopFilesystem(t *testing.T) {
 	frozen = true
 	node, took = waitCondition(t, name, "DiskIOStuck", corev1.ConditionTrue, 6*time.Second) // timeout 2 s + period + write
 	t.Logf("DiskIOStuck True %s after the freeze: %s", took, condition(node, "DiskIOStuck").Message)
-	// The agent is not hung with its probe.
+	// The stuck probe is abandoned and reported; the agent is not hung with it.
+	waitCondition(t, name, "NodeguardCheckStuck", corev1.ConditionTrue, 3*time.Second)
 	if got := httpGet(t, "http://"+addr+"/healthz"); got != "ok\n" {
 		t.Errorf("/healthz while the disk hangs = %q, want ok", got)
 	}
@@ -82,4 +83,5 @@ func TestDiskReadOnlyAndStuckOnARealLoopFilesystem(t *testing.T) {
 	frozen = false
 	_, took = waitCondition(t, name, "DiskIOStuck", corev1.ConditionFalse, 5*time.Second)
 	t.Logf("DiskIOStuck False %s after the thaw", took)
+	waitCondition(t, name, "NodeguardCheckStuck", corev1.ConditionFalse, 3*time.Second)
 }
