@@ -43,6 +43,9 @@ type NodeSinkOptions struct {
 	// of client-go's aggregation of similar events.
 	EventQPS   float32
 	EventBurst int
+	// SummaryInterval is how often events suppressed by the rate limit are
+	// summarised in one EventsSuppressed event.
+	SummaryInterval time.Duration
 	// Pods, when set, names the pod of a finding that carries a pod UID.
 	Pods PodLookup
 }
@@ -60,7 +63,8 @@ type NodeSink struct {
 	recorder    record.EventRecorder
 	broadcaster record.EventBroadcaster
 
-	reach *reachability
+	reach  *reachability
+	limits *eventLimiter
 
 	mu sync.Mutex
 	// desired holds every owned type once the node has been read; before that
@@ -100,6 +104,9 @@ func NewNodeSink(client kubernetes.Interface, log *zap.Logger, reg prometheus.Re
 	if opts.EventBurst <= 0 {
 		opts.EventBurst = 25
 	}
+	if opts.SummaryInterval <= 0 {
+		opts.SummaryInterval = 5 * time.Minute
+	}
 	m := &nodeSinkMetrics{
 		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodeguard_node_status_writes_total",
@@ -133,6 +140,7 @@ func NewNodeSink(client kubernetes.Interface, log *zap.Logger, reg prometheus.Re
 		desired:     map[string]corev1.NodeCondition{},
 		wake:        make(chan struct{}, 1),
 	}
+	s.limits = newEventLimiter(opts.EventQPS, opts.EventBurst, reg)
 	s.reach = newReachability(log, reg, func(eventType, reason, message string) {
 		s.recorder.Event(s.nodeRef(), eventType, reason, Truncate(message, MaxMessageBytes))
 	})
@@ -157,6 +165,9 @@ func (s *NodeSink) Finding(f checks.Finding) {
 		eventType := string(f.Severity)
 		if eventType == "" {
 			eventType = corev1.EventTypeWarning
+		}
+		if !s.limits.allow(eventType, f.Reason, time.Now()) {
+			return
 		}
 		msg := f.Message
 		if f.PodUID != "" && s.opts.Pods != nil {
@@ -200,6 +211,7 @@ func (s *NodeSink) setLocked(condType string, status corev1.ConditionStatus, rea
 // Run writes the node status until ctx ends, and then stops event delivery.
 func (s *NodeSink) Run(ctx context.Context) error {
 	defer s.broadcaster.Shutdown()
+	go s.summarise(ctx)
 
 	if err := s.syncFromNode(ctx); err != nil {
 		return err
@@ -263,6 +275,23 @@ func (s *NodeSink) Run(ctx context.Context) error {
 			}
 		}
 		heartbeat.Reset(s.opts.Heartbeat)
+	}
+}
+
+// summarise records, every SummaryInterval, one event for the events the
+// rate limit kept back, until ctx ends.
+func (s *NodeSink) summarise(ctx context.Context) {
+	t := time.NewTicker(s.opts.SummaryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if msg := s.limits.summary(now); msg != "" {
+				s.recorder.Event(s.nodeRef(), corev1.EventTypeWarning, "EventsSuppressed", Truncate(msg, MaxMessageBytes))
+			}
+		}
 	}
 }
 

@@ -353,3 +353,45 @@ func TestReachabilityReportsEachOutageOnceItEnds(t *testing.T) {
 		t.Errorf("outages %v, reachable %v; want 1 and 1", testutil.ToFloat64(r.outages), testutil.ToFloat64(r.up))
 	}
 }
+
+func TestEventFloodIsCountedAndSummarised(t *testing.T) {
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
+	client := fake.NewClientset(node)
+	s := NewNodeSink(client, zaptest.NewLogger(t), prometheus.NewRegistry(), nil, NodeSinkOptions{
+		NodeName: "n1", EventQPS: 0.001, EventBurst: 10, SummaryInterval: 300 * time.Millisecond,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	for i := range 100 {
+		reason := "OOMKilling"
+		if i%10 == 0 {
+			reason = "TaskHung"
+		}
+		s.Finding(checks.Event(checks.SeverityWarning, reason, "flood "+strconv.Itoa(i)))
+	}
+	if got := testutil.ToFloat64(s.limits.metric.WithLabelValues("OOMKilling")) + testutil.ToFloat64(s.limits.metric.WithLabelValues("TaskHung")); got != 95 {
+		t.Errorf("%v events counted as suppressed, want 95 (burst 10 less the 5 kept for the summary)", got)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		list, _ := client.CoreV1().Events("").List(context.Background(), metav1.ListOptions{})
+		var summary string
+		for _, e := range list.Items {
+			if e.Reason == "EventsSuppressed" {
+				summary = e.Message
+			}
+		}
+		if summary != "" {
+			if !strings.Contains(summary, "95 events") || !strings.Contains(summary, "OOMKilling x") || !strings.Contains(summary, "TaskHung x") {
+				t.Errorf("summary %q", summary)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no EventsSuppressed event among %d events", len(list.Items))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
