@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap/zaptest"
@@ -157,5 +158,29 @@ func TestConditionSurvivesAPIServerOutage(t *testing.T) {
 	ctx := context.Background()
 	if _, err := c.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestHostileKernelTextIsAcceptedByTheAPIServer: kernel text that is not
+// valid UTF-8, or longer than an Event's 1 KiB note, still reaches the Node.
+func TestHostileKernelTextIsAcceptedByTheAPIServer(t *testing.T) {
+	needCluster(t)
+	const name = "hostile-node"
+	createNode(t, name)
+	check := &pushCheck{
+		conds: []checks.ConditionDefault{{Type: "TestProblem", Reason: "NoTestProblem", Message: "all is well"}},
+		in:    make(chan checks.Finding),
+	}
+	runAgent(t, name, check, reporter.NodeSinkOptions{})
+	waitCondition(t, name, "TestProblem", corev1.ConditionFalse, 10*time.Second)
+	hostile := "hostile \xff\xfe\x00 bytes " + strings.Repeat("é long kernel text ", 400)
+	check.in <- checks.Condition("TestProblem", checks.StatusTrue, "Hostile", hostile)
+	check.in <- checks.Event(checks.SeverityWarning, "HostileEvent", hostile)
+	node, _ := waitCondition(t, name, "TestProblem", corev1.ConditionTrue, 5*time.Second)
+	ev, _ := waitEvent(t, name, "HostileEvent", "hostile", 5*time.Second)
+	for what, msg := range map[string]string{"condition": condition(node, "TestProblem").Message, "event": ev.Message} {
+		if len(msg) > reporter.MaxMessageBytes || !utf8.ValidString(msg) || !strings.HasSuffix(msg, "…") {
+			t.Errorf("%s message: %d bytes, valid UTF-8 %v, want at most %d, valid, marked as cut", what, len(msg), utf8.ValidString(msg), reporter.MaxMessageBytes)
+		}
 	}
 }
