@@ -18,6 +18,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -301,14 +302,8 @@ func TestDeployAppliesWithServerDryRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	// Server-side dry-run of namespaced objects needs their namespace to
-	// exist; the test makes it for real and removes it after.
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "nodeguard"}}
-	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c.Client.CoreV1().Namespaces().Delete(context.Background(), "nodeguard", metav1.DeleteOptions{})
-	})
+	// exist; the test makes it for real.
+	ensureNamespace(t, "nodeguard")
 	for dir, wants := range map[string][]string{
 		"../../deploy":             {"daemonset.apps/nodeguard", "clusterrole.rbac.authorization.k8s.io/nodeguard", "configmap/nodeguard", "role.rbac.authorization.k8s.io/nodeguard"},
 		"../../deploy/remediation": {"daemonset.apps/nodeguard", "clusterrole.rbac.authorization.k8s.io/nodeguard-remediation"},
@@ -323,5 +318,17 @@ func TestDeployAppliesWithServerDryRun(t *testing.T) {
 				t.Errorf("%s: dry-run output lacks %s:\n%s", dir, want, out)
 			}
 		}
+	}
+}
+
+// ensureNamespace makes a namespace if it is not there. It is left behind:
+// with no namespace controller in the test cluster a deleted namespace
+// would stay Terminating, and it goes with the cluster.
+func ensureNamespace(t *testing.T, name string) {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	_, err := cluster.Client.CoreV1().Namespaces().Create(context.Background(), ns, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
 	}
 }

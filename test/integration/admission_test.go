@@ -1,0 +1,101 @@
+package integration
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+)
+
+// TestAgentMayWriteOnlyItsOwnNode: the API server, with the RBAC and the
+// admission policies in deploy/base, lets a token bound to a pod on node A
+// patch node A's conditions and write events about node A, and denies both
+// for node B.
+func TestAgentMayWriteOnlyItsOwnNode(t *testing.T) {
+	c := needCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ensureNamespace(t, "nodeguard")
+	var files []string
+	for _, f := range []string{"serviceaccount.yaml", "rbac.yaml", "admission-policy.yaml"} {
+		p, _ := filepath.Abs(filepath.Join("../../deploy/base", f))
+		files = append(files, "-f", p)
+	}
+	if out, err := c.Kubectl(ctx, append([]string{"apply"}, files...)...); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { c.Kubectl(context.Background(), append([]string{"delete", "--ignore-not-found"}, files...)...) })
+
+	createNode(t, "own-node-a")
+	createNode(t, "own-node-b")
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "nodeguard-a", Namespace: "nodeguard"},
+		Spec: corev1.PodSpec{NodeName: "own-node-a", ServiceAccountName: "nodeguard",
+			Containers: []corev1.Container{{Name: "nodeguard", Image: "example.invalid/nodeguard:1"}}},
+	}
+	pod, err := c.Client.CoreV1().Pods("nodeguard").Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Client.CoreV1().Pods("nodeguard").Delete(context.Background(), pod.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
+	})
+	expiry := int64(600)
+	tr, err := c.Client.CoreV1().ServiceAccounts("nodeguard").CreateToken(ctx, "nodeguard", &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{
+			ExpirationSeconds: &expiry,
+			BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("requesting a pod-bound token: %v", err)
+	}
+	agent, err := kubernetes.NewForConfig(&rest.Config{
+		Host: c.Config.Host, BearerToken: tr.Status.Token,
+		TLSClientConfig: rest.TLSClientConfig{CAData: c.Config.TLSClientConfig.CAData},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	patch := []byte(`{"status":{"conditions":[{"type":"KernelDeadlock","status":"False","reason":"KernelHasNoDeadlock","message":"ok"}]}}`)
+	event := func(node string) *corev1.Event {
+		return &corev1.Event{
+			ObjectMeta:     metav1.ObjectMeta{GenerateName: node + ".", Namespace: metav1.NamespaceDefault},
+			InvolvedObject: corev1.ObjectReference{Kind: "Node", Name: node, UID: "own-node"},
+			Reason:         "Test", Message: "m", Type: corev1.EventTypeNormal, Source: corev1.EventSource{Component: "nodeguard"},
+		}
+	}
+	// Admission policies take a moment to be in force after they are made.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err = agent.CoreV1().Nodes().PatchStatus(ctx, "own-node-b", patch)
+		if apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err == nil || !strings.Contains(err.Error(), "nodeguard may write only the Node its pod runs on (own-node-a)") {
+		t.Errorf("patching another node's status: %v, want denied by the admission policy", err)
+	}
+	if _, err := agent.CoreV1().Nodes().PatchStatus(ctx, "own-node-a", patch); err != nil {
+		t.Errorf("patching its own node's status: %v", err)
+	}
+	if _, err := agent.CoreV1().Events(metav1.NamespaceDefault).Create(ctx, event("own-node-a"), metav1.CreateOptions{}); err != nil {
+		t.Errorf("an event about its own node: %v", err)
+	}
+	if _, err := agent.CoreV1().Events(metav1.NamespaceDefault).Create(ctx, event("own-node-b"), metav1.CreateOptions{}); err == nil || !strings.Contains(err.Error(), "only about the Node its pod runs on") {
+		t.Errorf("an event about another node: %v, want denied", err)
+	}
+	// RBAC, not only admission: the agent cannot list secrets.
+	if _, err := agent.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+		t.Errorf("listing secrets: %v, want forbidden", err)
+	}
+}
