@@ -186,6 +186,7 @@ func (s *Supervisor) Run(ctx context.Context, stopTimeout time.Duration) []strin
 	for _, c := range s.Checks {
 		name := c.Name()
 		s.Metrics.running.WithLabelValues(name).Set(0)
+		s.Metrics.stuck.WithLabelValues(name).Set(0)
 		for _, how := range []string{"error", "panic", "exit"} {
 			s.Metrics.failures.WithLabelValues(name, how)
 		}
