@@ -58,7 +58,8 @@ type ReporterConfig struct {
 	Heartbeat checks.Duration `json:"heartbeat,omitempty"`
 	// MinWriteInterval coalesces bursts: at most one status write this often.
 	MinWriteInterval checks.Duration `json:"minWriteInterval,omitempty"`
-	// EventQPS and EventBurst rate-limit events of one reason and message.
+	// EventQPS and EventBurst rate-limit the events about the Node, per
+	// event type (Warning, Normal), as client-go's spam filter keys them.
 	EventQPS   float64 `json:"eventQPS,omitempty"`
 	EventBurst int     `json:"eventBurst,omitempty"`
 	// ClientQPS and ClientBurst limit the agent's API client as a whole.

@@ -51,7 +51,9 @@ func ParseNPD(name string, data []byte) ([]Rule, []ConditionSpec, error) {
 		return nil, nil, fmt.Errorf("NPD rules %s: not a log monitor config: %w", name, err)
 	}
 	switch m.Plugin {
-	case "kmsg", "filelog", "journald", "":
+	case "kmsg", "filelog", "":
+	case "journald":
+		return nil, nil, fmt.Errorf("NPD rules %s: field plugin: journald monitors (kubelet, runtime units) are not kernel log rules; write them as checks.journald rules", name)
 	default:
 		return nil, nil, fmt.Errorf("NPD rules %s: field plugin: %q is not a log monitor plugin", name, m.Plugin)
 	}

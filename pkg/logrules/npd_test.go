@@ -82,6 +82,7 @@ func TestNPDErrorsNameFileRuleAndField(t *testing.T) {
 		{`{"rules":[{"type":"temporary","reason":"X","pattern":"("}]}`, `f.json: rules[0]: rule 0 ("npd-0-X"): field pattern`},
 		{`{"rules":[{"type":"temporary","reason":"X","pattern":""}]}`, `f.json: rules[0].pattern: empty pattern`},
 		{`{"plugin":"custom"}`, `f.json: field plugin`},
+		{`{"plugin":"journald"}`, `journald monitors (kubelet, runtime units) are not kernel log rules`},
 		{`{"conditions":[{"type":"A"}]}`, `f.json: conditions[0]`},
 		{`not json`, `f.json: not a log monitor config`},
 	}

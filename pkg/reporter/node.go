@@ -39,8 +39,9 @@ type NodeSinkOptions struct {
 	// agent is kept on start only if it became True after BootTime: a reboot
 	// ends the kernel problems of the boot before it.
 	BootTime time.Time
-	// EventQPS and EventBurst rate-limit events per reason and message, on top
-	// of client-go's aggregation of similar events.
+	// EventQPS and EventBurst rate-limit events about the Node per event type,
+	// as client-go's spam filter keys them; client-go also aggregates similar
+	// events.
 	EventQPS   float32
 	EventBurst int
 	// SummaryInterval is how often events suppressed by the rate limit are

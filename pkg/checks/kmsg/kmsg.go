@@ -85,6 +85,12 @@ func (c *Config) Validate() error {
 	if c.DevKmsg != nil && !*c.DevKmsg && len(c.Files) == 0 {
 		return &checks.FieldError{Field: "devKmsg", Value: false, Reason: "with /dev/kmsg off, name kernel log files to follow, or disable the check"}
 	}
+	for i, r := range c.Rules {
+		if r.Source != "" && r.Source != "kmsg" {
+			return &checks.FieldError{Field: "rules[" + strconv.Itoa(i) + "].source", Value: r.Source,
+				Reason: `a kernel log rule's source is "kmsg" (it runs over /dev/kmsg and checks.kmsg.files); journald rules go under checks.journald`}
+		}
+	}
 	_, err := c.Engine()
 	return err
 }

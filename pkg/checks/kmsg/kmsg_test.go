@@ -276,3 +276,11 @@ func TestParserLoggerCountsOverruns(t *testing.T) {
 		t.Errorf("overruns counted %v, want 1", got)
 	}
 }
+
+func TestKernelRulesReadOnlyTheKernelLog(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Rules = []logrules.Rule{{Name: "x", Source: "journald:kubelet.service", Kind: checks.KindEvent, Reason: "X", Pattern: "x"}}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "rules[0].source") {
+		t.Errorf("Validate = %v, want an error naming rules[0].source", err)
+	}
+}

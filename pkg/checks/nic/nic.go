@@ -212,7 +212,12 @@ func (c *Check) probe(st *state) ([]checks.Finding, error) {
 		st.samples[name] = samples
 		first := samples[0]
 		if changes := s.carrierChanges - first.carrierChanges; changes >= int64(c.cfg.FlapThreshold) {
-			msg := fmt.Sprintf("%s carrier changed %d times in %s", name, changes, now.Sub(first.at).Round(time.Second))
+			// Stable while it lasts, so that a flapping link costs no status
+			// write per period; the count is in the event and the log.
+			msg := fmt.Sprintf("%s carrier changed at least %d times within %s", name, c.cfg.FlapThreshold, c.cfg.FlapWindow.Duration)
+			if !st.flapping[name] {
+				c.log.Info("link flapping", zap.String("interface", name), zap.Int64("carrier_changes", changes))
+			}
 			flapping = append(flapping, msg)
 			if !st.flapping[name] {
 				out = append(out, checks.Event(checks.SeverityWarning, "NICFlapping", msg))
