@@ -99,8 +99,8 @@ func (w *LeaseWatcher) NodeLease() (lease *coordinationv1.Lease, exists, current
 	return obj.(*coordinationv1.Lease), true, current
 }
 
-// StaleLeases counts the Leases in kube-node-lease, other than this node's,
-// not renewed for half their duration. It lists them once, when asked:
+// StaleLeases counts the Leases in kube-node-lease other than this node's,
+// and those not renewed for half their duration. It lists them once, when asked:
 // watching every node's Lease from every node would cost the API server
 // far more than a list before a rare remediation.
 type StaleLeases struct {
@@ -108,17 +108,17 @@ type StaleLeases struct {
 	NodeName string
 }
 
-func (s StaleLeases) OtherStaleLeases(ctx context.Context) (int, error) {
+func (s StaleLeases) OtherStaleLeases(ctx context.Context) (stale, total int, err error) {
 	list, err := s.Client.CoordinationV1().Leases(NodeLeaseNamespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	now := time.Now()
-	stale := 0
 	for _, l := range list.Items {
 		if l.Name == s.NodeName || l.Spec.RenewTime == nil {
 			continue
 		}
+		total++
 		duration := 40 * time.Second
 		if l.Spec.LeaseDurationSeconds != nil && *l.Spec.LeaseDurationSeconds > 0 {
 			duration = time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second
@@ -127,5 +127,5 @@ func (s StaleLeases) OtherStaleLeases(ctx context.Context) (int, error) {
 			stale++
 		}
 	}
-	return stale, nil
+	return stale, total, nil
 }

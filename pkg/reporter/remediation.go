@@ -18,11 +18,18 @@ type UnitRestarter interface {
 	RestartUnit(ctx context.Context, unit string) (result string, err error)
 }
 
-// StaleLeaseCounter counts nodes other than this one whose Lease is stale,
+// StaleLeaseCounter counts the other nodes' Leases and how many are stale,
 // so that a control-plane problem, which stales every lease at once, is not
 // mistaken for this node's kubelet.
 type StaleLeaseCounter interface {
-	OtherStaleLeases(ctx context.Context) (int, error)
+	OtherStaleLeases(ctx context.Context) (stale, total int, err error)
+}
+
+// clusterWide says whether stale leases elsewhere look like a cluster-wide
+// problem: at least three, and at least a tenth of the nodes. A few dead
+// nodes that nobody has deleted yet do not count.
+func clusterWide(stale, total int) bool {
+	return stale >= 3 && stale*10 >= total
 }
 
 // RestartKubeletOptions configure the opt-in kubelet restart.
@@ -152,12 +159,12 @@ func (k *KubeletRestarter) act(ctx context.Context, cond string) {
 	held := time.Since(k.since[cond]).Round(time.Second)
 	k.mu.Unlock()
 	if k.leases != nil {
-		n, err := k.leases.OtherStaleLeases(ctx)
-		if err == nil && n > 0 {
+		n, total, err := k.leases.OtherStaleLeases(ctx)
+		if err == nil && clusterWide(n, total) {
 			k.attempts.WithLabelValues("restart-kubelet", "refused").Inc()
 			k.report(checks.Event(checks.SeverityWarning, "KubeletRestartRefused", fmt.Sprintf(
-				"%s has held for %s, but %d other nodes' leases are stale too: the control plane, not this kubelet, is the likely cause; not restarting %s",
-				cond, held, n, k.opts.Unit)))
+				"%s has held for %s, but %d of %d other nodes' leases are stale too: the control plane, not this kubelet, is the likely cause; not restarting %s",
+				cond, held, n, total, k.opts.Unit)))
 			return
 		}
 	}

@@ -31,6 +31,9 @@ type TaintSink struct {
 	nodeName string
 	rules    []TaintRule
 	log      *zap.Logger
+	// ResyncInterval is how often the taints are compared with the Node's
+	// conditions when no finding comes; set before Run.
+	ResyncInterval time.Duration
 
 	mu sync.Mutex
 	// want holds, per condition type a finding has spoken of, whether it is
@@ -41,7 +44,8 @@ type TaintSink struct {
 
 // NewTaintSink returns the sink; call Run.
 func NewTaintSink(client kubernetes.Interface, nodeName string, rules []TaintRule, log *zap.Logger) *TaintSink {
-	return &TaintSink{client: client, nodeName: nodeName, rules: rules, log: log, want: map[string]bool{}, wake: make(chan struct{}, 1)}
+	return &TaintSink{client: client, nodeName: nodeName, rules: rules, log: log, ResyncInterval: time.Minute,
+		want: map[string]bool{}, wake: make(chan struct{}, 1)}
 }
 
 func (s *TaintSink) Finding(f checks.Finding) {
@@ -66,6 +70,11 @@ func (s *TaintSink) Finding(f checks.Finding) {
 // Run applies the taints until ctx ends, retrying failed updates.
 func (s *TaintSink) Run(ctx context.Context) {
 	retryIn := time.Duration(0)
+	// Besides on findings, look again now and then: a condition the node
+	// sink reset on start (a kernel problem of the boot before a reboot)
+	// makes no finding, and its taint must still come off.
+	resync := time.NewTicker(s.ResyncInterval)
+	defer resync.Stop()
 	for {
 		var timer <-chan time.Time
 		if retryIn > 0 {
@@ -76,6 +85,7 @@ func (s *TaintSink) Run(ctx context.Context) {
 			return
 		case <-s.wake:
 		case <-timer:
+		case <-resync.C:
 		}
 		if err := s.apply(ctx); err != nil {
 			s.log.Warn("updating the node's taints failed; will retry", zap.Error(err))
@@ -101,6 +111,16 @@ func (s *TaintSink) apply(ctx context.Context) error {
 		node, err := s.client.CoreV1().Nodes().Get(reqCtx, s.nodeName, metav1.GetOptions{})
 		if err != nil {
 			return fmt.Errorf("reading node %s: %w", s.nodeName, err)
+		}
+		// A condition no finding has spoken of yet is as the Node says.
+		for _, c := range node.Status.Conditions {
+			if _, known := want[string(c.Type)]; !known {
+				for _, r := range s.rules {
+					if r.Condition == string(c.Type) {
+						want[r.Condition] = c.Status == corev1.ConditionTrue
+					}
+				}
+			}
 		}
 		taints, changed := s.desiredTaints(node.Spec.Taints, want)
 		if !changed {

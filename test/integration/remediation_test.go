@@ -29,9 +29,10 @@ func (f *fakeSystemd) RestartUnit(ctx context.Context, unit string) (string, err
 	return "done", nil
 }
 
+// staleCount says that many of 100 other nodes' leases are stale.
 type staleCount int
 
-func (s staleCount) OtherStaleLeases(context.Context) (int, error) { return int(s), nil }
+func (s staleCount) OtherStaleLeases(context.Context) (int, int, error) { return int(s), 100, nil }
 
 // runRemediation wires a check, the reporter, the node sink and the kubelet
 // restarter as cmd/agent does, with systemd replaced.
@@ -94,7 +95,8 @@ func TestKubeletRestartOncePerCooldownNeverWhenDisabledOrClusterWide(t *testing.
 		createNode(t, name)
 		sd := &fakeSystemd{}
 		check := &pushCheck{conds: conds, in: make(chan checks.Finding)}
-		runRemediation(t, name, check, sd, 0, true)
+		// Two dead nodes of a hundred are no cluster-wide problem.
+		runRemediation(t, name, check, sd, 2, true)
 		check.in <- stale
 		waitEvent(t, name, "KubeletRestarting", "KubeletLeaseStale has held for", 5*time.Second)
 		waitEvent(t, name, "KubeletRestarted", "restarted kubelet.service", 5*time.Second)
@@ -133,9 +135,9 @@ func TestKubeletRestartOncePerCooldownNeverWhenDisabledOrClusterWide(t *testing.
 		createNode(t, name)
 		sd := &fakeSystemd{}
 		check := &pushCheck{conds: conds, in: make(chan checks.Finding)}
-		runRemediation(t, name, check, sd, 7, true)
+		runRemediation(t, name, check, sd, 20, true)
 		check.in <- stale
-		waitEvent(t, name, "KubeletRestartRefused", "7 other nodes' leases are stale too", 5*time.Second)
+		waitEvent(t, name, "KubeletRestartRefused", "20 of 100 other nodes' leases are stale too", 5*time.Second)
 		if n := sd.restarts.Load(); n != 0 {
 			t.Errorf("restarted %d times while the whole cluster's leases were stale", n)
 		}
@@ -203,4 +205,44 @@ func TestTaintWhileConditionHolds(t *testing.T) {
 	waitTaints(map[string]bool{"nodeguard.io/kubelet-lease-stale": true, "example.com/maintenance": true})
 	check.in <- checks.Condition("KubeletLeaseStale", checks.StatusFalse, "KubeletLeaseFresh", "fresh")
 	waitTaints(map[string]bool{"example.com/maintenance": true})
+}
+
+// TestTaintComesOffAfterARebootWithoutAFinding: the node sink resets a
+// condition of the boot before without a finding; the taint sink still
+// takes the taint off, from the Node's conditions.
+func TestTaintComesOffAfterARebootWithoutAFinding(t *testing.T) {
+	needCluster(t)
+	const name = "reboot-taint-node"
+	createNode(t, name)
+	ctx := context.Background()
+	node, err := cluster.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node.Spec.Taints = []corev1.Taint{{Key: "nodeguard.io/kernel-deadlock", Value: "true", Effect: corev1.TaintEffectNoSchedule}}
+	if node, err = cluster.Client.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	node.Status.Conditions = append(node.Status.Conditions, corev1.NodeCondition{Type: "KernelDeadlock", Status: corev1.ConditionFalse, Reason: "KernelHasNoDeadlock"})
+	if _, err := cluster.Client.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	client, _ := kubernetes.NewForConfig(cluster.Config)
+	sink := reporter.NewTaintSink(client, name, []reporter.TaintRule{{Condition: "KernelDeadlock", Key: "nodeguard.io/kernel-deadlock", Effect: corev1.TaintEffectNoSchedule}}, zaptest.NewLogger(t))
+	sink.ResyncInterval = 200 * time.Millisecond
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { sink.Run(runCtx); close(done) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, err := cluster.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err == nil && len(n.Spec.Taints) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("taint still on the node while KernelDeadlock is False: %+v", n.Spec.Taints)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
