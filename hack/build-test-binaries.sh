@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the kube-apiserver, etcd and kubectl that integration tests run, from
+# Builds the kube-apiserver, etcd, kubectl and helm that integration tests run, from
 # source through the Go module proxy, into a cache outside the clone keyed by
 # version. A second run finds them and does nothing. Prints the directory.
 set -euo pipefail
@@ -26,4 +26,5 @@ build() { # build NAME MODULE_DIR PACKAGE
 build kube-apiserver kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
 build etcd etcd .
 build kubectl kube-apiserver k8s.io/kubernetes/cmd/kubectl
+build helm helm helm.sh/helm/v3/cmd/helm
 echo "$dir"
