@@ -41,7 +41,7 @@ test-binaries:
 # ordinary tests).
 FUZZTIME ?= 30s
 fuzz:
-	@set -e; for pkg in ./pkg/logrules ./pkg/config; do \
+	@set -e; for pkg in ./pkg/logrules ./pkg/config ./pkg/checks/pstore; do \
 		for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 			echo "fuzz $$pkg $$target"; \
 			$(GO) test -run XXX -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg; \

@@ -124,6 +124,8 @@ func TestConditionSurvivesAPIServerOutage(t *testing.T) {
 	if err := c.StopAPIServer(); err != nil {
 		t.Fatal(err)
 	}
+	// A 60 s outage while findings arrive; client-go retries an event for
+	// up to 12 tries 10 s apart, which covers it.
 	restarted := false
 	t.Cleanup(func() {
 		if !restarted {
@@ -133,15 +135,18 @@ func TestConditionSurvivesAPIServerOutage(t *testing.T) {
 	// Findings arrive while the server is gone: the newest one must win.
 	check.in <- checks.Condition("TestProblem", checks.StatusTrue, "Flapping", "first")
 	check.in <- checks.Event(checks.SeverityWarning, "DuringOutage", "seen while the API server was down")
-	time.Sleep(10 * time.Second)
+	time.Sleep(30 * time.Second)
 	check.in <- checks.Condition("TestProblem", checks.StatusTrue, "ProblemFound", "found during the outage")
-	time.Sleep(10 * time.Second)
+	time.Sleep(30 * time.Second)
 	if err := c.StartAPIServer(); err != nil {
 		t.Fatal(err)
 	}
 	restarted = true
 	node, took := waitCondition(t, name, "TestProblem", corev1.ConditionTrue, 5*time.Second)
-	t.Logf("condition True %s after the API server was ready again", took)
+	t.Logf("condition True %s after the API server was ready again (60 s outage)", took)
+	if took > 2*time.Second {
+		t.Errorf("the node held the newest state %s after the server returned, want within 2 s", took)
+	}
 	if got := condition(node, "TestProblem"); got.Reason != "ProblemFound" || got.Message != "found during the outage" {
 		t.Errorf("after the outage the node holds %s/%q, want the newest finding ProblemFound/%q", got.Reason, got.Message, "found during the outage")
 	}
@@ -151,8 +156,8 @@ func TestConditionSurvivesAPIServerOutage(t *testing.T) {
 	// The outage itself, reported once the server answers, with its length.
 	ev, _ := waitEvent(t, name, "APIServerUnreachable", "could not reach the API server", 10*time.Second)
 	t.Logf("outage reported: %s", ev.Message)
-	if !strings.Contains(ev.Message, "for 2") && !strings.Contains(ev.Message, "for 1") {
-		t.Errorf("APIServerUnreachable %q does not give the ~20 s outage's length", ev.Message)
+	if !strings.Contains(ev.Message, "for 1m") {
+		t.Errorf("APIServerUnreachable %q does not give the ~60 s outage's length", ev.Message)
 	}
 
 	ctx := context.Background()

@@ -112,3 +112,35 @@ func TestCheckReportsACrashOnceAcrossRestarts(t *testing.T) {
 		t.Errorf("restart reported %d crashes again: %+v", len(again), again)
 	}
 }
+
+// FuzzScan: whatever a crashed kernel left in pstore, reading it never
+// panics, and a crash found has a reason, a summary and an ID.
+func FuzzScan(f *testing.F) {
+	for _, seed := range []string{
+		"Panic#1 Part1\n<0>[ 1.0] Kernel panic - not syncing: Fatal exception\n",
+		"Oops#2 Part3\n<1>[ 2.0] BUG: unable to handle page fault for address: 0000000000000008\n",
+		"Restart#1 Part1\n<6>[ 3.0] reboot: Restarting system\n",
+		"\x00\xff garbage",
+		"",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "dmesg-ramoops-0"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		crashes, err := Scan([]string{dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range crashes {
+			if c.ID == "" || (c.Reason != "KernelPanic" && c.Reason != "KernelOops") || c.Summary == "" {
+				t.Errorf("crash %+v", c)
+			}
+			if err := c.Finding().Validate(); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+}
