@@ -48,9 +48,12 @@ fuzz:
 		done; \
 	done
 
-# Go benchmarks of the rule engine: lines per second and allocations per line.
-bench:
-	$(GO) test -run XXX -bench . -benchmem ./pkg/logrules/
+# Figures, not tests: the rule engine's Go benchmarks (lines per second,
+# allocations per line), then hack/bench against a real API server (replay
+# cost, idle footprint, detection latency, API load). Root for /dev/kmsg.
+bench: build
+	$(GO) test -run XXX -bench . -benchmem -count 3 ./pkg/logrules/
+	NODEGUARD_TEST_BIN="$$(hack/build-test-binaries.sh)" $(GO) run ./hack/bench -agent $(BIN)
 
 # Scores the replay command against the shared kernel-log corpus.
 corpus: build

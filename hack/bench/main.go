@@ -1,0 +1,404 @@
+// Command bench measures nodeguard on this machine and prints one
+// name=value line per figure: the rule engine's cost per line through
+// `nodeguard replay`, the agent's idle footprint against a real
+// kube-apiserver, kmsg-to-API-server detection latency, and the API load it
+// makes while healthy and while a condition flaps. Run it through
+// `make bench` (root, for /dev/kmsg). Figures are medians of several runs;
+// the machine is shared, so compare figures from one run.
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/nodeguard/nodeguard/internal/benchlog"
+	"github.com/nodeguard/nodeguard/internal/testcluster"
+)
+
+var (
+	agent  = flag.String("agent", "bin/nodeguard", "the nodeguard binary to measure")
+	lines  = flag.Int("lines", 500000, "lines in the generated kernel log")
+	runs   = flag.Int("runs", 3, "runs of the replay measurement (median reported)")
+	idle   = flag.Duration("idle", 60*time.Second, "how long the idle footprint is measured")
+	trials = flag.Int("trials", 20, "detection latency trials")
+	flap   = flag.Duration("flap", 30*time.Second, "how long a condition flaps every 100 ms")
+)
+
+func main() {
+	flag.Parse()
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func out(name string, format string, v ...any) { fmt.Printf("%s=%s\n", name, fmt.Sprintf(format, v...)) }
+
+func run() error {
+	out("machine", "%q", machine())
+	dir, err := os.MkdirTemp("", "nodeguard-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if err := replayCost(dir); err != nil {
+		return err
+	}
+	c, err := testcluster.Start()
+	if err != nil {
+		return fmt.Errorf("starting the API server: %w", err)
+	}
+	defer c.Stop()
+	return live(c, dir)
+}
+
+func machine() string {
+	model := "unknown cpu"
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "model name"); ok {
+				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+		f.Close()
+	}
+	var u syscall.Utsname
+	syscall.Uname(&u)
+	rel := make([]byte, 0, len(u.Release))
+	for _, c := range u.Release {
+		if c == 0 {
+			break
+		}
+		rel = append(rel, byte(c))
+	}
+	return fmt.Sprintf("%d cpus, %s, linux %s, %s", runtime.NumCPU(), model, rel, runtime.Version())
+}
+
+func median(v []float64) float64 {
+	sort.Float64s(v)
+	return v[len(v)/2]
+}
+
+func percentile(v []float64, p float64) float64 {
+	sort.Float64s(v)
+	i := int(p*float64(len(v)-1) + 0.5)
+	return v[i]
+}
+
+// replayCost replays a generated log and reads the child's CPU time and
+// peak RSS from the kernel.
+func replayCost(dir string) error {
+	path := filepath.Join(dir, "kern.log")
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range *lines {
+		fmt.Fprintf(w, "[%d.%06d] %s\n", i/200, (i%200)*5000, benchlog.Line(r, 100))
+	}
+	w.Flush()
+	f.Close()
+	var perCPU, rss []float64
+	for range *runs {
+		cmd := exec.Command(*agent, "replay", path)
+		cmd.Stdout = nil
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("replay: %w", err)
+		}
+		ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+		cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+		perCPU = append(perCPU, float64(*lines)/cpu)
+		rss = append(rss, float64(ru.Maxrss)/1024)
+	}
+	out("replay_lines", "%d", *lines)
+	out("replay_lines_per_cpu_second", "%.0f", median(perCPU))
+	out("replay_peak_rss_mib", "%.1f", median(rss))
+	return nil
+}
+
+// procStat returns a process's CPU seconds and RSS in MiB.
+func procStat(pid int) (cpu, rssMiB float64) {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 {
+		f := strings.Fields(s[i+2:])
+		if len(f) > 22 {
+			ut, _ := strconv.ParseFloat(f[11], 64)
+			st, _ := strconv.ParseFloat(f[12], 64)
+			pages, _ := strconv.ParseFloat(f[21], 64)
+			cpu = (ut + st) / 100 // USER_HZ
+			rssMiB = pages * float64(os.Getpagesize()) / (1 << 20)
+		}
+	}
+	return cpu, rssMiB
+}
+
+// apiWrites sums the API server's counts of write requests, except the
+// Lease renewals the bench makes itself as the kubelet.
+func apiWrites(ctx context.Context, c *testcluster.Cluster) (status, events, other float64) {
+	raw, err := c.Client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return
+	}
+	tp := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := tp.TextToMetricFamilies(strings.NewReader(string(raw)))
+	if err != nil {
+		return
+	}
+	fam, ok := fams["apiserver_request_total"]
+	if !ok {
+		return
+	}
+	for _, m := range fam.GetMetric() {
+		l := map[string]string{}
+		for _, p := range m.GetLabel() {
+			l[p.GetName()] = p.GetValue()
+		}
+		switch l["verb"] {
+		case "PATCH", "POST", "PUT", "DELETE", "CREATE", "UPDATE", "APPLY":
+		default:
+			continue
+		}
+		v := m.GetCounter().GetValue()
+		switch {
+		case l["resource"] == "leases":
+		case l["resource"] == "nodes" && l["subresource"] == "status":
+			status += v
+		case l["resource"] == "events":
+			events += v
+		default:
+			other += v
+		}
+	}
+	return
+}
+
+func freeAddr() string {
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func live(c *testcluster.Cluster, dir string) error {
+	ctx := context.Background()
+	const node = "bench-node"
+	if _, err := c.Client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	// Play the kubelet's heartbeat so that the lease check is content.
+	duration := int32(40)
+	now := metav1.NewMicroTime(time.Now())
+	leases := c.Client.CoordinationV1().Leases("kube-node-lease")
+	if _, err := leases.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: node},
+		Spec: coordinationv1.LeaseSpec{LeaseDurationSeconds: &duration, RenewTime: &now}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	stopRenew := make(chan struct{})
+	defer close(stopRenew)
+	go func() {
+		for {
+			select {
+			case <-stopRenew:
+				return
+			case <-time.After(10 * time.Second):
+			}
+			if l, err := leases.Get(ctx, node, metav1.GetOptions{}); err == nil {
+				now := metav1.NewMicroTime(time.Now())
+				l.Spec.RenewTime = &now
+				leases.Update(ctx, l, metav1.UpdateOptions{})
+			}
+		}
+	}()
+
+	flapFile := filepath.Join(dir, "flap.log")
+	os.WriteFile(flapFile, nil, 0o644)
+	config := filepath.Join(dir, "config.yaml")
+	os.WriteFile(config, []byte(fmt.Sprintf(`checks:
+  kmsg:
+    startAtEnd: true
+    files: [{path: %s}]
+    conditions: [{type: BenchCondition, reason: NoBench, message: quiet}]
+    rules:
+      - {name: bench, kind: condition, condition: BenchCondition, reason: Bench, pattern: 'nodeguard-bench-condition \d+'}
+`, flapFile)), 0o644)
+	addr := freeAddr()
+	cmd := exec.Command(*agent, "--kubeconfig="+c.Kubeconfig, "--node-name="+node, "--config="+config,
+		"--state-dir="+filepath.Join(dir, "state"), "--listen-address="+addr)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	if err := waitHealthy(addr); err != nil {
+		return err
+	}
+	time.Sleep(5 * time.Second) // past start-up writes
+
+	// Idle footprint and API load while all is well.
+	cpu0, _ := procStat(cmd.Process.Pid)
+	s0, e0, o0 := apiWrites(ctx, c)
+	time.Sleep(*idle)
+	cpu1, rss := procStat(cmd.Process.Pid)
+	s1, e1, o1 := apiWrites(ctx, c)
+	minutes := idle.Minutes()
+	out("idle_seconds", "%.0f", idle.Seconds())
+	out("idle_rss_mib", "%.1f", rss)
+	out("idle_cpu_seconds_per_minute", "%.3f", (cpu1-cpu0)/minutes)
+	out("idle_api_writes_per_minute", "%.2f", (s1-s0+e1-e0+o1-o0)/minutes)
+
+	// Detection latency, kmsg to Event and to condition, seen through watches.
+	if os.Geteuid() == 0 {
+		if err := latency(ctx, c, node); err != nil {
+			return err
+		}
+	} else {
+		out("latency", "%q", "skipped: needs root to write /dev/kmsg")
+	}
+
+	// A condition flapping every 100 ms.
+	s0, e0, _ = apiWrites(ctx, c)
+	f, _ := os.OpenFile(flapFile, os.O_APPEND|os.O_WRONLY, 0)
+	start := time.Now()
+	for i := 0; time.Since(start) < *flap; i++ {
+		fmt.Fprintf(f, "nodeguard-bench-condition %d\n", i)
+		time.Sleep(100 * time.Millisecond)
+	}
+	f.Close()
+	time.Sleep(2 * time.Second) // the last coalesced write
+	elapsed := time.Since(start)
+	s1, e1, _ = apiWrites(ctx, c)
+	out("flap_seconds", "%.0f", flap.Seconds())
+	out("flap_changes", "%.0f", flap.Seconds()*10)
+	out("flap_status_writes_per_second", "%.2f", (s1-s0)/elapsed.Seconds())
+	out("flap_event_writes", "%.0f", e1-e0)
+	return nil
+}
+
+func waitHealthy(addr string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("the agent did not become healthy")
+}
+
+func writeKmsg(line string) error {
+	f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = f.WriteString(line)
+	return err
+}
+
+func latency(ctx context.Context, c *testcluster.Cluster, node string) error {
+	ew, err := c.Client.CoreV1().Events(metav1.NamespaceAll).Watch(ctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("involvedObject.name", node).String()})
+	if err != nil {
+		return err
+	}
+	defer ew.Stop()
+	nw, err := c.Client.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", node).String()})
+	if err != nil {
+		return err
+	}
+	defer nw.Stop()
+	waitFor := func(ch <-chan watch.Event, match func(watch.Event) bool) bool {
+		timeout := time.After(10 * time.Second)
+		for {
+			select {
+			case e := <-ch:
+				if match(e) {
+					return true
+				}
+			case <-timeout:
+				return false
+			}
+		}
+	}
+	var events, conds []float64
+	run := rand.Int64()
+	for i := range *trials {
+		marker := fmt.Sprintf("bench%d-%d", run, i)
+		t0 := time.Now()
+		if err := writeKmsg(fmt.Sprintf("<4>NETDEV WATCHDOG: %s (ixgbe): transmit queue 2 timed out\n", marker)); err != nil {
+			return err
+		}
+		if waitFor(ew.ResultChan(), func(e watch.Event) bool {
+			ev, ok := e.Object.(*corev1.Event)
+			return ok && strings.Contains(ev.Message, marker)
+		}) {
+			events = append(events, time.Since(t0).Seconds()*1000)
+		}
+		time.Sleep(150 * time.Millisecond) // the kernel rate-limits writers
+	}
+	// Conditions: a new message each trial, spaced past the one-write-a-
+	// second coalescing so that each is a change of its own.
+	for i := range *trials {
+		marker := fmt.Sprintf("nodeguard-bench-condition %d%d", run%1000000, i)
+		time.Sleep(1200 * time.Millisecond)
+		t0 := time.Now()
+		if err := writeKmsg("<4>" + marker + "\n"); err != nil {
+			return err
+		}
+		if waitFor(nw.ResultChan(), func(e watch.Event) bool {
+			n, ok := e.Object.(*corev1.Node)
+			if !ok {
+				return false
+			}
+			for _, c := range n.Status.Conditions {
+				if c.Type == "BenchCondition" && strings.Contains(c.Message, marker) {
+					return true
+				}
+			}
+			return false
+		}) {
+			conds = append(conds, time.Since(t0).Seconds()*1000)
+		}
+	}
+	out("latency_trials", "%d", *trials)
+	if len(events) > 0 {
+		out("kmsg_to_event_ms_p50", "%.1f", percentile(events, 0.5))
+		out("kmsg_to_event_ms_p99", "%.1f", percentile(events, 0.99))
+	}
+	if len(conds) > 0 {
+		out("kmsg_to_condition_ms_p50", "%.1f", percentile(conds, 0.5))
+		out("kmsg_to_condition_ms_p99", "%.1f", percentile(conds, 0.99))
+	}
+	out("latency_events_seen", "%d", len(events))
+	out("latency_conditions_seen", "%d", len(conds))
+	return nil
+}

@@ -1,0 +1,25 @@
+package benchlog_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nodeguard/nodeguard/internal/benchlog"
+	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/logrules"
+)
+
+// Every problem line makes a finding, so the benchmark's ~1% is real.
+func TestProblemLinesAreProblems(t *testing.T) {
+	e, err := logrules.NewEngine(logrules.DefaultRules(), logrules.DefaultConditions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Unix(0, 0)
+	for _, l := range benchlog.ProblemLines {
+		at = at.Add(time.Hour) // keep reports and windows apart
+		if got := e.Feed(logrules.Line{Text: l, Time: at}, []checks.Finding(nil)); len(got) == 0 {
+			t.Errorf("no finding for %q", l)
+		}
+	}
+}
