@@ -54,7 +54,9 @@ func main() {
 	}
 }
 
-func out(name string, format string, v ...any) { fmt.Printf("%s=%s\n", name, fmt.Sprintf(format, v...)) }
+func out(name string, format string, v ...any) {
+	fmt.Printf("%s=%s\n", name, fmt.Sprintf(format, v...))
+}
 
 func run() error {
 	out("machine", "%q", machine())
