@@ -32,14 +32,18 @@ func (f *JournalFollower) Run(ctx context.Context, entry func(JournalEntry)) err
 		return fmt.Errorf("opening the journal %s: %w", f.describe(), err)
 	}
 	defer j.Close()
-	for i, unit := range f.Units {
+	matches := append([]string{}, f.Matches...)
+	for _, unit := range f.Units {
+		matches = append(matches, sdjournal.SD_JOURNAL_FIELD_SYSTEMD_UNIT+"="+unit)
+	}
+	for i, m := range matches {
 		if i > 0 {
 			if err := j.AddDisjunction(); err != nil {
-				return fmt.Errorf("matching journal units: %w", err)
+				return fmt.Errorf("matching journal entries: %w", err)
 			}
 		}
-		if err := j.AddMatch(sdjournal.SD_JOURNAL_FIELD_SYSTEMD_UNIT + "=" + unit); err != nil {
-			return fmt.Errorf("matching journal unit %s: %w", unit, err)
+		if err := j.AddMatch(m); err != nil {
+			return fmt.Errorf("matching journal entries %s: %w", m, err)
 		}
 	}
 	if f.FromStart {

@@ -1,9 +1,15 @@
 package logsource
 
 import (
+	"errors"
 	"strings"
 	"time"
 )
+
+// ErrNoJournal is what a binary built without cgo says when asked to read
+// the journal.
+var ErrNoJournal = errors.New("this nodeguard was built without the journald tag, so it cannot read the systemd journal; build with `-tags journald` (cgo and libsystemd's headers, Debian's libsystemd-dev), or follow a log file instead")
+
 
 // JournalFollower follows systemd journal entries of some units.
 type JournalFollower struct {
@@ -14,6 +20,9 @@ type JournalFollower struct {
 	// Units are matched on _SYSTEMD_UNIT, e.g. "kubelet.service"; empty
 	// takes every entry.
 	Units []string
+	// Matches are further FIELD=value matches, taken like Units (either may
+	// match), e.g. "_TRANSPORT=kernel" for the kernel's own messages.
+	Matches []string
 	// FromStart reads the entries already there; by default only new ones.
 	FromStart bool
 	// Poll bounds how long a wait for new entries lasts before ctx is
@@ -34,8 +43,8 @@ func (f *JournalFollower) describe() string {
 	if f.Dir != "" {
 		where = "in " + f.Dir
 	}
-	if len(f.Units) > 0 {
-		where += " for " + strings.Join(f.Units, ", ")
+	if what := append(append([]string{}, f.Units...), f.Matches...); len(what) > 0 {
+		where += " for " + strings.Join(what, ", ")
 	}
 	return where
 }

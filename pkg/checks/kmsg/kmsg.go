@@ -40,6 +40,13 @@ type Config struct {
 	// Files (where /dev/kmsg cannot be read); with both, a kernel message
 	// that reaches both would be reported twice.
 	DevKmsg *bool `json:"devKmsg,omitempty"`
+	// Journal reads the kernel's messages from the systemd journal
+	// (_TRANSPORT=kernel), which needs no access to /dev/kmsg and so no
+	// privileged container; JournalDir names a directory of journal files
+	// instead of the system journal. Needs a binary built with the journald
+	// tag. Like startAtEnd, it reads only entries logged after the start.
+	Journal    bool   `json:"journal,omitempty"`
+	JournalDir string `json:"journalDir,omitempty"`
 	// Files are kernel log files to follow, such as /var/log/kern.log, in
 	// syslog, dmesg or plain form; followed across rotation.
 	Files []FileSource `json:"files,omitempty"`
@@ -82,8 +89,11 @@ func (c *Config) Validate() error {
 			return &checks.FieldError{Field: "files[" + strconv.Itoa(i) + "].path", Value: "", Reason: "a file needs a path"}
 		}
 	}
-	if c.DevKmsg != nil && !*c.DevKmsg && len(c.Files) == 0 {
-		return &checks.FieldError{Field: "devKmsg", Value: false, Reason: "with /dev/kmsg off, name kernel log files to follow, or disable the check"}
+	if c.DevKmsg != nil && !*c.DevKmsg && len(c.Files) == 0 && !c.Journal {
+		return &checks.FieldError{Field: "devKmsg", Value: false, Reason: "with /dev/kmsg off, read the journal or name kernel log files to follow, or disable the check"}
+	}
+	if c.Journal && !logsource.JournalAvailable {
+		return &checks.FieldError{Field: "journal", Value: true, Reason: logsource.ErrNoJournal.Error()}
 	}
 	for i, r := range c.Rules {
 		if r.Source != "" && r.Source != "kmsg" {
@@ -183,7 +193,28 @@ func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
 	for _, f := range c.cfg.Files {
 		g.Go(func() error { return c.runFile(ctx, emit, f) })
 	}
+	if c.cfg.Journal {
+		g.Go(func() error { return c.runJournal(ctx, emit) })
+	}
 	return g.Wait()
+}
+
+// runJournal follows the kernel's messages in the systemd journal.
+func (c *Check) runJournal(ctx context.Context, emit func(checks.Finding)) error {
+	engine, err := c.cfg.Engine()
+	if err != nil {
+		return err
+	}
+	g := logrules.NewGuarded(engine)
+	defer g.ExpireEvery(ctx, max(c.cfg.ExpireInterval.Duration, time.Second), c.now, emit)()
+	follower := &logsource.JournalFollower{Dir: c.cfg.JournalDir, Matches: []string{"_TRANSPORT=kernel"}}
+	err = follower.Run(ctx, func(e logsource.JournalEntry) {
+		g.Feed(logrules.Line{Text: e.Message, Time: e.Time}, "journal kernel", emit)
+	})
+	if err == nil && ctx.Err() == nil {
+		err = fmt.Errorf("following the journal stopped")
+	}
+	return err
 }
 
 // runFile follows a kernel log file (kern.log, saved dmesg output).
