@@ -10,7 +10,6 @@ import (
 // the journal.
 var ErrNoJournal = errors.New("this nodeguard was built without the journald tag, so it cannot read the systemd journal; build with `-tags journald` (cgo and libsystemd's headers, Debian's libsystemd-dev), or follow a log file instead")
 
-
 // JournalFollower follows systemd journal entries of some units.
 type JournalFollower struct {
 	// Dir reads the journal files in a directory (a host's /var/log/journal
