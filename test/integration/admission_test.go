@@ -73,15 +73,19 @@ func TestAgentMayWriteOnlyItsOwnNode(t *testing.T) {
 			Reason:         "Test", Message: "m", Type: corev1.EventTypeNormal, Source: corev1.EventSource{Component: "nodeguard"},
 		}
 	}
-	// Admission policies take a moment to be in force after they are made.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		_, err = agent.CoreV1().Nodes().PatchStatus(ctx, "own-node-b", patch)
-		if apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || time.Now().After(deadline) {
-			break
+	// Each admission policy takes a moment to be in force after it is made:
+	// retry what it must deny until it does.
+	untilDenied := func(do func() error) error {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			err := do()
+			if apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || time.Now().After(deadline) {
+				return err
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
-		time.Sleep(200 * time.Millisecond)
 	}
+	err = untilDenied(func() error { _, err := agent.CoreV1().Nodes().PatchStatus(ctx, "own-node-b", patch); return err })
 	if err == nil || !strings.Contains(err.Error(), "nodeguard may write only the Node its pod runs on (own-node-a)") {
 		t.Errorf("patching another node's status: %v, want denied by the admission policy", err)
 	}
@@ -91,7 +95,11 @@ func TestAgentMayWriteOnlyItsOwnNode(t *testing.T) {
 	if _, err := agent.CoreV1().Events(metav1.NamespaceDefault).Create(ctx, event("own-node-a"), metav1.CreateOptions{}); err != nil {
 		t.Errorf("an event about its own node: %v", err)
 	}
-	if _, err := agent.CoreV1().Events(metav1.NamespaceDefault).Create(ctx, event("own-node-b"), metav1.CreateOptions{}); err == nil || !strings.Contains(err.Error(), "only about the Node its pod runs on") {
+	err = untilDenied(func() error {
+		_, err := agent.CoreV1().Events(metav1.NamespaceDefault).Create(ctx, event("own-node-b"), metav1.CreateOptions{})
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "only about the Node its pod runs on") {
 		t.Errorf("an event about another node: %v, want denied", err)
 	}
 	// RBAC, not only admission: the agent cannot list secrets.
