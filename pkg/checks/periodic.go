@@ -129,3 +129,25 @@ func (r *InARow) Fail(threshold int) bool { r.n++; return r.n >= threshold }
 
 // Reset starts the count over after a success.
 func (r *InARow) Reset() { r.n = 0 }
+
+// Every calls fn every interval until ctx ends or the returned stop is
+// called; stop waits for a call in progress, so that nothing fn does
+// outlives it.
+func Every(ctx context.Context, interval time.Duration, fn func(now time.Time)) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				fn(now)
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}

@@ -34,24 +34,11 @@ func (g *Guarded) Feed(l Line, source string, emit func(checks.Finding)) {
 // ExpireEvery runs the engine's expiry every interval until ctx ends or stop
 // is called; stop waits for a run in progress.
 func (g *Guarded) ExpireEvery(ctx context.Context, interval time.Duration, now func() time.Time, emit func(checks.Finding)) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				g.mu.Lock()
-				for _, f := range g.e.Expire(now(), nil) {
-					emit(f)
-				}
-				g.mu.Unlock()
-			}
+	return checks.Every(ctx, interval, func(time.Time) {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		for _, f := range g.e.Expire(now(), nil) {
+			emit(f)
 		}
-	}()
-	return func() { cancel(); <-done }
+	})
 }

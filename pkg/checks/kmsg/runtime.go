@@ -53,29 +53,16 @@ func (r *runtimeHang) wrap(emit func(checks.Finding)) func(checks.Finding) {
 // expireEvery clears the condition once the window has passed without a
 // hung runtime task, until ctx ends or stop is called.
 func (r *runtimeHang) expireEvery(ctx context.Context, interval time.Duration, emit func(checks.Finding)) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				r.mu.Lock()
-				expired := !r.last.IsZero() && r.now().Sub(r.last) >= runtimeHangWindow
-				if expired {
-					r.last = time.Time{}
-				}
-				r.mu.Unlock()
-				if expired {
-					emit(checks.Condition(runtimeUnresponsive, checks.StatusFalse, "ContainerRuntimeIsResponsive",
-						"no container runtime task hung in the kernel for "+runtimeHangWindow.String()))
-				}
-			}
+	return checks.Every(ctx, interval, func(time.Time) {
+		r.mu.Lock()
+		expired := !r.last.IsZero() && r.now().Sub(r.last) >= runtimeHangWindow
+		if expired {
+			r.last = time.Time{}
 		}
-	}()
-	return func() { cancel(); <-done }
+		r.mu.Unlock()
+		if expired {
+			emit(checks.Condition(runtimeUnresponsive, checks.StatusFalse, "ContainerRuntimeIsResponsive",
+				"no container runtime task hung in the kernel for "+runtimeHangWindow.String()))
+		}
+	})
 }
