@@ -46,9 +46,20 @@ func (f *JournalFollower) Run(ctx context.Context, entry func(JournalEntry)) err
 			return fmt.Errorf("matching journal entries %s: %w", m, err)
 		}
 	}
-	if f.FromStart {
+	switch {
+	case f.After != "":
+		// Resume: step onto the entry last handled, so that Next gives
+		// the one after it. When the journal no longer holds that entry
+		// (rotated away), Next lands on the first one after where it was:
+		// step back so that it is read.
+		if err = j.SeekCursor(f.After); err == nil {
+			if _, err = j.Next(); err == nil && j.TestCursor(f.After) != nil {
+				_, err = j.Previous()
+			}
+		}
+	case f.FromStart:
 		err = j.SeekHead()
-	} else {
+	default:
 		// The tail is the last entry; step onto it so that Next gives the
 		// first new one.
 		if err = j.SeekTail(); err == nil {

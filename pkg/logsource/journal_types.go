@@ -24,6 +24,9 @@ type JournalFollower struct {
 	Matches []string
 	// FromStart reads the entries already there; by default only new ones.
 	FromStart bool
+	// After, a cursor from an earlier JournalEntry, resumes after that
+	// entry; it wins over FromStart.
+	After string
 	// Poll bounds how long a wait for new entries lasts before ctx is
 	// looked at again.
 	Poll time.Duration

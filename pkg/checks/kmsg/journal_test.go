@@ -4,6 +4,8 @@ package kmsg
 
 import (
 	"context"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,4 +58,55 @@ func TestKernelMessagesFromTheJournal(t *testing.T) {
 		t.Errorf("unexpected finding %+v (the entry there before the start, or another program's)", f)
 	case <-time.After(500 * time.Millisecond):
 	}
+}
+
+// TestJournalSourceResumesAfterARestart: kernel entries logged while the
+// agent was down are reported after the restart, those reported before are
+// not reported again.
+func TestJournalSourceResumesAfterARestart(t *testing.T) {
+	dir, state := t.TempDir(), t.TempDir()
+	base := time.Now().Truncate(time.Microsecond)
+	kernel := func(sec int, pid int) journaltest.Entry {
+		return journaltest.Entry{Time: base.Add(time.Duration(sec) * time.Second), Fields: map[string]string{
+			"_TRANSPORT": "kernel", "MESSAGE": "Out of memory: Killed process " + strconv.Itoa(pid) + " (hog) total-vm:1kB, anon-rss:1kB, file-rss:0kB"}}
+	}
+	off := false
+	cfg := DefaultConfig()
+	cfg.DevKmsg, cfg.Journal, cfg.JournalDir = &off, true, dir
+	start := func() (chan checks.Finding, context.CancelFunc, chan struct{}) {
+		c, err := New(cfg, checks.Env{Log: zaptest.NewLogger(t), StateDir: state}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		got, done := make(chan checks.Finding, 10), make(chan struct{})
+		go func() { c.Run(ctx, func(f checks.Finding) { got <- f }); close(done) }()
+		return got, cancel, done
+	}
+	expect := func(got chan checks.Finding, pid string) {
+		t.Helper()
+		select {
+		case f := <-got:
+			if !strings.Contains(f.Message, "process "+pid+" ") {
+				t.Errorf("got %q, want the kill of %s", f.Message, pid)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no finding for %s", pid)
+		}
+		select {
+		case f := <-got:
+			t.Errorf("unexpected %q", f.Message)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	got, stop, done := start()
+	time.Sleep(300 * time.Millisecond)
+	journaltest.Write(t, dir, "a.journal", kernel(1, 101))
+	expect(got, "101")
+	stop()
+	<-done
+	journaltest.Write(t, dir, "b.journal", kernel(2, 202)) // while the agent is down
+	got, stop, done = start()
+	defer func() { stop(); <-done }()
+	expect(got, "202")
 }

@@ -44,7 +44,8 @@ type Config struct {
 	// (_TRANSPORT=kernel), which needs no access to /dev/kmsg and so no
 	// privileged container; JournalDir names a directory of journal files
 	// instead of the system journal. Needs a binary built with the journald
-	// tag. Like startAtEnd, it reads only entries logged after the start.
+	// tag. On a first start it reads only entries logged after it; after a
+	// restart it resumes after the last entry it reported.
 	Journal    bool   `json:"journal,omitempty"`
 	JournalDir string `json:"journalDir,omitempty"`
 	// Files are kernel log files to follow, such as /var/log/kern.log, in
@@ -207,14 +208,33 @@ func (c *Check) runJournal(ctx context.Context, emit func(checks.Finding)) error
 	}
 	g := logrules.NewGuarded(engine)
 	defer g.ExpireEvery(ctx, max(c.cfg.ExpireInterval.Duration, time.Second), c.now, emit)()
-	follower := &logsource.JournalFollower{Dir: c.cfg.JournalDir, Matches: []string{"_TRANSPORT=kernel"}}
+	// Resume after the last entry reported before a restart; the cursor is
+	// saved once a reported entry's findings are out.
+	cursor := c.journalCursor()
+	follower := &logsource.JournalFollower{Dir: c.cfg.JournalDir, Matches: []string{"_TRANSPORT=kernel"}, After: cursor.load()}
 	err = follower.Run(ctx, func(e logsource.JournalEntry) {
-		g.Feed(logrules.Line{Text: e.Message, Time: e.Time}, "journal kernel", emit)
+		reported := false
+		g.Feed(logrules.Line{Text: e.Message, Time: e.Time}, "journal kernel", func(f checks.Finding) {
+			reported = true
+			emit(f)
+		})
+		if reported {
+			cursor.save(e.Cursor)
+		}
 	})
 	if err == nil && ctx.Err() == nil {
 		err = fmt.Errorf("following the journal stopped")
 	}
 	return err
+}
+
+// journalCursor is where the journal source's cursor is kept, or a no-op
+// without a state directory.
+func (c *Check) journalCursor() cursorFile {
+	if c.position == nil {
+		return cursorFile{}
+	}
+	return cursorFile{path: filepath.Join(filepath.Dir(c.position.path), "kmsg-journal-cursor"), log: c.log}
 }
 
 // runFile follows a kernel log file (kern.log, saved dmesg output).

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"go.uber.org/zap"
 )
 
 // position is where the agent got to in the kernel log, kept across agent
@@ -65,4 +67,37 @@ func readBootID(procPath string) (string, error) {
 		return "", fmt.Errorf("reading the boot ID: %w", err)
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// cursorFile keeps the journal source's cursor: the last kernel entry
+// reported, so that a restart reports neither it again nor loses what came
+// after.
+type cursorFile struct {
+	path string
+	log  *zap.Logger
+}
+
+func (f cursorFile) load() string {
+	if f.path == "" {
+		return ""
+	}
+	b, err := os.ReadFile(f.path)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func (f cursorFile) save(cursor string) {
+	if f.path == "" || cursor == "" {
+		return
+	}
+	tmp := f.path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(cursor), 0o644); err == nil {
+		err = os.Rename(tmp, f.path)
+		if err == nil {
+			return
+		}
+	}
+	f.log.Warn("journal cursor not saved; kernel entries may be reported again after a restart", zap.String("file", f.path))
 }
