@@ -2,7 +2,8 @@
 # sdjournal, which needs cgo and libsystemd's headers to build and loads
 # libsystemd.so.0 at run time, so the runtime image is Debian slim (which
 # carries libsystemd0) rather than a static distroless one. It runs as root
-# in its container because /dev/kmsg is root's (see deploy/base/daemonset.yaml).
+# in its container, with no capabilities, for the root-owned host files it
+# reads (see deploy/base/daemonset.yaml).
 FROM golang:1.26-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends libsystemd-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src

@@ -14,6 +14,7 @@ import (
 	"github.com/nodeguard/nodeguard/pkg/checks/all"
 	"github.com/nodeguard/nodeguard/pkg/checks/kmsg"
 	"github.com/nodeguard/nodeguard/pkg/config"
+	"github.com/nodeguard/nodeguard/pkg/logsource"
 	"github.com/nodeguard/nodeguard/pkg/logrules"
 )
 
@@ -623,18 +624,25 @@ func TestErrorIsOneLine(t *testing.T) {
 	}
 }
 
-// TestLoadDeployConfig loads the config the DaemonSet ships, so that the
-// loader and the manifest cannot drift apart.
+// TestLoadDeployConfig loads the configs the DaemonSets ship, so that the
+// loader and the manifests cannot drift apart.
 func TestLoadDeployConfig(t *testing.T) {
-	path := filepath.Join("..", "..", "deploy", "base", "config.yaml")
-	if _, err := os.Stat(path); err != nil {
-		t.Skip(err)
-	}
-	c, err := config.Load(path, all.Registry)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.ProcPath != "/host/proc" || c.Reporter.Heartbeat.Duration != 5*time.Minute {
-		t.Errorf("deploy config read as %+v", c)
+	for _, variant := range []string{"base", "devkmsg"} {
+		t.Run(variant, func(t *testing.T) {
+			path := filepath.Join("..", "..", "deploy", variant, "config.yaml")
+			if _, err := os.Stat(path); err != nil {
+				t.Skip(err)
+			}
+			if variant == "base" && !logsource.JournalAvailable {
+				t.Skip("the base reads the kernel log from the journal, which needs the journald build tag (the image and make test have it)")
+			}
+			c, err := config.Load(path, all.Registry)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.ProcPath != "/host/proc" || c.Reporter.Heartbeat.Duration != 5*time.Minute {
+				t.Errorf("deploy config read as %+v", c)
+			}
+		})
 	}
 }

@@ -307,6 +307,7 @@ func TestDeployAppliesWithServerDryRun(t *testing.T) {
 	for dir, wants := range map[string][]string{
 		"../../deploy":             {"daemonset.apps/nodeguard", "clusterrole.rbac.authorization.k8s.io/nodeguard", "configmap/nodeguard", "role.rbac.authorization.k8s.io/nodeguard"},
 		"../../deploy/remediation": {"daemonset.apps/nodeguard", "clusterrole.rbac.authorization.k8s.io/nodeguard-remediation"},
+		"../../deploy/devkmsg":     {"daemonset.apps/nodeguard", "configmap/nodeguard"},
 	} {
 		path, _ := filepath.Abs(dir)
 		out, err := c.Kubectl(ctx, "apply", "--dry-run=server", "-k", path)

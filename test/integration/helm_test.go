@@ -47,7 +47,7 @@ func TestHelmChartLintsRendersAndApplies(t *testing.T) {
 rules:
   - {name: widget-jam, kind: event, reason: WidgetJam, pattern: 'widget \d+ jammed'}
 `), 0o644)
-	for name, extra := range map[string][]string{"defaults": nil, "remediation": {"--values", remediation}, "journal": {"--set", "kernelLog=journal"}} {
+	for name, extra := range map[string][]string{"defaults": nil, "remediation": {"--values", remediation}, "devkmsg": {"--set", "kernelLog=devkmsg"}} {
 		t.Run(name, func(t *testing.T) {
 			rendered := runHelm(append([]string{"template", "ng", chart, "--namespace", "nodeguard"}, extra...)...)
 			manifest := filepath.Join(t.TempDir(), "rendered.yaml")
@@ -82,8 +82,11 @@ rules:
 			if out, err := exec.Command(needAgent(t), "replay", "--config="+path, "/dev/null").CombinedOutput(); err != nil {
 				t.Errorf("the chart's config does not load: %v\n%s\n%s", err, out, cfg)
 			}
-			if name == "journal" && (strings.Contains(rendered, "privileged: true") || strings.Contains(rendered, "/dev/kmsg") || !strings.Contains(cfg, "journal: true")) {
-				t.Errorf("kernelLog=journal still privileged or mounting /dev/kmsg, or not reading the journal:\n%s", rendered)
+			if name == "defaults" && (strings.Contains(rendered, "privileged: true") || strings.Contains(rendered, "/dev/kmsg") || !strings.Contains(cfg, "journal: true")) {
+				t.Errorf("the default rendering (kernelLog=journal) is privileged, mounts /dev/kmsg, or does not read the journal:\n%s", rendered)
+			}
+			if name == "devkmsg" && (!strings.Contains(rendered, "privileged: true") || !strings.Contains(rendered, "/dev/kmsg")) {
+				t.Errorf("kernelLog=devkmsg does not mount /dev/kmsg privileged")
 			}
 			if name == "remediation" && (!strings.Contains(rendered, "system_bus_socket") || !strings.Contains(rendered, `["get", "update"]`) || !strings.Contains(cfg, "widget-jam")) {
 				t.Errorf("remediation values did not add the D-Bus mount, node update RBAC and the user rule")
