@@ -14,8 +14,8 @@ import (
 	"github.com/nodeguard/nodeguard/pkg/checks/all"
 	"github.com/nodeguard/nodeguard/pkg/checks/kmsg"
 	"github.com/nodeguard/nodeguard/pkg/config"
-	"github.com/nodeguard/nodeguard/pkg/logsource"
 	"github.com/nodeguard/nodeguard/pkg/logrules"
+	"github.com/nodeguard/nodeguard/pkg/logsource"
 )
 
 const (
