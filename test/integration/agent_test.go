@@ -320,6 +320,21 @@ func TestDeployAppliesWithServerDryRun(t *testing.T) {
 			}
 		}
 	}
+	// Least privilege: the base's container is not privileged and drops
+	// every capability; only the /dev/kmsg and remediation variants are.
+	for dir, privileged := range map[string]bool{"../../deploy": false, "../../deploy/devkmsg": true, "../../deploy/remediation": true} {
+		path, _ := filepath.Abs(dir)
+		out, err := c.Kubectl(ctx, "kustomize", path)
+		if err != nil {
+			t.Fatalf("kubectl kustomize %s: %v\n%s", dir, err, out)
+		}
+		if got := strings.Contains(out, "privileged: true"); got != privileged {
+			t.Errorf("%s: privileged %v, want %v", dir, got, privileged)
+		}
+		if !privileged && (!strings.Contains(out, "- ALL") || strings.Contains(out, "path: /dev/kmsg")) {
+			t.Errorf("%s: capabilities not all dropped, or /dev/kmsg mounted:\n%s", dir, out)
+		}
+	}
 }
 
 // ensureNamespace makes a namespace if it is not there. It is left behind:
