@@ -130,6 +130,21 @@ func (r *InARow) Fail(threshold int) bool { r.n++; return r.n >= threshold }
 // Reset starts the count over after a success.
 func (r *InARow) Reset() { r.n = 0 }
 
+// Judge turns one look at a condition into findings: False with okReason at
+// once when problem is empty; True with badReason and the problem only once
+// threshold looks in a row have found one; nothing in between, so that one
+// slow answer does not flap the condition.
+func (r *InARow) Judge(threshold int, condType, okReason, okMessage, badReason, problem string) []Finding {
+	if problem == "" {
+		r.Reset()
+		return []Finding{Condition(condType, StatusFalse, okReason, okMessage)}
+	}
+	if !r.Fail(threshold) {
+		return nil
+	}
+	return []Finding{Condition(condType, StatusTrue, badReason, problem)}
+}
+
 // Every calls fn every interval until ctx ends or the returned stop is
 // called; stop waits for a call in progress, so that nothing fn does
 // outlives it.

@@ -126,16 +126,12 @@ type failure struct {
 }
 
 func (p *prober) probe(ctx context.Context) ([]checks.Finding, error) {
-	f := p.ask(ctx)
-	if f == nil {
-		p.failures.Reset()
-		return []checks.Finding{checks.Condition(ContainerRuntimeUnresponsive, checks.StatusFalse, "ContainerRuntimeIsResponsive",
-			fmt.Sprintf("%s answers CRI Version, Status and ListPodSandbox", p.c.cfg.Endpoint))}, nil
+	var reason, problem string
+	if f := p.ask(ctx); f != nil {
+		reason, problem = f.reason, f.message
 	}
-	if !p.failures.Fail(p.c.cfg.FailureThreshold) {
-		return nil, nil
-	}
-	return []checks.Finding{checks.Condition(ContainerRuntimeUnresponsive, checks.StatusTrue, f.reason, f.message)}, nil
+	return p.failures.Judge(p.c.cfg.FailureThreshold, ContainerRuntimeUnresponsive, "ContainerRuntimeIsResponsive",
+		fmt.Sprintf("%s answers CRI Version, Status and ListPodSandbox", p.c.cfg.Endpoint), reason, problem), nil
 }
 
 // ask makes the three calls and returns the first failure, or nil.

@@ -84,15 +84,8 @@ func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
 			if err != nil {
 				return nil, err
 			}
-			if why := c.resolve(ctx, server); why != "" {
-				if !failures.Fail(c.cfg.FailureThreshold) {
-					return nil, nil
-				}
-				return []checks.Finding{checks.Condition(ClusterDNSUnreachable, checks.StatusTrue, "ClusterDNSUnreachable", why)}, nil
-			}
-			failures.Reset()
-			return []checks.Finding{checks.Condition(ClusterDNSUnreachable, checks.StatusFalse, "ClusterDNSAnswers",
-				fmt.Sprintf("%s resolves %s", server, c.cfg.Name))}, nil
+			return failures.Judge(c.cfg.FailureThreshold, ClusterDNSUnreachable, "ClusterDNSAnswers",
+				fmt.Sprintf("%s resolves %s", server, c.cfg.Name), "ClusterDNSUnreachable", c.resolve(ctx, server)), nil
 		},
 		emit)
 }

@@ -72,15 +72,8 @@ func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
 	var failures checks.InARow
 	return checks.RunLogged(ctx, c.log, "kubelet healthz probe", c.cfg.Period.Duration, c.cfg.Timeout.Duration+time.Second,
 		func(ctx context.Context) ([]checks.Finding, error) {
-			why := c.probe(ctx)
-			if why == "" {
-				failures.Reset()
-				return []checks.Finding{checks.Condition(KubeletUnhealthy, checks.StatusFalse, "KubeletHealthy", "the kubelet's healthz answers ok")}, nil
-			}
-			if !failures.Fail(c.cfg.FailureThreshold) {
-				return nil, nil
-			}
-			return []checks.Finding{checks.Condition(KubeletUnhealthy, checks.StatusTrue, "KubeletUnhealthy", why)}, nil
+			return failures.Judge(c.cfg.FailureThreshold, KubeletUnhealthy, "KubeletHealthy",
+				"the kubelet's healthz answers ok", "KubeletUnhealthy", c.probe(ctx)), nil
 		},
 		emit)
 }
