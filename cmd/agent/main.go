@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
@@ -222,11 +221,11 @@ func run(args []string) error {
 		StateDir: cfg.StateDir, Metrics: reg, Now: time.Now,
 	}
 	var (
-		client kubernetes.Interface
+		client kube.Client
 		leases *kube.LeaseWatcher
 	)
 	if !cfg.Standalone {
-		if client, err = kubernetes.NewForConfig(restConfig); err != nil {
+		if client, err = kube.NewClient(restConfig); err != nil {
 			return fmt.Errorf("making the API client: %w", err)
 		}
 		leases = kube.NewLeaseWatcher(client, cfg.NodeName)

@@ -14,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -37,7 +36,7 @@ type LeaseWatcher struct {
 }
 
 // NewLeaseWatcher watches the Lease named nodeName.
-func NewLeaseWatcher(client kubernetes.Interface, nodeName string) *LeaseWatcher {
+func NewLeaseWatcher(client Client, nodeName string) *LeaseWatcher {
 	w := &LeaseWatcher{name: nodeName}
 	sel := fields.OneTermEqualSelector("metadata.name", nodeName).String()
 	leases := client.CoordinationV1().Leases(NodeLeaseNamespace)
@@ -104,7 +103,7 @@ func (w *LeaseWatcher) NodeLease() (lease *coordinationv1.Lease, exists, current
 // watching every node's Lease from every node would cost the API server
 // far more than a list before a rare remediation.
 type StaleLeases struct {
-	Client   kubernetes.Interface
+	Client   Client
 	NodeName string
 }
 

@@ -13,12 +13,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/kube"
 )
 
 // NodeSinkOptions tune the API server sink.
@@ -55,7 +55,7 @@ type NodeSinkOptions struct {
 // the Node. It never loses the newest state: a failed write is retried with
 // backoff, and each write sends whatever is newest at the time.
 type NodeSink struct {
-	client   kubernetes.Interface
+	client   kube.Client
 	opts     NodeSinkOptions
 	log      *zap.Logger
 	defaults []checks.ConditionDefault
@@ -86,7 +86,7 @@ type nodeSinkMetrics struct {
 
 // NewNodeSink returns a sink for the node named in opts. Call Run to start
 // writing.
-func NewNodeSink(client kubernetes.Interface, log *zap.Logger, reg prometheus.Registerer, defaults []checks.ConditionDefault, opts NodeSinkOptions) *NodeSink {
+func NewNodeSink(client kube.Client, log *zap.Logger, reg prometheus.Registerer, defaults []checks.ConditionDefault, opts NodeSinkOptions) *NodeSink {
 	if opts.MinWriteInterval <= 0 {
 		opts.MinWriteInterval = time.Second
 	}

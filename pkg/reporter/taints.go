@@ -9,10 +9,10 @@ import (
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/kube"
 )
 
 // TaintRule puts a taint on the node while a condition is True.
@@ -27,7 +27,7 @@ type TaintRule struct {
 // node-healthcheck-operator can act. It owns only its taints' keys; others
 // are left as they are. Opt-in: it needs to update Nodes.
 type TaintSink struct {
-	client   kubernetes.Interface
+	client   kube.Client
 	nodeName string
 	rules    []TaintRule
 	log      *zap.Logger
@@ -43,7 +43,7 @@ type TaintSink struct {
 }
 
 // NewTaintSink returns the sink; call Run.
-func NewTaintSink(client kubernetes.Interface, nodeName string, rules []TaintRule, log *zap.Logger) *TaintSink {
+func NewTaintSink(client kube.Client, nodeName string, rules []TaintRule, log *zap.Logger) *TaintSink {
 	return &TaintSink{client: client, nodeName: nodeName, rules: rules, log: log, ResyncInterval: time.Minute,
 		want: map[string]bool{}, wake: make(chan struct{}, 1)}
 }
