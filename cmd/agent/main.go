@@ -35,6 +35,11 @@ import (
 // is longer.
 const shutdownGrace = 4 * time.Second
 
+// releaseAfter is how long after start the agent gives back the pages of
+// its binary that start-up touched: past the first list of its informers
+// and the first round of every periodic check.
+const releaseAfter = 30 * time.Second
+
 func main() {
 	args := os.Args[1:]
 	var err error
@@ -325,6 +330,21 @@ func run(args []string) error {
 		close(sinkDone)
 	}
 	log.Info("nodeguard started", zap.Bool("standalone", cfg.Standalone), zap.Int("checks", len(running)))
+	go func() {
+		// Once start-up is over, most of the binary mapped by then is
+		// code the agent will not run again.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(releaseAfter):
+		}
+		n, err := releaseStartupPages()
+		if err != nil {
+			log.Info("could not release start-up pages", zap.Error(err))
+			return
+		}
+		log.Info("released start-up pages", zap.Uint64("bytes", n))
+	}()
 	sup.Checks, sup.Emit = running, rep.Report
 	stuck := sup.Run(ctx, shutdownGrace/2)
 	if len(stuck) > 0 {
