@@ -389,6 +389,12 @@ func clusterConfig(cfg *config.Config) (*rest.Config, error) {
 	rc.QPS = float32(cfg.Reporter.ClientQPS)
 	rc.Burst = cfg.Reporter.ClientBurst
 	rc.UserAgent = "nodeguard"
+	// Protobuf, as the kubelet speaks: every node's agent decodes its
+	// Lease's renewals and its pods' changes, and protobuf costs less than
+	// JSON to decode on each agent and to encode on the API server.
+	// Patches still go as JSON, which strategic merge needs.
+	rc.ContentType = "application/vnd.kubernetes.protobuf"
+	rc.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
 	// Requests carry their own deadlines; this one catches any that do not.
 	rc.Timeout = 30 * time.Second
 	return rc, nil

@@ -71,7 +71,7 @@ func (f *JournalFollower) Run(ctx context.Context, entry func(JournalEntry)) err
 	}
 	wait := f.Poll
 	if wait <= 0 {
-		wait = 250 * time.Millisecond
+		wait = time.Second
 	}
 	for {
 		if ctx.Err() != nil {
