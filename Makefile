@@ -50,10 +50,12 @@ fuzz:
 
 # Figures, not tests: the rule engine's Go benchmarks (lines per second,
 # allocations per line), then hack/bench against a real API server (replay
-# cost, idle footprint, detection latency, API load). Root for /dev/kmsg.
+# cost, idle footprint, detection latency, API load, and 1,000 simulated
+# nodes against one API server: SCALE_NODES=0 skips them). Root for /dev/kmsg.
+SCALE_NODES ?= 1000
 bench: build
 	$(GO) test -run XXX -bench . -benchmem -count 3 ./pkg/logrules/
-	NODEGUARD_TEST_BIN="$$(hack/build-test-binaries.sh)" $(GO) run ./hack/bench -agent $(BIN)
+	NODEGUARD_TEST_BIN="$$(hack/build-test-binaries.sh)" $(GO) run ./hack/bench -agent $(BIN) -scale-nodes $(SCALE_NODES)
 
 # Scores the replay command against the shared kernel-log corpus.
 corpus: build

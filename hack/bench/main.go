@@ -35,6 +35,7 @@ import (
 
 	"github.com/nodeguard/nodeguard/internal/benchlog"
 	"github.com/nodeguard/nodeguard/internal/testcluster"
+	"github.com/nodeguard/nodeguard/internal/testcontainerd"
 )
 
 var (
@@ -42,8 +43,16 @@ var (
 	lines  = flag.Int("lines", 500000, "lines in the generated kernel log")
 	runs   = flag.Int("runs", 3, "runs of the replay measurement (median reported)")
 	idle   = flag.Duration("idle", 60*time.Second, "how long the idle footprint is measured")
+	settle = flag.Duration("settle", 40*time.Second, "how long after start the idle footprint's window opens")
 	trials = flag.Int("trials", 20, "detection latency trials")
 	flap   = flag.Duration("flap", 30*time.Second, "how long a condition flaps every 100 ms")
+
+	scaleNodes       = flag.Int("scale-nodes", 1000, "simulated nodes for the scale figures (0 skips them)")
+	scaleWindow      = flag.Duration("scale-window", 60*time.Second, "how long the scale figures' steady state is measured")
+	scaleHeartbeat   = flag.Duration("scale-heartbeat", 0, "the simulated agents' status heartbeat (0: the production default)")
+	scaleConcurrency = flag.Int("scale-concurrency", 50, "simulated agents starting at once (0: all)")
+	scaleDeploy      = flag.String("scale-deploy", "deploy/base", "manifests whose namespace, ServiceAccount, RBAC and admission policies the simulated agents get")
+	onlyScale        = flag.Bool("only-scale", false, "measure only the scale figures")
 )
 
 func main() {
@@ -65,15 +74,25 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if err := replayCost(dir); err != nil {
-		return err
+	if !*onlyScale {
+		if err := replayCost(dir); err != nil {
+			return err
+		}
 	}
 	c, err := testcluster.Start()
 	if err != nil {
 		return fmt.Errorf("starting the API server: %w", err)
 	}
 	defer c.Stop()
-	return live(c, dir)
+	if !*onlyScale {
+		if err := live(c, dir); err != nil {
+			return err
+		}
+	}
+	if *scaleNodes > 0 {
+		return scale(c)
+	}
+	return nil
 }
 
 func machine() string {
@@ -161,6 +180,25 @@ func procStat(pid int) (cpu, rssMiB float64) {
 	return cpu, rssMiB
 }
 
+// rssSplit returns a process's anonymous and file-backed resident MiB.
+func rssSplit(pid int) (anon, file float64) {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+		switch k {
+		case "RssAnon":
+			anon = kb / 1024
+		case "RssFile":
+			file = kb / 1024
+		}
+	}
+	return anon, file
+}
+
 // apiWrites sums the API server's counts of write requests, except the
 // Lease renewals the bench makes itself as the kubelet.
 func apiWrites(ctx context.Context, c *testcluster.Cluster) (status, events, other float64) {
@@ -238,41 +276,63 @@ func live(c *testcluster.Cluster, dir string) error {
 		}
 	}()
 
+	// A container runtime that answers, so that nothing is wrong while idle.
+	criConfig := ""
+	if ctd, err := testcontainerd.Start(); err == nil {
+		defer ctd.Close()
+		criConfig = fmt.Sprintf("  cri: {endpoint: unix://%s}\n", ctd.Socket)
+		out("idle_container_runtime", "%q", "containerd")
+	} else {
+		out("idle_container_runtime", "%q", "none: "+err.Error())
+	}
+
+	// Idle footprint and API load while all is well: the default checks
+	// and configuration, but for where the runtime's socket is.
+	idleAgent, err := startAgent(c, dir, "idle", node, "checks:\n"+criConfig)
+	if err != nil {
+		return err
+	}
+	// Past start-up: its writes, and the agent giving back the pages of
+	// its binary that only start-up used (30 s in).
+	time.Sleep(*settle)
+	pid := idleAgent.Process.Pid
+	cpu0, _ := procStat(pid)
+	s0, e0, o0 := apiWrites(ctx, c)
+	time.Sleep(*idle)
+	cpu1, rss := procStat(pid)
+	anon, file := rssSplit(pid)
+	s1, e1, o1 := apiWrites(ctx, c)
+	stopAgent(idleAgent)
+	minutes := idle.Minutes()
+	out("idle_seconds", "%.0f", idle.Seconds())
+	out("idle_rss_mib", "%.1f", rss)
+	// The split tells the agent's own memory (heap, stacks) from the pages
+	// of its binary mapped from the page cache, which are clean and which
+	// the kernel reclaims under pressure.
+	out("idle_rss_anon_mib", "%.1f", anon)
+	out("idle_rss_file_mib", "%.1f", file)
+	out("idle_cpu_seconds_per_minute", "%.3f", (cpu1-cpu0)/minutes)
+	out("idle_api_writes", "%.0f", s1-s0+e1-e0+o1-o0)
+	out("idle_api_writes_per_minute", "%.2f", (s1-s0+e1-e0+o1-o0)/minutes)
+
+	// Latency and flapping: an agent with a rule of the bench's own and a
+	// file the bench writes, on the same node.
 	flapFile := filepath.Join(dir, "flap.log")
 	os.WriteFile(flapFile, nil, 0o644)
-	config := filepath.Join(dir, "config.yaml")
-	os.WriteFile(config, []byte(fmt.Sprintf(`checks:
-  kmsg:
+	cmd, err := startAgent(c, dir, "rules", node, "checks:\n"+criConfig+fmt.Sprintf(`  kmsg:
     startAtEnd: true
     files: [{path: %s}]
     conditions: [{type: BenchCondition, reason: NoBench, message: quiet}]
     rules:
       - {name: bench, kind: condition, condition: BenchCondition, reason: Bench, pattern: 'nodeguard-bench-condition \d+'}
-`, flapFile)), 0o644)
-	addr := freeAddr()
-	cmd := exec.Command(*agent, "--kubeconfig="+c.Kubeconfig, "--node-name="+node, "--config="+config,
-		"--state-dir="+filepath.Join(dir, "state"), "--listen-address="+addr)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+`, flapFile))
+	if err != nil {
 		return err
 	}
-	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
-	if err := waitHealthy(addr); err != nil {
-		return err
-	}
-	time.Sleep(5 * time.Second) // past start-up writes
-
-	// Idle footprint and API load while all is well.
-	cpu0, _ := procStat(cmd.Process.Pid)
-	s0, e0, o0 := apiWrites(ctx, c)
-	time.Sleep(*idle)
-	cpu1, rss := procStat(cmd.Process.Pid)
-	s1, e1, o1 := apiWrites(ctx, c)
-	minutes := idle.Minutes()
-	out("idle_seconds", "%.0f", idle.Seconds())
-	out("idle_rss_mib", "%.1f", rss)
-	out("idle_cpu_seconds_per_minute", "%.3f", (cpu1-cpu0)/minutes)
-	out("idle_api_writes_per_minute", "%.2f", (s1-s0+e1-e0+o1-o0)/minutes)
+	defer stopAgent(cmd)
+	// Past the release of start-up pages too, so that the first trial
+	// shows what faulting the reporting path's code back in costs.
+	time.Sleep(*settle)
 
 	// Detection latency, kmsg to Event and to condition, seen through watches.
 	if os.Geteuid() == 0 {
@@ -300,6 +360,32 @@ func live(c *testcluster.Cluster, dir string) error {
 	out("flap_status_writes_per_second", "%.2f", (s1-s0)/elapsed.Seconds())
 	out("flap_event_writes", "%.0f", e1-e0)
 	return nil
+}
+
+// startAgent runs the agent with a config of its own and waits until it
+// answers /healthz.
+func startAgent(c *testcluster.Cluster, dir, name, node, config string) (*exec.Cmd, error) {
+	path := filepath.Join(dir, name+".yaml")
+	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+		return nil, err
+	}
+	addr := freeAddr()
+	cmd := exec.Command(*agent, "--kubeconfig="+c.Kubeconfig, "--node-name="+node, "--config="+path,
+		"--state-dir="+filepath.Join(dir, name+"-state"), "--listen-address="+addr)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	if err := waitHealthy(addr); err != nil {
+		stopAgent(cmd)
+		return nil, err
+	}
+	return cmd, nil
+}
+
+func stopAgent(cmd *exec.Cmd) {
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
 }
 
 func waitHealthy(addr string) error {
@@ -392,6 +478,10 @@ func latency(ctx context.Context, c *testcluster.Cluster, node string) error {
 		}
 	}
 	out("latency_trials", "%d", *trials)
+	if len(events) > 0 {
+		// Before sorting: the first after a quiet spell is the coldest.
+		out("kmsg_to_event_ms_first", "%.1f", events[0])
+	}
 	if len(events) > 0 {
 		out("kmsg_to_event_ms_p50", "%.1f", percentile(events, 0.5))
 		out("kmsg_to_event_ms_p99", "%.1f", percentile(events, 0.99))
