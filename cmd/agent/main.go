@@ -226,14 +226,16 @@ func run(args []string) error {
 		StateDir: cfg.StateDir, Metrics: reg, Now: time.Now,
 	}
 	var (
-		client kube.Client
-		leases *kube.LeaseWatcher
+		client, watches kube.Client
+		leases          *kube.LeaseWatcher
 	)
 	if !cfg.Standalone {
-		if client, err = kube.NewClient(restConfig); err != nil {
+		clients, err := kube.NewClients(restConfig)
+		if err != nil {
 			return fmt.Errorf("making the API client: %w", err)
 		}
-		leases = kube.NewLeaseWatcher(client, cfg.NodeName)
+		client, watches = clients.Requests, clients.Watches
+		leases = kube.NewLeaseWatcher(watches, cfg.NodeName)
 		env.Lease = leases
 	}
 	sup := &checks.Supervisor{Log: log, Metrics: checks.NewSupervisorMetrics(reg)}
@@ -265,7 +267,7 @@ func run(args []string) error {
 	if cfg.Standalone {
 		sinks = append(sinks, reporter.NewWriterSink(os.Stdout, cfg.Output))
 	} else {
-		pods := reporter.NewPodIndex(client, cfg.NodeName)
+		pods := reporter.NewPodIndex(watches, cfg.NodeName)
 		go pods.Run(ctx)
 		nodeSink = reporter.NewNodeSink(client, log, reg, types, reporter.NodeSinkOptions{
 			NodeName:         cfg.NodeName,
@@ -386,17 +388,7 @@ func clusterConfig(cfg *config.Config) (*rest.Config, error) {
 			return nil, fmt.Errorf("loading the in-cluster config: %w", err)
 		}
 	}
-	rc.QPS = float32(cfg.Reporter.ClientQPS)
-	rc.Burst = cfg.Reporter.ClientBurst
-	rc.UserAgent = "nodeguard"
-	// Protobuf, as the kubelet speaks: every node's agent decodes its
-	// Lease's renewals and its pods' changes, and protobuf costs less than
-	// JSON to decode on each agent and to encode on the API server.
-	// Patches still go as JSON, which strategic merge needs.
-	rc.ContentType = "application/vnd.kubernetes.protobuf"
-	rc.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
-	// Requests carry their own deadlines; this one catches any that do not.
-	rc.Timeout = 30 * time.Second
+	kube.ForAgent(rc, float32(cfg.Reporter.ClientQPS), cfg.Reporter.ClientBurst)
 	return rc, nil
 }
 

@@ -636,28 +636,24 @@ type simNode struct {
 
 func startNode(ctx context.Context, wg *sync.WaitGroup, base *rest.Config, token, name string,
 	owned, types []checks.ConditionDefault, healthy []checks.Finding, rc config.ReporterConfig, heartbeat time.Duration) (*simNode, error) {
-	// As cmd/agent's clusterConfig sets it.
+	// As cmd/agent's clusterConfig and run set it up.
 	cfg := rest.CopyConfig(base)
 	cfg.BearerToken = token
-	cfg.QPS = float32(rc.ClientQPS)
-	cfg.Burst = rc.ClientBurst
-	cfg.UserAgent = "nodeguard"
-	cfg.ContentType = "application/vnd.kubernetes.protobuf"
-	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
-	cfg.Timeout = 30 * time.Second
+	kube.ForAgent(cfg, float32(rc.ClientQPS), rc.ClientBurst)
 	// A dial function of its own keeps client-go's transport cache from
 	// handing every agent the same connection: its key holds the dialer, not
 	// the bearer token. Each agent then has its own TCP connection, as on
 	// separate machines.
 	cfg.Dial = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
-	client, err := kubernetes.NewForConfig(cfg)
+	clients, err := kube.NewClients(cfg)
 	if err != nil {
 		return nil, err
 	}
+	client := clients.Requests
 	log := zap.NewNop()
 	reg := prometheus.NewRegistry()
-	leases := kube.NewLeaseWatcher(client, name)
-	pods := reporter.NewPodIndex(client, name)
+	leases := kube.NewLeaseWatcher(clients.Watches, name)
+	pods := reporter.NewPodIndex(clients.Watches, name)
 	sink := reporter.NewNodeSink(client, log, reg, types, reporter.NodeSinkOptions{
 		NodeName:         name,
 		MinWriteInterval: rc.MinWriteInterval.Duration,
