@@ -222,7 +222,7 @@ func (s *NodeSink) Run(ctx context.Context) error {
 		owed      bool // the last write failed
 		retry     = 100 * time.Millisecond
 	)
-	heartbeat := time.NewTimer(s.opts.Heartbeat)
+	heartbeat := time.NewTimer(heartbeatJitter(s.opts.Heartbeat))
 	defer heartbeat.Stop()
 	for {
 		s.mu.Lock()
@@ -275,7 +275,7 @@ func (s *NodeSink) Run(ctx context.Context) error {
 			default:
 			}
 		}
-		heartbeat.Reset(s.opts.Heartbeat)
+		heartbeat.Reset(heartbeatJitter(s.opts.Heartbeat))
 	}
 }
 
@@ -298,6 +298,16 @@ func (s *NodeSink) summarise(ctx context.Context) {
 
 func jitter(d time.Duration) time.Duration {
 	return d/2 + rand.N(d/2+1)
+}
+
+// heartbeatJitter draws each heartbeat period from the last quarter up to
+// d, never past it, so that readers can still count on one write per d.
+// Without it, every node's heartbeat lines up after anything that made
+// them all write at once (a rollout, an outage's end, a cluster-wide
+// fault) and stays lined up: a wave of one write per node every period,
+// about 40 s of queued writes at 5,000 nodes (hack/bench).
+func heartbeatJitter(d time.Duration) time.Duration {
+	return d - rand.N(d/4+1)
 }
 
 // syncFromNode reads the Node once, retrying until it succeeds, and fills in

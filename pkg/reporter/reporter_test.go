@@ -332,25 +332,40 @@ func TestReachabilityReportsEachOutageOnceItEnds(t *testing.T) {
 	type ev struct{ reason, msg string }
 	var got []ev
 	r := newReachability(zaptest.NewLogger(t), prometheus.NewRegistry(), func(_, reason, msg string) { got = append(got, ev{reason, msg}) })
+	clock := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	r.now = func() time.Time { return clock }
 	notFound := apierrors.NewNotFound(schema.GroupResource{Resource: "nodes"}, "n1")
+	throttled := apierrors.NewTooManyRequests("the server is busy", 1)
 	refused := errors.New("dial tcp 127.0.0.1:6443: connect: connection refused")
 	r.observe(nil)
-	r.observe(notFound) // the server answered: not an outage
-	if testutil.ToFloat64(r.up) != 1 {
-		t.Error("a 404 counted as the server being unreachable")
+	for _, answered := range []error{notFound, throttled} {
+		r.observe(answered) // the server answered: not an outage
+		if testutil.ToFloat64(r.up) != 1 {
+			t.Errorf("%v counted as the server being unreachable", answered)
+		}
 	}
+
+	// A blip shorter than minOutageEvent: logged and counted, no event.
 	r.observe(refused)
+	clock = clock.Add(minOutageEvent / 2)
+	r.observe(nil)
+	if len(got) != 0 || testutil.ToFloat64(r.outages) != 1 {
+		t.Errorf("after a %s blip: events %v, outages %v; want none and 1", minOutageEvent/2, got, testutil.ToFloat64(r.outages))
+	}
+
+	r.observe(refused)
+	clock = clock.Add(time.Minute)
 	r.observe(apierrors.NewServiceUnavailable("etcd is gone"))
 	if testutil.ToFloat64(r.up) != 0 || len(got) != 0 {
 		t.Errorf("during the outage: reachable=%v, events %v; want 0 and none yet", testutil.ToFloat64(r.up), got)
 	}
 	r.observe(nil)
 	r.observe(nil)
-	if len(got) != 1 || got[0].reason != "APIServerUnreachable" || !strings.Contains(got[0].msg, "etcd is gone") {
-		t.Errorf("after the outage: %v, want one APIServerUnreachable event naming the last error", got)
+	if len(got) != 1 || got[0].reason != "APIServerUnreachable" || !strings.Contains(got[0].msg, "etcd is gone") || !strings.Contains(got[0].msg, "for 1m0s") {
+		t.Errorf("after the outage: %v, want one APIServerUnreachable event naming the last error and lasting 1m0s", got)
 	}
-	if testutil.ToFloat64(r.outages) != 1 || testutil.ToFloat64(r.up) != 1 {
-		t.Errorf("outages %v, reachable %v; want 1 and 1", testutil.ToFloat64(r.outages), testutil.ToFloat64(r.up))
+	if testutil.ToFloat64(r.outages) != 2 || testutil.ToFloat64(r.up) != 1 {
+		t.Errorf("outages %v, reachable %v; want 2 and 1", testutil.ToFloat64(r.outages), testutil.ToFloat64(r.up))
 	}
 }
 
@@ -393,5 +408,22 @@ func TestEventFloodIsCountedAndSummarised(t *testing.T) {
 			t.Fatalf("no EventsSuppressed event among %d events", len(list.Items))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestHeartbeatJitterStaysWithinTheLastQuarterAndSpreads(t *testing.T) {
+	for _, d := range []time.Duration{time.Second, 5 * time.Minute} {
+		lo, hi := d, time.Duration(0)
+		for range 1000 {
+			got := heartbeatJitter(d)
+			if got < d-d/4 || got > d {
+				t.Fatalf("heartbeatJitter(%s) = %s, outside [%s, %s]", d, got, d-d/4, d)
+			}
+			lo, hi = min(lo, got), max(hi, got)
+		}
+		// 1,000 uniform draws cover most of the quarter.
+		if hi-lo < d/5 {
+			t.Errorf("heartbeatJitter(%s) spread only over [%s, %s]", d, lo, hi)
+		}
 	}
 }
