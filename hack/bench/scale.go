@@ -491,7 +491,7 @@ func setupNodes(ctx context.Context, c *testcluster.Cluster, admin kubernetes.In
 	// The agent's real identity, RBAC and admission policies: a client with
 	// system:masters would skip authorization and land in API Priority and
 	// Fairness's exempt level, which no DaemonSet does.
-	for _, f := range []string{"namespace.yaml", "serviceaccount.yaml", "rbac.yaml", "admission-policy.yaml"} {
+	for _, f := range []string{"namespace.yaml", "serviceaccount.yaml", "rbac.yaml", "admission-policy.yaml", "flowcontrol.yaml"} {
 		if o, err := c.Kubectl(ctx, "apply", "-f", filepath.Join(*scaleDeploy, f)); err != nil {
 			return nil, 0, fmt.Errorf("applying %s: %w: %s", f, err, o)
 		}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,7 +26,7 @@ func TestAgentMayWriteOnlyItsOwnNode(t *testing.T) {
 	defer cancel()
 	ensureNamespace(t, "nodeguard")
 	var files []string
-	for _, f := range []string{"serviceaccount.yaml", "rbac.yaml", "admission-policy.yaml"} {
+	for _, f := range []string{"serviceaccount.yaml", "rbac.yaml", "admission-policy.yaml", "flowcontrol.yaml"} {
 		p, _ := filepath.Abs(filepath.Join("../../deploy/base", f))
 		files = append(files, "-f", p)
 	}
@@ -58,10 +59,11 @@ func TestAgentMayWriteOnlyItsOwnNode(t *testing.T) {
 	if err != nil {
 		t.Fatalf("requesting a pod-bound token: %v", err)
 	}
-	agent, err := kubernetes.NewForConfig(&rest.Config{
+	agentConfig := &rest.Config{
 		Host: c.Config.Host, BearerToken: tr.Status.Token,
 		TLSClientConfig: rest.TLSClientConfig{CAData: c.Config.TLSClientConfig.CAData},
-	})
+	}
+	agent, err := kubernetes.NewForConfig(agentConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,5 +107,34 @@ func TestAgentMayWriteOnlyItsOwnNode(t *testing.T) {
 	// RBAC, not only admission: the agent cannot list secrets.
 	if _, err := agent.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
 		t.Errorf("listing secrets: %v, want forbidden", err)
+	}
+
+	// API Priority and Fairness: the agent's requests are in nodeguard's
+	// own priority level, which the API server names in every response.
+	level, err := c.Client.FlowcontrolV1().PriorityLevelConfigurations().Get(ctx, "nodeguard", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the nodeguard priority level: %v", err)
+	}
+	hc, err := rest.HTTPClientFor(agentConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.Config.Host+"/api/v1/nodes/own-node-a", nil)
+		req.Header.Set("Authorization", "Bearer "+tr.Status.Token)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		// A new FlowSchema takes a moment to be in force.
+		if got = resp.Header.Get("X-Kubernetes-PF-PriorityLevel-UID"); got == string(level.UID) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got != string(level.UID) {
+		t.Errorf("the agent's request went to priority level %q, want nodeguard's (%s)", got, level.UID)
 	}
 }

@@ -305,7 +305,7 @@ func TestDeployAppliesWithServerDryRun(t *testing.T) {
 	// exist; the test makes it for real.
 	ensureNamespace(t, "nodeguard")
 	for dir, wants := range map[string][]string{
-		"../../deploy":             {"daemonset.apps/nodeguard", "clusterrole.rbac.authorization.k8s.io/nodeguard", "configmap/nodeguard", "role.rbac.authorization.k8s.io/nodeguard"},
+		"../../deploy":             {"daemonset.apps/nodeguard", "clusterrole.rbac.authorization.k8s.io/nodeguard", "configmap/nodeguard", "role.rbac.authorization.k8s.io/nodeguard", "flowschema.flowcontrol.apiserver.k8s.io/nodeguard", "prioritylevelconfiguration.flowcontrol.apiserver.k8s.io/nodeguard"},
 		"../../deploy/remediation": {"daemonset.apps/nodeguard", "clusterrole.rbac.authorization.k8s.io/nodeguard-remediation"},
 		"../../deploy/devkmsg":     {"daemonset.apps/nodeguard", "configmap/nodeguard"},
 	} {
