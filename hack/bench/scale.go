@@ -280,8 +280,8 @@ func scale(c *testcluster.Cluster) error {
 	// What a window of this length cannot show when it is shorter than the
 	// heartbeat or the reflectors' watch timeouts: both start together at
 	// start-up and would fall due later.
-	out("scale_steady_expected_heartbeat_writes_per_second", "%.2f", float64(n)/heartbeat.Seconds())
-	out("scale_steady_expected_production_heartbeat_writes_per_second", "%.2f", float64(n)/productionHeartbeat.Seconds())
+	out("scale_steady_expected_heartbeat_writes_per_second", "%.2f", float64(n)/meanHeartbeat(heartbeat).Seconds())
+	out("scale_steady_expected_production_heartbeat_writes_per_second", "%.2f", float64(n)/meanHeartbeat(productionHeartbeat).Seconds())
 	out("scale_steady_expected_reflector_rewatch_per_second", "%.2f", agentWatches/meanWatchTimeout.Seconds())
 	out("scale_steady_by_kind", "%q", sr.byKind())
 	out("scale_open_watches", "%.0f", watches)
@@ -433,7 +433,7 @@ func scale(c *testcluster.Cluster) error {
 	f := 5000 / float64(n)
 	out("scale_5000_startup_requests", "%.0f", startupRequests*f)
 	out("scale_5000_steady_agent_requests_per_second", "%.2f", max(0, sr.total/window-baseline)*f)
-	out("scale_5000_heartbeat_writes_per_second", "%.1f", 5000/productionHeartbeat.Seconds())
+	out("scale_5000_heartbeat_writes_per_second", "%.1f", 5000/meanHeartbeat(productionHeartbeat).Seconds())
 	out("scale_5000_watch_requests_per_second", "%.1f", sr.watchRequests/window*f)
 	out("scale_5000_watches", "%.0f", agentWatches*f)
 	out("scale_5000_connections", "%.0f", float64(conns-conns0)*f)
@@ -454,6 +454,10 @@ func scale(c *testcluster.Cluster) error {
 	}
 	return nil
 }
+
+// meanHeartbeat is the mean time between heartbeat writes: the reporter
+// draws each period uniformly from the last quarter of the heartbeat.
+func meanHeartbeat(d time.Duration) time.Duration { return d * 7 / 8 }
 
 // productionConditions builds the default checks, without running them, for
 // the condition types a node's reporter owns and, for the probing checks, the
