@@ -51,9 +51,11 @@ fuzz:
 # Figures, not tests: the rule engine's Go benchmarks (lines per second,
 # allocations per line), then hack/bench against a real API server (replay
 # cost, idle footprint, detection latency, API load, and 1,000 simulated
-# nodes against one API server: SCALE_NODES=0 skips them). Root for /dev/kmsg.
+# nodes against one API server: SCALE_NODES=0 skips them). Root for /dev/kmsg;
+# deps for the journal headers the build wants and the containerd the idle
+# agent's runtime check talks to.
 SCALE_NODES ?= 1000
-bench: build
+bench: deps build
 	$(GO) test -run XXX -bench . -benchmem -count 3 ./pkg/logrules/
 	NODEGUARD_TEST_BIN="$$(hack/build-test-binaries.sh)" $(GO) run ./hack/bench -agent $(BIN) -scale-nodes $(SCALE_NODES)
 
