@@ -35,11 +35,6 @@ import (
 // is longer.
 const shutdownGrace = 4 * time.Second
 
-// releaseAfter is how long after start the agent gives back the pages of
-// its binary that start-up touched: past the first list of its informers
-// and the first round of every periodic check.
-const releaseAfter = 30 * time.Second
-
 func main() {
 	args := os.Args[1:]
 	var err error
@@ -70,6 +65,7 @@ type options struct {
 	nodeName   string
 	kubeconfig string
 	standalone bool
+	keepPages  bool
 	output     string
 	listen     string
 	logTo      string
@@ -95,6 +91,7 @@ func parseFlagsAs(name string, args []string, extra func(*flag.FlagSet)) (*optio
 	fs.StringVar(&o.nodeName, "node-name", "", "Node to report on (default $NODE_NAME, or the hostname when standalone)")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; without it the in-cluster config is used, and without that the agent runs standalone")
 	fs.BoolVar(&o.standalone, "standalone", false, "print findings and talk to no API server")
+	fs.BoolVar(&o.keepPages, "keep-startup-pages", false, "keep the binary's start-up pages mapped instead of giving them back 30 s after start")
 	fs.StringVar(&o.output, "output", "", "how findings are printed: text or json (default text)")
 	fs.StringVar(&o.listen, "listen-address", "", "address for /metrics and /healthz (default :9102; \"off\" disables)")
 	fs.StringVar(&o.logTo, "log-to", "", "where the agent's logs go: stderr or journald")
@@ -159,6 +156,9 @@ func (o *options) load() (*config.Config, error) {
 	}
 	if set["standalone"] {
 		cfg.Standalone = o.standalone
+	}
+	if set["keep-startup-pages"] {
+		cfg.KeepStartupPages = o.keepPages
 	}
 	if len(o.npdRules) > 0 {
 		kcfg := cfg.CheckConfigs[kmsg.Name].(*kmsg.Config)
@@ -332,21 +332,9 @@ func run(args []string) error {
 		close(sinkDone)
 	}
 	log.Info("nodeguard started", zap.Bool("standalone", cfg.Standalone), zap.Int("checks", len(running)))
-	go func() {
-		// Once start-up is over, most of the binary mapped by then is
-		// code the agent will not run again.
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(releaseAfter):
-		}
-		n, err := releaseStartupPages()
-		if err != nil {
-			log.Info("could not release start-up pages", zap.Error(err))
-			return
-		}
-		log.Info("released start-up pages", zap.Uint64("bytes", n))
-	}()
+	if !cfg.KeepStartupPages {
+		go releaseStartupPagesAfter(ctx, log)
+	}
 	sup.Checks, sup.Emit = running, rep.Report
 	stuck := sup.Run(ctx, shutdownGrace/2)
 	if len(stuck) > 0 {

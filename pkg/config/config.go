@@ -40,9 +40,12 @@ type Config struct {
 	ProcPath string `json:"procPath,omitempty"`
 	SysPath  string `json:"sysPath,omitempty"`
 	// StateDir keeps small state files across restarts.
-	StateDir    string            `json:"stateDir,omitempty"`
-	Reporter    ReporterConfig    `json:"reporter"`
-	Remediation RemediationConfig `json:"remediation"`
+	StateDir string `json:"stateDir,omitempty"`
+	// KeepStartupPages keeps the pages of the agent's binary that start-up
+	// touched mapped, rather than giving them back 30 s after start.
+	KeepStartupPages bool              `json:"keepStartupPages,omitempty"`
+	Reporter         ReporterConfig    `json:"reporter"`
+	Remediation      RemediationConfig `json:"remediation"`
 	// Checks holds each check's section, keyed by check name. Every section
 	// takes "enabled" besides the check's own fields.
 	Checks map[string]json.RawMessage `json:"checks,omitempty"`
