@@ -681,6 +681,11 @@ func startNode(ctx context.Context, wg *sync.WaitGroup, base *rest.Config, token
 		Pods:             pods,
 	})
 	leases.Observe = sink.ObserveAPI
+	// leases.Confirm stays unset: it reads a Lease only once its watch has
+	// been silent for 30 s, which a renewing kubelet never lets happen, and
+	// the simulated Leases are never renewed, so it would measure a cluster
+	// whose kubelets all stopped (reads backing off to one per node per 5
+	// minutes).
 	rep := reporter.New(log, owned, sink)
 	wg.Add(3)
 	go func() { defer wg.Done(); pods.Run(ctx) }()

@@ -29,15 +29,36 @@ type LeaseWatcher struct {
 	// Observe, when set before Run, is told the result of every list and
 	// watch, for the agent's view of the API server's reachability.
 	Observe func(error)
+	// Confirm, when set before Run, reads the Lease directly once the watch
+	// has brought nothing for confirmAfter. A kubelet renews every 10 s, so
+	// silence means either a kubelet that stopped, which the read
+	// confirms, or a watch that stalled while its connection stayed up,
+	// which the read corrects: watches last 5 to 10 minutes, and a stalled
+	// one would otherwise show a stale Lease that long.
+	Confirm Client
+
+	confirmAfter time.Duration
+	confirmEvery time.Duration
 
 	mu        sync.Mutex
 	lastOK    time.Time
 	lastError time.Time
+	lastEvent time.Time
+	// read is the Lease as Confirm last read it; nextRead is when it may
+	// read again.
+	read     *coordinationv1.Lease
+	nextRead time.Time
+	backoff  time.Duration
 }
+
+// maxReadBackoff bounds the wait between reads of a Lease that stays
+// unrenewed, so that a cluster whose kubelets all stopped costs the API
+// server one read per node per 5 minutes.
+const maxReadBackoff = 5 * time.Minute
 
 // NewLeaseWatcher watches the Lease named nodeName.
 func NewLeaseWatcher(client Client, nodeName string) *LeaseWatcher {
-	w := &LeaseWatcher{name: nodeName}
+	w := &LeaseWatcher{name: nodeName, confirmAfter: 30 * time.Second, confirmEvery: 10 * time.Second}
 	sel := fields.OneTermEqualSelector("metadata.name", nodeName).String()
 	leases := client.CoordinationV1().Leases(NodeLeaseNamespace)
 	lw := &cache.ListWatch{
@@ -54,16 +75,18 @@ func NewLeaseWatcher(client Client, nodeName string) *LeaseWatcher {
 			return wi, err
 		},
 	}
-	w.informer = cache.NewSharedIndexInformer(lw, &coordinationv1.Lease{}, 0, cache.Indexers{})
+	// Tells the reflector whether the client can stream a watch-list (the
+	// fake clientset cannot), as client-go's generated informers do.
+	w.informer = cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, client), &coordinationv1.Lease{}, 0, cache.Indexers{})
 	w.informer.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
 		w.record(err)
 		cache.DefaultWatchErrorHandler(ctx, r, err)
 	})
 	// Every event is news from the server.
 	w.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { w.record(nil) },
-		UpdateFunc: func(any, any) { w.record(nil) },
-		DeleteFunc: func(any) { w.record(nil) },
+		AddFunc:    func(any) { w.event() },
+		UpdateFunc: func(any, any) { w.event() },
+		DeleteFunc: func(any) { w.event() },
 	})
 	return w
 }
@@ -81,8 +104,59 @@ func (w *LeaseWatcher) record(err error) {
 	}
 }
 
+func (w *LeaseWatcher) event() {
+	w.record(nil)
+	w.mu.Lock()
+	w.lastEvent = time.Now()
+	w.nextRead, w.backoff = time.Time{}, 0
+	w.mu.Unlock()
+}
+
 // Run keeps the view until ctx ends.
-func (w *LeaseWatcher) Run(ctx context.Context) { w.informer.RunWithContext(ctx) }
+func (w *LeaseWatcher) Run(ctx context.Context) {
+	if w.Confirm != nil {
+		go w.confirm(ctx)
+	}
+	w.informer.RunWithContext(ctx)
+}
+
+// confirm reads the Lease whenever the watch has been silent for
+// confirmAfter, until ctx ends.
+func (w *LeaseWatcher) confirm(ctx context.Context) {
+	t := time.NewTicker(w.confirmEvery)
+	defer t.Stop()
+	leases := w.Confirm.CoordinationV1().Leases(NodeLeaseNamespace)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		w.mu.Lock()
+		due := now.Sub(w.lastEvent) >= w.confirmAfter && !now.Before(w.nextRead)
+		w.mu.Unlock()
+		if !due || !w.informer.HasSynced() {
+			continue
+		}
+		before, _, _ := w.NodeLease()
+		reqCtx, cancel := context.WithTimeout(ctx, w.confirmEvery)
+		lease, err := leases.Get(reqCtx, w.name, metav1.GetOptions{})
+		cancel()
+		w.mu.Lock()
+		// A read that finds the Lease renewed means the watch is stuck:
+		// keep reading every confirmEvery. One that finds nothing new (a
+		// stopped kubelet, a missing Lease, an unreachable server) waits
+		// twice as long as the last before the next.
+		if err == nil && (before == nil || renewedLater(lease, before)) {
+			w.read, w.backoff = lease, w.confirmEvery
+		} else {
+			w.backoff = min(max(2*w.backoff, w.confirmEvery), maxReadBackoff)
+		}
+		w.nextRead = now.Add(w.backoff)
+		w.mu.Unlock()
+	}
+}
 
 // NodeLease returns the Lease as last seen and whether it exists; current
 // is false until the first list and after a failed list or watch, until
@@ -95,7 +169,21 @@ func (w *LeaseWatcher) NodeLease() (lease *coordinationv1.Lease, exists, current
 	if err != nil || !ok {
 		return nil, false, current
 	}
-	return obj.(*coordinationv1.Lease), true, current
+	lease = obj.(*coordinationv1.Lease)
+	w.mu.Lock()
+	read := w.read
+	w.mu.Unlock()
+	if read != nil && renewedLater(read, lease) {
+		return read, true, current
+	}
+	return lease, true, current
+}
+
+func renewedLater(a, b *coordinationv1.Lease) bool {
+	if a.Spec.RenewTime == nil {
+		return false
+	}
+	return b.Spec.RenewTime == nil || a.Spec.RenewTime.After(b.Spec.RenewTime.Time)
 }
 
 // StaleLeases counts the Leases in kube-node-lease other than this node's,

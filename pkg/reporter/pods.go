@@ -46,7 +46,9 @@ func NewPodIndex(client kube.Client, nodeName string) *PodIndex {
 			return pods.Watch(ctx, o)
 		},
 	}
-	inf := cache.NewSharedIndexInformer(lw, &corev1.Pod{}, 0, cache.Indexers{})
+	// Tells the reflector whether the client can stream a watch-list (the
+	// fake clientset cannot), as client-go's generated informers do.
+	inf := cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, client), &corev1.Pod{}, 0, cache.Indexers{})
 	inf.SetTransform(func(obj any) (any, error) {
 		pod, ok := obj.(*corev1.Pod)
 		if !ok {
