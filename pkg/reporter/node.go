@@ -248,10 +248,11 @@ func (s *NodeSink) Run(ctx context.Context) error {
 			case <-time.After(wait):
 			}
 		}
+		sent := time.Now()
 		err := s.write(ctx)
 		lastWrite = time.Now()
 		if ctx.Err() == nil {
-			s.reach.observe(err)
+			s.reach.observeSent(sent, err)
 		}
 		if err != nil {
 			owed = true
@@ -317,10 +318,11 @@ func (s *NodeSink) syncFromNode(ctx context.Context) error {
 	retry := 100 * time.Millisecond
 	for {
 		reqCtx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+		sent := time.Now()
 		node, err := s.client.CoreV1().Nodes().Get(reqCtx, s.opts.NodeName, metav1.GetOptions{})
 		cancel()
 		if ctx.Err() == nil {
-			s.reach.observe(err)
+			s.reach.observeSent(sent, err)
 		}
 		if err == nil {
 			s.adopt(node.Status.Conditions)

@@ -67,8 +67,14 @@ func unreachable(err error) bool {
 	return true // no answer from the server at all: refused, reset, timed out
 }
 
-// observe takes the result of one request.
-func (r *reachability) observe(err error) {
+// observe takes the result of one request that has just ended.
+func (r *reachability) observe(err error) { r.observeSent(r.now(), err) }
+
+// observeSent takes the result of one request sent at sent. An outage
+// starts when its first failed request was sent, not when it gave up: a
+// request into a black hole fails only at its deadline, and measuring from
+// there would cut that much from the outage.
+func (r *reachability) observeSent(sent time.Time, err error) {
 	if err != nil && !unreachable(err) {
 		return
 	}
@@ -77,7 +83,7 @@ func (r *reachability) observe(err error) {
 	now := r.now()
 	switch {
 	case err != nil && !r.down:
-		r.down, r.since, r.lastErr = true, now, err
+		r.down, r.since, r.lastErr = true, sent, err
 		r.up.Set(0)
 		r.log.Warn("the API server is unreachable from this node", zap.Error(err))
 	case err != nil:

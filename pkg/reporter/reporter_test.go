@@ -367,6 +367,17 @@ func TestReachabilityReportsEachOutageOnceItEnds(t *testing.T) {
 	if testutil.ToFloat64(r.outages) != 2 || testutil.ToFloat64(r.up) != 1 {
 		t.Errorf("outages %v, reachable %v; want 2 and 1", testutil.ToFloat64(r.outages), testutil.ToFloat64(r.up))
 	}
+
+	// A request into a black hole fails at its deadline; the outage began
+	// when it was sent: 20 s waiting plus 15 s after is an outage of 35 s.
+	sent := clock
+	clock = clock.Add(20 * time.Second)
+	r.observeSent(sent, context.DeadlineExceeded)
+	clock = clock.Add(15 * time.Second)
+	r.observe(nil)
+	if len(got) != 2 || !strings.Contains(got[1].msg, "for 35s") {
+		t.Errorf("after a black hole: %v, want a second event lasting 35s", got)
+	}
 }
 
 func TestEventFloodIsCountedAndSummarised(t *testing.T) {
