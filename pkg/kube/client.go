@@ -68,7 +68,7 @@ func NewClients(rc *rest.Config) (Clients, error) {
 	// agent's, not the group's.
 	if rc.RateLimiter == nil && rc.QPS > 0 {
 		if rc.Burst <= 0 {
-			return Clients{}, fmt.Errorf("making the API client: burst must be above 0 when QPS is %v", rc.QPS)
+			return Clients{}, fmt.Errorf("burst must be above 0 when QPS is %v", rc.QPS)
 		}
 		rc.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(rc.QPS, rc.Burst)
 	}
