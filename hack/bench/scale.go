@@ -134,7 +134,7 @@ func scale(c *testcluster.Cluster) error {
 	if err := tr.run(ctx, admin); err != nil {
 		return err
 	}
-	apiPid, etcdPid := childPid("kube-apiserver"), childPid("etcd")
+	pr := processes{api: childPid("kube-apiserver"), etcd: childPid("etcd")}
 
 	// Baseline: the API server's own traffic and the bench's watches,
 	// before any agent runs.
@@ -145,7 +145,7 @@ func scale(c *testcluster.Cluster) error {
 	if err != nil {
 		return err
 	}
-	_, apiRSS0 := procStat(apiPid)
+	apiRSS0 := pr.usage().apiRSS
 	time.Sleep(10 * time.Second)
 	b1, err := scrape(ctx, admin)
 	if err != nil {
@@ -161,9 +161,7 @@ func scale(c *testcluster.Cluster) error {
 	defer stopAgents()
 	var wg sync.WaitGroup
 	agents := make([]*simNode, n)
-	apiCPU1, _ := procStat(apiPid)
-	etcdCPU1, _ := procStat(etcdPid)
-	selfCPU1, _ := procStat(os.Getpid())
+	cpu1 := pr.usage()
 	s0, err := scrape(ctx, admin)
 	if err != nil {
 		return err
@@ -211,9 +209,7 @@ func scale(c *testcluster.Cluster) error {
 	if err != nil {
 		return err
 	}
-	apiCPU2, apiRSS2 := procStat(apiPid)
-	etcdCPU2, _ := procStat(etcdPid)
-	selfCPU2, _ := procStat(os.Getpid())
+	cpu2 := pr.usage()
 	su := s1.requests(s0)
 	startupRequests := su.total - baseline*s1.at.Sub(s0.at).Seconds()
 	out("scale_startup_seconds", "%.1f", startup.Seconds())
@@ -226,10 +222,9 @@ func scale(c *testcluster.Cluster) error {
 	out("scale_startup_by_kind", "%q", su.byKind())
 	out("scale_startup_429", "%.0f", su.code429)
 	out("scale_startup_p99_ms", "%.1f", s1.latencyP99(s0, anyRequest)*1000)
-	out("scale_startup_apiserver_cores", "%.2f", (apiCPU2-apiCPU1)/s1.at.Sub(s0.at).Seconds())
-	out("scale_startup_etcd_cores", "%.2f", (etcdCPU2-etcdCPU1)/s1.at.Sub(s0.at).Seconds())
-	// The simulated agents share the machine's cores with the API server.
-	out("scale_startup_bench_cores", "%.2f", (selfCPU2-selfCPU1)/s1.at.Sub(s0.at).Seconds())
+	// The simulated agents (the bench's cores) share the machine with the
+	// API server.
+	printCores("startup", cpu1, cpu2, s1.at.Sub(s0.at).Seconds())
 
 	conns := connectionsTo(c.APIPort)
 	out("scale_connections", "%d", conns)
@@ -239,9 +234,9 @@ func scale(c *testcluster.Cluster) error {
 	out("scale_bench_rss_kib_per_node", "%.0f", (rss1-rss0)/float64(n)/1024)
 	out("scale_bench_heap_kib_per_node", "%.0f", (heap1-heap0)/float64(n)/1024)
 	out("scale_bench_goroutines_per_node", "%.1f", float64(gor1-gor0)/float64(n))
-	out("scale_apiserver_rss_mib", "%.0f", apiRSS2)
-	out("scale_apiserver_rss_kib_per_node", "%.0f", (apiRSS2-apiRSS0)*1024/float64(n))
-	_, etcdRSS := procStat(etcdPid)
+	out("scale_apiserver_rss_mib", "%.0f", cpu2.apiRSS)
+	out("scale_apiserver_rss_kib_per_node", "%.0f", (cpu2.apiRSS-apiRSS0)*1024/float64(n))
+	_, etcdRSS := procStat(pr.etcd)
 	out("scale_etcd_rss_mib", "%.0f", etcdRSS)
 
 	// Steady state: nothing wrong anywhere.
@@ -249,9 +244,7 @@ func scale(c *testcluster.Cluster) error {
 	if err != nil {
 		return err
 	}
-	apiCPU3, _ := procStat(apiPid)
-	etcdCPU3, _ := procStat(etcdPid)
-	selfCPU3, _ := procStat(os.Getpid())
+	cpu3 := pr.usage()
 	errs0, sinkErr0 := errs.count(), sinkErrors(agents)
 	tr.resetWrites()
 	time.Sleep(*scaleWindow)
@@ -259,9 +252,7 @@ func scale(c *testcluster.Cluster) error {
 	if err != nil {
 		return err
 	}
-	apiCPU4, _ := procStat(apiPid)
-	etcdCPU4, _ := procStat(etcdPid)
-	selfCPU4, _ := procStat(os.Getpid())
+	cpu4 := pr.usage()
 	window := st1.at.Sub(st0.at).Seconds()
 	sr := st1.requests(st0)
 	watches := st1.watches()
@@ -297,9 +288,7 @@ func scale(c *testcluster.Cluster) error {
 	} else {
 		out("scale_steady_p99_ms", "%q", "n/a: too few requests")
 	}
-	out("scale_steady_apiserver_cores", "%.3f", (apiCPU4-apiCPU3)/window)
-	out("scale_steady_etcd_cores", "%.3f", (etcdCPU4-etcdCPU3)/window)
-	out("scale_steady_bench_cores", "%.3f", (selfCPU4-selfCPU3)/window)
+	printCores("steady", cpu3, cpu4, window)
 	out("scale_steady_429", "%.0f", sr.code429)
 	out("scale_steady_status_write_errors", "%d", sinkErrors(agents)-sinkErr0)
 	out("scale_steady_client_go_errors", "%d", errs.count()-errs0)
@@ -313,9 +302,7 @@ func scale(c *testcluster.Cluster) error {
 	if err != nil {
 		return err
 	}
-	apiCPU5, _ := procStat(apiPid)
-	etcdCPU5, _ := procStat(etcdPid)
-	selfCPU5, _ := procStat(os.Getpid())
+	cpu5 := pr.usage()
 	tr.startBurst(marker)
 	burstAt := time.Now()
 	msg := "INFO: task containerd:1234 blocked for more than 120 seconds. " + marker
@@ -340,9 +327,7 @@ func scale(c *testcluster.Cluster) error {
 	if err != nil {
 		return err
 	}
-	apiCPU6, apiRSS6 := procStat(apiPid)
-	etcdCPU6, _ := procStat(etcdPid)
-	selfCPU6, _ := procStat(os.Getpid())
+	cpu6 := pr.usage()
 	span := bu1.at.Sub(bu0.at).Seconds()
 	br := bu1.requests(bu0)
 	condLat, evLat := tr.burstLatencies(burstAt)
@@ -392,10 +377,8 @@ func scale(c *testcluster.Cluster) error {
 		out("scale_agent_priority_level_seats", "%.0f", bu1.sum("apiserver_flowcontrol_nominal_limit_seats", isLevel))
 		out("scale_burst_apf_wait_p99_ms", "%.1f", bu1.quantile(bu0, "apiserver_flowcontrol_request_wait_duration_seconds", 0.99, isLevel)*1000)
 	}
-	out("scale_burst_apiserver_cores", "%.2f", (apiCPU6-apiCPU5)/span)
-	out("scale_burst_etcd_cores", "%.2f", (etcdCPU6-etcdCPU5)/span)
-	out("scale_burst_bench_cores", "%.2f", (selfCPU6-selfCPU5)/span)
-	out("scale_apiserver_rss_mib_after_burst", "%.0f", apiRSS6)
+	printCores("burst", cpu5, cpu6, span)
+	out("scale_apiserver_rss_mib_after_burst", "%.0f", cpu6.apiRSS)
 
 	// Every node wrote within the burst, so their heartbeats now fall due
 	// together: each heartbeat period brings the burst's status writes
@@ -449,7 +432,7 @@ func scale(c *testcluster.Cluster) error {
 	out("scale_5000_expected_rewatch_per_second", "%.1f", agentWatches/meanWatchTimeout.Seconds()*f)
 	out("scale_5000_watches", "%.0f", agentWatches*f)
 	out("scale_5000_connections", "%.0f", float64(conns-conns0)*f)
-	out("scale_5000_apiserver_rss_mib_for_agents", "%.0f", (apiRSS2-apiRSS0)*f)
+	out("scale_5000_apiserver_rss_mib_for_agents", "%.0f", (cpu2.apiRSS-apiRSS0)*f)
 	if done := br.total - br.failed; done > 0 {
 		// Linear in the nodes: the writes that succeeded, at the rate they
 		// succeeded here. The 5,000-node run itself says how far off that is.
@@ -471,6 +454,30 @@ func scale(c *testcluster.Cluster) error {
 // meanHeartbeat is the mean time between heartbeat writes: the reporter
 // draws each period uniformly from the last quarter of the heartbeat.
 func meanHeartbeat(d time.Duration) time.Duration { return d * 7 / 8 }
+
+// processes are the API server's and etcd's, whose cost each phase
+// reports beside the bench's own.
+type processes struct{ api, etcd int }
+
+// usage is the CPU seconds of the API server, etcd and the bench, and the
+// API server's RSS in MiB, at one moment.
+type usage struct{ apiCPU, etcdCPU, selfCPU, apiRSS float64 }
+
+func (p processes) usage() usage {
+	var u usage
+	u.apiCPU, u.apiRSS = procStat(p.api)
+	u.etcdCPU, _ = procStat(p.etcd)
+	u.selfCPU, _ = procStat(os.Getpid())
+	return u
+}
+
+// printCores prints the cores each process used between a and b, secs
+// apart.
+func printCores(phase string, a, b usage, secs float64) {
+	out("scale_"+phase+"_apiserver_cores", "%.3f", (b.apiCPU-a.apiCPU)/secs)
+	out("scale_"+phase+"_etcd_cores", "%.3f", (b.etcdCPU-a.etcdCPU)/secs)
+	out("scale_"+phase+"_bench_cores", "%.3f", (b.selfCPU-a.selfCPU)/secs)
+}
 
 // productionConditions builds the default checks, without running them, for
 // the condition types a node's reporter owns and, for the probing checks, the
