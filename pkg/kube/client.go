@@ -1,13 +1,18 @@
 package kube
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	coordinationv1 "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	corev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/flowcontrol"
 )
 
@@ -99,4 +104,38 @@ func newClient(rc *rest.Config, hc *http.Client) (Client, error) {
 		return nil, fmt.Errorf("making the coordination/v1 client: %w", err)
 	}
 	return client{core: core, coordination: coordination}, nil
+}
+
+// listWatcher is what a typed client offers an informer.
+type listWatcher[L runtime.Object] interface {
+	List(ctx context.Context, o metav1.ListOptions) (L, error)
+	Watch(ctx context.Context, o metav1.ListOptions) (watch.Interface, error)
+}
+
+// SelectedInformer is an informer over the objects of objs that match the
+// field selector, for an example object obj. It is built by hand rather
+// than by client-go's informer factory, which links informers and listers
+// for every API group and costs the agent megabytes of resident binary.
+// observe, when not nil, is told the result of every list and watch.
+// client tells the reflector whether it can stream a watch-list (the fake
+// clientset cannot), as client-go's generated informers do.
+func SelectedInformer[L runtime.Object](client Client, objs listWatcher[L], selector string, obj runtime.Object, observe func(error)) cache.SharedIndexInformer {
+	if observe == nil {
+		observe = func(error) {}
+	}
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = selector
+			list, err := objs.List(ctx, o)
+			observe(err)
+			return list, err
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = selector
+			w, err := objs.Watch(ctx, o)
+			observe(err)
+			return w, err
+		},
+	}
+	return cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, client), obj, 0, cache.Indexers{})
 }

@@ -12,8 +12,6 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -60,24 +58,7 @@ const maxReadBackoff = 5 * time.Minute
 func NewLeaseWatcher(client Client, nodeName string) *LeaseWatcher {
 	w := &LeaseWatcher{name: nodeName, confirmAfter: 30 * time.Second, confirmEvery: 10 * time.Second}
 	sel := fields.OneTermEqualSelector("metadata.name", nodeName).String()
-	leases := client.CoordinationV1().Leases(NodeLeaseNamespace)
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = sel
-			list, err := leases.List(ctx, o)
-			w.record(err)
-			return list, err
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = sel
-			wi, err := leases.Watch(ctx, o)
-			w.record(err)
-			return wi, err
-		},
-	}
-	// Tells the reflector whether the client can stream a watch-list (the
-	// fake clientset cannot), as client-go's generated informers do.
-	w.informer = cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, client), &coordinationv1.Lease{}, 0, cache.Indexers{})
+	w.informer = SelectedInformer(client, client.CoordinationV1().Leases(NodeLeaseNamespace), sel, &coordinationv1.Lease{}, w.record)
 	w.informer.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
 		w.record(err)
 		cache.DefaultWatchErrorHandler(ctx, r, err)

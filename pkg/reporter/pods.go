@@ -8,8 +8,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/nodeguard/nodeguard/pkg/kube"
@@ -31,24 +29,8 @@ const uidIndex = "uid"
 // NewPodIndex watches the pods bound to nodeName. Only their names survive
 // in the cache: an agent on every node must not hold whole pod specs.
 func NewPodIndex(client kube.Client, nodeName string) *PodIndex {
-	// A plain ListWatch rather than client-go's informer factory: the
-	// factory links in informers and listers for every API group, which
-	// costs the agent megabytes of resident binary for one informer.
 	sel := fields.OneTermEqualSelector("spec.nodeName", nodeName).String()
-	pods := client.CoreV1().Pods(metav1.NamespaceAll)
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = sel
-			return pods.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = sel
-			return pods.Watch(ctx, o)
-		},
-	}
-	// Tells the reflector whether the client can stream a watch-list (the
-	// fake clientset cannot), as client-go's generated informers do.
-	inf := cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, client), &corev1.Pod{}, 0, cache.Indexers{})
+	inf := kube.SelectedInformer(client, client.CoreV1().Pods(metav1.NamespaceAll), sel, &corev1.Pod{}, nil)
 	inf.SetTransform(func(obj any) (any, error) {
 		pod, ok := obj.(*corev1.Pod)
 		if !ok {
