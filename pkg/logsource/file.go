@@ -27,6 +27,11 @@ type FileFollower struct {
 	FromStart bool
 	// Poll is how often the file is looked at once its end is reached.
 	Poll time.Duration
+	// Positioned, if set, is called once, when the file is first open and
+	// positioned: a line written after it returns will be read. It lets a
+	// caller say when it is following, which a supervisor or test writing
+	// to the file needs to know.
+	Positioned func()
 }
 
 // Run calls line for each complete line until ctx ends. Only an error
@@ -36,9 +41,10 @@ func (f *FileFollower) Run(ctx context.Context, line func(string)) error {
 	if poll <= 0 {
 		poll = 250 * time.Millisecond
 	}
-	fromStart := f.FromStart
+	fromStart, positioned := f.FromStart, f.Positioned
 	for {
-		err := f.follow(ctx, poll, fromStart, line)
+		err := f.follow(ctx, poll, fromStart, positioned, line)
+		positioned = nil
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -53,7 +59,7 @@ func (f *FileFollower) Run(ctx context.Context, line func(string)) error {
 var errRotated = errors.New("file rotated")
 
 // follow reads one incarnation of the file until it is replaced.
-func (f *FileFollower) follow(ctx context.Context, poll time.Duration, fromStart bool, line func(string)) error {
+func (f *FileFollower) follow(ctx context.Context, poll time.Duration, fromStart bool, positioned func(), line func(string)) error {
 	file, err := f.open(ctx, poll)
 	if err != nil || file == nil {
 		return err
@@ -68,6 +74,9 @@ func (f *FileFollower) follow(ctx context.Context, poll time.Duration, fromStart
 		if offset, err = file.Seek(0, io.SeekEnd); err != nil {
 			return fmt.Errorf("following %s: %w", f.Path, err)
 		}
+	}
+	if positioned != nil {
+		positioned()
 	}
 	r := bufio.NewReaderSize(file, maxLine)
 	var partial []byte

@@ -64,8 +64,13 @@ func TestFileFollowerAcrossRotation(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "kern.log")
 	appendTo(t, path, "old line before start\n")
-	c := follow(t, &FileFollower{Path: path, Poll: 10 * time.Millisecond})
-	time.Sleep(50 * time.Millisecond)
+	positioned := make(chan struct{}, 10)
+	c := follow(t, &FileFollower{Path: path, Poll: 10 * time.Millisecond, Positioned: func() { positioned <- struct{}{} }})
+	select {
+	case <-positioned:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Positioned not called within 5 s of following an existing file")
+	}
 
 	appendTo(t, path, "one\ntw")
 	time.Sleep(30 * time.Millisecond)
@@ -95,6 +100,10 @@ func TestFileFollowerAcrossRotation(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	appendTo(t, path, "reborn\r\n")
 	c.waitFor(t, "one", "two", "last in old", "first in new", "after truncate", "reborn")
+	// Positioned tells when following began, not each file: once.
+	if n := len(positioned); n != 0 {
+		t.Errorf("Positioned called %d more times after the first", n)
+	}
 }
 
 func TestFileFollowerWaitsForAMissingFileAndReadsFromStart(t *testing.T) {

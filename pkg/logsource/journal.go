@@ -69,6 +69,9 @@ func (f *JournalFollower) Run(ctx context.Context, entry func(JournalEntry)) err
 	if err != nil {
 		return fmt.Errorf("seeking in the journal %s: %w", f.describe(), err)
 	}
+	if f.Positioned != nil {
+		f.Positioned()
+	}
 	wait := f.Poll
 	if wait <= 0 {
 		wait = time.Second

@@ -33,6 +33,9 @@ type JournalFollower struct {
 	// call into libsystemd that costs the idle agent CPU, about 0.03
 	// CPU-seconds a minute at 250 ms against 0.015 at 1 s (measured).
 	Poll time.Duration
+	// Positioned, if set, is called once the journal is open and
+	// positioned: an entry written after it returns will be read.
+	Positioned func()
 }
 
 // JournalEntry is the part of a journal entry the checks use.

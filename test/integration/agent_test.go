@@ -82,6 +82,27 @@ func startAgent(t *testing.T, args ...string) (*exec.Cmd, *syncBuffer, *syncBuff
 	return cmd, &stdout, &stderr
 }
 
+// waitReading waits until the agent says it is reading the kernel log from
+// source (/dev/kmsg or a file's path), so that a record written next is read
+// and not skipped as already there when the agent began. The agent's
+// conditions are on the node before then, so they cannot tell.
+func waitReading(t *testing.T, stderr *syncBuffer, source string) {
+	t.Helper()
+	want := fmt.Sprintf(`"source":%q`, source)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		for _, line := range strings.Split(stderr.String(), "\n") {
+			if strings.Contains(line, `"msg":"reading the kernel log"`) && strings.Contains(line, want) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent did not say it was reading the kernel log from %s within 20 s", source)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // writeKmsg writes one record to the real kernel log. The kernel drops
 // writes from a user that come too fast, so callers space them 50 ms apart.
 func writeKmsg(t *testing.T, line string) {
@@ -105,6 +126,7 @@ func TestKmsgRecordBecomesEventAndCondition(t *testing.T) {
 	state := t.TempDir()
 	cmd, _, stderr := startAgent(t, agentArgs(t, state, freshStart, "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address=off")...)
 	waitCondition(t, name, "KernelDeadlock", corev1.ConditionFalse, 20*time.Second)
+	waitReading(t, stderr, "/dev/kmsg")
 
 	pid := 100000 + rand.IntN(800000)
 	writeKmsg(t, fmt.Sprintf("<3>INFO: task containerd:%d blocked for more than 120 seconds.\n", pid))
@@ -161,9 +183,8 @@ func TestKmsgRecordBecomesEventAndCondition(t *testing.T) {
 func TestStandalonePrintsKmsgFindings(t *testing.T) {
 	needRoot(t, "writes records to /dev/kmsg")
 	addr := freeAddr(t)
-	_, stdout, _ := startAgent(t, agentArgs(t, t.TempDir(), freshStart, "--standalone", "--output=json", "--listen-address="+addr)...)
-	// Give the agent time to open /dev/kmsg and seek to its end.
-	time.Sleep(time.Second)
+	_, stdout, stderr := startAgent(t, agentArgs(t, t.TempDir(), freshStart, "--standalone", "--output=json", "--listen-address="+addr)...)
+	waitReading(t, stderr, "/dev/kmsg")
 	pid := 100000 + rand.IntN(800000)
 	writeKmsg(t, fmt.Sprintf("<4>Out of memory: Killed process %d (standalone-test) total-vm:1000kB, anon-rss:900kB, file-rss:0kB\n", pid))
 	want := fmt.Sprintf(`"reason":"OOMKilling","message":"Out of memory: Killed process %d (standalone-test)`, pid)
@@ -201,8 +222,9 @@ func TestKillNineNeitherRepeatsNorLosesKernelRecords(t *testing.T) {
 	// startAtEnd keeps other tests' records out of the first start; the
 	// restart resumes from the saved position all the same.
 	args := agentArgs(t, state, freshStart, "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address=off")
-	first, _, _ := startAgent(t, args...)
+	first, _, stderr := startAgent(t, args...)
 	waitCondition(t, name, "KernelDeadlock", corev1.ConditionFalse, 20*time.Second)
+	waitReading(t, stderr, "/dev/kmsg")
 
 	before := fmt.Sprintf("restart-test-before-%d", rand.Int64())
 	writeKmsg(t, "<3>NETDEV WATCHDOG: "+before+" (ixgbe): transmit queue 2 timed out\n")

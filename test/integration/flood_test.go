@@ -46,9 +46,10 @@ func TestFloodOfProblemLines(t *testing.T) {
 	}
 	addr := freeAddr(t)
 	config := "checks:\n  kmsg:\n    devKmsg: false\n    files: [{path: " + logFile + "}]\n"
-	cmd, _, _ := startAgent(t, append(onlyCheck(t, "kmsg"), agentArgs(t, t.TempDir(), config,
+	cmd, _, stderr := startAgent(t, append(onlyCheck(t, "kmsg"), agentArgs(t, t.TempDir(), config,
 		"--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address="+addr)...)...)
 	waitCondition(t, name, "KernelDeadlock", corev1.ConditionFalse, 20*time.Second)
+	waitReading(t, stderr, logFile)
 	before := rssKiB(t, cmd.Process.Pid)
 
 	f, err := os.OpenFile(logFile, os.O_APPEND|os.O_WRONLY, 0)

@@ -106,8 +106,9 @@ func TestMonitoringKitUsesOnlyMetricsTheAgentExports(t *testing.T) {
 	os.WriteFile(notASocket, nil, 0o644)
 	addr := freeAddr(t)
 	config := fmt.Sprintf("checks:\n  kmsg:\n    startAtEnd: true\n    files: [{path: %s}]\n  cri:\n    endpoint: unix://%s\n    period: 500ms\n    timeout: 200ms\n", kernLog, notASocket)
-	startAgent(t, agentArgs(t, t.TempDir(), config, "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address="+addr)...)
+	_, _, stderr := startAgent(t, agentArgs(t, t.TempDir(), config, "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address="+addr)...)
 	waitCondition(t, name, "KernelDeadlock", corev1.ConditionFalse, 20*time.Second)
+	waitReading(t, stderr, kernLog)
 	var lines strings.Builder
 	for i := range 40 {
 		fmt.Fprintf(&lines, "Out of memory: Killed process %d (hog) total-vm:1kB, anon-rss:1kB, file-rss:0kB\n", 5000+i)

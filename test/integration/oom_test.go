@@ -110,8 +110,9 @@ func TestRealMemoryCgroupOOMKillIsOneEvent(t *testing.T) {
 
 	const name = "oom-node"
 	createNode(t, name)
-	startAgent(t, agentArgs(t, t.TempDir(), freshStart, "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address=off")...)
+	_, _, stderr := startAgent(t, agentArgs(t, t.TempDir(), freshStart, "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address=off")...)
 	waitCondition(t, name, "KernelDeadlock", corev1.ConditionFalse, 20*time.Second)
+	waitReading(t, stderr, "/dev/kmsg")
 
 	hog := exec.Command(filepath.Join(hogDir, "memhog"))
 	stdin, err := hog.StdinPipe()
@@ -175,8 +176,9 @@ func TestOOMEventNamesThePodKnownToTheAPIServer(t *testing.T) {
 	t.Cleanup(func() {
 		cluster.Client.CoreV1().Pods(metav1.NamespaceDefault).Delete(context.Background(), pod.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
 	})
-	startAgent(t, agentArgs(t, t.TempDir(), freshStart, "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address=off")...)
+	_, _, stderr := startAgent(t, agentArgs(t, t.TempDir(), freshStart, "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address=off")...)
 	waitCondition(t, name, "KernelDeadlock", corev1.ConditionFalse, 20*time.Second)
+	waitReading(t, stderr, "/dev/kmsg")
 
 	pid := 100000 + rand.IntN(800000)
 	memcg := fmt.Sprintf("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod%s.slice/cri-containerd-%064x.scope",

@@ -211,7 +211,9 @@ func (c *Check) runJournal(ctx context.Context, emit func(checks.Finding)) error
 	// Resume after the last entry reported before a restart; the cursor is
 	// saved once a reported entry's findings are out.
 	cursor := c.journalCursor()
-	follower := &logsource.JournalFollower{Dir: c.cfg.JournalDir, Matches: []string{"_TRANSPORT=kernel"}, After: cursor.load()}
+	follower := &logsource.JournalFollower{Dir: c.cfg.JournalDir, Matches: []string{"_TRANSPORT=kernel"}, After: cursor.load(), Positioned: func() {
+		c.log.Info("reading the kernel log", zap.String("source", "journal"), zap.String("dir", c.cfg.JournalDir))
+	}}
 	err = follower.Run(ctx, func(e logsource.JournalEntry) {
 		reported := false
 		g.Feed(logrules.Line{Text: e.Message, Time: e.Time}, "journal kernel", func(f checks.Finding) {
@@ -246,7 +248,9 @@ func (c *Check) runFile(ctx context.Context, emit func(checks.Finding), fc FileS
 	g := logrules.NewGuarded(engine)
 	defer g.ExpireEvery(ctx, max(c.cfg.ExpireInterval.Duration, time.Second), c.now, emit)()
 	n := 0
-	follower := &logsource.FileFollower{Path: fc.Path, FromStart: fc.FromStart}
+	follower := &logsource.FileFollower{Path: fc.Path, FromStart: fc.FromStart, Positioned: func() {
+		c.log.Info("reading the kernel log", zap.String("source", fc.Path), zap.Bool("from_start", fc.FromStart))
+	}}
 	err = follower.Run(ctx, func(text string) {
 		n++
 		if p := logrules.ParseKernelLine(text); p.Kernel() {

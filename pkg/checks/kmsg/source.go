@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -108,6 +109,18 @@ func (d *devKmsg) Run(ctx context.Context, after int, out chan<- Record) error {
 // as backlog rather than as just logged.
 const backlogAge = 10 * time.Second
 
+// kmsgFrom says where a read of /dev/kmsg starts, for the log.
+func kmsgFrom(seekEnd bool, after int) string {
+	switch {
+	case seekEnd:
+		return "the end"
+	case after >= 0:
+		return "after record " + strconv.Itoa(after)
+	default:
+		return "the oldest record kept"
+	}
+}
+
 var (
 	errMalformed      = errors.New("malformed kmsg record")
 	errMalformedAgain = fmt.Errorf("%w, again at the same place", errMalformed)
@@ -124,6 +137,9 @@ func (d *devKmsg) readOnce(ctx context.Context, out chan<- Record, seekEnd bool,
 			return fmt.Errorf("seeking to the end of /dev/kmsg: %w", err)
 		}
 	}
+	// Said at info level because whoever writes a record to test the agent
+	// needs to know when it will be read.
+	d.log.Info("reading the kernel log", zap.String("source", "/dev/kmsg"), zap.String("from", kmsgFrom(seekEnd, *lastSeq)))
 	msgs := make(chan kmsgparser.Message, 256)
 	parseErr := make(chan error, 1)
 	go func() { parseErr <- parser.Parse(msgs) }()
