@@ -63,7 +63,14 @@ func agentArgs(t *testing.T, stateDir, config string, args ...string) []string {
 // startAgent runs the real nodeguard binary and stops it when the test ends.
 func startAgent(t *testing.T, args ...string) (*exec.Cmd, *syncBuffer, *syncBuffer) {
 	t.Helper()
-	cmd := exec.Command(needAgent(t), args...)
+	return startProcess(t, needAgent(t), args...)
+}
+
+// startProcess runs a program, keeping what it prints, and kills it when the
+// test ends.
+func startProcess(t *testing.T, path string, args ...string) (*exec.Cmd, *syncBuffer, *syncBuffer) {
+	t.Helper()
+	cmd := exec.Command(path, args...)
 	var stdout, stderr syncBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -76,7 +83,7 @@ func startAgent(t *testing.T, args ...string) (*exec.Cmd, *syncBuffer, *syncBuff
 			cmd.Wait()
 		}
 		if t.Failed() {
-			t.Logf("agent stderr:\n%s", stderr.String())
+			t.Logf("%s stderr:\n%s", filepath.Base(path), stderr.String())
 		}
 	})
 	return cmd, &stdout, &stderr
@@ -131,9 +138,9 @@ func TestKmsgRecordBecomesEventAndCondition(t *testing.T) {
 	pid := 100000 + rand.IntN(800000)
 	writeKmsg(t, fmt.Sprintf("<3>INFO: task containerd:%d blocked for more than 120 seconds.\n", pid))
 	marker := fmt.Sprintf("containerd:%d", pid)
-	_, took := waitEvent(t, name, "TaskHung", marker, 2*time.Second)
+	_, took := waitEvent(t, name, "TaskHung", marker, 15*time.Second)
 	t.Logf("TaskHung event on the node %s after the kmsg write", took)
-	node, took := waitCondition(t, name, "KernelDeadlock", corev1.ConditionTrue, 2*time.Second)
+	node, took := waitCondition(t, name, "KernelDeadlock", corev1.ConditionTrue, 15*time.Second)
 	t.Logf("KernelDeadlock True on the node %s after the kmsg write", took)
 	if c := condition(node, "KernelDeadlock"); !strings.Contains(c.Message, marker) || c.Reason != "ContainerRuntimeHung" {
 		t.Errorf("KernelDeadlock = %s %q, want reason ContainerRuntimeHung and a message naming %s", c.Reason, c.Message, marker)
@@ -228,7 +235,7 @@ func TestKillNineNeitherRepeatsNorLosesKernelRecords(t *testing.T) {
 
 	before := fmt.Sprintf("restart-test-before-%d", rand.Int64())
 	writeKmsg(t, "<3>NETDEV WATCHDOG: "+before+" (ixgbe): transmit queue 2 timed out\n")
-	waitEvent(t, name, "NetdevTxTimeout", before, 5*time.Second)
+	waitEvent(t, name, "NetdevTxTimeout", before, 15*time.Second)
 	first.Process.Kill()
 	first.Wait()
 
@@ -307,16 +314,25 @@ func freeAddr(t *testing.T) string {
 
 func httpGet(t *testing.T, url string) string {
 	t.Helper()
+	body, err := tryHTTPGet(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return body
+}
+
+// tryHTTPGet is httpGet for a server that may not be listening yet.
+func tryHTTPGet(url string) (string, error) {
 	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(url)
 	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
+		return "", fmt.Errorf("GET %s: %w", url, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
+		return "", fmt.Errorf("GET %s: %w", url, err)
 	}
-	return string(b)
+	return string(b), nil
 }
 
 func TestDeployAppliesWithServerDryRun(t *testing.T) {

@@ -62,26 +62,26 @@ func TestDiskReadOnlyAndStuckOnARealLoopFilesystem(t *testing.T) {
 	waitCondition(t, name, "DiskIOStuck", corev1.ConditionFalse, 10*time.Second)
 
 	run(t, "mount", "-o", "remount,ro", mnt)
-	node, took := waitCondition(t, name, "ReadonlyFilesystem", corev1.ConditionTrue, 3*time.Second)
+	node, took := waitCondition(t, name, "ReadonlyFilesystem", corev1.ConditionTrue, 15*time.Second)
 	t.Logf("ReadonlyFilesystem True %s after the remount: %s", took, condition(node, "ReadonlyFilesystem").Message)
 	if msg := condition(node, "ReadonlyFilesystem").Message; !strings.Contains(msg, mnt) {
 		t.Errorf("ReadonlyFilesystem message %q does not name %s", msg, mnt)
 	}
 	run(t, "mount", "-o", "remount,rw", mnt)
-	waitCondition(t, name, "ReadonlyFilesystem", corev1.ConditionFalse, 3*time.Second)
+	waitCondition(t, name, "ReadonlyFilesystem", corev1.ConditionFalse, 15*time.Second)
 
 	run(t, "fsfreeze", "-f", mnt)
 	frozen = true
-	node, took = waitCondition(t, name, "DiskIOStuck", corev1.ConditionTrue, 6*time.Second) // timeout 2 s + period + write
+	node, took = waitCondition(t, name, "DiskIOStuck", corev1.ConditionTrue, 15*time.Second) // timeout 2 s + period + write
 	t.Logf("DiskIOStuck True %s after the freeze: %s", took, condition(node, "DiskIOStuck").Message)
 	// The stuck probe is abandoned and reported; the agent is not hung with it.
-	waitCondition(t, name, "NodeguardCheckStuck", corev1.ConditionTrue, 3*time.Second)
+	waitCondition(t, name, "NodeguardCheckStuck", corev1.ConditionTrue, 15*time.Second)
 	if got := httpGet(t, "http://"+addr+"/healthz"); got != "ok\n" {
 		t.Errorf("/healthz while the disk hangs = %q, want ok", got)
 	}
 	run(t, "fsfreeze", "-u", mnt)
 	frozen = false
-	_, took = waitCondition(t, name, "DiskIOStuck", corev1.ConditionFalse, 5*time.Second)
+	_, took = waitCondition(t, name, "DiskIOStuck", corev1.ConditionFalse, 15*time.Second)
 	t.Logf("DiskIOStuck False %s after the thaw", took)
-	waitCondition(t, name, "NodeguardCheckStuck", corev1.ConditionFalse, 3*time.Second)
+	waitCondition(t, name, "NodeguardCheckStuck", corev1.ConditionFalse, 15*time.Second)
 }

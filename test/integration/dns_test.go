@@ -25,10 +25,10 @@ func TestClusterDNSUnreachable(t *testing.T) {
 	time.Sleep(time.Second)
 
 	dns.Set(testdns.Hang)
-	node, took := waitCondition(t, name, "ClusterDNSUnreachable", corev1.ConditionTrue, 5*time.Second)
+	node, took := waitCondition(t, name, "ClusterDNSUnreachable", corev1.ConditionTrue, 15*time.Second)
 	t.Logf("True %s after DNS stopped answering: %s", took, condition(node, "ClusterDNSUnreachable").Message)
 
 	dns.Set(testdns.Answer)
-	_, took = waitCondition(t, name, "ClusterDNSUnreachable", corev1.ConditionFalse, 5*time.Second)
+	_, took = waitCondition(t, name, "ClusterDNSUnreachable", corev1.ConditionFalse, 15*time.Second)
 	t.Logf("False %s after DNS answered again", took)
 }

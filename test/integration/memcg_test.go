@@ -82,6 +82,6 @@ func TestZombieMemoryCgroupsMakeMemoryCgroupLeak(t *testing.T) {
 		}
 	}
 	t.Logf("dying memory cgroups: %d before, %d after making %d", baseline, dyingMemcgs(t, root), zombies)
-	node, took := waitCondition(t, name, "MemoryCgroupLeak", corev1.ConditionTrue, 5*time.Second)
+	node, took := waitCondition(t, name, "MemoryCgroupLeak", corev1.ConditionTrue, 15*time.Second)
 	t.Logf("MemoryCgroupLeak True %s after the zombies were made: %s", took, condition(node, "MemoryCgroupLeak").Message)
 }

@@ -47,13 +47,13 @@ func TestNICDownAndFlappingFromARealVeth(t *testing.T) {
 	waitCondition(t, name, "NICDown", corev1.ConditionFalse, 20*time.Second)
 
 	peerLink("down")
-	node, took := waitCondition(t, name, "NICDown", corev1.ConditionTrue, 3*time.Second) // period + 2 s
+	node, took := waitCondition(t, name, "NICDown", corev1.ConditionTrue, 15*time.Second) // period + 2 s
 	t.Logf("NICDown True %s after the peer went down: %s", took, condition(node, "NICDown").Message)
 	if msg := condition(node, "NICDown").Message; !strings.Contains(msg, host) || !strings.Contains(msg, "no carrier") {
 		t.Errorf("NICDown message %q does not name %s and its lost carrier", msg, host)
 	}
 	peerLink("up")
-	_, took = waitCondition(t, name, "NICDown", corev1.ConditionFalse, 3*time.Second)
+	_, took = waitCondition(t, name, "NICDown", corev1.ConditionFalse, 15*time.Second)
 	t.Logf("NICDown False %s after the peer came back", took)
 
 	// Flap it: each down and up is two carrier changes.
@@ -63,7 +63,7 @@ func TestNICDownAndFlappingFromARealVeth(t *testing.T) {
 		peerLink("up")
 		time.Sleep(100 * time.Millisecond)
 	}
-	node, _ = waitCondition(t, name, "NICFlapping", corev1.ConditionTrue, 5*time.Second)
+	node, _ = waitCondition(t, name, "NICFlapping", corev1.ConditionTrue, 15*time.Second)
 	t.Logf("NICFlapping: %s", condition(node, "NICFlapping").Message)
-	waitEvent(t, name, "NICFlapping", host, 5*time.Second)
+	waitEvent(t, name, "NICFlapping", host, 15*time.Second)
 }

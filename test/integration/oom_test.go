@@ -132,7 +132,7 @@ func TestRealMemoryCgroupOOMKillIsOneEvent(t *testing.T) {
 	t.Logf("memhog (pid %d) ended: %v", pid, err)
 
 	marker := fmt.Sprintf("Killed process %d (memhog)", pid)
-	ev, took := waitEvent(t, name, "OOMKilling", marker, 5*time.Second)
+	ev, took := waitEvent(t, name, "OOMKilling", marker, 15*time.Second)
 	t.Logf("OOMKilling event %s after memhog died: %s", took, ev.Message)
 	for _, want := range []string{podUID, containerID} {
 		if !strings.Contains(ev.Message, want) {
@@ -185,7 +185,7 @@ func TestOOMEventNamesThePodKnownToTheAPIServer(t *testing.T) {
 		strings.ReplaceAll(string(pod.UID), "-", "_"), rand.Uint64())
 	writeKmsg(t, fmt.Sprintf("<6>oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=%s,task_memcg=%s,task=java,pid=%d,uid=1000\n", memcg, memcg, pid))
 	writeKmsg(t, fmt.Sprintf("<3>Memory cgroup out of memory: Killed process %d (java) total-vm:4000kB, anon-rss:3000kB, file-rss:0kB, shmem-rss:0kB, UID:1000 pgtables:100kB oom_score_adj:999\n", pid))
-	ev, _ := waitEvent(t, name, "OOMKilling", fmt.Sprintf("Killed process %d (java)", pid), 5*time.Second)
+	ev, _ := waitEvent(t, name, "OOMKilling", fmt.Sprintf("Killed process %d (java)", pid), 15*time.Second)
 	for _, want := range []string{"pod UID " + string(pod.UID), "pod default/java-app-7d9f"} {
 		if !strings.Contains(ev.Message, want) {
 			t.Errorf("OOMKilling message lacks %q: %s", want, ev.Message)

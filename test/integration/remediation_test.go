@@ -98,8 +98,8 @@ func TestKubeletRestartOncePerCooldownNeverWhenDisabledOrClusterWide(t *testing.
 		// Two dead nodes of a hundred are no cluster-wide problem.
 		runRemediation(t, name, check, sd, 2, true)
 		check.in <- stale
-		waitEvent(t, name, "KubeletRestarting", "KubeletLeaseStale has held for", 5*time.Second)
-		waitEvent(t, name, "KubeletRestarted", "restarted kubelet.service", 5*time.Second)
+		waitEvent(t, name, "KubeletRestarting", "KubeletLeaseStale has held for", 15*time.Second)
+		waitEvent(t, name, "KubeletRestarted", "restarted kubelet.service", 15*time.Second)
 		// Still stale: a second restart only after the 3 s cooldown.
 		time.Sleep(1500 * time.Millisecond)
 		if n := sd.restarts.Load(); n != 1 {
@@ -137,7 +137,7 @@ func TestKubeletRestartOncePerCooldownNeverWhenDisabledOrClusterWide(t *testing.
 		check := &pushCheck{conds: conds, in: make(chan checks.Finding)}
 		runRemediation(t, name, check, sd, 20, true)
 		check.in <- stale
-		waitEvent(t, name, "KubeletRestartRefused", "20 of 100 other nodes' leases are stale too", 5*time.Second)
+		waitEvent(t, name, "KubeletRestartRefused", "20 of 100 other nodes' leases are stale too", 15*time.Second)
 		if n := sd.restarts.Load(); n != 0 {
 			t.Errorf("restarted %d times while the whole cluster's leases were stale", n)
 		}
