@@ -203,6 +203,7 @@ func run(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	applyCgroupMemoryLimit(log)
 
 	restConfig, err := clusterConfig(cfg)
 	if err != nil {
