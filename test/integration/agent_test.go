@@ -95,16 +95,29 @@ func startProcess(t *testing.T, path string, args ...string) (*exec.Cmd, *syncBu
 // conditions are on the node before then, so they cannot tell.
 func waitReading(t *testing.T, stderr *syncBuffer, source string) {
 	t.Helper()
-	want := fmt.Sprintf(`"source":%q`, source)
+	waitLogged(t, stderr, "reading the kernel log", fmt.Sprintf(`"source":%q`, source))
+}
+
+// waitLogged waits for a line of the agent's JSON log with message msg and
+// holding each of fields.
+func waitLogged(t *testing.T, stderr *syncBuffer, msg string, fields ...string) {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
+	lines:
 		for _, line := range strings.Split(stderr.String(), "\n") {
-			if strings.Contains(line, `"msg":"reading the kernel log"`) && strings.Contains(line, want) {
-				return
+			if !strings.Contains(line, fmt.Sprintf(`"msg":%q`, msg)) {
+				continue
 			}
+			for _, f := range fields {
+				if !strings.Contains(line, f) {
+					continue lines
+				}
+			}
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the agent did not say it was reading the kernel log from %s within 20 s", source)
+			t.Fatalf("the agent did not log %q with %q within 20 s", msg, fields)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

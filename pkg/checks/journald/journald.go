@@ -5,6 +5,7 @@ package journald
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -179,7 +180,10 @@ func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
 		guarded[u] = logrules.NewGuarded(e)
 		defer guarded[u].ExpireEvery(ctx, expireInterval, time.Now, emit)()
 	}
-	follower := &logsource.JournalFollower{Dir: c.cfg.Dir, Units: units, FromStart: c.cfg.FromStart}
+	slices.Sort(units)
+	follower := &logsource.JournalFollower{Dir: c.cfg.Dir, Units: units, FromStart: c.cfg.FromStart, Positioned: func() {
+		c.log.Info("reading the journal", zap.Strings("units", units), zap.String("dir", c.cfg.Dir), zap.Bool("from_start", c.cfg.FromStart))
+	}}
 	return follower.Run(ctx, func(e logsource.JournalEntry) {
 		if g := guarded[e.Unit]; g != nil {
 			g.Feed(logrules.Line{Text: e.Message, Time: e.Time}, "journal "+e.Unit, emit)
