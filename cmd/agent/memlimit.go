@@ -21,8 +21,10 @@ import (
 // files it maps, the page cache the agent's reads leave charged to it.
 const memoryLimitShare = 0.8
 
-// noCgroupLimit is at or above what cgroup v1 reports for "no limit" (the
-// largest page-aligned int64).
+// noCgroupLimit is where "no limit" starts. Cgroup v1 reports no limit as
+// the largest int64 rounded down to a page (9223372036854771712, less with
+// 64 KiB pages); no real limit is anywhere near 1<<62, so everything from
+// there up is taken as none.
 const noCgroupLimit = 1 << 62
 
 // applyCgroupMemoryLimit makes the container's memory limit the Go runtime's
@@ -86,9 +88,11 @@ func cgroupMemoryLimit(procCgroup, mountRoot string) (uint64, string, error) {
 		base, rel, file = mountRoot, v2Path, "memory.max"
 	}
 	// In a container without its own cgroup namespace the path is the
-	// host's, while the mount shows the container's cgroup at its root.
+	// host's, while the mount shows the container's cgroup at its root. A
+	// path outside the namespace's root ("/../x") is not ours to read
+	// either.
 	dir := filepath.Join(base, rel)
-	if _, err := os.Stat(dir); err != nil {
+	if _, err := os.Stat(dir); err != nil || !within(base, dir) {
 		dir = base
 	}
 	var (
@@ -103,12 +107,19 @@ func cgroupMemoryLimit(procCgroup, mountRoot string) (uint64, string, error) {
 		if limit > 0 && (lowest == 0 || limit < lowest) {
 			lowest, from = limit, filepath.Join(dir, file)
 		}
-		if dir == base || len(dir) <= len(base) {
+		parent := filepath.Dir(dir)
+		if dir == base || parent == dir || !within(base, parent) {
 			break
 		}
-		dir = filepath.Dir(dir)
+		dir = parent
 	}
 	return lowest, from, nil
+}
+
+// within says whether path is base or below it.
+func within(base, path string) bool {
+	rel, err := filepath.Rel(base, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
 // readCgroupLimit reads one memory limit file; 0 means no limit. A missing
@@ -127,7 +138,7 @@ func readCgroupLimit(path string) (uint64, error) {
 	}
 	v, err := strconv.ParseUint(s, 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("%s line 1: the memory limit %q is not a number of bytes or max", path, s)
+		return 0, fmt.Errorf("%s line 1: the memory limit %q is not a number of bytes or max: %w", path, s, err)
 	}
 	if v >= noCgroupLimit {
 		return 0, nil

@@ -65,6 +65,13 @@ func TestCgroupMemoryLimit(t *testing.T) {
 			wantFrom: "memory/a/memory.limit_in_bytes",
 		},
 		{
+			name:     "a path above the namespace's root: only the mount's root is read",
+			self:     "0::/..\n",
+			files:    map[string]string{"memory.max": "104857600\n", "../memory.max": "1048576\n"},
+			want:     100 * mib,
+			wantFrom: "memory.max",
+		},
+		{
 			name:    "a malformed /proc/self/cgroup line",
 			self:    "0::/\nnonsense\n",
 			wantErr: "cgroup line 2: want hierarchy:controllers:path",

@@ -306,8 +306,8 @@ func live(c *testcluster.Cluster, dir string) error {
 	// back in, so one reading at the end is a draw: sample it through the
 	// window and give the median and the highest.
 	var rssSamples, anonSamples, fileSamples []float64
-	for end := time.Now().Add(*idle); time.Now().Before(end); {
-		time.Sleep(min(rssSampleEvery, time.Until(end)))
+	for end := time.Now().Add(*idle); len(rssSamples) == 0 || time.Now().Before(end); {
+		time.Sleep(max(0, min(rssSampleEvery, time.Until(end))))
 		_, rss := procStat(pid)
 		anon, file := rssSplit(pid)
 		rssSamples, anonSamples, fileSamples = append(rssSamples, rss), append(anonSamples, anon), append(fileSamples, file)

@@ -63,3 +63,44 @@ func TestJournalFollowerReadsUnitsFromRealJournalFiles(t *testing.T) {
 		t.Errorf("first entry %+v: want unit kubelet.service at %v with a cursor", got[0], base)
 	}
 }
+
+// TestJournalFollowerSaysWhenItIsPositioned: following from the tail, it
+// says once when it is in place; an entry written after that is read and
+// one from before is not.
+func TestJournalFollowerSaysWhenItIsPositioned(t *testing.T) {
+	dir := t.TempDir()
+	base := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	journaltest.Write(t, dir, "a.journal", journaltest.Unit(base, "kubelet.service", "before following"))
+	positioned := make(chan struct{}, 10)
+	got := make(chan JournalEntry, 10)
+	f := &JournalFollower{Dir: dir, Units: []string{"kubelet.service"}, Poll: 50 * time.Millisecond,
+		Positioned: func() { positioned <- struct{}{} }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- f.Run(ctx, func(e JournalEntry) { got <- e }) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	select {
+	case <-positioned:
+	case e := <-got:
+		t.Fatalf("entry %q read before Positioned was called, following from the tail", e.Message)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Positioned not called within 10 s")
+	}
+	journaltest.Write(t, dir, "b.journal", journaltest.Unit(base.Add(time.Minute), "kubelet.service", "after positioned"))
+	select {
+	case e := <-got:
+		if e.Message != "after positioned" {
+			t.Errorf("first entry read %q, want the one written after Positioned", e.Message)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the entry written after Positioned was not read within 10 s")
+	}
+	if n := len(positioned); n != 0 {
+		t.Errorf("Positioned called %d more times", n)
+	}
+}

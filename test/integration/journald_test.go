@@ -68,7 +68,9 @@ func TestKubeletLeaseFailuresInTheJournalReachTheNode(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if strings.Contains(stderr.String(), "an old failure, before the agent") {
-		t.Errorf("the agent reported a journal entry from before it started:\n%s", stderr.String())
+	for _, e := range listEvents(t, name, "KubeletLeaseUpdateFailed") {
+		if strings.Contains(e.Message, "an old failure, before the agent") {
+			t.Errorf("the agent reported a journal entry from before it started: %s", e.Message)
+		}
 	}
 }

@@ -19,14 +19,28 @@ import (
 )
 
 // fakeSystemd stands in for systemd's D-Bus unit manager.
-type fakeSystemd struct{ restarts atomic.Int32 }
+type fakeSystemd struct {
+	restarts atomic.Int32
+	mu       sync.Mutex
+	at       []time.Time // when each restart was asked for
+}
 
 func (f *fakeSystemd) RestartUnit(ctx context.Context, unit string) (string, error) {
 	if unit != "kubelet.service" {
 		return "failed", nil
 	}
+	f.mu.Lock()
+	f.at = append(f.at, time.Now())
+	f.mu.Unlock()
 	f.restarts.Add(1)
 	return "done", nil
+}
+
+// restartTimes returns when each restart was asked for.
+func (f *fakeSystemd) restartTimes() []time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]time.Time(nil), f.at...)
 }
 
 // staleCount says that many of 100 other nodes' leases are stale.
@@ -73,16 +87,22 @@ func runRemediation(t *testing.T, nodeName string, check checks.Check, sd *fakeS
 
 func countEvents(t *testing.T, node, reason string) int {
 	t.Helper()
+	n := 0
+	for _, e := range listEvents(t, node, reason) {
+		n += int(e.Count)
+	}
+	return n
+}
+
+// listEvents returns the events about a node with a reason.
+func listEvents(t *testing.T, node, reason string) []corev1.Event {
+	t.Helper()
 	sel := fields.AndSelectors(fields.OneTermEqualSelector("involvedObject.name", node), fields.OneTermEqualSelector("reason", reason)).String()
 	list, err := cluster.Client.CoreV1().Events(metav1.NamespaceAll).List(context.Background(), metav1.ListOptions{FieldSelector: sel})
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
-	for _, e := range list.Items {
-		n += int(e.Count)
-	}
-	return n
+	return list.Items
 }
 
 func TestKubeletRestartOncePerCooldownNeverWhenDisabledOrClusterWide(t *testing.T) {
@@ -100,14 +120,17 @@ func TestKubeletRestartOncePerCooldownNeverWhenDisabledOrClusterWide(t *testing.
 		check.in <- stale
 		waitEvent(t, name, "KubeletRestarting", "KubeletLeaseStale has held for", 15*time.Second)
 		waitEvent(t, name, "KubeletRestarted", "restarted kubelet.service", 15*time.Second)
-		// Still stale: a second restart only after the 3 s cooldown.
-		time.Sleep(1500 * time.Millisecond)
-		if n := sd.restarts.Load(); n != 1 {
-			t.Errorf("%d restarts within the cooldown, want 1", n)
+		// Still stale: a second restart, but only once the 3 s cooldown
+		// is over. Asserted as a lower bound on the gap, which a slow
+		// machine can only widen.
+		for deadline := time.Now().Add(15 * time.Second); sd.restarts.Load() < 2; {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d restarts 15 s into a stale lease with a 3 s cooldown, want 2", sd.restarts.Load())
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		time.Sleep(3 * time.Second)
-		if n := sd.restarts.Load(); n != 2 {
-			t.Errorf("%d restarts after the cooldown with the lease still stale, want 2", n)
+		if at := sd.restartTimes(); at[1].Sub(at[0]) < 3*time.Second {
+			t.Errorf("second restart %s after the first, want no sooner than the 3 s cooldown", at[1].Sub(at[0]))
 		}
 		// Fresh again: no more.
 		check.in <- checks.Condition("KubeletLeaseStale", checks.StatusFalse, "KubeletLeaseFresh", "ok")

@@ -138,7 +138,9 @@ func (d *devKmsg) readOnce(ctx context.Context, out chan<- Record, seekEnd bool,
 		}
 	}
 	// Said at info level because whoever writes a record to test the agent
-	// needs to know when it will be read.
+	// needs to know when it will be read. Said again on each reopen after
+	// a malformed record, with where reading starts, which is rare and
+	// worth seeing.
 	d.log.Info("reading the kernel log", zap.String("source", "/dev/kmsg"), zap.String("from", kmsgFrom(seekEnd, *lastSeq)))
 	msgs := make(chan kmsgparser.Message, 256)
 	parseErr := make(chan error, 1)
