@@ -282,6 +282,7 @@ func run(args []string) error {
 		sinks = append(sinks, nodeSink, logSink{log})
 		leases.Observe = nodeSink.ObserveAPI
 		leases.Confirm = client
+		leases.Log = log
 		go leases.Run(ctx)
 		if rk := cfg.Remediation.RestartKubelet; rk.Enabled {
 			restarter = reporter.NewKubeletRestarter(reporter.RestartKubeletOptions{

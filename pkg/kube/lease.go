@@ -13,6 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/tools/cache"
+
+	"go.uber.org/zap"
 )
 
 // NodeLeaseNamespace is where kubelets keep their heartbeat Leases.
@@ -34,6 +36,10 @@ type LeaseWatcher struct {
 	// which the read corrects: watches last 5 to 10 minutes, and a stalled
 	// one would otherwise show a stale Lease that long.
 	Confirm Client
+	// Log, when set before Run, is told of failed Confirm reads; a denied
+	// read (RBAC without get on leases) would otherwise leave the fallback
+	// silently dead.
+	Log *zap.Logger
 
 	confirmAfter time.Duration
 	confirmEvery time.Duration
@@ -124,6 +130,9 @@ func (w *LeaseWatcher) confirm(ctx context.Context) {
 		reqCtx, cancel := context.WithTimeout(ctx, w.confirmEvery)
 		lease, err := leases.Get(reqCtx, w.name, metav1.GetOptions{})
 		cancel()
+		if err != nil && w.Log != nil {
+			w.Log.Warn("reading the node's Lease past a silent watch failed", zap.String("lease", NodeLeaseNamespace+"/"+w.name), zap.Error(err))
+		}
 		w.mu.Lock()
 		// A read that finds the Lease renewed means the watch is stuck:
 		// keep reading every confirmEvery. One that finds nothing new (a

@@ -104,6 +104,43 @@ func TestAgentMayWriteOnlyItsOwnNode(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "only about the Node its pod runs on") {
 		t.Errorf("an event about another node: %v, want denied", err)
 	}
+	// Every read the agent makes is allowed by the RBAC in deploy/base; a
+	// missing verb would show only as a check that silently never works.
+	const lease = "own-node-a"
+	playKubeletLease(t, c, lease)
+	for _, r := range []struct {
+		what string
+		do   func() error
+	}{
+		{"get its Node", func() error { _, err := agent.CoreV1().Nodes().Get(ctx, "own-node-a", metav1.GetOptions{}); return err }},
+		{"list its node's Lease by field", func() error {
+			_, err := agent.CoordinationV1().Leases("kube-node-lease").List(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + lease})
+			return err
+		}},
+		{"watch its node's Lease by field", func() error {
+			w, err := agent.CoordinationV1().Leases("kube-node-lease").Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + lease})
+			if err == nil {
+				w.Stop()
+			}
+			return err
+		}},
+		{"get its node's Lease (when the watch is silent)", func() error {
+			_, err := agent.CoordinationV1().Leases("kube-node-lease").Get(ctx, lease, metav1.GetOptions{})
+			return err
+		}},
+		{"list the pods on its node", func() error {
+			_, err := agent.CoreV1().Pods(metav1.NamespaceAll).List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=own-node-a"})
+			return err
+		}},
+		{"list other nodes' Leases (before restarting the kubelet)", func() error {
+			_, err := agent.CoordinationV1().Leases("kube-node-lease").List(ctx, metav1.ListOptions{})
+			return err
+		}},
+	} {
+		if err := r.do(); err != nil {
+			t.Errorf("the agent may %s: %v", r.what, err)
+		}
+	}
 	// RBAC, not only admission: the agent cannot list secrets.
 	if _, err := agent.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
 		t.Errorf("listing secrets: %v, want forbidden", err)
