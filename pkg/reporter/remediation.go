@@ -159,12 +159,26 @@ func (k *KubeletRestarter) act(ctx context.Context, cond string) {
 	held := time.Since(k.since[cond]).Round(time.Second)
 	k.mu.Unlock()
 	if k.leases != nil {
-		n, total, err := k.leases.OtherStaleLeases(ctx)
-		if err == nil && clusterWide(n, total) {
+		lctx, cancel := context.WithTimeout(ctx, k.opts.Timeout)
+		n, total, err := k.leases.OtherStaleLeases(lctx)
+		cancel()
+		var refusal string
+		switch {
+		case err != nil:
+			// Unable to see the other nodes is what a network partition or
+			// a control-plane outage looks like from here, and then every
+			// kubelet logs lease failures: restarting them all would make
+			// it worse. Only a kubelet failing alone is restarted.
+			k.log.Warn("reading the other nodes' leases before restarting the kubelet failed", zap.Error(err))
+			refusal = fmt.Sprintf("%s has held for %s, but the other nodes' leases cannot be read (%v): a control-plane or network outage cannot be ruled out; not restarting %s",
+				cond, held, err, k.opts.Unit)
+		case clusterWide(n, total):
+			refusal = fmt.Sprintf("%s has held for %s, but %d of %d other nodes' leases are stale too: the control plane, not this kubelet, is the likely cause; not restarting %s",
+				cond, held, n, total, k.opts.Unit)
+		}
+		if refusal != "" {
 			k.attempts.WithLabelValues("restart-kubelet", "refused").Inc()
-			k.report(checks.Event(checks.SeverityWarning, "KubeletRestartRefused", fmt.Sprintf(
-				"%s has held for %s, but %d of %d other nodes' leases are stale too: the control plane, not this kubelet, is the likely cause; not restarting %s",
-				cond, held, n, total, k.opts.Unit)))
+			k.report(checks.Event(checks.SeverityWarning, "KubeletRestartRefused", refusal))
 			return
 		}
 	}

@@ -13,8 +13,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/kube"
 	"github.com/nodeguard/nodeguard/pkg/reporter"
 )
 
@@ -50,7 +52,7 @@ func (s staleCount) OtherStaleLeases(context.Context) (int, int, error) { return
 
 // runRemediation wires a check, the reporter, the node sink and the kubelet
 // restarter as cmd/agent does, with systemd replaced.
-func runRemediation(t *testing.T, nodeName string, check checks.Check, sd *fakeSystemd, others int, enabled bool) {
+func runRemediation(t *testing.T, nodeName string, check checks.Check, sd *fakeSystemd, others reporter.StaleLeaseCounter, enabled bool) {
 	t.Helper()
 	log := zaptest.NewLogger(t)
 	client, err := kubernetes.NewForConfig(cluster.Config)
@@ -66,7 +68,7 @@ func runRemediation(t *testing.T, nodeName string, check checks.Check, sd *fakeS
 	if enabled {
 		restarter = reporter.NewKubeletRestarter(reporter.RestartKubeletOptions{
 			Unit: "kubelet.service", When: []string{"KubeletLeaseStale"}, After: time.Second, Cooldown: 3 * time.Second, Timeout: time.Second,
-		}, sd, staleCount(others), func(f checks.Finding) { f.Check = "remediation"; f.Time = time.Now(); rep.Report(f) }, log, reg)
+		}, sd, others, func(f checks.Finding) { f.Check = "remediation"; f.Time = time.Now(); rep.Report(f) }, log, reg)
 		sinks = append(sinks, restarter)
 	}
 	rep = reporter.New(log, owned, sinks...)
@@ -116,7 +118,7 @@ func TestKubeletRestartOncePerCooldownNeverWhenDisabledOrClusterWide(t *testing.
 		sd := &fakeSystemd{}
 		check := &pushCheck{conds: conds, in: make(chan checks.Finding)}
 		// Two dead nodes of a hundred are no cluster-wide problem.
-		runRemediation(t, name, check, sd, 2, true)
+		runRemediation(t, name, check, sd, staleCount(2), true)
 		check.in <- stale
 		waitEvent(t, name, "KubeletRestarting", "KubeletLeaseStale has held for", 15*time.Second)
 		waitEvent(t, name, "KubeletRestarted", "restarted kubelet.service", 15*time.Second)
@@ -145,7 +147,7 @@ func TestKubeletRestartOncePerCooldownNeverWhenDisabledOrClusterWide(t *testing.
 		createNode(t, name)
 		sd := &fakeSystemd{}
 		check := &pushCheck{conds: conds, in: make(chan checks.Finding)}
-		runRemediation(t, name, check, sd, 0, false)
+		runRemediation(t, name, check, sd, staleCount(0), false)
 		check.in <- stale
 		time.Sleep(3 * time.Second)
 		if n := sd.restarts.Load(); n != 0 || countEvents(t, name, "KubeletRestarting") != 0 {
@@ -158,11 +160,33 @@ func TestKubeletRestartOncePerCooldownNeverWhenDisabledOrClusterWide(t *testing.
 		createNode(t, name)
 		sd := &fakeSystemd{}
 		check := &pushCheck{conds: conds, in: make(chan checks.Finding)}
-		runRemediation(t, name, check, sd, 20, true)
+		runRemediation(t, name, check, sd, staleCount(20), true)
 		check.in <- stale
 		waitEvent(t, name, "KubeletRestartRefused", "20 of 100 other nodes' leases are stale too", 15*time.Second)
 		if n := sd.restarts.Load(); n != 0 {
 			t.Errorf("restarted %d times while the whole cluster's leases were stale", n)
+		}
+	})
+
+	// A partition or control-plane outage: the kubelet's lease failures
+	// are in its journal, and the other nodes cannot be seen either. The
+	// real lease count, against the real API server, with a token it
+	// refuses.
+	t.Run("other nodes' leases unreadable", func(t *testing.T) {
+		const name = "unsure-node"
+		createNode(t, name)
+		sd := &fakeSystemd{}
+		check := &pushCheck{conds: conds, in: make(chan checks.Finding)}
+		refused, err := kubernetes.NewForConfig(&rest.Config{Host: cluster.Config.Host, BearerToken: "not-a-token",
+			TLSClientConfig: rest.TLSClientConfig{CAData: cluster.Config.TLSClientConfig.CAData}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runRemediation(t, name, check, sd, kube.StaleLeases{Client: refused, NodeName: name}, true)
+		check.in <- stale
+		waitEvent(t, name, "KubeletRestartRefused", "the other nodes' leases cannot be read", 15*time.Second)
+		if n := sd.restarts.Load(); n != 0 {
+			t.Errorf("restarted %d times without seeing the other nodes' leases", n)
 		}
 	})
 }
