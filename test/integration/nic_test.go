@@ -67,3 +67,58 @@ func TestNICDownAndFlappingFromARealVeth(t *testing.T) {
 	t.Logf("NICFlapping: %s", condition(node, "NICFlapping").Message)
 	waitEvent(t, name, "NICFlapping", host, 15*time.Second)
 }
+
+// TestUplinkFoundByItsRouteIsWatchedAfterTheRouteGoes: with no interfaces
+// configured the agent watches the interfaces holding a default route. In a
+// network namespace of the test's own, the agent runs as it would on a node
+// whose uplink is a veth with the default route; `ip link set down` makes
+// the kernel delete that route, and the agent must still report the uplink
+// down rather than lose sight of it.
+func TestUplinkFoundByItsRouteIsWatchedAfterTheRouteGoes(t *testing.T) {
+	needRoot(t, "makes a network namespace and a veth pair")
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs ip from iproute2")
+	}
+	ns := fmt.Sprintf("ngup%d", os.Getpid())
+	host, uplink := fmt.Sprintf("ngu%d", os.Getpid()%100000), fmt.Sprintf("ngl%d", os.Getpid()%100000)
+	run(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() {
+		exec.Command("ip", "link", "del", host).Run()
+		exec.Command("ip", "netns", "del", ns).Run()
+	})
+	run(t, "ip", "link", "add", host, "type", "veth", "peer", "name", uplink)
+	run(t, "ip", "link", "set", uplink, "netns", ns)
+	run(t, "ip", "link", "set", host, "up")
+	run(t, "ip", "-n", ns, "link", "set", uplink, "up")
+	run(t, "ip", "-n", ns, "route", "add", "default", "dev", uplink)
+
+	// `ip netns exec` runs the agent in the namespace with a /sys of the
+	// namespace's own, as a host-network pod sees its node.
+	config := "checks:\n  nic:\n    period: 500ms\n"
+	args := append([]string{"netns", "exec", ns, needAgent(t)}, append(onlyCheck(t, "nic"),
+		agentArgs(t, t.TempDir(), config, "--standalone", "--output=json", "--listen-address=off")...)...)
+	_, stdout, _ := startProcess(t, "ip", args...)
+	waitPrinted := func(status, holding string) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			for _, line := range strings.Split(stdout.String(), "\n") {
+				if strings.Contains(line, `"condition":"NICDown"`) && strings.Contains(line, `"status":"`+status+`"`) && strings.Contains(line, holding) {
+					return
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no NICDown %s holding %q printed within 15 s; stdout:\n%s", status, holding, stdout.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitPrinted("False", uplink)
+
+	run(t, "ip", "-n", ns, "link", "set", uplink, "down")
+	out, err := exec.Command("ip", "-n", ns, "route", "show", "default").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "" {
+		t.Fatalf("the default route is still there after the link went down (%v): %q; the test relies on the kernel removing it", err, out)
+	}
+	waitPrinted("True", uplink+" is down (operstate down")
+}

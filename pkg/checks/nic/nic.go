@@ -137,32 +137,46 @@ type state struct {
 	samples  map[string][]sample
 	flapping map[string]bool
 	lastWarn map[string]time.Time
+	// uplinks are the interfaces that have held a default route since the
+	// agent started. Taking an interface down (ip link set down, a driver
+	// reset) makes the kernel delete the routes through it, and a DHCP
+	// client may drop them when the carrier goes: an uplink must stay
+	// watched after its route is gone, or its going down would hide it.
+	uplinks map[string]bool
 }
 
 func newState() *state {
-	return &state{samples: map[string][]sample{}, flapping: map[string]bool{}, lastWarn: map[string]time.Time{}}
+	return &state{samples: map[string][]sample{}, flapping: map[string]bool{}, lastWarn: map[string]time.Time{}, uplinks: map[string]bool{}}
 }
 
-// interfaces returns the configured interfaces, or those with a default
-// route.
-func (c *Check) interfaces() ([]string, error) {
+// interfaces returns the configured interfaces, or those that hold a
+// default route or have held one and still exist.
+func (c *Check) interfaces(st *state) ([]string, error) {
 	if len(c.cfg.Interfaces) > 0 {
 		return c.cfg.Interfaces, nil
 	}
 	routes, err := c.proc.NetRoute()
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, checks.ErrNoData
-		}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("reading the routing table: %w", err)
 	}
-	seen := map[string]bool{}
-	var out []string
+	routed := map[string]bool{}
 	for _, r := range routes {
-		if r.Destination == 0 && r.Mask == 0 && !seen[r.Iface] && !podPlumbing.MatchString(r.Iface) {
-			seen[r.Iface] = true
-			out = append(out, r.Iface)
+		if r.Destination == 0 && r.Mask == 0 && !podPlumbing.MatchString(r.Iface) {
+			routed[r.Iface] = true
+			st.uplinks[r.Iface] = true
 		}
+	}
+	var out []string
+	for name := range st.uplinks {
+		if !routed[name] {
+			// Gone from the routing table; forget it only once it is gone
+			// from the host too (a device removed or renamed on purpose).
+			if _, err := c.sys.NetClassByIface(name); errors.Is(err, fs.ErrNotExist) {
+				delete(st.uplinks, name)
+				continue
+			}
+		}
+		out = append(out, name)
 	}
 	if len(out) == 0 {
 		return nil, checks.ErrNoData
@@ -172,7 +186,7 @@ func (c *Check) interfaces() ([]string, error) {
 }
 
 func (c *Check) probe(st *state) ([]checks.Finding, error) {
-	ifaces, err := c.interfaces()
+	ifaces, err := c.interfaces(st)
 	if err != nil {
 		return nil, err
 	}

@@ -115,6 +115,48 @@ func TestNICDownFromOperstateCarrierAndMissingInterfaces(t *testing.T) {
 	}
 }
 
+// TestUplinkStaysWatchedAfterItsRouteGoes: taking an interface down makes
+// the kernel delete the routes through it, so the uplink found by its
+// default route must stay watched once that route is gone, until the
+// interface itself is.
+func TestUplinkStaysWatchedAfterItsRouteGoes(t *testing.T) {
+	h := newFakeHost(t)
+	routeHeader := "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+	h.iface("eth0", "up", "1", "2")
+	h.route("eth0", "00000000", "00000000")
+	now := time.Unix(1000, 0)
+	c := h.check(DefaultConfig(), &now)
+	st := newState()
+	got, err := c.probe(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if down := byType(got)[NICDown]; down.Status != checks.StatusFalse {
+		t.Fatalf("NICDown = %s %q with eth0 up, want False", down.Status, down.Message)
+	}
+
+	// ip link set eth0 down: operstate down, and no route left.
+	h.iface("eth0", "down", "", "3")
+	h.write(filepath.Join(h.proc, "net/route"), routeHeader)
+	now = now.Add(10 * time.Second)
+	got, err = c.probe(st)
+	if err != nil {
+		t.Fatalf("probe after the uplink went down and lost its route: %v, want NICDown", err)
+	}
+	if down := byType(got)[NICDown]; down.Status != checks.StatusTrue || !strings.Contains(down.Message, "eth0 is down (operstate down") {
+		t.Errorf("NICDown = %s %q after eth0 went down and its route went, want True naming eth0", down.Status, down.Message)
+	}
+
+	// The interface removed from the host: no longer an uplink to watch.
+	if err := os.RemoveAll(filepath.Join(h.sys, "class/net/eth0")); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(10 * time.Second)
+	if _, err := c.probe(st); err != checks.ErrNoData {
+		t.Errorf("probe after eth0 was removed = %v, want ErrNoData", err)
+	}
+}
+
 func TestNoDefaultRouteIsNoData(t *testing.T) {
 	h := newFakeHost(t)
 	now := time.Unix(1000, 0)
