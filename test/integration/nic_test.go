@@ -18,17 +18,18 @@ func run(t *testing.T, name string, args ...string) {
 	}
 }
 
-// TestNICDownAndFlappingFromARealVeth: a veth pair with its peer in a network
-// namespace the test makes; setting the peer down takes the carrier from the
-// end the agent watches, as a pulled cable or a dead switch port does.
-func TestNICDownAndFlappingFromARealVeth(t *testing.T) {
-	needCluster(t)
+// vethIntoNamespace makes a network namespace and a veth pair whose host
+// end is up and whose peer is in the namespace, and removes both when the
+// test ends. Names start with prefix (kept short: interface names are at
+// most 15 bytes).
+func vethIntoNamespace(t *testing.T, prefix string) (ns, host, peer string) {
+	t.Helper()
 	needRoot(t, "makes a network namespace and a veth pair")
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("needs ip from iproute2")
 	}
-	ns := fmt.Sprintf("ngtest%d", os.Getpid())
-	host, peer := fmt.Sprintf("ngh%d", os.Getpid()%100000), fmt.Sprintf("ngp%d", os.Getpid()%100000)
+	id := os.Getpid() % 100000
+	ns, host, peer = fmt.Sprintf("%s-ns%d", prefix, id), fmt.Sprintf("%sh%d", prefix, id), fmt.Sprintf("%sp%d", prefix, id)
 	run(t, "ip", "netns", "add", ns)
 	t.Cleanup(func() {
 		exec.Command("ip", "link", "del", host).Run()
@@ -37,6 +38,15 @@ func TestNICDownAndFlappingFromARealVeth(t *testing.T) {
 	run(t, "ip", "link", "add", host, "type", "veth", "peer", "name", peer)
 	run(t, "ip", "link", "set", peer, "netns", ns)
 	run(t, "ip", "link", "set", host, "up")
+	return ns, host, peer
+}
+
+// TestNICDownAndFlappingFromARealVeth: a veth pair with its peer in a network
+// namespace the test makes; setting the peer down takes the carrier from the
+// end the agent watches, as a pulled cable or a dead switch port does.
+func TestNICDownAndFlappingFromARealVeth(t *testing.T) {
+	needCluster(t)
+	ns, host, peer := vethIntoNamespace(t, "ngt")
 	peerLink := func(state string) { run(t, "ip", "-n", ns, "link", "set", peer, state) }
 	peerLink("up")
 
@@ -75,20 +85,7 @@ func TestNICDownAndFlappingFromARealVeth(t *testing.T) {
 // the kernel delete that route, and the agent must still report the uplink
 // down rather than lose sight of it.
 func TestUplinkFoundByItsRouteIsWatchedAfterTheRouteGoes(t *testing.T) {
-	needRoot(t, "makes a network namespace and a veth pair")
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs ip from iproute2")
-	}
-	ns := fmt.Sprintf("ngup%d", os.Getpid())
-	host, uplink := fmt.Sprintf("ngu%d", os.Getpid()%100000), fmt.Sprintf("ngl%d", os.Getpid()%100000)
-	run(t, "ip", "netns", "add", ns)
-	t.Cleanup(func() {
-		exec.Command("ip", "link", "del", host).Run()
-		exec.Command("ip", "netns", "del", ns).Run()
-	})
-	run(t, "ip", "link", "add", host, "type", "veth", "peer", "name", uplink)
-	run(t, "ip", "link", "set", uplink, "netns", ns)
-	run(t, "ip", "link", "set", host, "up")
+	ns, _, uplink := vethIntoNamespace(t, "ngu")
 	run(t, "ip", "-n", ns, "link", "set", uplink, "up")
 	run(t, "ip", "-n", ns, "route", "add", "default", "dev", uplink)
 
