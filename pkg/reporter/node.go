@@ -3,14 +3,17 @@ package reporter
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -32,8 +35,11 @@ type NodeSinkOptions struct {
 	Heartbeat time.Duration
 	// RequestTimeout bounds each API request.
 	RequestTimeout time.Duration
-	// MaxRetryInterval caps the backoff between failed writes; it bounds how
-	// long after the API server returns the node shows the newest state.
+	// MaxRetryInterval caps the backoff between writes that failed for want
+	// of an API server (10 s by default, the kubelet's own status period):
+	// with every node retrying through an outage, a 1 s cap would be 5,000
+	// requests a second at a recovering server. A sign that the server is
+	// back (the Lease watch getting through) ends the wait at once.
 	MaxRetryInterval time.Duration
 	// BootTime is when this node booted. A condition left True by an earlier
 	// agent is kept on start only if it became True after BootTime: a reboot
@@ -76,6 +82,9 @@ type NodeSink struct {
 	generation uint64
 	written    uint64
 	wake       chan struct{}
+	// recovered is signalled when the API server answers again after an
+	// outage.
+	recovered chan struct{}
 }
 
 type nodeSinkMetrics struct {
@@ -97,7 +106,7 @@ func NewNodeSink(client kube.Client, log *zap.Logger, reg prometheus.Registerer,
 		opts.RequestTimeout = 10 * time.Second
 	}
 	if opts.MaxRetryInterval <= 0 {
-		opts.MaxRetryInterval = time.Second
+		opts.MaxRetryInterval = 10 * time.Second
 	}
 	if opts.EventQPS <= 0 {
 		opts.EventQPS = 1.0 / 30
@@ -140,11 +149,18 @@ func NewNodeSink(client kube.Client, log *zap.Logger, reg prometheus.Registerer,
 		recorder:    broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "nodeguard", Host: opts.NodeName}),
 		desired:     map[string]corev1.NodeCondition{},
 		wake:        make(chan struct{}, 1),
+		recovered:   make(chan struct{}, 1),
 	}
 	s.limits = newEventLimiter(opts.EventQPS, opts.EventBurst, reg)
 	s.reach = newReachability(log, reg, func(eventType, reason, message string) {
 		s.recorder.Event(s.nodeRef(), eventType, reason, Truncate(message, MaxMessageBytes))
 	})
+	s.reach.onRecover = func() {
+		select {
+		case s.recovered <- struct{}{}:
+		default:
+		}
+	}
 	return s
 }
 
@@ -261,9 +277,12 @@ func (s *NodeSink) Run(ctx context.Context) error {
 			select {
 			case <-ctx.Done():
 				return nil
+			case <-s.recovered:
+				retry = 100 * time.Millisecond
+				continue
 			case <-time.After(jitter(retry)):
 			}
-			retry = min(2*retry, s.opts.MaxRetryInterval)
+			retry = min(2*retry, s.retryCap(err))
 			continue
 		}
 		owed = false
@@ -295,6 +314,25 @@ func (s *NodeSink) summarise(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// refusedRetryInterval caps the backoff after an answer that retrying soon
+// will not change: forbidden (RBAC, the admission policies), not found (a
+// node name that is not the Node's), invalid. Such a node cannot report
+// until someone fixes it; retrying every few seconds only adds load.
+const refusedRetryInterval = 5 * time.Minute
+
+// retryCap is the most to wait before retrying after err.
+func (s *NodeSink) retryCap(err error) time.Duration {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) && !unreachable(err) {
+		switch status.Status().Code {
+		case http.StatusConflict, http.StatusTooManyRequests:
+		default:
+			return refusedRetryInterval
+		}
+	}
+	return s.opts.MaxRetryInterval
 }
 
 func jitter(d time.Duration) time.Duration {
@@ -332,9 +370,12 @@ func (s *NodeSink) syncFromNode(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-s.recovered:
+			retry = 100 * time.Millisecond
+			continue
 		case <-time.After(jitter(retry)):
 		}
-		retry = min(2*retry, s.opts.MaxRetryInterval)
+		retry = min(2*retry, s.retryCap(err))
 	}
 }
 

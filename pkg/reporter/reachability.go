@@ -23,6 +23,9 @@ type reachability struct {
 	up      prometheus.Gauge
 	outages prometheus.Counter
 	now     func() time.Time
+	// onRecover, when set, is called when a request gets through after an
+	// outage, so that writes waiting out a backoff go now.
+	onRecover func()
 
 	mu      sync.Mutex
 	down    bool
@@ -92,6 +95,9 @@ func (r *reachability) observeSent(sent time.Time, err error) {
 		r.down = false
 		r.up.Set(1)
 		r.outages.Inc()
+		if r.onRecover != nil {
+			r.onRecover()
+		}
 		lasted := now.Sub(r.since).Round(time.Second)
 		r.log.Info("the API server is reachable again", zap.Duration("outage", lasted), zap.Time("since", r.since))
 		if now.Sub(r.since) < minOutageEvent {

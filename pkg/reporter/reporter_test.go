@@ -7,6 +7,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -17,8 +18,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
 )
@@ -436,5 +439,77 @@ func TestHeartbeatJitterStaysWithinTheLastQuarterAndSpreads(t *testing.T) {
 		if hi-lo < d/5 {
 			t.Errorf("heartbeatJitter(%s) spread only over [%s, %s]", d, lo, hi)
 		}
+	}
+}
+
+func TestRetryCapByAnswer(t *testing.T) {
+	s := &NodeSink{opts: NodeSinkOptions{MaxRetryInterval: 10 * time.Second}}
+	gr := schema.GroupResource{Resource: "nodes"}
+	tests := []struct {
+		name string
+		err  error
+		want time.Duration
+	}{
+		{"connection refused", errors.New("dial tcp 10.0.0.1:443: connect: connection refused"), 10 * time.Second},
+		{"server error", apierrors.NewInternalError(errors.New("etcd")), 10 * time.Second},
+		{"throttled", apierrors.NewTooManyRequests("slow down", 1), 10 * time.Second},
+		{"conflict", apierrors.NewConflict(gr, "n1", errors.New("changed")), 10 * time.Second},
+		{"forbidden", apierrors.NewForbidden(gr, "n1", errors.New("admission policy")), refusedRetryInterval},
+		{"not found", apierrors.NewNotFound(gr, "n1"), refusedRetryInterval},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := s.retryCap(tt.err); got != tt.want {
+				t.Errorf("retryCap(%v) = %s, want %s", tt.err, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestWriteWaitingOutABackoffGoesWhenTheServerIsBack: the sink backs off
+// up to MaxRetryInterval through an outage, but a request of the agent's
+// that gets through (the Lease watch) ends the wait at once.
+func TestWriteWaitingOutABackoffGoesWhenTheServerIsBack(t *testing.T) {
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
+	client := fake.NewClientset(node)
+	var (
+		down     atomic.Bool
+		attempts atomic.Int32
+	)
+	down.Store(true)
+	client.PrependReactor("patch", "nodes", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		if down.Load() {
+			attempts.Add(1)
+			return true, nil, errors.New("dial tcp 10.0.0.1:443: connect: connection refused")
+		}
+		return false, nil, nil
+	})
+	s := NewNodeSink(client, zaptest.NewLogger(t), prometheus.NewRegistry(),
+		[]checks.ConditionDefault{{Type: "Quiet", Reason: "Fine", Message: "fine"}},
+		NodeSinkOptions{NodeName: "n1", MinWriteInterval: 10 * time.Millisecond, Heartbeat: time.Hour, MaxRetryInterval: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	// Seven failures: the backoff, doubling from 100 ms, now waits at least
+	// 3.2 s (half of 6.4 s, the jitter's floor) before the next try.
+	for deadline := time.Now().Add(30 * time.Second); attempts.Load() < 7; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d failed writes in 30 s, want 7", attempts.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	down.Store(false)
+	s.ObserveAPI(nil)
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		n, err := client.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{})
+		if err == nil && len(n.Status.Conditions) == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the pending write waited out its backoff instead of going when the server answered again")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
