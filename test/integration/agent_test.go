@@ -275,6 +275,54 @@ func TestKillNineNeitherRepeatsNorLosesKernelRecords(t *testing.T) {
 	}
 }
 
+// TestLogConditionLeftTrueClearsAfterARestart: a condition that a log rule
+// clears after a quiet period, left True on the Node by an agent that then
+// restarted. The new agent keeps it True (no flap on restart), and clears
+// it once the quiet period passes with no matching line, as the old agent
+// would have; before, nothing cleared it until a reboot.
+func TestLogConditionLeftTrueClearsAfterARestart(t *testing.T) {
+	needCluster(t)
+	const name = "quiet-node"
+	node := createNode(t, name)
+	now := metav1.NewTime(time.Now().Truncate(time.Second))
+	node.Status.Conditions = append(node.Status.Conditions, corev1.NodeCondition{
+		Type: "NFSServerUnresponsive", Status: corev1.ConditionTrue, Reason: "NFSServerNotResponding",
+		Message: "nfs: server filer1 not responding, still trying", LastHeartbeatTime: now, LastTransitionTime: now,
+	})
+	if _, err := cluster.Client.CoreV1().Nodes().UpdateStatus(context.Background(), node, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	config := freshStart + `    expireInterval: 1s
+    conditions:
+      - type: NFSServerUnresponsive
+        reason: NFSServersResponding
+        message: every NFS server answers
+    rules:
+      - name: nfs-not-responding
+        kind: condition
+        condition: NFSServerUnresponsive
+        reason: NFSServerNotResponding
+        pattern: 'nfs: server \S+ not responding'
+        clearAfter: 5s
+`
+	started := time.Now()
+	startAgent(t, agentArgs(t, t.TempDir(), config, "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address=off")...)
+	// Kept True at start: the agent writes its other conditions first.
+	waitCondition(t, name, "KernelDeadlock", corev1.ConditionFalse, 20*time.Second)
+	got, err := cluster.Client.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := condition(got, "NFSServerUnresponsive"); time.Since(started) < 5*time.Second && (c == nil || c.Status != corev1.ConditionTrue) {
+		t.Errorf("NFSServerUnresponsive right after the restart = %+v, want still True", c)
+	}
+	got, took := waitCondition(t, name, "NFSServerUnresponsive", corev1.ConditionFalse, 30*time.Second)
+	t.Logf("NFSServerUnresponsive False %s into the wait, %s after the agent started", took, time.Since(started).Round(time.Millisecond))
+	if c := condition(got, "NFSServerUnresponsive"); c.Reason != "NFSServersResponding" || c.Message != "every NFS server answers" {
+		t.Errorf("cleared to %s %q, want the healthy default", c.Reason, c.Message)
+	}
+}
+
 // TestPanicBeforeThisBootIsReportedOnce: a crash record in pstore becomes one
 // KernelPanic event, and a restarted agent does not report it again.
 func TestPanicBeforeThisBootIsReportedOnce(t *testing.T) {

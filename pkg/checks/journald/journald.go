@@ -176,6 +176,7 @@ func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
 	guarded := map[string]*logrules.Guarded{}
 	units := make([]string, 0, len(engines))
 	for u, e := range engines {
+		e.AssumeActive(time.Now())
 		units = append(units, u)
 		guarded[u] = logrules.NewGuarded(e)
 		defer guarded[u].ExpireEvery(ctx, expireInterval, time.Now, emit)()

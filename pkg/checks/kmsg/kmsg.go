@@ -206,6 +206,7 @@ func (c *Check) runJournal(ctx context.Context, emit func(checks.Finding)) error
 	if err != nil {
 		return err
 	}
+	engine.AssumeActive(c.now())
 	g := logrules.NewGuarded(engine)
 	defer g.ExpireEvery(ctx, max(c.cfg.ExpireInterval.Duration, time.Second), c.now, emit)()
 	// Resume after the last entry reported before a restart; the cursor is
@@ -245,6 +246,7 @@ func (c *Check) runFile(ctx context.Context, emit func(checks.Finding), fc FileS
 	if err != nil {
 		return err
 	}
+	engine.AssumeActive(c.now())
 	g := logrules.NewGuarded(engine)
 	defer g.ExpireEvery(ctx, max(c.cfg.ExpireInterval.Duration, time.Second), c.now, emit)()
 	n := 0
@@ -270,6 +272,7 @@ func (c *Check) runKmsg(ctx context.Context, emit func(checks.Finding)) error {
 	if err != nil {
 		return err
 	}
+	engine.AssumeActive(c.now())
 	pos := c.loadPosition()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
