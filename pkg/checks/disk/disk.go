@@ -303,7 +303,11 @@ func (c *Check) stuckDevices(samples map[string][]ioSample) string {
 		}
 		samples[name] = list
 		if len(list) > 0 && now.Sub(list[0].at) >= c.cfg.StuckWindow.Duration {
-			stuck = append(stuck, fmt.Sprintf("%s has had %d I/Os in flight and none completed for %s", name, s.inFlight, now.Sub(list[0].at).Round(time.Second)))
+			// No counts or ages in the message: it would change on every
+			// probe while the device stays stuck, and each change is a
+			// status write, from every node at once when shared storage
+			// stalls. The log and /proc/diskstats have the figures.
+			stuck = append(stuck, fmt.Sprintf("%s has had I/O in flight and none completed for %s or more", name, c.cfg.StuckWindow.Duration))
 		}
 	}
 	for name := range samples {

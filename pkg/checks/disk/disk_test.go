@@ -95,8 +95,13 @@ func TestStuckDevicesFromDiskstats(t *testing.T) {
 		}
 	}
 	got := step(diskstatsLine("nvme0n1", 200, 60, 2) + diskstatsLine("nvme1n1", 7, 3, 4))
-	if !strings.Contains(got, "nvme1n1 has had 4 I/Os in flight and none completed for 2m0s") || strings.Contains(got, "nvme0n1") {
+	if !strings.Contains(got, "nvme1n1 has had I/O in flight and none completed for 2m0s or more") || strings.Contains(got, "nvme0n1") {
 		t.Errorf("stuck = %q, want nvme1n1 only", got)
+	}
+	// Still stuck 30 s later, with more waiting: the same message, so no
+	// status write for it.
+	if later := step(diskstatsLine("nvme0n1", 210, 61, 2) + diskstatsLine("nvme1n1", 7, 3, 9)); later != got {
+		t.Errorf("stuck 30 s later = %q, want the same message as before, %q", later, got)
 	}
 	// One completion clears it.
 	if got := step(diskstatsLine("nvme1n1", 8, 3, 4)); got != "" {

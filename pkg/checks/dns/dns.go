@@ -136,7 +136,26 @@ func (c *Check) resolve(ctx context.Context, server string) string {
 	case errors.As(err, &dnsErr) && dnsErr.IsTimeout, errors.Is(err, context.DeadlineExceeded):
 		return fmt.Sprintf("%s did not answer for %s within %s", server, c.cfg.Name, c.cfg.Timeout.Duration)
 	case err != nil:
-		return fmt.Sprintf("resolving %s through %s failed: %s", c.cfg.Name, server, strings.TrimPrefix(err.Error(), "lookup "))
+		return fmt.Sprintf("resolving %s through %s failed: %s", c.cfg.Name, server, lookupFailure(err))
 	}
 	return fmt.Sprintf("%s gave no address for %s", server, c.cfg.Name)
+}
+
+// lookupFailure is the cause of a failed lookup, without what changes from
+// one try to the next. Go's error names the local port of each query and,
+// with a custom dialer, the resolv.conf server rather than the one asked
+// ("lookup x on 10.0.0.2:53: read udp 10.1.2.3:41234->10.96.0.10:53: read:
+// connection refused"); as a condition's message it would make a status
+// write on every probe while the failure lasts, on every node at once. The
+// last part ("connection refused", "server misbehaving") is what matters.
+func lookupFailure(err error) string {
+	text := err.Error()
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		text = dnsErr.Err
+	}
+	if i := strings.LastIndex(text, ": "); i >= 0 {
+		text = text[i+2:]
+	}
+	return text
 }

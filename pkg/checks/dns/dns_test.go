@@ -2,6 +2,7 @@ package dns
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,5 +49,29 @@ func TestServerFromKubeletConfig(t *testing.T) {
 	cfg.KubeletConfig = filepath.Join(dir, "missing.yaml")
 	if _, err := (&Check{cfg: cfg}).server(); err != checks.ErrNoData {
 		t.Errorf("without a kubelet config: %v, want ErrNoData", err)
+	}
+}
+
+// TestRefusedQueryGivesTheSameMessageEachTime: nothing listens on the
+// server's port. The message names the server asked and the cause, and is
+// the same from one probe to the next: a message that changed (Go's error
+// carries each query's local port) would cost a status write per probe.
+func TestRefusedQueryGivesTheSameMessageEachTime(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := pc.LocalAddr().String()
+	pc.Close() // now nothing listens there: the kernel answers port unreachable
+	cfg := DefaultConfig()
+	cfg.Timeout = checks.Duration{Duration: 300 * time.Millisecond}
+	c := &Check{cfg: cfg, log: zaptest.NewLogger(t)}
+	first := c.resolve(context.Background(), server)
+	second := c.resolve(context.Background(), server)
+	if !strings.Contains(first, "through "+server+" failed: connection refused") {
+		t.Errorf("resolve = %q, want it to name %s and connection refused", first, server)
+	}
+	if first != second {
+		t.Errorf("two probes of the same failure gave %q and %q", first, second)
 	}
 }
