@@ -320,11 +320,15 @@ func run(args []string) error {
 		}()
 	}
 
+	// The node sink outlives the signal until the checks have stopped, so
+	// that what they report while stopping still goes out.
+	sinkCtx, stopSink := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSink()
 	sinkDone := make(chan struct{})
 	if nodeSink != nil {
 		go func() {
 			defer close(sinkDone)
-			if err := nodeSink.Run(ctx); err != nil {
+			if err := nodeSink.Run(sinkCtx); err != nil {
 				log.Error("node reporter stopped", zap.Error(err))
 			}
 			if ctx.Err() == nil {
@@ -343,6 +347,7 @@ func run(args []string) error {
 	if len(stuck) > 0 {
 		log.Warn("checks did not stop in time", zap.Strings("checks", stuck))
 	}
+	stopSink()
 	select {
 	case <-sinkDone:
 	case <-time.After(shutdownGrace / 2):

@@ -225,13 +225,25 @@ func (s *NodeSink) setLocked(condType string, status corev1.ConditionStatus, rea
 	}
 }
 
-// Run writes the node status until ctx ends, and then stops event delivery.
+// finalWriteTimeout bounds the write of what is pending when the sink
+// stops, inside the agent's shutdown grace.
+const finalWriteTimeout = 1500 * time.Millisecond
+
+// Run writes the node status until ctx ends, then writes once more what is
+// still pending, and stops event delivery. Cancel ctx only once nothing
+// will report any more (the checks have stopped), so that the last
+// findings go out.
 func (s *NodeSink) Run(ctx context.Context) error {
 	defer s.broadcaster.Shutdown()
 	go s.summarise(ctx)
 
 	if err := s.syncFromNode(ctx); err != nil {
 		return err
+	}
+	// Without the Node read (ctx ended first), a write could overwrite
+	// conditions the agent has not adopted yet: no flush then.
+	if ctx.Err() == nil {
+		defer s.flush()
 	}
 	var (
 		lastWrite time.Time
@@ -420,6 +432,23 @@ func (s *NodeSink) adopt(current []corev1.NodeCondition) {
 // version (no read-modify-write, no conflicts with the kubelet's own status
 // updates), and unlike server-side apply it does not rewrite managedFields on
 // every heartbeat.
+// flush writes the desired conditions if any change has not gone out.
+func (s *NodeSink) flush() {
+	s.mu.Lock()
+	pending := s.generation != s.written
+	s.mu.Unlock()
+	if !pending {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), finalWriteTimeout)
+	defer cancel()
+	if err := s.write(ctx); err != nil {
+		s.log.Warn("the last write of the node's conditions before stopping failed", zap.Error(err))
+		return
+	}
+	s.metrics.writes.WithLabelValues("success").Inc()
+}
+
 func (s *NodeSink) write(ctx context.Context) error {
 	s.mu.Lock()
 	gen := s.generation

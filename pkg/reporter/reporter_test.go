@@ -513,3 +513,36 @@ func TestWriteWaitingOutABackoffGoesWhenTheServerIsBack(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestNodeSinkWritesWhatIsPendingWhenItStops: a change still waiting out
+// MinWriteInterval when the sink is stopped goes out before Run returns,
+// so that what the checks report while the agent shuts down is not lost.
+func TestNodeSinkWritesWhatIsPendingWhenItStops(t *testing.T) {
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
+	client := fake.NewClientset(node)
+	s := NewNodeSink(client, zaptest.NewLogger(t), prometheus.NewRegistry(),
+		[]checks.ConditionDefault{{Type: "Late", Reason: "Fine", Message: "fine"}},
+		NodeSinkOptions{NodeName: "n1", MinWriteInterval: time.Hour, Heartbeat: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	for deadline := time.Now().Add(5 * time.Second); statusPatches(client) < 1; {
+		if time.Now().After(deadline) {
+			t.Fatal("no start-up write within 5 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	s.Finding(checks.Finding{Kind: checks.KindCondition, Type: "Late", Status: checks.StatusTrue, Reason: "FoundWhileStopping", Message: "late", Time: time.Now()})
+	time.Sleep(50 * time.Millisecond) // into the hour-long coalescing wait
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	n, err := client.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(n.Status.Conditions) != 1 || n.Status.Conditions[0].Reason != "FoundWhileStopping" {
+		t.Errorf("conditions after stopping = %+v, want the pending Late=True written", n.Status.Conditions)
+	}
+}
