@@ -263,7 +263,8 @@ func run(args []string) error {
 		rep       *reporter.Reporter
 		restarter *reporter.KubeletRestarter
 	)
-	sinks := []reporter.Sink{reporter.NewMetricsSink(reg, types)}
+	metricsSink := reporter.NewMetricsSink(reg, types)
+	sinks := []reporter.Sink{metricsSink}
 	var nodeSink *reporter.NodeSink
 	if cfg.Standalone {
 		sinks = append(sinks, reporter.NewWriterSink(os.Stdout, cfg.Output))
@@ -278,6 +279,7 @@ func run(args []string) error {
 			EventQPS:         float32(cfg.Reporter.EventQPS),
 			EventBurst:       cfg.Reporter.EventBurst,
 			Pods:             pods,
+			Adopted:          metricsSink.Adopt,
 		})
 		sinks = append(sinks, nodeSink, logSink{log})
 		leases.Observe = nodeSink.ObserveAPI

@@ -2,6 +2,7 @@ package reporter
 
 import (
 	"regexp"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -15,6 +16,11 @@ type MetricsSink struct {
 	events     *prometheus.CounterVec
 	conditions *prometheus.GaugeVec
 	diskErrors *prometheus.CounterVec
+
+	mu sync.Mutex
+	// reported holds the condition types a finding has set, which a state
+	// adopted from the Node must not overwrite.
+	reported map[string]bool
 }
 
 // diskReasons are the events about a disk, counted per device too.
@@ -36,6 +42,7 @@ func DiskDevice(message string) string {
 // condition to its healthy default until a check says otherwise.
 func NewMetricsSink(reg prometheus.Registerer, owned []checks.ConditionDefault) *MetricsSink {
 	m := &MetricsSink{
+		reported: map[string]bool{},
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodeguard_events_total",
 			Help: "Events found on this node, by reason.",
@@ -64,7 +71,23 @@ func (m *MetricsSink) Finding(f checks.Finding) {
 			m.diskErrors.WithLabelValues(DiskDevice(f.Message), f.Reason).Inc()
 		}
 	case checks.KindCondition:
+		m.mu.Lock()
+		m.reported[f.Type] = true
 		m.setStatus(f.Type, f.Status)
+		m.mu.Unlock()
+	}
+}
+
+// Adopt shows a condition's status as the agent found it on the Node at
+// start, unless a finding has set it already. Without it, a condition kept
+// True across an agent restart would read False here while the Node says
+// True, and alerts on the metric would resolve with the problem still
+// there.
+func (m *MetricsSink) Adopt(condType string, status checks.Status) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.reported[condType] {
+		m.setStatus(condType, status)
 	}
 }
 

@@ -55,6 +55,9 @@ type NodeSinkOptions struct {
 	SummaryInterval time.Duration
 	// Pods, when set, names the pod of a finding that carries a pod UID.
 	Pods PodLookup
+	// Adopted, when set, is told each owned condition's status as taken
+	// from the Node at start (for the metrics to match the Node).
+	Adopted func(condType string, status checks.Status)
 }
 
 // NodeSink writes the owned conditions to the Node's status and events about
@@ -392,6 +395,21 @@ func (s *NodeSink) syncFromNode(ctx context.Context) error {
 }
 
 func (s *NodeSink) adopt(current []corev1.NodeCondition) {
+	adopted := s.adoptLocked(current)
+	// The metrics skip a type a finding has set already, whichever of the
+	// two came first here.
+	if s.opts.Adopted != nil {
+		for _, d := range s.defaults {
+			if status, ok := adopted[d.Type]; ok {
+				s.opts.Adopted(d.Type, status)
+			}
+		}
+	}
+}
+
+// adoptLocked takes the lock, fills in the desired conditions and returns
+// their statuses.
+func (s *NodeSink) adoptLocked(current []corev1.NodeCondition) map[string]checks.Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	existing := map[string]corev1.NodeCondition{}
@@ -424,6 +442,13 @@ func (s *NodeSink) adopt(current []corev1.NodeCondition) {
 		}
 	}
 	s.generation++
+	out := map[string]checks.Status{}
+	for _, d := range s.defaults {
+		if c, ok := s.desired[d.Type]; ok {
+			out[d.Type] = checks.Status(c.Status)
+		}
+	}
+	return out
 }
 
 // write patches the owned conditions with a strategic-merge patch on the

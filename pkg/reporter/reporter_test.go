@@ -215,6 +215,27 @@ func TestMetricsSink(t *testing.T) {
 	}
 }
 
+// TestMetricsSinkAdoptsWhatNoFindingHasSet: the state read from the Node at
+// start shows in the metrics, but never over a finding's.
+func TestMetricsSinkAdoptsWhatNoFindingHasSet(t *testing.T) {
+	m := NewMetricsSink(prometheus.NewRegistry(), []checks.ConditionDefault{{Type: "KernelDeadlock"}, {Type: "ReadonlyFilesystem"}})
+	m.Finding(checks.Condition("ReadonlyFilesystem", checks.StatusFalse, "MountsAreReadWrite", ""))
+	m.Adopt("KernelDeadlock", checks.StatusTrue)
+	m.Adopt("ReadonlyFilesystem", checks.StatusTrue) // a finding came first: it wins
+	for _, tt := range []struct {
+		condType string
+		want     checks.Status
+	}{{"KernelDeadlock", checks.StatusTrue}, {"ReadonlyFilesystem", checks.StatusFalse}} {
+		if got := testutil.ToFloat64(m.conditions.WithLabelValues(tt.condType, string(tt.want))); got != 1 {
+			t.Errorf("%s %s gauge = %v, want 1", tt.condType, tt.want, got)
+		}
+	}
+	m.Finding(checks.Condition("KernelDeadlock", checks.StatusFalse, "KernelHasNoDeadlock", ""))
+	if got := testutil.ToFloat64(m.conditions.WithLabelValues("KernelDeadlock", "False")); got != 1 {
+		t.Errorf("a finding after the adopted state: False gauge = %v, want 1", got)
+	}
+}
+
 // statusPatches counts patches of the node's status subresource.
 func statusPatches(client *fake.Clientset) int {
 	n := 0

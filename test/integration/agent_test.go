@@ -186,15 +186,26 @@ func TestKmsgRecordBecomesEventAndCondition(t *testing.T) {
 	}
 
 	// A restarted agent keeps the condition True: the boot has not changed.
-	startAgent(t, agentArgs(t, state, freshStart, "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address=off")...)
+	// Its metrics say so too, once it has read the Node, so that alerts on
+	// them do not resolve with the problem still there.
+	addr := freeAddr(t)
+	startAgent(t, agentArgs(t, state, freshStart, "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address="+addr)...)
+	const trueMetric = `nodeguard_condition{condition="KernelDeadlock",status="True"} 1`
+	metricSeen := false
 	deadline := time.Now().Add(3 * time.Second)
-	for time.Now().Before(deadline) {
+	for time.Now().Before(deadline) || !metricSeen {
 		node, err := cluster.Client.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if c := condition(node, "KernelDeadlock"); c == nil || c.Status != corev1.ConditionTrue {
 			t.Fatalf("after the restart KernelDeadlock is %+v, want it still True", c)
+		}
+		if m, err := tryHTTPGet("http://" + addr + "/metrics"); err == nil && strings.Contains(m, trueMetric) {
+			metricSeen = true
+		}
+		if time.Now().After(deadline.Add(15 * time.Second)) {
+			t.Fatalf("after the restart /metrics lacks %s while the Node holds KernelDeadlock True", trueMetric)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
