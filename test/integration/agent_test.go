@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -429,6 +430,17 @@ func TestDeployAppliesWithServerDryRun(t *testing.T) {
 				t.Errorf("%s: dry-run output lacks %s:\n%s", dir, want, out)
 			}
 		}
+	}
+	// The ConfigMap's name carries a hash of the config and the DaemonSet
+	// mounts it by that name, so that applying an edited config rolls the
+	// pods out.
+	deployDir, _ := filepath.Abs("../../deploy")
+	base, err := c.Kubectl(ctx, "kustomize", deployDir)
+	if err != nil {
+		t.Fatalf("kubectl kustomize deploy: %v\n%s", err, base)
+	}
+	if m := regexp.MustCompile(`configMap:\s+name: (nodeguard-[a-z0-9]+)\s`).FindStringSubmatch(base); m == nil || !strings.Contains(base, "kind: ConfigMap\nmetadata:\n  name: "+m[1]+"\n") {
+		t.Errorf("deploy: the DaemonSet does not mount a ConfigMap named by the config's hash:\n%s", base)
 	}
 	// Least privilege: the base's container is not privileged and drops
 	// every capability; only the /dev/kmsg and remediation variants are.
