@@ -148,14 +148,16 @@ func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
 			},
 			func(err error) { c.log.Warn("disk write probe failed", zap.Error(err)) })
 	}()
-	stats := map[string][]ioSample{}
+	stats := map[string]ioStreak{}
 	err := checks.RunPeriodic(ctx, c.cfg.Period.Duration, c.cfg.Period.Duration,
 		func(ctx context.Context) ([]checks.Finding, error) {
 			ro, err := c.readOnlyMounts()
 			if err != nil {
 				return nil, err
 			}
-			st.set("diskstats", c.stuckDevices(stats))
+			if msg, ok := c.stuckDevices(stats); ok {
+				st.set("diskstats", msg)
+			}
 			if len(ro) == 0 {
 				return []checks.Finding{checks.Condition(ReadonlyFilesystem, checks.StatusFalse, "MountsAreReadWrite",
 					"read-write: "+strings.Join(c.cfg.Mounts, ", "))}, nil
@@ -274,18 +276,23 @@ func containing(mounts []*procfs.MountInfo, path string) *procfs.MountInfo {
 	return best
 }
 
-type ioSample struct {
-	at        time.Time
+// ioStreak is a device's run of probes with I/O in flight and no
+// completion: since when, and the completion count it is stuck at. One per
+// device however long it lasts.
+type ioStreak struct {
+	since     time.Time
 	completed uint64
-	inFlight  uint64
 }
 
 // stuckDevices says which block devices have had I/O in flight and no
-// completions for the whole stuck window.
-func (c *Check) stuckDevices(samples map[string][]ioSample) string {
+// completions for the whole stuck window. When /proc/diskstats cannot be
+// read it says so (ok false), and the caller keeps what it had: an
+// unreadable file is no evidence that the disks recovered.
+func (c *Check) stuckDevices(streaks map[string]ioStreak) (msg string, ok bool) {
 	stats, err := c.block.ProcDiskstats()
 	if err != nil {
-		return ""
+		c.log.Warn("reading /proc/diskstats failed; keeping the last verdict on stuck I/O", zap.Error(err))
+		return "", false
 	}
 	now := c.now()
 	var stuck []string
@@ -293,16 +300,17 @@ func (c *Check) stuckDevices(samples map[string][]ioSample) string {
 	for _, d := range stats {
 		name := d.DeviceName
 		seen[name] = true
-		s := ioSample{at: now, completed: d.ReadIOs + d.WriteIOs + d.DiscardIOs + d.FlushRequestsCompleted, inFlight: d.IOsInProgress}
-		list := samples[name]
-		if s.inFlight == 0 || (len(list) > 0 && list[len(list)-1].completed != s.completed) {
-			list = list[:0] // a completion, or nothing waiting: not stuck
+		completed := d.ReadIOs + d.WriteIOs + d.DiscardIOs + d.FlushRequestsCompleted
+		if d.IOsInProgress == 0 {
+			delete(streaks, name) // nothing waiting: not stuck
+			continue
 		}
-		if s.inFlight > 0 {
-			list = append(list, s)
+		st, had := streaks[name]
+		if !had || st.completed != completed {
+			st = ioStreak{since: now, completed: completed} // a completion: start again
+			streaks[name] = st
 		}
-		samples[name] = list
-		if len(list) > 0 && now.Sub(list[0].at) >= c.cfg.StuckWindow.Duration {
+		if now.Sub(st.since) >= c.cfg.StuckWindow.Duration {
 			// No counts or ages in the message: it would change on every
 			// probe while the device stays stuck, and each change is a
 			// status write, from every node at once when shared storage
@@ -310,11 +318,11 @@ func (c *Check) stuckDevices(samples map[string][]ioSample) string {
 			stuck = append(stuck, fmt.Sprintf("%s has had I/O in flight and none completed for %s or more", name, c.cfg.StuckWindow.Duration))
 		}
 	}
-	for name := range samples {
+	for name := range streaks {
 		if !seen[name] {
-			delete(samples, name)
+			delete(streaks, name)
 		}
 	}
 	sort.Strings(stuck)
-	return strings.Join(stuck, "; ")
+	return strings.Join(stuck, "; "), true
 }

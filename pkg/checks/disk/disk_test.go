@@ -81,10 +81,14 @@ func TestStuckDevicesFromDiskstats(t *testing.T) {
 	now := time.Unix(1000, 0)
 	proc := fakeProc(t, "rw", "rw", "")
 	c := newCheck(t, proc, &now)
-	samples := map[string][]ioSample{}
+	streaks := map[string]ioStreak{}
 	step := func(stats string) string {
+		t.Helper()
 		os.WriteFile(filepath.Join(proc, "diskstats"), []byte(stats), 0o644)
-		got := c.stuckDevices(samples)
+		got, ok := c.stuckDevices(streaks)
+		if !ok {
+			t.Fatal("stuckDevices could not read diskstats")
+		}
 		now = now.Add(30 * time.Second)
 		return got
 	}
@@ -102,6 +106,18 @@ func TestStuckDevicesFromDiskstats(t *testing.T) {
 	// status write for it.
 	if later := step(diskstatsLine("nvme0n1", 210, 61, 2) + diskstatsLine("nvme1n1", 7, 3, 9)); later != got {
 		t.Errorf("stuck 30 s later = %q, want the same message as before, %q", later, got)
+	}
+	// However long it stays stuck, one streak is kept per device.
+	for range 100 {
+		step(diskstatsLine("nvme0n1", 210, 61, 2) + diskstatsLine("nvme1n1", 7, 3, 9))
+	}
+	if len(streaks) != 2 {
+		t.Errorf("%d streaks kept for 2 devices", len(streaks))
+	}
+	// An unreadable diskstats is no news: the caller keeps its verdict.
+	os.Remove(filepath.Join(proc, "diskstats"))
+	if _, ok := c.stuckDevices(streaks); ok {
+		t.Error("stuckDevices without diskstats says ok; want the last verdict kept")
 	}
 	// One completion clears it.
 	if got := step(diskstatsLine("nvme1n1", 8, 3, 4)); got != "" {
