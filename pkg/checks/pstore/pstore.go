@@ -68,7 +68,9 @@ func (c *Check) Conditions() []checks.ConditionDefault { return nil }
 func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
 	crashes, err := Scan(c.paths)
 	if err != nil {
-		return err
+		// Report what could be read; failing the check would restart it
+		// into the same unreadable file for as long as the node runs.
+		c.log.Warn("some pstore records could not be read; reporting the others", zap.Error(err))
 	}
 	seen := c.loadSeen()
 	changed := false
@@ -159,13 +161,19 @@ var (
 	// pstore's header on each dmesg record: "Panic#1 Part1", "Oops#2 Part3".
 	partHeader = regexp.MustCompile(`^(Panic|Oops|Emergency|Restart|Halt|Poweroff)#(\d+) Part(\d+)`)
 	panicLine  = regexp.MustCompile(`Kernel panic - not syncing.*`)
-	oopsLine   = regexp.MustCompile(`(?:BUG: kernel NULL pointer dereference|BUG: unable to handle|general protection fault|kernel BUG at|Oops:|invalid opcode:).*`)
+	// "general protection fault" only as the kernel words it ("...fault:
+	// 0000 [#1]", "...fault, probably for non-canonical address"), not a
+	// user process's trap ("traps: java[123] general protection fault ip:").
+	oopsLine = regexp.MustCompile(`(?:BUG: kernel NULL pointer dereference|BUG: unable to handle|general protection fault[:,] |kernel BUG at|Oops:|invalid opcode:).*`)
 )
 
 // Scan finds crash records in dirs (searching subdirectories, as
 // systemd-pstore makes one per crash). A missing directory is no data, not
-// an error.
+// an error. A record or directory that cannot be read is skipped: the
+// crashes found are returned with an error naming each thing skipped, so
+// that one bad file neither hides the others nor stops the check.
 func Scan(dirs []string) ([]Crash, error) {
+	var skipped []error
 	type group struct {
 		crash Crash
 		hash  []byte
@@ -175,21 +183,25 @@ func Scan(dirs []string) ([]Crash, error) {
 	for _, dir := range dirs {
 		err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 			if err != nil {
-				if errors.Is(err, fs.ErrNotExist) {
+				if !errors.Is(err, fs.ErrNotExist) {
+					skipped = append(skipped, fmt.Errorf("reading pstore %s: %w", path, err))
+				}
+				if d == nil || d.IsDir() {
 					return filepath.SkipDir
 				}
-				return err
+				return nil
 			}
 			if d.IsDir() || !strings.HasPrefix(d.Name(), "dmesg") {
 				return nil
 			}
 			rec, err := readRecord(path)
-			if err != nil {
-				return err
+			var info fs.FileInfo
+			if err == nil {
+				info, err = d.Info()
 			}
-			info, err := d.Info()
 			if err != nil {
-				return err
+				skipped = append(skipped, fmt.Errorf("reading pstore record %s: %w", path, err))
+				return nil
 			}
 			// The parts of one crash share the header's kind and number,
 			// the directory and the time the kernel wrote them.
@@ -215,7 +227,7 @@ func Scan(dirs []string) ([]Crash, error) {
 			return nil
 		})
 		if err != nil {
-			return nil, fmt.Errorf("reading pstore %s: %w", dir, err)
+			skipped = append(skipped, fmt.Errorf("reading pstore %s: %w", dir, err))
 		}
 	}
 	var out []Crash
@@ -229,7 +241,7 @@ func Scan(dirs []string) ([]Crash, error) {
 		sort.Strings(g.crash.Files)
 		out = append(out, g.crash)
 	}
-	return out, nil
+	return out, errors.Join(skipped...)
 }
 
 type record struct {

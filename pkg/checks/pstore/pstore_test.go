@@ -144,3 +144,33 @@ func FuzzScan(f *testing.F) {
 		}
 	})
 }
+
+// TestScanSkipsWhatItCannotRead: an over-long record (a line past the
+// scanner's 1 MiB) is named in the error, and the crashes in the other
+// records are still found.
+func TestScanSkipsWhatItCannotRead(t *testing.T) {
+	sys, _ := fixtures(t)
+	bad := filepath.Join(sys, "dmesg-ramoops-9")
+	if err := os.WriteFile(bad, []byte("Panic#9 Part1\n"+strings.Repeat("x", 2<<20)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	crashes, err := Scan([]string{sys})
+	if err == nil || !strings.Contains(err.Error(), bad) {
+		t.Errorf("Scan error %v, want one naming %s", err, bad)
+	}
+	if len(crashes) == 0 {
+		t.Error("no crashes found beside the unreadable record")
+	}
+}
+
+func TestOopsLineIsTheKernelsNotAUserTrap(t *testing.T) {
+	for line, want := range map[string]bool{
+		"general protection fault, probably for non-canonical address 0xdead000000000100: 0000 [#1] SMP PTI": true,
+		"general protection fault: 0000 [#1] SMP":                                                            true,
+		"traps: java[4242] general protection fault ip:7f00deadbeef sp:7ffd00000000 error:0 in libc.so.6":    false,
+	} {
+		if got := oopsLine.MatchString(line); got != want {
+			t.Errorf("oopsLine matches %q: %v, want %v", line, got, want)
+		}
+	}
+}
