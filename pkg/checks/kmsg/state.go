@@ -83,6 +83,9 @@ func (f cursorFile) load() string {
 	}
 	b, err := os.ReadFile(f.path)
 	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) && f.log != nil {
+			f.log.Warn("journal cursor not read; following the journal from its end", zap.String("file", f.path), zap.Error(err))
+		}
 		return ""
 	}
 	return strings.TrimSpace(string(b))
@@ -93,11 +96,11 @@ func (f cursorFile) save(cursor string) {
 		return
 	}
 	tmp := f.path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(cursor), 0o644); err == nil {
-		err = os.Rename(tmp, f.path)
-		if err == nil {
+	err := os.WriteFile(tmp, []byte(cursor), 0o644)
+	if err == nil {
+		if err = os.Rename(tmp, f.path); err == nil {
 			return
 		}
 	}
-	f.log.Warn("journal cursor not saved; kernel entries may be reported again after a restart", zap.String("file", f.path))
+	f.log.Warn("journal cursor not saved; kernel entries may be reported again after a restart", zap.String("file", f.path), zap.Error(err))
 }
