@@ -178,8 +178,14 @@ func Scan(dirs []string) ([]Crash, error) {
 		crash Crash
 		hash  []byte
 	}
-	groups := map[string]*group{}
-	var order []string
+	// The parts of one crash share the directory and the header's kind and
+	// number, and the kernel writes them within moments of each other; but
+	// each part gets its own time, and slow EFI variable writes can put
+	// them in different seconds. The same kind and number from another
+	// crash (another boot's Panic#1) is minutes or more apart.
+	const partsWithin = 10 * time.Second
+	groups := map[string][]*group{}
+	var order []*group
 	for _, dir := range dirs {
 		err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 			if err != nil {
@@ -203,17 +209,21 @@ func Scan(dirs []string) ([]Crash, error) {
 				skipped = append(skipped, fmt.Errorf("reading pstore record %s: %w", path, err))
 				return nil
 			}
-			// The parts of one crash share the header's kind and number,
-			// the directory and the time the kernel wrote them.
-			key := fmt.Sprintf("%s|%s#%s|%d", filepath.Dir(path), rec.kind, rec.number, info.ModTime().Unix())
+			key := filepath.Dir(path) + "|" + rec.kind + "#" + rec.number
 			if rec.kind == "" {
 				key = path
 			}
-			g, ok := groups[key]
-			if !ok {
+			var g *group
+			for _, candidate := range groups[key] {
+				if d := info.ModTime().Sub(candidate.crash.Time); d <= partsWithin && d >= -partsWithin {
+					g = candidate
+					break
+				}
+			}
+			if g == nil {
 				g = &group{crash: Crash{Time: info.ModTime()}}
-				groups[key] = g
-				order = append(order, key)
+				groups[key] = append(groups[key], g)
+				order = append(order, g)
 			}
 			g.crash.Files = append(g.crash.Files, path)
 			sum := sha256.Sum256([]byte(rec.body))
@@ -231,8 +241,7 @@ func Scan(dirs []string) ([]Crash, error) {
 		}
 	}
 	var out []Crash
-	for _, key := range order {
-		g := groups[key]
+	for _, g := range order {
 		if g.crash.Reason == "" {
 			continue // a clean shutdown record, or nothing we recognise
 		}

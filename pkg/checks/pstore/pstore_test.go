@@ -174,3 +174,38 @@ func TestOopsLineIsTheKernelsNotAUserTrap(t *testing.T) {
 		}
 	}
 }
+
+// TestScanGroupsPartsByTimeNotBySecond: the kernel stamps each part of a
+// crash on its own, so two parts can fall either side of a second; two
+// crashes with the same header (each boot's first panic is Panic#1) are far
+// apart in time.
+func TestScanGroupsPartsByTimeNotBySecond(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string, at time.Time) {
+		t.Helper()
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(path, at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := time.Unix(1700000000, 900_000_000)
+	write("dmesg-efi-1", "Panic#1 Part1\n<0>[ 9.0] Kernel panic - not syncing: first crash\n", first)
+	write("dmesg-efi-2", "Panic#1 Part2\n<4>[ 8.0] watchdog: BUG: soft lockup\n", first.Add(300*time.Millisecond)) // the next second
+	write("dmesg-efi-3", "Panic#1 Part1\n<0>[ 7.0] Kernel panic - not syncing: a later boot's crash\n", first.Add(time.Hour))
+	crashes, err := Scan([]string{dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(crashes) != 2 {
+		t.Fatalf("%d crashes, want 2 (one of two parts, one later): %+v", len(crashes), crashes)
+	}
+	if len(crashes[0].Files) != 2 || !strings.Contains(crashes[0].Summary, "first crash") {
+		t.Errorf("first crash %+v, want two parts and the first panic", crashes[0])
+	}
+	if len(crashes[1].Files) != 1 || !strings.Contains(crashes[1].Summary, "a later boot's crash") {
+		t.Errorf("second crash %+v, want the later panic alone", crashes[1])
+	}
+}
