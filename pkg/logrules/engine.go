@@ -34,26 +34,6 @@ type Engine struct {
 type activeCondition struct {
 	last       time.Time
 	clearAfter time.Duration
-	// assumed is set by AssumeActive until a line matches: the clear it
-	// leads to carries the healthy default's own message, which changes
-	// nothing where the condition was not True.
-	assumed bool
-}
-
-// AssumeActive treats every condition that a rule clears after a quiet
-// period as matched at now. An engine starts knowing nothing, but the
-// condition may be True all the same: adopted from the Node after an agent
-// restart, or kept by the reporter from the run before a check restarted.
-// Without this nothing would ever clear it; with it, it clears once the
-// quiet period passes unless its lines come again.
-func (e *Engine) AssumeActive(now time.Time) {
-	for _, r := range e.rules {
-		if r.Kind != checks.KindCondition || r.ClearAfter.Duration <= 0 {
-			continue
-		}
-		a := e.active[r.Condition]
-		e.active[r.Condition] = activeCondition{last: now, clearAfter: max(a.clearAfter, r.ClearAfter.Duration), assumed: true}
-	}
 }
 
 // NewEngine compiles rules; the first bad rule is returned as a *RuleError.
@@ -186,13 +166,7 @@ func (e *Engine) finding(r *compiled, l Line) checks.Finding {
 		f.Status = checks.StatusTrue
 		f.Severity = ""
 		if r.ClearAfter.Duration > 0 {
-			// Lines can come out of order (a backlog read after an
-			// assumed start): the quiet period runs from the latest.
-			a := activeCondition{last: l.Time, clearAfter: r.ClearAfter.Duration}
-			if prev, ok := e.active[r.Condition]; ok && prev.last.After(a.last) {
-				a.last = prev.last
-			}
-			e.active[r.Condition] = a
+			e.active[r.Condition] = activeCondition{last: l.Time, clearAfter: r.ClearAfter.Duration}
 		}
 	}
 	return f
@@ -207,13 +181,9 @@ func (e *Engine) Expire(now time.Time, out []checks.Finding) []checks.Finding {
 		delete(e.active, condType)
 		for _, c := range e.conditions {
 			if c.Type == condType {
-				msg := fmt.Sprintf("%s; no match for %s", c.Message, a.clearAfter)
-				if a.assumed {
-					msg = c.Message
-				}
 				out = append(out, checks.Finding{
 					Kind: checks.KindCondition, Type: condType, Status: checks.StatusFalse,
-					Reason: c.Reason, Message: msg, Time: now,
+					Reason: c.Reason, Message: fmt.Sprintf("%s; no match for %s", c.Message, a.clearAfter), Time: now,
 				})
 			}
 		}

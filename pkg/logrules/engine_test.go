@@ -570,34 +570,6 @@ func TestExpire(t *testing.T) {
 			t.Errorf("Expire = %+v", got)
 		}
 	})
-	t.Run("assumed active at start: clears after the quiet period with the default's message", func(t *testing.T) {
-		e := newEngine(t)
-		e.AssumeActive(t0)
-		if got := e.Expire(t0.Add(clearAfter-time.Nanosecond), nil); len(got) != 0 {
-			t.Fatalf("expired early: %+v", got)
-		}
-		got := e.Expire(t0.Add(clearAfter), nil)
-		if len(got) != 1 || got[0].Type != "KernelDeadlock" || got[0].Status != checks.StatusFalse {
-			t.Fatalf("Expire = %+v, want KernelDeadlock False", got)
-		}
-		for _, c := range DefaultConditions() {
-			if c.Type == "KernelDeadlock" && (got[0].Message != c.Message || got[0].Reason != c.Reason) {
-				t.Errorf("assumed clear = %s %q, want the healthy default %s %q", got[0].Reason, got[0].Message, c.Reason, c.Message)
-			}
-		}
-	})
-	t.Run("assumed active, then a line older than the start: the quiet period runs from the start", func(t *testing.T) {
-		e := newEngine(t)
-		e.AssumeActive(t0)
-		e.Feed(Line{Text: "runtime stuck", Time: t0.Add(-4 * time.Minute)}, nil) // backlog
-		if got := e.Expire(t0.Add(clearAfter-time.Second), nil); len(got) != 0 {
-			t.Fatalf("a backlog line shortened the quiet period: %+v", got)
-		}
-		got := e.Expire(t0.Add(clearAfter), nil)
-		if len(got) != 1 || !strings.Contains(got[0].Message, "no match for") {
-			t.Errorf("Expire = %+v, want the clear of a matched condition", got)
-		}
-	})
 	t.Run("default FrequentUnregisterNetDevice clears after 30m", func(t *testing.T) {
 		e := defaultEngine(t)
 		var out []checks.Finding

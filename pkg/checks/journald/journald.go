@@ -173,10 +173,16 @@ func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
 	if err != nil {
 		return err
 	}
+	all := make([]*logrules.Engine, 0, len(engines))
+	for _, e := range engines {
+		all = append(all, e)
+	}
+	quiet := logrules.NewQuietStart(time.Now(), all...)
+	emit = quiet.Wrap(emit)
+	defer quiet.ExpireEvery(ctx, expireInterval, time.Now, emit)()
 	guarded := map[string]*logrules.Guarded{}
 	units := make([]string, 0, len(engines))
 	for u, e := range engines {
-		e.AssumeActive(time.Now())
 		units = append(units, u)
 		guarded[u] = logrules.NewGuarded(e)
 		defer guarded[u].ExpireEvery(ctx, expireInterval, time.Now, emit)()

@@ -185,6 +185,14 @@ func (c *Check) LogDriven() {}
 // engines: what a report had gathered before a restart is not worth a stale
 // match.
 func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
+	engine, err := c.cfg.Engine()
+	if err != nil {
+		return err
+	}
+	// Outermost, so that it sees every condition the check reports.
+	quiet := logrules.NewQuietStart(c.now(), engine)
+	emit = quiet.Wrap(emit)
+	defer quiet.ExpireEvery(ctx, max(c.cfg.ExpireInterval.Duration, time.Second), c.now, emit)()
 	emit = c.hang.wrap(emit)
 	defer c.hang.expireEvery(ctx, max(c.cfg.ExpireInterval.Duration, time.Second), emit)()
 	g, ctx := errgroup.WithContext(ctx)
@@ -206,7 +214,6 @@ func (c *Check) runJournal(ctx context.Context, emit func(checks.Finding)) error
 	if err != nil {
 		return err
 	}
-	engine.AssumeActive(c.now())
 	g := logrules.NewGuarded(engine)
 	defer g.ExpireEvery(ctx, max(c.cfg.ExpireInterval.Duration, time.Second), c.now, emit)()
 	// Resume after the last entry reported before a restart; the cursor is
@@ -246,7 +253,6 @@ func (c *Check) runFile(ctx context.Context, emit func(checks.Finding), fc FileS
 	if err != nil {
 		return err
 	}
-	engine.AssumeActive(c.now())
 	g := logrules.NewGuarded(engine)
 	defer g.ExpireEvery(ctx, max(c.cfg.ExpireInterval.Duration, time.Second), c.now, emit)()
 	n := 0
@@ -272,7 +278,6 @@ func (c *Check) runKmsg(ctx context.Context, emit func(checks.Finding)) error {
 	if err != nil {
 		return err
 	}
-	engine.AssumeActive(c.now())
 	pos := c.loadPosition()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

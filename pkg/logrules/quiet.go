@@ -1,0 +1,106 @@
+package logrules
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+)
+
+// QuietStart clears, once a check has run quietly for a rule's clearAfter,
+// the conditions its rules clear after a quiet period.
+//
+// An engine keeps when each such condition last matched only in memory, and
+// a check's engines start fresh on every run. The condition may be True all
+// the same: kept from the Node by an agent that restarted, or kept by the
+// reporter from the run before the supervisor restarted the check. Nothing
+// would ever clear it. QuietStart sets it False, with its healthy default,
+// if the check has said nothing at all about it since the run started; once
+// the check has, the engine that spoke clears it in its own time.
+//
+// One QuietStart serves all of a check's engines (one per source or unit),
+// which share the check's name in the reporter: an engine that never
+// matched must not clear what a sibling raised. Types that some rule sets
+// for good (no clearAfter) are left alone.
+type QuietStart struct {
+	mu      sync.Mutex
+	pending map[string]quietClear
+}
+
+type quietClear struct {
+	due             time.Time
+	reason, message string
+}
+
+// NewQuietStart looks at every rule of engines and starts the quiet period
+// of each condition type they all clear after one, at start.
+func NewQuietStart(start time.Time, engines ...*Engine) *QuietStart {
+	after := map[string]time.Duration{}
+	permanent := map[string]bool{}
+	var specs []ConditionSpec
+	for _, e := range engines {
+		specs = append(specs, e.conditions...)
+		for _, r := range e.rules {
+			if r.Kind != checks.KindCondition {
+				continue
+			}
+			if r.ClearAfter.Duration <= 0 {
+				permanent[r.Condition] = true
+				continue
+			}
+			after[r.Condition] = max(after[r.Condition], r.ClearAfter.Duration)
+		}
+	}
+	q := &QuietStart{pending: map[string]quietClear{}}
+	for condType, d := range after {
+		if permanent[condType] {
+			continue
+		}
+		for _, c := range specs {
+			if c.Type == condType {
+				q.pending[condType] = quietClear{due: start.Add(d), reason: c.Reason, message: c.Message}
+				break
+			}
+		}
+	}
+	return q
+}
+
+// Wrap returns emit, noting each condition the check reports: from then on
+// its engine, not QuietStart, decides when it clears.
+func (q *QuietStart) Wrap(emit func(checks.Finding)) func(checks.Finding) {
+	return func(f checks.Finding) {
+		if f.Kind == checks.KindCondition {
+			q.mu.Lock()
+			delete(q.pending, f.Type)
+			q.mu.Unlock()
+		}
+		emit(f)
+	}
+}
+
+// Expire returns, appended to out, the clears that are due by now.
+func (q *QuietStart) Expire(now time.Time, out []checks.Finding) []checks.Finding {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for condType, p := range q.pending {
+		if now.Before(p.due) {
+			continue
+		}
+		delete(q.pending, condType)
+		out = append(out, checks.Finding{Kind: checks.KindCondition, Type: condType, Status: checks.StatusFalse,
+			Reason: p.reason, Message: p.message, Time: now})
+	}
+	return out
+}
+
+// ExpireEvery runs Expire every interval until ctx ends or stop is called,
+// handing what it clears to emit.
+func (q *QuietStart) ExpireEvery(ctx context.Context, interval time.Duration, now func() time.Time, emit func(checks.Finding)) (stop func()) {
+	return checks.Every(ctx, interval, func(time.Time) {
+		for _, f := range q.Expire(now(), nil) {
+			emit(f)
+		}
+	})
+}

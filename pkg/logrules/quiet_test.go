@@ -1,0 +1,104 @@
+package logrules
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+)
+
+func TestQuietStart(t *testing.T) {
+	clearing := func(name, cond string, after time.Duration) Rule {
+		return Rule{Name: name, Kind: checks.KindCondition, Condition: cond, Reason: "Bad", Contains: name, Pattern: name,
+			ClearAfter: checks.Duration{Duration: after}}
+	}
+	permanent := Rule{Name: "for-good", Kind: checks.KindCondition, Condition: "ReadonlyFilesystem", Reason: "RO", Contains: "ro", Pattern: "ro"}
+	specs := DefaultConditions()
+	engine := func(t *testing.T, rules ...Rule) *Engine {
+		t.Helper()
+		e, err := NewEngine(rules, specs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	start := time.Unix(1_000_000, 0)
+	spec := func(condType string) ConditionSpec {
+		for _, c := range specs {
+			if c.Type == condType {
+				return c
+			}
+		}
+		t.Fatalf("no default for %s", condType)
+		return ConditionSpec{}
+	}
+
+	tests := []struct {
+		name    string
+		engines func(t *testing.T) []*Engine
+		said    []checks.Finding // through Wrap after start
+		at      time.Duration    // Expire at start+at
+		want    []string         // types cleared
+	}{
+		{"nothing said: cleared to the default once the quiet period is over",
+			func(t *testing.T) []*Engine {
+				return []*Engine{engine(t, clearing("a", "KernelDeadlock", time.Minute))}
+			},
+			nil, time.Minute, []string{"KernelDeadlock"}},
+		{"not before",
+			func(t *testing.T) []*Engine {
+				return []*Engine{engine(t, clearing("a", "KernelDeadlock", time.Minute))}
+			},
+			nil, time.Minute - time.Nanosecond, nil},
+		{"the longest clearAfter of the type's rules",
+			func(t *testing.T) []*Engine {
+				return []*Engine{engine(t, clearing("a", "KernelDeadlock", time.Minute), clearing("b", "KernelDeadlock", time.Hour))}
+			},
+			nil, 59 * time.Minute, nil},
+		{"the check spoke of it: its engine clears it, not the start",
+			func(t *testing.T) []*Engine {
+				return []*Engine{engine(t, clearing("a", "KernelDeadlock", time.Minute))}
+			},
+			[]checks.Finding{checks.Condition("KernelDeadlock", checks.StatusTrue, "Bad", "x")}, time.Hour, nil},
+		{"a sibling engine's True is not cleared by one that never matched",
+			func(t *testing.T) []*Engine {
+				return []*Engine{engine(t, clearing("a", "KernelDeadlock", time.Minute)), engine(t, clearing("b", "KernelDeadlock", time.Minute))}
+			},
+			[]checks.Finding{checks.Condition("KernelDeadlock", checks.StatusTrue, "Bad", "from b")}, time.Hour, nil},
+		{"a type some rule sets for good is left alone",
+			func(t *testing.T) []*Engine {
+				return []*Engine{engine(t, clearing("a", "ReadonlyFilesystem", time.Minute)), engine(t, permanent)}
+			},
+			nil, time.Hour, nil},
+		{"events change nothing",
+			func(t *testing.T) []*Engine {
+				return []*Engine{engine(t, clearing("a", "KernelDeadlock", time.Minute))}
+			},
+			[]checks.Finding{checks.Event(checks.SeverityWarning, "TaskHung", "x")}, time.Minute, []string{"KernelDeadlock"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q := NewQuietStart(start, tt.engines(t)...)
+			emit := q.Wrap(func(checks.Finding) {})
+			for _, f := range tt.said {
+				emit(f)
+			}
+			got := q.Expire(start.Add(tt.at), nil)
+			if len(got) != len(tt.want) {
+				t.Fatalf("Expire = %+v, want clears of %v", got, tt.want)
+			}
+			for i, f := range got {
+				d := spec(tt.want[i])
+				if f.Type != tt.want[i] || f.Status != checks.StatusFalse || f.Reason != d.Reason || f.Message != d.Message {
+					t.Errorf("clear %+v, want %s False with the default %s %q", f, tt.want[i], d.Reason, d.Message)
+				}
+				if err := f.Validate(); err != nil {
+					t.Error(err)
+				}
+			}
+			if again := q.Expire(start.Add(tt.at+time.Hour), nil); len(tt.want) > 0 && len(again) != 0 {
+				t.Errorf("cleared twice: %+v", again)
+			}
+		})
+	}
+}
