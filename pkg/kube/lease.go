@@ -10,6 +10,7 @@ import (
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/tools/cache"
@@ -130,7 +131,9 @@ func (w *LeaseWatcher) confirm(ctx context.Context) {
 		reqCtx, cancel := context.WithTimeout(ctx, w.confirmEvery)
 		lease, err := leases.Get(reqCtx, w.name, metav1.GetOptions{})
 		cancel()
-		if err != nil && w.Log != nil {
+		// A missing Lease is a state the lease check reports, and a read
+		// cut short by shutdown is no failure.
+		if err != nil && w.Log != nil && ctx.Err() == nil && !apierrors.IsNotFound(err) {
 			w.Log.Warn("reading the node's Lease past a silent watch failed", zap.String("lease", NodeLeaseNamespace+"/"+w.name), zap.Error(err))
 		}
 		w.mu.Lock()

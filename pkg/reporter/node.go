@@ -289,19 +289,15 @@ func (s *NodeSink) Run(ctx context.Context) error {
 			owed = true
 			s.metrics.writes.WithLabelValues("error").Inc()
 			s.log.Warn("writing node conditions failed; will retry", zap.Error(err), zap.Duration("retry", retry))
-			select {
-			case <-ctx.Done():
+			var ok bool
+			if retry, ok = s.waitToRetry(ctx, err, retry); !ok {
 				return nil
-			case <-s.recovered:
-				retry = 100 * time.Millisecond
-				continue
-			case <-time.After(jitter(retry)):
 			}
-			retry = min(2*retry, s.retryCap(err))
 			continue
 		}
 		owed = false
 		retry = 100 * time.Millisecond
+		s.drainRecovered()
 		s.metrics.writes.WithLabelValues("success").Inc()
 		s.metrics.last.Set(float64(lastWrite.Unix()))
 		if !heartbeat.Stop() {
@@ -378,19 +374,47 @@ func (s *NodeSink) syncFromNode(ctx context.Context) error {
 			s.reach.observeSent(sent, err)
 		}
 		if err == nil {
+			s.drainRecovered()
 			s.adopt(node.Status.Conditions)
 			return nil
 		}
 		s.log.Warn("reading the node failed; will retry", zap.String("node", s.opts.NodeName), zap.Error(err))
-		select {
-		case <-ctx.Done():
+		var ok bool
+		if retry, ok = s.waitToRetry(ctx, err, retry); !ok {
 			return nil
-		case <-s.recovered:
-			retry = 100 * time.Millisecond
-			continue
-		case <-time.After(jitter(retry)):
 		}
-		retry = min(2*retry, s.retryCap(err))
+	}
+}
+
+// waitToRetry waits out the backoff after err and returns the next one,
+// or false once ctx has ended. When err says the server was not reached, a
+// sign that it is back (another request of the agent's got through) ends
+// the wait early, but the backoff stands until a request succeeds: a
+// server whose Lease watch works while status writes fail must not be
+// retried at the Lease's pace. An error the server gave (a 5xx from a
+// failing webhook, a 403) is not helped by the server being up.
+func (s *NodeSink) waitToRetry(ctx context.Context, err error, retry time.Duration) (time.Duration, bool) {
+	recovered := s.recovered
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		recovered = nil
+	}
+	select {
+	case <-ctx.Done():
+		return retry, false
+	case <-recovered:
+		return retry, true
+	case <-time.After(jitter(retry)):
+	}
+	return min(2*retry, s.retryCap(err)), true
+}
+
+// drainRecovered forgets a recovery signal that a success has made moot,
+// so that it does not cut short a later, unrelated backoff.
+func (s *NodeSink) drainRecovered() {
+	select {
+	case <-s.recovered:
+	default:
 	}
 }
 
@@ -451,12 +475,6 @@ func (s *NodeSink) adoptLocked(current []corev1.NodeCondition) map[string]checks
 	return out
 }
 
-// write patches the owned conditions with a strategic-merge patch on the
-// status subresource. Conditions merge by type, so the patch carries only
-// nodeguard's types and cannot touch the kubelet's; it needs no resource
-// version (no read-modify-write, no conflicts with the kubelet's own status
-// updates), and unlike server-side apply it does not rewrite managedFields on
-// every heartbeat.
 // flush writes the desired conditions if any change has not gone out.
 func (s *NodeSink) flush() {
 	s.mu.Lock()
@@ -474,6 +492,12 @@ func (s *NodeSink) flush() {
 	s.metrics.writes.WithLabelValues("success").Inc()
 }
 
+// write patches the owned conditions with a strategic-merge patch on the
+// status subresource. Conditions merge by type, so the patch carries only
+// nodeguard's types and cannot touch the kubelet's; it needs no resource
+// version (no read-modify-write, no conflicts with the kubelet's own status
+// updates), and unlike server-side apply it does not rewrite managedFields on
+// every heartbeat.
 func (s *NodeSink) write(ctx context.Context) error {
 	s.mu.Lock()
 	gen := s.generation

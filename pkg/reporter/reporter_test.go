@@ -512,11 +512,11 @@ func TestWriteWaitingOutABackoffGoesWhenTheServerIsBack(t *testing.T) {
 	done := make(chan error)
 	go func() { done <- s.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	// Seven failures: the backoff, doubling from 100 ms, now waits at least
-	// 3.2 s (half of 6.4 s, the jitter's floor) before the next try.
-	for deadline := time.Now().Add(30 * time.Second); attempts.Load() < 7; {
+	// Eight failures: the backoff, doubling from 100 ms, now waits at least
+	// 6.4 s (half of 12.8 s, the jitter's floor) before the next try.
+	for deadline := time.Now().Add(60 * time.Second); attempts.Load() < 8; {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d failed writes in 30 s, want 7", attempts.Load())
+			t.Fatalf("%d failed writes in 60 s, want 8", attempts.Load())
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -565,5 +565,38 @@ func TestNodeSinkWritesWhatIsPendingWhenItStops(t *testing.T) {
 	}
 	if len(n.Status.Conditions) != 1 || n.Status.Conditions[0].Reason != "FoundWhileStopping" {
 		t.Errorf("conditions after stopping = %+v, want the pending Late=True written", n.Status.Conditions)
+	}
+}
+
+// TestServerErrorsKeepTheirBackoffWhileOtherRequestsSucceed: status writes
+// fail with 500 (a failing webhook) while the Lease watch keeps getting
+// through. The watch's successes must not restart the writes' backoff, or
+// every node would retry at the Lease's pace.
+func TestServerErrorsKeepTheirBackoffWhileOtherRequestsSucceed(t *testing.T) {
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
+	client := fake.NewClientset(node)
+	var attempts atomic.Int32
+	client.PrependReactor("patch", "nodes", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		attempts.Add(1)
+		return true, nil, apierrors.NewInternalError(errors.New("admission webhook failed"))
+	})
+	s := NewNodeSink(client, zaptest.NewLogger(t), prometheus.NewRegistry(),
+		[]checks.ConditionDefault{{Type: "Quiet", Reason: "Fine", Message: "fine"}},
+		NodeSinkOptions{NodeName: "n1", MinWriteInterval: 10 * time.Millisecond, Heartbeat: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	start := time.Now()
+	for time.Since(start) < 3*time.Second {
+		s.ObserveAPI(nil) // the Lease watch, getting through
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	// Backing off from 100 ms, 3 s hold at most 7 tries (waits of 50, 100,
+	// 200, 400, 800 and 1,600 ms at the jitter's floor) and the final write
+	// on stop. Cut short at every success, it would be about 30.
+	if n := attempts.Load(); n > 9 {
+		t.Errorf("%d status writes in 3 s of 500s while other requests succeeded, want the backoff kept (at most 9)", n)
 	}
 }

@@ -116,9 +116,11 @@ func TestStuckDevicesFromDiskstats(t *testing.T) {
 	}
 	// An unreadable diskstats is no news: the caller keeps its verdict.
 	os.Remove(filepath.Join(proc, "diskstats"))
+	os.Mkdir(filepath.Join(proc, "diskstats"), 0o755) // reading it fails: is a directory
 	if _, ok := c.stuckDevices(streaks); ok {
-		t.Error("stuckDevices without diskstats says ok; want the last verdict kept")
+		t.Error("stuckDevices with an unreadable diskstats says ok; want the last verdict kept")
 	}
+	os.Remove(filepath.Join(proc, "diskstats"))
 	// One completion clears it.
 	if got := step(diskstatsLine("nvme1n1", 8, 3, 4)); got != "" {
 		t.Errorf("after a completion stuck = %q, want none", got)
