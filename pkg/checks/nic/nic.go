@@ -150,14 +150,15 @@ func newState() *state {
 }
 
 // interfaces returns the configured interfaces, or those that hold a
-// default route or have held one and still exist.
-func (c *Check) interfaces(st *state) ([]string, error) {
+// default route or have held one and still exist; gone names the uplinks
+// forgotten now because they no longer exist.
+func (c *Check) interfaces(st *state) (names, gone []string, err error) {
 	if len(c.cfg.Interfaces) > 0 {
-		return c.cfg.Interfaces, nil
+		return c.cfg.Interfaces, nil, nil
 	}
 	routes, err := c.proc.NetRoute()
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("reading the routing table: %w", err)
+		return nil, nil, fmt.Errorf("reading the routing table: %w", err)
 	}
 	routed := map[string]bool{}
 	for _, r := range routes {
@@ -173,22 +174,38 @@ func (c *Check) interfaces(st *state) ([]string, error) {
 			// from the host too (a device removed or renamed on purpose).
 			if _, err := c.sys.NetClassByIface(name); errors.Is(err, fs.ErrNotExist) {
 				delete(st.uplinks, name)
+				delete(st.samples, name)
+				delete(st.flapping, name)
+				delete(st.lastWarn, name)
+				gone = append(gone, name)
 				continue
 			}
 		}
 		out = append(out, name)
 	}
-	if len(out) == 0 {
-		return nil, checks.ErrNoData
+	sort.Strings(gone)
+	if len(out) == 0 && len(gone) == 0 {
+		return nil, nil, checks.ErrNoData
 	}
 	sort.Strings(out)
-	return out, nil
+	return out, gone, nil
 }
 
 func (c *Check) probe(st *state) ([]checks.Finding, error) {
-	ifaces, err := c.interfaces(st)
+	ifaces, gone, err := c.interfaces(st)
 	if err != nil {
 		return nil, err
+	}
+	if len(ifaces) == 0 {
+		// The last uplink watched is gone from the host (removed or
+		// renamed) and nothing holds a default route: nothing is left to
+		// be down. Said once; then there is no data, as on a node that
+		// never had an uplink, and a NICDown it left must not stay.
+		msg := "no interface left to watch: " + strings.Join(gone, ", ") + " no longer exists and no other holds a default route"
+		return []checks.Finding{
+			checks.Condition(NICDown, checks.StatusFalse, "NICIsUp", msg),
+			checks.Condition(NICFlapping, checks.StatusFalse, "NICIsStable", msg),
+		}, nil
 	}
 	now := c.now()
 	netDev, err := c.proc.NetDev()

@@ -148,12 +148,21 @@ func TestUplinkStaysWatchedAfterItsRouteGoes(t *testing.T) {
 	}
 
 	// The interface removed from the host: no longer an uplink to watch.
+	// The NICDown it left is cleared once, then there is no data.
 	if err := os.RemoveAll(filepath.Join(h.sys, "class/net/eth0")); err != nil {
 		t.Fatal(err)
 	}
 	now = now.Add(10 * time.Second)
+	got, err = c.probe(st)
+	if err != nil {
+		t.Fatalf("probe after eth0 was removed: %v, want NICDown cleared", err)
+	}
+	if down := byType(got)[NICDown]; down.Status != checks.StatusFalse || !strings.Contains(down.Message, "eth0 no longer exists") {
+		t.Errorf("NICDown = %s %q after eth0 was removed, want False saying it is gone", down.Status, down.Message)
+	}
+	now = now.Add(10 * time.Second)
 	if _, err := c.probe(st); err != checks.ErrNoData {
-		t.Errorf("probe after eth0 was removed = %v, want ErrNoData", err)
+		t.Errorf("probe after that = %v, want ErrNoData", err)
 	}
 }
 
