@@ -33,24 +33,22 @@ type quietClear struct {
 	reason, message string
 }
 
-// NewQuietStart looks at every rule of engines and starts the quiet period
-// of each condition type they all clear after one, at start.
-func NewQuietStart(start time.Time, engines ...*Engine) *QuietStart {
+// NewQuietStart looks at all of a check's rules (of every engine it runs)
+// and starts, at start, the quiet period of each condition type that every
+// rule setting it clears after one. It takes the rules, not the engines,
+// so that no engine is compiled for it.
+func NewQuietStart(start time.Time, rules []Rule, specs []ConditionSpec) *QuietStart {
 	after := map[string]time.Duration{}
 	permanent := map[string]bool{}
-	var specs []ConditionSpec
-	for _, e := range engines {
-		specs = append(specs, e.conditions...)
-		for _, r := range e.rules {
-			if r.Kind != checks.KindCondition {
-				continue
-			}
-			if r.ClearAfter.Duration <= 0 {
-				permanent[r.Condition] = true
-				continue
-			}
-			after[r.Condition] = max(after[r.Condition], r.ClearAfter.Duration)
+	for _, r := range rules {
+		if r.Kind != checks.KindCondition {
+			continue
 		}
+		if r.ClearAfter.Duration <= 0 {
+			permanent[r.Condition] = true
+			continue
+		}
+		after[r.Condition] = max(after[r.Condition], r.ClearAfter.Duration)
 	}
 	q := &QuietStart{pending: map[string]quietClear{}}
 	for condType, d := range after {

@@ -14,14 +14,6 @@ func TestQuietStart(t *testing.T) {
 	}
 	permanent := Rule{Name: "for-good", Kind: checks.KindCondition, Condition: "ReadonlyFilesystem", Reason: "RO", Contains: "ro", Pattern: "ro"}
 	specs := DefaultConditions()
-	engine := func(t *testing.T, rules ...Rule) *Engine {
-		t.Helper()
-		e, err := NewEngine(rules, specs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return e
-	}
 	start := time.Unix(1_000_000, 0)
 	spec := func(condType string) ConditionSpec {
 		for _, c := range specs {
@@ -34,51 +26,37 @@ func TestQuietStart(t *testing.T) {
 	}
 
 	tests := []struct {
-		name    string
-		engines func(t *testing.T) []*Engine
-		said    []checks.Finding // through Wrap after start
-		at      time.Duration    // Expire at start+at
-		want    []string         // types cleared
+		name  string
+		rules []Rule           // of all the check's engines
+		said  []checks.Finding // through Wrap after start
+		at    time.Duration    // Expire at start+at
+		want  []string         // types cleared
 	}{
 		{"nothing said: cleared to the default once the quiet period is over",
-			func(t *testing.T) []*Engine {
-				return []*Engine{engine(t, clearing("a", "KernelDeadlock", time.Minute))}
-			},
+			[]Rule{clearing("a", "KernelDeadlock", time.Minute)},
 			nil, time.Minute, []string{"KernelDeadlock"}},
 		{"not before",
-			func(t *testing.T) []*Engine {
-				return []*Engine{engine(t, clearing("a", "KernelDeadlock", time.Minute))}
-			},
+			[]Rule{clearing("a", "KernelDeadlock", time.Minute)},
 			nil, time.Minute - time.Nanosecond, nil},
 		{"the longest clearAfter of the type's rules",
-			func(t *testing.T) []*Engine {
-				return []*Engine{engine(t, clearing("a", "KernelDeadlock", time.Minute), clearing("b", "KernelDeadlock", time.Hour))}
-			},
+			[]Rule{clearing("a", "KernelDeadlock", time.Minute), clearing("b", "KernelDeadlock", time.Hour)},
 			nil, 59 * time.Minute, nil},
 		{"the check spoke of it: its engine clears it, not the start",
-			func(t *testing.T) []*Engine {
-				return []*Engine{engine(t, clearing("a", "KernelDeadlock", time.Minute))}
-			},
+			[]Rule{clearing("a", "KernelDeadlock", time.Minute)},
 			[]checks.Finding{checks.Condition("KernelDeadlock", checks.StatusTrue, "Bad", "x")}, time.Hour, nil},
 		{"a sibling engine's True is not cleared by one that never matched",
-			func(t *testing.T) []*Engine {
-				return []*Engine{engine(t, clearing("a", "KernelDeadlock", time.Minute)), engine(t, clearing("b", "KernelDeadlock", time.Minute))}
-			},
+			[]Rule{clearing("a", "KernelDeadlock", time.Minute), clearing("b", "KernelDeadlock", time.Minute)},
 			[]checks.Finding{checks.Condition("KernelDeadlock", checks.StatusTrue, "Bad", "from b")}, time.Hour, nil},
 		{"a type some rule sets for good is left alone",
-			func(t *testing.T) []*Engine {
-				return []*Engine{engine(t, clearing("a", "ReadonlyFilesystem", time.Minute)), engine(t, permanent)}
-			},
+			[]Rule{clearing("a", "ReadonlyFilesystem", time.Minute), permanent},
 			nil, time.Hour, nil},
 		{"events change nothing",
-			func(t *testing.T) []*Engine {
-				return []*Engine{engine(t, clearing("a", "KernelDeadlock", time.Minute))}
-			},
+			[]Rule{clearing("a", "KernelDeadlock", time.Minute)},
 			[]checks.Finding{checks.Event(checks.SeverityWarning, "TaskHung", "x")}, time.Minute, []string{"KernelDeadlock"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			q := NewQuietStart(start, tt.engines(t)...)
+			q := NewQuietStart(start, tt.rules, specs)
 			emit := q.Wrap(func(checks.Finding) {})
 			for _, f := range tt.said {
 				emit(f)

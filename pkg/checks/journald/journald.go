@@ -173,11 +173,15 @@ func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
 	if err != nil {
 		return err
 	}
-	all := make([]*logrules.Engine, 0, len(engines))
-	for _, e := range engines {
-		all = append(all, e)
+	byUnit, err := c.cfg.rulesByUnit()
+	if err != nil {
+		return err
 	}
-	quiet := logrules.NewQuietStart(time.Now(), all...)
+	var rules []logrules.Rule
+	for _, r := range byUnit {
+		rules = append(rules, r...)
+	}
+	quiet := logrules.NewQuietStart(time.Now(), rules, append(DefaultConditions(), c.cfg.Conditions...))
 	emit = quiet.Wrap(emit)
 	defer quiet.ExpireEvery(ctx, expireInterval, time.Now, emit)()
 	guarded := map[string]*logrules.Guarded{}

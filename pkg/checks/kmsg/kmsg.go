@@ -106,18 +106,28 @@ func (c *Config) Validate() error {
 	return err
 }
 
-func (c *Config) Engine() (*logrules.Engine, error) {
+// ruleSet merges the built-in, configured and NPD rules and condition
+// types.
+func (c *Config) ruleSet() ([]logrules.Rule, []logrules.ConditionSpec, error) {
 	rules, err := logrules.Merge(logrules.DefaultRules(), c.Rules, c.DisableRules)
 	if err != nil {
-		return nil, &checks.FieldError{Field: "disableRules", Value: c.DisableRules, Reason: err.Error()}
+		return nil, nil, &checks.FieldError{Field: "disableRules", Value: c.DisableRules, Reason: err.Error()}
 	}
 	conds := append(logrules.DefaultConditions(), c.Conditions...)
 	for i, path := range c.NPDRules {
 		npdRules, npdConds, err := logrules.LoadNPD(path)
 		if err != nil {
-			return nil, &checks.FieldError{Field: "npdRules[" + strconv.Itoa(i) + "]", Value: path, Reason: err.Error()}
+			return nil, nil, &checks.FieldError{Field: "npdRules[" + strconv.Itoa(i) + "]", Value: path, Reason: err.Error()}
 		}
 		rules, conds = logrules.AddNPD(rules, conds, npdRules, npdConds)
+	}
+	return rules, conds, nil
+}
+
+func (c *Config) Engine() (*logrules.Engine, error) {
+	rules, conds, err := c.ruleSet()
+	if err != nil {
+		return nil, err
 	}
 	e, err := logrules.NewEngine(rules, conds)
 	if rerr, ok := err.(*logrules.RuleError); ok {
@@ -185,12 +195,12 @@ func (c *Check) LogDriven() {}
 // engines: what a report had gathered before a restart is not worth a stale
 // match.
 func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
-	engine, err := c.cfg.Engine()
+	rules, conds, err := c.cfg.ruleSet()
 	if err != nil {
 		return err
 	}
 	// Outermost, so that it sees every condition the check reports.
-	quiet := logrules.NewQuietStart(c.now(), engine)
+	quiet := logrules.NewQuietStart(c.now(), rules, conds)
 	emit = quiet.Wrap(emit)
 	defer quiet.ExpireEvery(ctx, max(c.cfg.ExpireInterval.Duration, time.Second), c.now, emit)()
 	emit = c.hang.wrap(emit)
