@@ -9,7 +9,7 @@ export GONOSUMDB := github.com/euank/go-kmsg-parser
 # binary is built without it and says so when asked to read the journal.
 TAGS ?= $(shell test -e /usr/include/systemd/sd-journal.h && echo journald)
 
-.PHONY: build run test deps lint test-binaries fuzz bench corpus demo clean
+.PHONY: build run test test-e2e deps lint test-binaries fuzz bench corpus demo image clean
 
 build:
 	$(GO) build -tags "$(TAGS)" -o $(BIN) ./cmd/agent
@@ -33,6 +33,17 @@ lint:
 	@unformatted="$$(gofmt -l cmd pkg internal test hack)"; \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet -tags "$(TAGS)" ./...
+
+# nodeguard's container image as an OCI archive, built with no Docker engine
+# (hack/image): the binary as the Dockerfile builds it, and the shared
+# libraries it loads, copied from this machine's Debian packages.
+IMAGE ?= bin/nodeguard-image.tar
+IMAGE_REF ?= docker.io/nodeguard/nodeguard:dev
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+image: deps
+	$(GO) build -tags journald -trimpath -ldflags="-s -w" -o bin/image/nodeguard ./cmd/agent
+	$(GO) run ./hack/image -binary bin/image/nodeguard -o $(IMAGE) -ref $(IMAGE_REF) -version $(VERSION) -revision $(REVISION)
 
 test-binaries:
 	hack/build-test-binaries.sh

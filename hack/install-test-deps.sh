@@ -10,6 +10,9 @@ missing=()
 [ -e /usr/include/systemd/sd-journal.h ] || missing+=(libsystemd-dev)
 [ -e /lib/systemd/systemd-journal-remote ] || [ -e /usr/lib/systemd/systemd-journal-remote ] || missing+=(systemd-journal-remote)
 command -v containerd >/dev/null || missing+=(containerd)
+command -v runc >/dev/null || missing+=(runc)
+[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+command -v nsenter >/dev/null || missing+=(util-linux)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then

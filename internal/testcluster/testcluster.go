@@ -46,8 +46,13 @@ type Cluster struct {
 	Kubeconfig string
 	Config     *rest.Config
 	Client     kubernetes.Interface
-	// APIPort is the API server's secure port on 127.0.0.1.
+	// APIPort is the API server's secure port on Host.
 	APIPort int
+	// Host is the address the API server listens on: 127.0.0.1 unless
+	// Options say otherwise.
+	Host string
+
+	opts      Options
 
 	etcd      *process
 	apiserver *process
@@ -71,9 +76,29 @@ func BinDir() (string, error) {
 	return dir, nil
 }
 
+// Options change how the API server runs, for the node e2e harness, which
+// runs a kubelet and controllers against it. The zero value is what
+// integration tests use.
+type Options struct {
+	// Host and Port to serve on; 127.0.0.1 and a free port when empty.
+	Host string
+	Port int
+	// ServiceCIDR is the Service IP range; the `kubernetes` Service takes
+	// its first address, which pods reach the API server at.
+	ServiceCIDR string
+	// PodAdmission turns on the ServiceAccount admission plugin (pods get
+	// projected tokens) and NodeRestriction, as a real cluster has them.
+	PodAdmission bool
+	// ExtraArgs are appended to kube-apiserver's arguments.
+	ExtraArgs []string
+}
+
 // Start starts etcd and kube-apiserver in a new temporary directory and waits
 // until the API server is ready.
-func Start() (*Cluster, error) {
+func Start() (*Cluster, error) { return StartWith(Options{}) }
+
+// StartWith is Start with options.
+func StartWith(opts Options) (*Cluster, error) {
 	bin, err := BinDir()
 	if err != nil {
 		return nil, err
@@ -82,7 +107,10 @@ func Start() (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Dir: dir, BinDir: bin}
+	c := &Cluster{Dir: dir, BinDir: bin, opts: opts, Host: opts.Host}
+	if c.Host == "" {
+		c.Host = "127.0.0.1"
+	}
 	if err := c.start(); err != nil {
 		c.Stop()
 		return nil, err
@@ -97,6 +125,9 @@ func (c *Cluster) start() error {
 	}
 	etcdClient, etcdPeer := ports[0], ports[1]
 	c.APIPort = ports[2]
+	if c.opts.Port != 0 {
+		c.APIPort = c.opts.Port
+	}
 	etcd := exec.Command(filepath.Join(c.BinDir, "etcd"),
 		"--name=default",
 		"--data-dir="+filepath.Join(c.Dir, "etcd"),
@@ -118,10 +149,21 @@ func (c *Cluster) start() error {
 		return err
 	}
 	p := func(name string) string { return filepath.Join(c.Dir, name) }
+	serviceCIDR := c.opts.ServiceCIDR
+	if serviceCIDR == "" {
+		serviceCIDR = "10.0.0.0/24"
+	}
+	admission := []string{
+		// Pods made by tests need no ServiceAccount object.
+		"--disable-admission-plugins=ServiceAccount",
+	}
+	if c.opts.PodAdmission {
+		admission = []string{"--enable-admission-plugins=NodeRestriction"}
+	}
 	c.apiArgs = []string{
 		"--etcd-servers=" + loopURL(etcdClient),
-		"--bind-address=127.0.0.1",
-		"--advertise-address=127.0.0.1",
+		"--bind-address=" + c.Host,
+		"--advertise-address=" + c.Host,
 		"--secure-port=" + strconv.Itoa(c.APIPort),
 		"--cert-dir=" + p("apiserver-certs"),
 		"--tls-cert-file=" + p("serving.crt"),
@@ -131,15 +173,15 @@ func (c *Cluster) start() error {
 		"--service-account-key-file=" + p("sa.pub"),
 		"--service-account-signing-key-file=" + p("sa.key"),
 		"--api-audiences=https://kubernetes.default.svc.cluster.local",
-		"--service-cluster-ip-range=10.0.0.0/24",
+		"--service-cluster-ip-range=" + serviceCIDR,
 		"--authorization-mode=Node,RBAC",
-		// Pods made by tests need no ServiceAccount object.
-		"--disable-admission-plugins=ServiceAccount",
 		"--allow-privileged=true",
 		// A loopback advertise address is refused by the endpoint reconciler.
 		"--endpoint-reconciler-type=none",
 		"--v=0",
 	}
+	c.apiArgs = append(c.apiArgs, admission...)
+	c.apiArgs = append(c.apiArgs, c.opts.ExtraArgs...)
 	if err := c.StartAPIServer(); err != nil {
 		return err
 	}
@@ -159,7 +201,7 @@ func (c *Cluster) StartAPIServer() error {
 	if err != nil {
 		return err
 	}
-	url := fmt.Sprintf("https://127.0.0.1:%d/readyz", c.APIPort)
+	url := c.URL() + "/readyz"
 	if err := waitHTTP(url, &http.Transport{TLSClientConfig: tlsConfig}, 90*time.Second); err != nil {
 		return fmt.Errorf("kube-apiserver did not become ready: %w; log:\n%s", err, c.tail("kube-apiserver.log"))
 	}
@@ -180,6 +222,17 @@ func (c *Cluster) Stop() {
 		os.RemoveAll(c.Dir)
 	}
 }
+
+// URL is the API server's address.
+func (c *Cluster) URL() string { return "https://" + net.JoinHostPort(c.Host, strconv.Itoa(c.APIPort)) }
+
+// CAFile is the cluster CA's certificate: it signs the API server's serving
+// certificate and every client certificate minted here.
+func (c *Cluster) CAFile() string { return filepath.Join(c.Dir, "ca.crt") }
+
+// ServiceAccountKeyFile is the private key service-account tokens are
+// signed with.
+func (c *Cluster) ServiceAccountKeyFile() string { return filepath.Join(c.Dir, "sa.key") }
 
 // APIServerLog returns the end of kube-apiserver's log, for failure messages.
 func (c *Cluster) APIServerLog() string { return c.tail("kube-apiserver.log") }
@@ -343,7 +396,7 @@ func (c *Cluster) UserConfig(user string, groups []string, path string) (*rest.C
 	}
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
 	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.caCert.Raw})
-	host := fmt.Sprintf("https://127.0.0.1:%d", c.APIPort)
+	host := c.URL()
 	if path != "" {
 		kc := clientcmdapi.NewConfig()
 		kc.Clusters["test"] = &clientcmdapi.Cluster{Server: host, CertificateAuthorityData: caPEM}
@@ -361,6 +414,19 @@ func (c *Cluster) UserConfig(user string, groups []string, path string) (*rest.C
 	}, nil
 }
 
+// WriteClientCert mints a client certificate for user in groups and writes
+// it and its key as PEM files.
+func (c *Cluster) WriteClientCert(user string, groups []string, certPath, keyPath string) error {
+	der, key, err := c.issue(pkix.Name{CommonName: user, Organization: groups}, x509.ExtKeyUsageClientAuth)
+	if err != nil {
+		return err
+	}
+	if err := writePEM(certPath, "CERTIFICATE", der); err != nil {
+		return err
+	}
+	return writeKey(keyPath, key)
+}
+
 func (c *Cluster) issue(subject pkix.Name, usage x509.ExtKeyUsage) ([]byte, *ecdsa.PrivateKey, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -374,8 +440,8 @@ func (c *Cluster) issue(subject pkix.Name, usage x509.ExtKeyUsage) ([]byte, *ecd
 		ExtKeyUsage: []x509.ExtKeyUsage{usage},
 	}
 	if usage == x509.ExtKeyUsageServerAuth {
-		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-		tmpl.DNSNames = []string{"localhost"}
+		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(c.Host)}
+		tmpl.DNSNames = []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.caCert, &key.PublicKey, c.caKey)
 	return der, key, err

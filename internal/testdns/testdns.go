@@ -3,6 +3,7 @@
 package testdns
 
 import (
+	"fmt"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -21,24 +22,39 @@ const (
 
 // Server is a running test DNS server.
 type Server struct {
-	Addr string // host:port on 127.0.0.1
+	Addr string // host:port on loopback
 	mode atomic.Value
+	srv  *dns.Server
 }
 
 // Start starts a server that answers; it stops when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	s, err := Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Addr: pc.LocalAddr().String()}
-	s.Set(Answer)
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(s.serve)}
-	go srv.ActivateAndServe()
-	t.Cleanup(func() { srv.Shutdown() })
+	t.Cleanup(s.Close)
 	return s
 }
+
+// Listen starts a server that answers on addr (a loopback host:port) until
+// Close: the node e2e harness's stand-in for the cluster DNS, which must be
+// on port 53.
+func Listen(addr string) (*Server, error) {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("test DNS server: %w", err)
+	}
+	s := &Server{Addr: pc.LocalAddr().String()}
+	s.Set(Answer)
+	s.srv = &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(s.serve)}
+	go s.srv.ActivateAndServe()
+	return s, nil
+}
+
+// Close stops the server.
+func (s *Server) Close() { s.srv.Shutdown() }
 
 // Set changes how later queries are treated.
 func (s *Server) Set(m Mode) { s.mode.Store(m) }
