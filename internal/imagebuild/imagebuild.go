@@ -224,7 +224,7 @@ func WriteArchive(path, ref string, img v1.Image) error {
 		return fmt.Errorf("writing the OCI layout: %w", err)
 	}
 	if err := lp.AppendImage(img, layout.WithPlatform(v1.Platform{OS: "linux", Architecture: "amd64"}), layout.WithAnnotations(map[string]string{
-		"io.containerd.image.name":         ref,
+		"io.containerd.image.name":          ref,
 		"org.opencontainers.image.ref.name": tag,
 	})); err != nil {
 		return fmt.Errorf("writing the image into the OCI layout: %w", err)

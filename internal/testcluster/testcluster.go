@@ -52,7 +52,7 @@ type Cluster struct {
 	// Options say otherwise.
 	Host string
 
-	opts      Options
+	opts Options
 
 	etcd      *process
 	apiserver *process
