@@ -1,75 +1,114 @@
-// Command demo shows nodeguard end to end on this machine: it starts a real
-// etcd and kube-apiserver on loopback, registers this machine as a Node, runs
-// the agent against them, writes a hung-task line into the real kernel log,
-// and prints `kubectl describe node`. Run it as root through `make demo`.
+// Command demo shows nodeguard as it runs in a cluster: it starts a one-node
+// cluster on this machine (internal/testnode: a real kubelet, containerd and
+// control plane), imports nodeguard's image, deploys it with
+// `kubectl apply -k deploy/` (or the Helm chart with -helm), waits for the
+// DaemonSet to be Ready, writes a hung-task record to the kernel log, and
+// prints `kubectl describe node` and the pod's logs, then tears it all down.
+// Run it as root through `make demo` (`make demo HELM=1`).
 package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
-	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/nodeguard/nodeguard/internal/testcluster"
+	"github.com/nodeguard/nodeguard/internal/testnode"
 )
 
+const imageRef = "docker.io/nodeguard/nodeguard:demo"
+
 func main() {
-	if err := run(); err != nil {
+	helm := flag.Bool("helm", false, "deploy with the Helm chart instead of kustomize")
+	hold := flag.Bool("hold", false, "keep the node running until interrupted, to look around")
+	flag.Parse()
+	if err := run(*helm, *hold); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	if os.Geteuid() != 0 {
-		return fmt.Errorf("run as root: the demo writes to /dev/kmsg")
-	}
-	agent := "bin/nodeguard"
-	if len(os.Args) > 1 {
-		agent = os.Args[1]
-	}
-	fmt.Println("demo: starting etcd and kube-apiserver on loopback")
-	c, err := testcluster.Start()
+func run(helm, hold bool) error {
+	repo, err := os.Getwd()
 	if err != nil {
 		return err
 	}
-	defer c.Stop()
-	ctx := context.Background()
-	name, _ := os.Hostname()
-	name = strings.ToLower(name)
-	if _, err := c.Client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("registering node %s: %w", name, err)
-	}
-	// Play the kubelet's heartbeat once, so that the node has a fresh Lease.
-	duration, now := int32(3600), metav1.NewMicroTime(time.Now())
-	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "kube-node-lease"},
-		Spec: coordinationv1.LeaseSpec{HolderIdentity: &name, LeaseDurationSeconds: &duration, RenewTime: &now}}
-	if _, err := c.Client.CoordinationV1().Leases("kube-node-lease").Create(ctx, lease, metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("creating the node's lease: %w", err)
-	}
-	fmt.Printf("demo: registered node %s; starting %s\n", name, agent)
-	cmd := exec.Command(agent, "--kubeconfig="+c.Kubeconfig, "--node-name="+name, "--listen-address=off", "--log-format=console")
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	say := func(f string, a ...any) { fmt.Printf("demo: "+f+"\n", a...) }
+	say("starting a one-node cluster")
+	n, err := testnode.Start(ctx, testnode.Options{Logf: say})
+	if err != nil {
 		return err
 	}
-	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
-	time.Sleep(2 * time.Second)
-	line := "<3>INFO: task containerd:4242 blocked for more than 120 seconds.\n"
-	fmt.Printf("demo: writing to /dev/kmsg: %s", line)
+	defer n.Stop()
+	say("building and importing %s", imageRef)
+	if err := n.ImportNodeguard(ctx, repo, imageRef); err != nil {
+		return err
+	}
+	if helm {
+		say("helm install")
+		out, err := exec.CommandContext(ctx, filepath.Join(n.Cluster.BinDir, "helm"), n.HelmInstallArgs(repo, imageRef)...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("helm install: %w\n%s", err, out)
+		}
+	} else {
+		overlay, err := os.MkdirTemp("", "nodeguard-demo-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(overlay)
+		if err := testnode.WriteOverlay(overlay, repo, imageRef); err != nil {
+			return err
+		}
+		say("kubectl apply -k deploy/ (image %s)", imageRef)
+		if out, err := n.Kubectl(ctx, "apply", "-k", overlay); err != nil {
+			return fmt.Errorf("kubectl apply: %w\n%s", err, out)
+		}
+	}
+	say("waiting for the DaemonSet to be Ready")
+	if out, err := n.Kubectl(ctx, "-n", "nodeguard", "rollout", "status", "daemonset/nodeguard", "--timeout=4m"); err != nil {
+		return fmt.Errorf("rollout status: %w\n%s", err, out)
+	}
+	// Give the agent a moment to publish its conditions.
+	time.Sleep(5 * time.Second)
+	// "kernel: " makes journald store a record written from user space as
+	// it stores the kernel's own.
+	line := "<3>kernel: INFO: task containerd:4242 blocked for more than 120 seconds.\n"
+	say("writing to /dev/kmsg: %s", strings.TrimSpace(line))
 	if err := os.WriteFile("/dev/kmsg", []byte(line), 0); err != nil {
 		return err
 	}
-	time.Sleep(2 * time.Second)
-	out, err := c.Kubectl(ctx, "describe", "node", name)
+	time.Sleep(5 * time.Second)
+	out, err := n.Kubectl(ctx, "describe", "node", n.Name)
 	fmt.Println(out)
-	return err
+	if err != nil {
+		return err
+	}
+	pods, err := n.Client.CoreV1().Pods("nodeguard").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	for _, p := range pods.Items {
+		logs, err := n.PodLogs(p.Namespace, p.Name, string(p.UID), "nodeguard")
+		if err != nil {
+			return err
+		}
+		lines := strings.Split(strings.TrimSpace(logs), "\n")
+		say("the last lines of pod %s's log (from the kubelet's log files: the node has no address for kubectl logs)", p.Name)
+		fmt.Println(strings.Join(lines[max(0, len(lines)-20):], "\n"))
+	}
+	if hold {
+		say("holding; admin kubeconfig %s; Ctrl-C ends", n.Cluster.Kubeconfig)
+		<-ctx.Done()
+	}
+	return nil
 }

@@ -181,6 +181,8 @@ func (c *Cluster) start() error {
 		"--v=0",
 	}
 	c.apiArgs = append(c.apiArgs, admission...)
+	// For the logs, exec and port-forward of a real kubelet's pods.
+	c.apiArgs = append(c.apiArgs, "--kubelet-client-certificate="+p("kubelet-client.crt"), "--kubelet-client-key="+p("kubelet-client.key"))
 	c.apiArgs = append(c.apiArgs, c.opts.ExtraArgs...)
 	if err := c.StartAPIServer(); err != nil {
 		return err
@@ -375,6 +377,9 @@ func (c *Cluster) writeCerts() error {
 		return err
 	}
 	if err := writePEM(filepath.Join(c.Dir, "sa.key"), "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(saKey)); err != nil {
+		return err
+	}
+	if err := c.WriteClientCert("kube-apiserver-kubelet-client", []string{"system:masters"}, filepath.Join(c.Dir, "kubelet-client.crt"), filepath.Join(c.Dir, "kubelet-client.key")); err != nil {
 		return err
 	}
 	c.Kubeconfig = filepath.Join(c.Dir, "admin.kubeconfig")

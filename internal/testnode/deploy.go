@@ -1,0 +1,81 @@
+package testnode
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/nodeguard/nodeguard/internal/imagebuild"
+)
+
+// ImportNodeguard builds nodeguard from the module at repo as `make image`
+// does (with the journal reader where libsystemd's headers are), makes its
+// image and imports it into the node's containerd as ref.
+func (n *Node) ImportNodeguard(ctx context.Context, repo, ref string) error {
+	dir, err := os.MkdirTemp("", "nodeguard-image-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "nodeguard")
+	tags := ""
+	if _, err := os.Stat("/usr/include/systemd/sd-journal.h"); err == nil {
+		tags = "journald"
+	}
+	build := exec.CommandContext(ctx, "go", "build", "-tags", tags, "-trimpath", "-ldflags=-s -w", "-o", bin, "./cmd/agent")
+	build.Dir = repo
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("building nodeguard: %w\n%s", err, out)
+	}
+	spec := imagebuild.Nodeguard
+	spec.Labels = imagebuild.Labels(spec, ref[strings.LastIndex(ref, ":")+1:], "")
+	files, err := spec.Files(bin)
+	if err != nil {
+		return err
+	}
+	img, err := imagebuild.Image(spec, files)
+	if err != nil {
+		return err
+	}
+	archive := filepath.Join(dir, "image.tar")
+	if err := imagebuild.WriteArchive(archive, ref, img); err != nil {
+		return err
+	}
+	return n.ImportImage(ctx, archive)
+}
+
+// WriteOverlay writes into dir a kustomization of repo's deploy/ with only
+// the image reference changed to ref.
+func WriteOverlay(dir, repo, ref string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	// kustomize takes no absolute path for a base.
+	base, err := filepath.Rel(dir, filepath.Join(repo, "deploy"))
+	if err != nil {
+		return err
+	}
+	i := strings.LastIndex(ref, ":")
+	kustomization := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - %s
+images:
+  - name: ghcr.io/nodeguard/nodeguard
+    newName: %s
+    newTag: %s
+`, base, ref[:i], ref[i+1:])
+	return os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(kustomization), 0o644)
+}
+
+// HelmInstallArgs are the arguments of `helm install` for repo's chart with
+// default values but the image, into the nodeguard namespace.
+func (n *Node) HelmInstallArgs(repo, ref string) []string {
+	i := strings.LastIndex(ref, ":")
+	return []string{"--kubeconfig", n.Cluster.Kubeconfig, "install", "nodeguard", filepath.Join(repo, "deploy/helm/nodeguard"),
+		"--namespace", "nodeguard", "--create-namespace",
+		"--set", "image.repository=" + ref[:i], "--set", "image.tag=" + ref[i+1:], "--wait", "--timeout", "3m"}
+}
