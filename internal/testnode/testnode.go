@@ -112,6 +112,9 @@ type record struct {
 	ClusterDir string            `json:"clusterDir"`
 	CgroupRoot string            `json:"cgroupRoot"`
 	Bridge     string            `json:"bridge"`
+	// MountNS names the node's mount namespace (mnt:[inode]): containerd's
+	// shims outlive a killed run in it.
+	MountNS string `json:"mountNS"`
 	Sysctls    map[string]string `json:"sysctls"`
 }
 
@@ -373,7 +376,8 @@ func (n *Node) startNamespace() error {
 		b, _ := os.ReadFile(filepath.Join(n.Dir, "namespace.log"))
 		return fmt.Errorf("making the node's mount namespace failed: %s", b)
 	}
-	return nil
+	n.record.MountNS, _ = os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", cmd.Process.Pid))
+	return n.writeRecord()
 }
 
 // inNamespace runs name inside the node's mount namespace.
@@ -677,7 +681,7 @@ func (n *Node) Stop() {
 		stop(p)
 	}
 	if n.holder != nil {
-		killNamespace(n.holder.Process.Pid)
+		killNamespace(n.record.MountNS, n.holder.Process.Pid)
 		n.holder.Process.Kill()
 		<-n.holderEnd
 	}
@@ -700,6 +704,7 @@ func (n *Node) Stop() {
 // it is also the clean-up of a dead run.
 func (n *Node) cleanHost() {
 	killCgroupTree(n.CgroupRoot)
+	killNamespace(n.record.MountNS, 0)
 	for _, h := range cgroupHierarchies() {
 		removeCgroupTree(filepath.Join(h, n.CgroupRoot))
 	}
@@ -809,17 +814,16 @@ func removeCgroupTree(dir string) {
 	}
 }
 
-// killNamespace SIGKILLs every process in the mount namespace of pid but
-// pid itself: containerd's shims, which nothing else stops.
-func killNamespace(pid int) {
-	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
-	if err != nil {
+// killNamespace SIGKILLs every process in the mount namespace ns but
+// except: containerd's shims, which nothing else stops.
+func killNamespace(ns string, except int) {
+	if ns == "" {
 		return
 	}
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		p, err := strconv.Atoi(e.Name())
-		if err != nil || p == pid {
+		if err != nil || p == except {
 			continue
 		}
 		if other, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", p)); err == nil && other == ns {

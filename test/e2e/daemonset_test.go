@@ -350,7 +350,9 @@ func TestHelmDaemonSet(t *testing.T) {
 	if b, err := execOut(ctx, helm, cmd...); err != nil {
 		t.Fatalf("helm install: %v\n%s", err, b)
 	}
-	t.Cleanup(func() { execOut(context.Background(), helm, "--kubeconfig", n.Cluster.Kubeconfig, "uninstall", "nodeguard", "--namespace", namespace, "--wait") })
+	t.Cleanup(func() {
+		execOut(context.Background(), helm, "--kubeconfig", n.Cluster.Kubeconfig, "uninstall", "nodeguard", "--namespace", namespace, "--wait")
+	})
 	pod := waitDaemonSetReady(t, n, "")
 	t.Logf("Helm's pod %s is Ready", pod.Name)
 	if n.Journald {

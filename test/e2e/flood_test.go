@@ -63,7 +63,8 @@ func writeKernelFlood(t *testing.T, n *testnode.Node, lines int) (int, int) {
 	if b, err := exec.Command(remote, "-o", out, export).CombinedOutput(); err != nil {
 		t.Fatalf("systemd-journal-remote: %v\n%s", err, b)
 	}
-	dir := n.HostPath("/var/log/journal/" + strings.TrimSpace(string(machineID)))
+	// Beside the journal journald writes (in /run: see testnode).
+	dir := n.HostPath("/run/log/journal/" + strings.TrimSpace(string(machineID)))
 	dst := filepath.Join(dir, "flood.journal")
 	b, err := os.ReadFile(out)
 	if err != nil {
