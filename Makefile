@@ -9,6 +9,7 @@ export GONOSUMDB := github.com/euank/go-kmsg-parser
 # binary is built without it and says so when asked to read the journal.
 TAGS ?= $(shell test -e /usr/include/systemd/sd-journal.h && echo journald)
 
+SHELL := bash
 .PHONY: build run test test-e2e deps lint test-binaries fuzz bench corpus demo image clean
 
 build:
@@ -22,8 +23,22 @@ run: build
 # Everything CI runs: format and vet, then every test with the race detector,
 # integration tests included against a real kube-apiserver and etcd built from
 # source (cached under ~/.cache/nodeguard; the first build takes minutes).
+# The node e2e tests (internal/testnode, test/e2e) run a kubelet that
+# changes host sysctls and pods on the host's kernel, so they run after the
+# rest and alone: `make test-e2e` runs just them.
+E2E_PKGS := ./internal/testnode ./test/e2e
 test: deps lint
-	NODEGUARD_TEST_BIN="$$(hack/build-test-binaries.sh)" $(GO) test -tags "$(TAGS)" -race -count=1 -timeout 30m ./...
+	NODEGUARD_TEST_BIN="$$(hack/build-test-binaries.sh)" $(GO) test -tags "$(TAGS)" -race -count=1 -timeout 30m \
+		$$($(GO) list ./... | grep -v -e /internal/testnode -e /test/e2e)
+	$(MAKE) --no-print-directory test-e2e
+
+# Their full -v output goes to bin/e2e.log; the terminal gets each test's
+# name, verdict and log lines, and the log's end when one fails.
+test-e2e: deps
+	@mkdir -p bin
+	NODEGUARD_TEST_BIN="$$(hack/build-test-binaries.sh)" $(GO) test -tags "$(TAGS)" -race -count=1 -timeout 30m -p 1 -v $(E2E_PKGS) > bin/e2e.log 2>&1; \
+	rc=$$?; grep -E '^(=== RUN|--- |    --- |    [a-z_]+_test.go:|ok |FAIL|PASS|panic)' bin/e2e.log; \
+	if [ $$rc -ne 0 ]; then echo "--- the end of bin/e2e.log:"; tail -n 150 bin/e2e.log; fi; exit $$rc
 
 # Debian packages the tests use (journal headers and tools), when root.
 deps:

@@ -107,6 +107,13 @@ func TestKustomizeDaemonSet(t *testing.T) {
 			return len(bad) == 0, strings.Join(bad, "; ")
 		})
 		t.Logf("%d condition types, all False: %s", len(owned), strings.Join(owned, ", "))
+		// Seen once in this pod, 1 s after start, and never on the host:
+		// the Lease judged missing before the watch delivered it.
+		if logs, err := n.PodLogs(namespace, pod.Name, string(pod.UID), "nodeguard"); err == nil {
+			if m := regexp.MustCompile(`.*"condition":"KubeletLeaseStale","status":"True".*`).FindString(logs); m != "" {
+				t.Logf("KubeletLeaseStale was True at start: %s", m)
+			}
+		}
 		out, _ := n.Kubectl(ctx, "describe", "node", n.Name)
 		t.Logf("kubectl describe node:\n%s", out)
 	})
@@ -188,6 +195,9 @@ func TestLivenessProbeRestartsStoppedAgent(t *testing.T) {
 	t.Logf("SIGSTOP sent to the agent, pid %d", pid)
 	start := time.Now()
 	stop := watchCondition(t, n, "KernelDeadlock", before)
+	// A restarted agent must not judge the kubelet's Lease before it has
+	// seen it.
+	stopLease := watchCondition(t, n, "KubeletLeaseStale", condition(t, n, "KubeletLeaseStale"))
 	waitFor(t, 4*time.Minute, "the kubelet restarting the stopped container", func() (bool, string) {
 		p, err := n.Client.CoreV1().Pods(namespace).Get(context.Background(), pod.Name, metav1.GetOptions{})
 		if err != nil {
@@ -200,6 +210,7 @@ func TestLivenessProbeRestartsStoppedAgent(t *testing.T) {
 	// Long enough for the new agent to have started, adopted and written.
 	time.Sleep(15 * time.Second)
 	stop()
+	stopLease()
 	ev := events(t, n, pod.Name, "Unhealthy")
 	if len(ev) == 0 {
 		t.Errorf("no Unhealthy (liveness) event on pod %s", pod.Name)
@@ -253,6 +264,7 @@ func TestRolloutRestart(t *testing.T) {
 	}
 	count := eventCount(nodeEvents(t, n, "TaskHung"))
 	stop := watchCondition(t, n, "KernelDeadlock", before)
+	stopLease := watchCondition(t, n, "KubeletLeaseStale", condition(t, n, "KubeletLeaseStale"))
 	if out, err := n.Kubectl(ctx, "-n", namespace, "rollout", "restart", "daemonset/"+dsName); err != nil {
 		t.Fatalf("rollout restart: %v\n%s", err, out)
 	}
@@ -261,6 +273,7 @@ func TestRolloutRestart(t *testing.T) {
 	waitLog(t, n, pod, `"reading the kernel log"`)
 	time.Sleep(15 * time.Second)
 	stop()
+	stopLease()
 	if after := eventCount(nodeEvents(t, n, "TaskHung")); after != count {
 		t.Errorf("TaskHung events went from %d to %d across the rollout: a record was reported twice", count, after)
 	}
