@@ -107,15 +107,15 @@ type proc struct {
 
 // record is what a clean-up needs of a node whose run died.
 type record struct {
-	PID        int               `json:"pid"`
-	Dir        string            `json:"dir"`
-	ClusterDir string            `json:"clusterDir"`
-	CgroupRoot string            `json:"cgroupRoot"`
-	Bridge     string            `json:"bridge"`
+	PID        int    `json:"pid"`
+	Dir        string `json:"dir"`
+	ClusterDir string `json:"clusterDir"`
+	CgroupRoot string `json:"cgroupRoot"`
+	Bridge     string `json:"bridge"`
 	// MountNS names the node's mount namespace (mnt:[inode]): containerd's
 	// shims outlive a killed run in it.
-	MountNS string `json:"mountNS"`
-	Sysctls    map[string]string `json:"sysctls"`
+	MountNS string            `json:"mountNS"`
+	Sysctls map[string]string `json:"sysctls"`
 }
 
 // Options change the node.
