@@ -89,8 +89,10 @@ bench: deps build
 corpus: build
 	../shared/tools/score-replay ../shared/testdata/kmsg -- ./$(BIN) replay
 
-demo: build
-	hack/demo.sh
+# A one-node cluster with a real kubelet, nodeguard deployed on it from its
+# image; HELM=1 deploys the Helm chart, ARGS=-hold keeps it running.
+demo:
+	HELM="$(HELM)" hack/demo.sh $(ARGS)
 
 clean:
 	rm -rf bin

@@ -37,21 +37,14 @@ func main() {
 }
 
 func write(spec imagebuild.Spec, binary, out, ref string) error {
-	files, err := spec.Files(binary)
+	files, err := imagebuild.Write(spec, binary, out, ref)
 	if err != nil {
-		return err
-	}
-	img, err := imagebuild.Image(spec, files)
-	if err != nil {
-		return err
-	}
-	if err := imagebuild.WriteArchive(out, ref, img); err != nil {
 		return err
 	}
 	info, err := os.Stat(out)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("image: wrote %s (%s, %d files, %.1f MiB)\n", out, ref, len(files), float64(info.Size())/(1<<20))
+	fmt.Printf("image: wrote %s (%s, %d files, %.1f MiB)\n", out, ref, files, float64(info.Size())/(1<<20))
 	return nil
 }

@@ -286,6 +286,20 @@ func tarDir(w io.Writer, dir string) error {
 	return tw.Close()
 }
 
+// Write makes the image of the program at binary and writes it as an OCI
+// archive at out named ref; it returns how many files the image holds.
+func Write(spec Spec, binary, out, ref string) (int, error) {
+	files, err := spec.Files(binary)
+	if err != nil {
+		return 0, err
+	}
+	img, err := Image(spec, files)
+	if err != nil {
+		return 0, err
+	}
+	return len(files), WriteArchive(out, ref, img)
+}
+
 // Pause describes the node e2e harness's pause image (hack/pause), a static
 // program.
 var Pause = Spec{Binary: "/pause", Entrypoint: []string{"/pause"}, User: "65535:65535"}

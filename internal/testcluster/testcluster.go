@@ -119,7 +119,7 @@ func StartWith(opts Options) (*Cluster, error) {
 }
 
 func (c *Cluster) start() error {
-	ports, err := freePorts(3)
+	ports, err := FreePorts(3)
 	if err != nil {
 		return err
 	}
@@ -292,7 +292,8 @@ func (c *Cluster) tail(logName string) string {
 
 func loopURL(port int) string { return "http://127.0.0.1:" + strconv.Itoa(port) }
 
-func freePorts(n int) ([]int, error) {
+// FreePorts returns n ports free on 127.0.0.1 at the time of asking.
+func FreePorts(n int) ([]int, error) {
 	var ports []int
 	var listeners []net.Listener
 	defer func() {

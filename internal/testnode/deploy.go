@@ -32,16 +32,8 @@ func (n *Node) ImportNodeguard(ctx context.Context, repo, ref string) error {
 	}
 	spec := imagebuild.Nodeguard
 	spec.Labels = imagebuild.Labels(spec, ref[strings.LastIndex(ref, ":")+1:], "")
-	files, err := spec.Files(bin)
-	if err != nil {
-		return err
-	}
-	img, err := imagebuild.Image(spec, files)
-	if err != nil {
-		return err
-	}
 	archive := filepath.Join(dir, "image.tar")
-	if err := imagebuild.WriteArchive(archive, ref, img); err != nil {
+	if _, err := imagebuild.Write(spec, bin, archive, ref); err != nil {
 		return err
 	}
 	return n.ImportImage(ctx, archive)

@@ -29,7 +29,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -501,16 +500,8 @@ func (n *Node) importPause(ctx context.Context) error {
 	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("building hack/pause: %w\n%s", err, out)
 	}
-	files, err := imagebuild.Pause.Files(bin)
-	if err != nil {
-		return err
-	}
-	img, err := imagebuild.Image(imagebuild.Pause, files)
-	if err != nil {
-		return err
-	}
 	archive := filepath.Join(n.Dir, "pause.tar")
-	if err := imagebuild.WriteArchive(archive, PauseImage, img); err != nil {
+	if _, err := imagebuild.Write(imagebuild.Pause, bin, archive, PauseImage); err != nil {
 		return err
 	}
 	return n.ImportImage(ctx, archive)
@@ -550,7 +541,7 @@ func (n *Node) startKubelet() error {
 	if _, err := n.Cluster.UserConfig("system:node:"+n.Name, []string{"system:nodes"}, kc); err != nil {
 		return fmt.Errorf("writing the kubelet's kubeconfig: %w", err)
 	}
-	ports, err := freePorts(1)
+	ports, err := testcluster.FreePorts(1)
 	if err != nil {
 		return err
 	}
@@ -830,25 +821,6 @@ func killNamespace(ns string, except int) {
 			syscall.Kill(p, syscall.SIGKILL)
 		}
 	}
-}
-
-func freePorts(k int) ([]int, error) {
-	var ports []int
-	var ls []io.Closer
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range k {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // PodLogs returns what the container of the pod wrote, every restart's
