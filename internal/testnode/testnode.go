@@ -244,10 +244,6 @@ func (n *Node) NodePath(path string) string {
 	return fmt.Sprintf("/proc/%d/root%s", n.kubelet.cmd.Process.Pid, path)
 }
 
-// ServiceHost is the API server's address, the `kubernetes` Service's
-// ClusterIP, on port 443.
-func (n *Node) ServiceHost() string { return n.Cluster.Host }
-
 func (n *Node) writeRecord() error {
 	if err := os.MkdirAll(recordDir, 0o755); err != nil {
 		return fmt.Errorf("making %s: %w", recordDir, err)
