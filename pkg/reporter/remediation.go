@@ -183,6 +183,12 @@ func (k *KubeletRestarter) act(ctx context.Context, cond string) {
 		}
 	}
 	k.report(checks.Event(checks.SeverityWarning, "KubeletRestarting", fmt.Sprintf("%s has held for %s; restarting %s", cond, held, k.opts.Unit)))
+	// The cooldown runs from the restart itself, not from the start of
+	// this attempt: reading the other leases can take a variable time, and
+	// two restarts must never be closer than the cooldown.
+	k.mu.Lock()
+	k.last = time.Now()
+	k.mu.Unlock()
 	rctx, cancel := context.WithTimeout(ctx, k.opts.Timeout)
 	defer cancel()
 	result, err := k.restart.RestartUnit(rctx, k.opts.Unit)
