@@ -16,6 +16,7 @@ import (
 	"github.com/nodeguard/nodeguard/pkg/checks"
 	"github.com/nodeguard/nodeguard/pkg/checks/all"
 	"github.com/nodeguard/nodeguard/pkg/checks/kmsg"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/reporter"
 )
 
@@ -38,7 +39,7 @@ func checkOnce(args []string, stdout io.Writer) (bool, error) {
 	// kept, nothing sent anywhere.
 	if k, ok := cfg.CheckConfigs[kmsg.Name].(*kmsg.Config); ok {
 		k.StartAtEnd = false
-		k.BacklogLookback = checks.Duration{Duration: 100 * 365 * 24 * time.Hour}
+		k.BacklogLookback = finding.Duration{Duration: 100 * 365 * 24 * time.Hour}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -46,7 +47,7 @@ func checkOnce(args []string, stdout io.Writer) (bool, error) {
 	env := checks.Env{Log: log, ProcPath: cfg.ProcPath, SysPath: cfg.SysPath, Metrics: prometheus.NewRegistry(), Now: time.Now}
 	var (
 		running []checks.Check
-		owned   []checks.ConditionDefault
+		owned   []finding.ConditionDefault
 	)
 	for _, r := range all.Registry {
 		if !cfg.Enabled[r.Name] {

@@ -26,6 +26,7 @@ import (
 	"github.com/nodeguard/nodeguard/pkg/checks/all"
 	"github.com/nodeguard/nodeguard/pkg/checks/kmsg"
 	"github.com/nodeguard/nodeguard/pkg/config"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/kube"
 	"github.com/nodeguard/nodeguard/pkg/logrules"
 	"github.com/nodeguard/nodeguard/pkg/reporter"
@@ -290,7 +291,7 @@ func run(args []string) error {
 			restarter = reporter.NewKubeletRestarter(reporter.RestartKubeletOptions{
 				Unit: rk.Unit, When: rk.When, After: rk.After.Duration, Cooldown: rk.Cooldown.Duration, Timeout: rk.Timeout.Duration,
 			}, reporter.SystemdRestarter{}, kube.StaleLeases{Client: client, NodeName: cfg.NodeName},
-				func(f checks.Finding) { f.Check = "remediation"; f.Time = time.Now(); rep.Report(f) }, log, reg)
+				func(f finding.Finding) { f.Check = "remediation"; f.Time = time.Now(); rep.Report(f) }, log, reg)
 			sinks = append(sinks, restarter)
 		}
 		if len(cfg.Remediation.Taints) > 0 {

@@ -197,8 +197,8 @@ func TestBadStartExits(t *testing.T) {
 	}
 }
 
-// finding is the part of a replayed finding's JSON line the tests compare.
-type finding struct {
+// printed is the part of a replayed finding's JSON line the tests compare.
+type printed struct {
 	Kind      string `json:"kind"`
 	Reason    string `json:"reason"`
 	Condition string `json:"condition"`
@@ -207,9 +207,9 @@ type finding struct {
 	Line      string `json:"line"`
 }
 
-func parseFindings(t *testing.T, stdout string) []finding {
+func parseFindings(t *testing.T, stdout string) []printed {
 	t.Helper()
-	var out []finding
+	var out []printed
 	for _, line := range strings.Split(strings.TrimSuffix(stdout, "\n"), "\n") {
 		if line == "" {
 			continue
@@ -223,7 +223,7 @@ func parseFindings(t *testing.T, stdout string) []finding {
 				t.Errorf("output line has no %q: %s", key, line)
 			}
 		}
-		var f finding
+		var f printed
 		if err := json.Unmarshal([]byte(line), &f); err != nil {
 			t.Fatal(err)
 		}
@@ -237,8 +237,8 @@ const kernelLog = `[  100.000000] Out of memory: Killed process 1234 (stress) to
 [  200.000000] INFO: task containerd:456 blocked for more than 120 seconds.
 `
 
-func kernelLogFindings(source string) []finding {
-	return []finding{
+func kernelLogFindings(source string) []printed {
+	return []printed{
 		{Kind: "event", Reason: "OOMKilling", Message: "Out of memory: Killed process 1234 (stress) total-vm:10240kB, anon-rss:8192kB", Line: source + ":1"},
 		{Kind: "event", Reason: "TaskHung", Message: "INFO: task containerd:456 blocked for more than 120 seconds.", Line: source + ":3"},
 		{Kind: "condition", Reason: "ContainerRuntimeHung", Condition: "KernelDeadlock", Status: "True", Message: "INFO: task containerd:456 blocked for more than 120 seconds.", Line: source + ":3"},
@@ -266,7 +266,7 @@ func TestReplay(t *testing.T) {
 		name  string
 		args  []string
 		stdin string
-		want  []finding
+		want  []printed
 	}{
 		{name: "file", args: []string{logFile}, want: kernelLogFindings(logFile)},
 		{name: "stdin", args: []string{"-"}, stdin: kernelLog, want: kernelLogFindings("stdin")},
@@ -276,7 +276,7 @@ func TestReplay(t *testing.T) {
 			name:  "user rule",
 			args:  []string{"--config=" + userRules, "-"},
 			stdin: jam,
-			want: []finding{{
+			want: []printed{{
 				Kind: "condition", Reason: "WidgetJam", Condition: "WidgetJammed", Status: "True",
 				Message: "nodeguard-test: widget 7 jammed", Line: "stdin:1",
 			}},

@@ -11,8 +11,8 @@ import (
 	"github.com/prometheus/procfs"
 	"go.uber.org/zap"
 
-	"github.com/nodeguard/nodeguard/pkg/checks"
 	"github.com/nodeguard/nodeguard/pkg/config"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/logging"
 )
 
@@ -24,7 +24,7 @@ func newLogger(cfg *config.Config) (*zap.Logger, error) {
 // container logs hold them even when the API server is away.
 type logSink struct{ log *zap.Logger }
 
-func (s logSink) Finding(f checks.Finding) {
+func (s logSink) Finding(f finding.Finding) {
 	s.log.Info("finding", zap.String("kind", string(f.Kind)), zap.String("check", f.Check),
 		zap.String("reason", f.Reason), zap.String("condition", f.Type), zap.String("status", string(f.Status)),
 		zap.String("message", f.Message), zap.String("source", f.Source))

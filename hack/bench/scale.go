@@ -64,6 +64,7 @@ import (
 	"github.com/nodeguard/nodeguard/pkg/checks"
 	"github.com/nodeguard/nodeguard/pkg/checks/all"
 	"github.com/nodeguard/nodeguard/pkg/config"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/kube"
 	"github.com/nodeguard/nodeguard/pkg/reporter"
 )
@@ -308,10 +309,10 @@ func scale(c *testcluster.Cluster) error {
 	msg := "INFO: task containerd:1234 blocked for more than 120 seconds. " + marker
 	for _, a := range agents {
 		now := time.Now()
-		ev := checks.Event(checks.SeverityWarning, "TaskHung", msg)
-		dl := checks.Condition("KernelDeadlock", checks.StatusTrue, "ContainerRuntimeHung", msg)
-		rt := checks.Condition("ContainerRuntimeUnresponsive", checks.StatusTrue, "RuntimeTaskHung", msg)
-		for _, f := range []checks.Finding{ev, dl, rt} {
+		ev := finding.Event(finding.SeverityWarning, "TaskHung", msg)
+		dl := finding.Condition("KernelDeadlock", finding.StatusTrue, "ContainerRuntimeHung", msg)
+		rt := finding.Condition("ContainerRuntimeUnresponsive", finding.StatusTrue, "RuntimeTaskHung", msg)
+		for _, f := range []finding.Finding{ev, dl, rt} {
 			f.Check, f.Time = "kmsg", now
 			a.rep.Report(f)
 		}
@@ -482,7 +483,7 @@ func printCores(phase string, a, b usage, secs float64) {
 // productionConditions builds the default checks, without running them, for
 // the condition types a node's reporter owns and, for the probing checks, the
 // healthy findings they send on their first probe.
-func productionConditions(cfg *config.Config) (owned []checks.ConditionDefault, healthy []checks.Finding, err error) {
+func productionConditions(cfg *config.Config) (owned []finding.ConditionDefault, healthy []finding.Finding, err error) {
 	sup := &checks.Supervisor{}
 	owned = sup.Conditions()
 	env := checks.Env{Log: zap.NewNop(), NodeName: "scale", Metrics: prometheus.NewRegistry(), Now: time.Now}
@@ -499,7 +500,7 @@ func productionConditions(cfg *config.Config) (owned []checks.ConditionDefault, 
 			continue
 		}
 		for _, d := range c.Conditions() {
-			f := checks.Condition(d.Type, checks.StatusFalse, d.Reason, d.Message)
+			f := finding.Condition(d.Type, finding.StatusFalse, d.Reason, d.Message)
 			f.Check = r.Name
 			healthy = append(healthy, f)
 		}
@@ -659,7 +660,7 @@ type simNode struct {
 }
 
 func startNode(ctx context.Context, wg *sync.WaitGroup, base *rest.Config, token, name string,
-	owned, types []checks.ConditionDefault, healthy []checks.Finding, rc config.ReporterConfig, heartbeat time.Duration) (*simNode, error) {
+	owned, types []finding.ConditionDefault, healthy []finding.Finding, rc config.ReporterConfig, heartbeat time.Duration) (*simNode, error) {
 	// As cmd/agent's clusterConfig and run set it up.
 	cfg := rest.CopyConfig(base)
 	cfg.BearerToken = token
@@ -781,7 +782,7 @@ type tracker struct {
 	wantWritesAt int
 }
 
-func newTracker(names []string, types []checks.ConditionDefault) *tracker {
+func newTracker(names []string, types []finding.ConditionDefault) *tracker {
 	t := &tracker{index: map[string]int{}, types: map[string]bool{}, allAdopted: make(chan struct{}), burstDone: make(chan struct{}),
 		adoptedAt: make([]time.Time, len(names)), condAt: make([]time.Time, len(names)), eventAt: make([]time.Time, len(names)),
 		perSecond: map[int64]int{}}

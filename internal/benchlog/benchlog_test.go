@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/nodeguard/nodeguard/internal/benchlog"
-	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/logrules"
 )
 
@@ -18,7 +18,7 @@ func TestProblemLinesAreProblems(t *testing.T) {
 	at := time.Unix(0, 0)
 	for _, l := range benchlog.ProblemLines {
 		at = at.Add(time.Hour) // keep reports and windows apart
-		if got := e.Feed(logrules.Line{Text: l, Time: at}, []checks.Finding(nil)); len(got) == 0 {
+		if got := e.Feed(logrules.Line{Text: l, Time: at}, []finding.Finding(nil)); len(got) == 0 {
 			t.Errorf("no finding for %q", l)
 		}
 	}

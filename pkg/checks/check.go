@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"time"
 
+	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -18,8 +19,8 @@ type Check interface {
 	Name() string
 	// Conditions lists the condition types this check owns, with their healthy
 	// defaults. The reporter writes only these types.
-	Conditions() []ConditionDefault
-	Run(ctx context.Context, emit func(Finding)) error
+	Conditions() []finding.ConditionDefault
+	Run(ctx context.Context, emit func(finding.Finding)) error
 }
 
 // LogDriven is implemented by checks that report a condition only when a
@@ -72,18 +73,6 @@ type LeaseView interface {
 	// current says whether the view is up to date (the agent reaches the
 	// API server).
 	NodeLease() (lease *coordinationv1.Lease, exists, current bool)
-}
-
-// FieldError is a configuration error in one field of a check's section. The
-// config loader prefixes the check's path and finds the line.
-type FieldError struct {
-	Field  string // dotted, relative to the check's section, e.g. "rules[2].pattern"
-	Value  any
-	Reason string
-}
-
-func (e *FieldError) Error() string {
-	return fmt.Sprintf("%s: %s (value %v)", e.Field, e.Reason, e.Value)
 }
 
 // Validator is implemented by check configurations that have rules beyond

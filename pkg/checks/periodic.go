@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nodeguard/nodeguard/pkg/finding"
 	"go.uber.org/zap"
 )
 
@@ -14,7 +15,7 @@ import (
 var ErrNoData = errors.New("no data")
 
 // Probe looks at the node once and returns what it found.
-type Probe func(ctx context.Context) ([]Finding, error)
+type Probe func(ctx context.Context) ([]finding.Finding, error)
 
 // ProbeStuck is the error RunPeriodic reports for a probe that has not
 // returned by its deadline. Probes that read procfs or sysfs never block,
@@ -34,9 +35,9 @@ func (e *ProbeStuck) Error() string {
 // be stopped) and, until it returns, every tick calls stuck instead of
 // starting another, so that a hung disk costs one goroutine, not one per
 // period. Errors other than ErrNoData go to failed; the loop carries on.
-func RunPeriodic(ctx context.Context, period, timeout time.Duration, probe Probe, emit func(Finding), stuck func(*ProbeStuck), failed func(error)) error {
+func RunPeriodic(ctx context.Context, period, timeout time.Duration, probe Probe, emit func(finding.Finding), stuck func(*ProbeStuck), failed func(error)) error {
 	type result struct {
-		findings []Finding
+		findings []finding.Finding
 		err      error
 	}
 	var (
@@ -94,7 +95,7 @@ func RunPeriodic(ctx context.Context, period, timeout time.Duration, probe Probe
 
 // RunLogged is RunPeriodic for checks that only log a stuck or failed
 // probe; what names the probe in the log.
-func RunLogged(ctx context.Context, log *zap.Logger, what string, period, timeout time.Duration, probe Probe, emit func(Finding)) error {
+func RunLogged(ctx context.Context, log *zap.Logger, what string, period, timeout time.Duration, probe Probe, emit func(finding.Finding)) error {
 	return RunPeriodic(ctx, period, timeout, probe, emit,
 		func(s *ProbeStuck) { log.Warn(what+" is stuck", zap.Error(s)) },
 		func(err error) { log.Warn(what+" failed", zap.Error(err)) })
@@ -103,20 +104,20 @@ func RunLogged(ctx context.Context, log *zap.Logger, what string, period, timeou
 // ProbeSettings time a check that asks something every period, each ask
 // bounded by a timeout, and counts failures in a row before it reports.
 type ProbeSettings struct {
-	Period           Duration `json:"period,omitempty"`
-	Timeout          Duration `json:"timeout,omitempty"`
-	FailureThreshold int      `json:"failureThreshold,omitempty"`
+	Period           finding.Duration `json:"period,omitempty"`
+	Timeout          finding.Duration `json:"timeout,omitempty"`
+	FailureThreshold int              `json:"failureThreshold,omitempty"`
 }
 
 // Validate checks the settings.
 func (s ProbeSettings) Validate() error {
 	switch {
 	case s.Period.Duration < 100*time.Millisecond:
-		return &FieldError{Field: "period", Value: s.Period, Reason: "must be at least 100ms"}
+		return &finding.FieldError{Field: "period", Value: s.Period, Reason: "must be at least 100ms"}
 	case s.Timeout.Duration <= 0:
-		return &FieldError{Field: "timeout", Value: s.Timeout, Reason: "must be above zero"}
+		return &finding.FieldError{Field: "timeout", Value: s.Timeout, Reason: "must be above zero"}
 	case s.FailureThreshold < 1:
-		return &FieldError{Field: "failureThreshold", Value: s.FailureThreshold, Reason: "must be at least 1"}
+		return &finding.FieldError{Field: "failureThreshold", Value: s.FailureThreshold, Reason: "must be at least 1"}
 	}
 	return nil
 }
@@ -134,15 +135,15 @@ func (r *InARow) Reset() { r.n = 0 }
 // once when problem is empty; True with badReason and the problem only once
 // threshold looks in a row have found one; nothing in between, so that one
 // slow answer does not flap the condition.
-func (r *InARow) Judge(threshold int, condType, okReason, okMessage, badReason, problem string) []Finding {
+func (r *InARow) Judge(threshold int, condType, okReason, okMessage, badReason, problem string) []finding.Finding {
 	if problem == "" {
 		r.Reset()
-		return []Finding{Condition(condType, StatusFalse, okReason, okMessage)}
+		return []finding.Finding{finding.Condition(condType, finding.StatusFalse, okReason, okMessage)}
 	}
 	if !r.Fail(threshold) {
 		return nil
 	}
-	return []Finding{Condition(condType, StatusTrue, badReason, problem)}
+	return []finding.Finding{finding.Condition(condType, finding.StatusTrue, badReason, problem)}
 }
 
 // Every calls fn every interval until ctx ends or the returned stop is

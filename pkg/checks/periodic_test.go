@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 func TestRunPeriodicNeverStacksStuckProbes(t *testing.T) {
@@ -15,16 +17,16 @@ func TestRunPeriodicNeverStacksStuckProbes(t *testing.T) {
 		release = make(chan struct{})
 		mu      sync.Mutex
 		stuck   []*ProbeStuck
-		emitted []Finding
+		emitted []finding.Finding
 		failed  []error
 	)
-	probe := func(ctx context.Context) ([]Finding, error) {
+	probe := func(ctx context.Context) ([]finding.Finding, error) {
 		switch runs.Add(1) {
 		case 1:
-			return []Finding{Condition("X", StatusFalse, "Fine", "")}, nil
+			return []finding.Finding{finding.Condition("X", finding.StatusFalse, "Fine", "")}, nil
 		case 2:
 			<-release // hangs past its deadline, ignoring ctx, as a write to a frozen disk does
-			return []Finding{Condition("X", StatusFalse, "Fine", "late")}, nil
+			return []finding.Finding{finding.Condition("X", finding.StatusFalse, "Fine", "late")}, nil
 		case 3:
 			return nil, ErrNoData
 		default:
@@ -35,7 +37,7 @@ func TestRunPeriodicNeverStacksStuckProbes(t *testing.T) {
 	done := make(chan error)
 	go func() {
 		done <- RunPeriodic(ctx, 20*time.Millisecond, 30*time.Millisecond, probe,
-			func(f Finding) { mu.Lock(); emitted = append(emitted, f); mu.Unlock() },
+			func(f finding.Finding) { mu.Lock(); emitted = append(emitted, f); mu.Unlock() },
 			func(s *ProbeStuck) { mu.Lock(); stuck = append(stuck, s); mu.Unlock() },
 			func(err error) { mu.Lock(); failed = append(failed, err); mu.Unlock() })
 	}()

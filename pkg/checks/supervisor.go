@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
@@ -20,7 +21,7 @@ type Supervisor struct {
 	Checks []Check
 	// Emit receives every valid finding, stamped with its check's name and,
 	// when the check left it zero, the time.
-	Emit    func(Finding)
+	Emit    func(finding.Finding)
 	Log     *zap.Logger
 	Metrics *SupervisorMetrics
 	// InitialBackoff and MaxBackoff bound the wait before a restart; a run that
@@ -44,8 +45,8 @@ const CheckStuck = "NodeguardCheckStuck"
 const upAfter = time.Minute
 
 // Conditions lists the supervisor's own condition type.
-func (s *Supervisor) Conditions() []ConditionDefault {
-	return []ConditionDefault{{Type: CheckStuck, Reason: "ChecksRunning", Message: "every check's probes finish within their deadlines"}}
+func (s *Supervisor) Conditions() []finding.ConditionDefault {
+	return []finding.ConditionDefault{{Type: CheckStuck, Reason: "ChecksRunning", Message: "every check's probes finish within their deadlines"}}
 }
 
 // stuckKey carries, in a check's context, how RunPeriodic tells the
@@ -83,9 +84,9 @@ func (s *Supervisor) setStuck(name string, since time.Time) {
 	}
 	s.Metrics.stuck.WithLabelValues(name).Set(v)
 	sort.Strings(names)
-	f := Condition(CheckStuck, StatusFalse, "ChecksRunning", "every check's probes finish within their deadlines")
+	f := finding.Condition(CheckStuck, finding.StatusFalse, "ChecksRunning", "every check's probes finish within their deadlines")
 	if len(names) > 0 {
-		f = Condition(CheckStuck, StatusTrue, "CheckStuck", "probes stuck past their deadlines, abandoned: "+strings.Join(names, ", "))
+		f = finding.Condition(CheckStuck, finding.StatusTrue, "CheckStuck", "probes stuck past their deadlines, abandoned: "+strings.Join(names, ", "))
 	}
 	f.Check, f.Time = "supervisor", s.Now()
 	s.Emit(f)
@@ -259,7 +260,7 @@ func (s *Supervisor) runOnce(ctx context.Context, c Check) (how string, err erro
 			how, err = "panic", fmt.Errorf("check %s panicked: %v\n%s", name, r, debug.Stack())
 		}
 	}()
-	emit := func(f Finding) {
+	emit := func(f finding.Finding) {
 		f.Check = name
 		if f.Time.IsZero() {
 			f.Time = s.Now()

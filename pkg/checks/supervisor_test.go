@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap/zaptest"
@@ -23,9 +24,9 @@ type scriptCheck struct {
 	ignore   bool // ignores ctx and never returns
 }
 
-func (c *scriptCheck) Name() string                   { return c.name }
-func (c *scriptCheck) Conditions() []ConditionDefault { return nil }
-func (c *scriptCheck) Run(ctx context.Context, emit func(Finding)) error {
+func (c *scriptCheck) Name() string                           { return c.name }
+func (c *scriptCheck) Conditions() []finding.ConditionDefault { return nil }
+func (c *scriptCheck) Run(ctx context.Context, emit func(finding.Finding)) error {
 	n := int(c.runs.Add(1)) - 1
 	if n < len(c.failures) {
 		switch c.failures[n] {
@@ -37,8 +38,8 @@ func (c *scriptCheck) Run(ctx context.Context, emit func(Finding)) error {
 			return nil
 		}
 	}
-	emit(Event(SeverityWarning, "Alive", c.name+" is running"))
-	emit(Finding{Kind: KindCondition, Type: "X"}) // invalid: no status, no reason
+	emit(finding.Event(finding.SeverityWarning, "Alive", c.name+" is running"))
+	emit(finding.Finding{Kind: finding.KindCondition, Type: "X"}) // invalid: no status, no reason
 	if c.ignore {
 		select {}
 	}
@@ -67,7 +68,7 @@ func TestSupervisorRestartsFailedChecksAndKeepsOthersRunning(t *testing.T) {
 			)
 			sup := &Supervisor{
 				Checks: []Check{bad, good},
-				Emit: func(f Finding) {
+				Emit: func(f finding.Finding) {
 					mu.Lock()
 					defer mu.Unlock()
 					if f.Time.IsZero() {
@@ -126,7 +127,7 @@ func TestSupervisorRestartsFailedChecksAndKeepsOthersRunning(t *testing.T) {
 
 func TestSupervisorGivesUpOnACheckThatIgnoresShutdown(t *testing.T) {
 	stuck := &scriptCheck{name: "stuck", ignore: true}
-	sup := &Supervisor{Checks: []Check{stuck}, Emit: func(Finding) {}, Log: zaptest.NewLogger(t)}
+	sup := &Supervisor{Checks: []Check{stuck}, Emit: func(finding.Finding) {}, Log: zaptest.NewLogger(t)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan []string)
 	go func() { done <- sup.Run(ctx, 100*time.Millisecond) }()
@@ -146,16 +147,16 @@ func TestSupervisorGivesUpOnACheckThatIgnoresShutdown(t *testing.T) {
 
 func TestFindingValidate(t *testing.T) {
 	tests := []struct {
-		f  Finding
+		f  finding.Finding
 		ok bool
 	}{
-		{Event(SeverityWarning, "OOMKilling", "x"), true},
-		{Event(SeverityWarning, "", "x"), false},
-		{Condition("KernelDeadlock", StatusTrue, "Hung", "x"), true},
-		{Condition("KernelDeadlock", "Maybe", "Hung", "x"), false},
-		{Condition("", StatusTrue, "Hung", "x"), false},
-		{Condition("KernelDeadlock", StatusFalse, "", "x"), false},
-		{Finding{Kind: "state", Reason: "x"}, false},
+		{finding.Event(finding.SeverityWarning, "OOMKilling", "x"), true},
+		{finding.Event(finding.SeverityWarning, "", "x"), false},
+		{finding.Condition("KernelDeadlock", finding.StatusTrue, "Hung", "x"), true},
+		{finding.Condition("KernelDeadlock", "Maybe", "Hung", "x"), false},
+		{finding.Condition("", finding.StatusTrue, "Hung", "x"), false},
+		{finding.Condition("KernelDeadlock", finding.StatusFalse, "", "x"), false},
+		{finding.Finding{Kind: "state", Reason: "x"}, false},
 	}
 	for _, tt := range tests {
 		if err := tt.f.Validate(); (err == nil) != tt.ok {
@@ -167,11 +168,11 @@ func TestFindingValidate(t *testing.T) {
 // hangingCheck's probe hangs until released, as a write to a dead disk does.
 type hangingCheck struct{ release chan struct{} }
 
-func (c *hangingCheck) Name() string                   { return "hanging" }
-func (c *hangingCheck) Conditions() []ConditionDefault { return nil }
-func (c *hangingCheck) Run(ctx context.Context, emit func(Finding)) error {
+func (c *hangingCheck) Name() string                           { return "hanging" }
+func (c *hangingCheck) Conditions() []finding.ConditionDefault { return nil }
+func (c *hangingCheck) Run(ctx context.Context, emit func(finding.Finding)) error {
 	first := true
-	return RunPeriodic(ctx, 20*time.Millisecond, 50*time.Millisecond, func(context.Context) ([]Finding, error) {
+	return RunPeriodic(ctx, 20*time.Millisecond, 50*time.Millisecond, func(context.Context) ([]finding.Finding, error) {
 		if first {
 			first = false
 			<-c.release
@@ -185,12 +186,12 @@ func TestSupervisorReportsStuckProbesAndDownChecks(t *testing.T) {
 	broken := &scriptCheck{name: "broken", failures: []string{"error", "error", "error", "error", "error", "error", "error", "error"}}
 	var (
 		mu    sync.Mutex
-		stuck []Finding
+		stuck []finding.Finding
 	)
 	reg := prometheus.NewRegistry()
 	sup := &Supervisor{
 		Checks: []Check{hang, broken},
-		Emit: func(f Finding) {
+		Emit: func(f finding.Finding) {
 			if f.Type == CheckStuck {
 				mu.Lock()
 				stuck = append(stuck, f)
@@ -205,7 +206,7 @@ func TestSupervisorReportsStuckProbesAndDownChecks(t *testing.T) {
 	go func() { done <- sup.Run(ctx, time.Second) }()
 	time.Sleep(200 * time.Millisecond)
 	mu.Lock()
-	if len(stuck) != 1 || stuck[0].Status != StatusTrue || !strings.Contains(stuck[0].Message, "hanging") {
+	if len(stuck) != 1 || stuck[0].Status != finding.StatusTrue || !strings.Contains(stuck[0].Message, "hanging") {
 		t.Errorf("while the probe hangs: %+v, want one NodeguardCheckStuck True naming the check", stuck)
 	}
 	mu.Unlock()
@@ -218,7 +219,7 @@ func TestSupervisorReportsStuckProbesAndDownChecks(t *testing.T) {
 	close(hang.release)
 	time.Sleep(100 * time.Millisecond)
 	mu.Lock()
-	if n := len(stuck); n != 2 || stuck[1].Status != StatusFalse {
+	if n := len(stuck); n != 2 || stuck[1].Status != finding.StatusFalse {
 		t.Errorf("after the probe returned: %+v, want NodeguardCheckStuck False", stuck)
 	}
 	mu.Unlock()

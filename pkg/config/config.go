@@ -17,6 +17,7 @@ import (
 	yamlv3 "sigs.k8s.io/yaml/goyaml.v3"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/reporter"
 )
 
@@ -58,9 +59,9 @@ type Config struct {
 // ReporterConfig tunes how findings reach the API server.
 type ReporterConfig struct {
 	// Heartbeat rewrites the conditions this often with nothing changed.
-	Heartbeat checks.Duration `json:"heartbeat,omitempty"`
+	Heartbeat finding.Duration `json:"heartbeat,omitempty"`
 	// MinWriteInterval coalesces bursts: at most one status write this often.
-	MinWriteInterval checks.Duration `json:"minWriteInterval,omitempty"`
+	MinWriteInterval finding.Duration `json:"minWriteInterval,omitempty"`
 	// EventQPS and EventBurst rate-limit the events about the Node, per
 	// event type (Warning, Normal), as client-go's spam filter keys them.
 	EventQPS   float64 `json:"eventQPS,omitempty"`
@@ -82,12 +83,12 @@ type RemediationConfig struct {
 // condition that blames it has held for After, at most once per Cooldown.
 // Off by default: it needs the host's D-Bus socket and a privileged pod.
 type RestartKubeletConfig struct {
-	Enabled  bool            `json:"enabled,omitempty"`
-	Unit     string          `json:"unit,omitempty"`
-	When     []string        `json:"when,omitempty"`
-	After    checks.Duration `json:"after,omitempty"`
-	Cooldown checks.Duration `json:"cooldown,omitempty"`
-	Timeout  checks.Duration `json:"timeout,omitempty"`
+	Enabled  bool             `json:"enabled,omitempty"`
+	Unit     string           `json:"unit,omitempty"`
+	When     []string         `json:"when,omitempty"`
+	After    finding.Duration `json:"after,omitempty"`
+	Cooldown finding.Duration `json:"cooldown,omitempty"`
+	Timeout  finding.Duration `json:"timeout,omitempty"`
 }
 
 // Default returns the configuration a node gets with no file and no flags.
@@ -101,8 +102,8 @@ func Default(registry checks.Registry) *Config {
 		SysPath:       "/sys",
 		StateDir:      "/var/lib/nodeguard",
 		Reporter: ReporterConfig{
-			Heartbeat:        checks.Duration{Duration: 5 * time.Minute},
-			MinWriteInterval: checks.Duration{Duration: time.Second},
+			Heartbeat:        finding.Duration{Duration: 5 * time.Minute},
+			MinWriteInterval: finding.Duration{Duration: time.Second},
 			EventQPS:         1.0 / 30,
 			EventBurst:       25,
 			ClientQPS:        5,
@@ -111,9 +112,9 @@ func Default(registry checks.Registry) *Config {
 		Remediation: RemediationConfig{RestartKubelet: RestartKubeletConfig{
 			Unit:     "kubelet.service",
 			When:     []string{"KubeletLeaseStale"},
-			After:    checks.Duration{Duration: 2 * time.Minute},
-			Cooldown: checks.Duration{Duration: 30 * time.Minute},
-			Timeout:  checks.Duration{Duration: time.Minute},
+			After:    finding.Duration{Duration: 2 * time.Minute},
+			Cooldown: finding.Duration{Duration: 30 * time.Minute},
+			Timeout:  finding.Duration{Duration: time.Minute},
 		}},
 		Enabled:      map[string]bool{},
 		CheckConfigs: map[string]any{},
@@ -295,7 +296,7 @@ func (c *Config) Validate() error {
 		}
 		if err := v.Validate(); err != nil {
 			field := "checks." + name
-			var fe *checks.FieldError
+			var fe *finding.FieldError
 			if errors.As(err, &fe) {
 				return &Error{Field: field + "." + fe.Field, Reason: fmt.Sprintf("%s (value %v)", fe.Reason, fe.Value)}
 			}

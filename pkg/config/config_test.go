@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nodeguard/nodeguard/pkg/checks"
 	"github.com/nodeguard/nodeguard/pkg/checks/all"
 	"github.com/nodeguard/nodeguard/pkg/checks/kmsg"
 	"github.com/nodeguard/nodeguard/pkg/config"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/logrules"
 	"github.com/nodeguard/nodeguard/pkg/logsource"
 )
@@ -522,13 +522,13 @@ func TestLoadFullFile(t *testing.T) {
 	// The file's fields over the check's defaults.
 	want := kmsg.DefaultConfig()
 	want.Rules = []logrules.Rule{{
-		Name: "widget-jam", Kind: checks.KindCondition, Condition: "WidgetJammed", Reason: "WidgetJam",
+		Name: "widget-jam", Kind: finding.KindCondition, Condition: "WidgetJammed", Reason: "WidgetJam",
 		Contains: "widget", Pattern: `widget \d+ jammed`,
-		ClearAfter: checks.Duration{Duration: time.Hour},
+		ClearAfter: finding.Duration{Duration: time.Hour},
 	}}
 	want.DisableRules = []string{"ext4-warning"}
 	want.Conditions = []logrules.ConditionSpec{{Type: "WidgetJammed", Reason: "WidgetsTurning", Message: "every widget turns"}}
-	want.ExpireInterval = checks.Duration{Duration: time.Minute}
+	want.ExpireInterval = finding.Duration{Duration: time.Minute}
 	if !reflect.DeepEqual(kc, want) {
 		t.Errorf("kmsg config:\n got  %+v\n want %+v", kc, want)
 	}
@@ -592,7 +592,7 @@ func feedReasons(e *logrules.Engine, text string, at time.Time) []string {
 	return reasons
 }
 
-func containsCondition(conds []checks.ConditionDefault, typ string) bool {
+func containsCondition(conds []finding.ConditionDefault, typ string) bool {
 	for _, c := range conds {
 		if c.Type == typ {
 			return true

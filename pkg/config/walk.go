@@ -11,10 +11,11 @@ import (
 	yamlv3 "sigs.k8s.io/yaml/goyaml.v3"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 var (
-	durationType = reflect.TypeFor[checks.Duration]()
+	durationType = reflect.TypeFor[finding.Duration]()
 	rawType      = reflect.TypeFor[json.RawMessage]()
 	checksField  = "checks"
 )
@@ -42,12 +43,12 @@ func checkNode(n *yamlv3.Node, t reflect.Type, path string, registry checks.Regi
 		if n.Kind != yamlv3.ScalarNode {
 			return bad("want a duration such as \"30s\" or \"5m\"")
 		}
-		if _, err := checks.ParseDuration(n.Value); err != nil {
+		if _, err := finding.ParseDuration(n.Value); err != nil {
 			return bad(err.Error())
 		}
 		if n.Tag != "!!str" && n.Tag != "!" {
 			// A bare 0 parses as a duration but decodes as a number, which
-			// checks.Duration does not take.
+			// finding.Duration does not take.
 			return bad(fmt.Sprintf("%s is a number; write a duration with its unit, such as \"0s\" or \"5m\"", n.Value))
 		}
 		return nil

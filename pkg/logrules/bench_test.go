@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/nodeguard/nodeguard/internal/benchlog"
-	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 // benchLines is how many lines one benchmark log holds.
@@ -50,7 +50,7 @@ func feedBench(b *testing.B, lines []Line) {
 		b.Fatal(err)
 	}
 	span := lines[len(lines)-1].Time.Sub(lines[0].Time) + time.Second
-	out := make([]checks.Finding, 0, 16)
+	out := make([]finding.Finding, 0, 16)
 	var findings int
 	// One pass before timing, so that the regexps' machines are warm.
 	for _, l := range lines {
@@ -87,7 +87,7 @@ func BenchmarkEngineFeedBenign(b *testing.B) {
 // finding, and the mixed log's problem lines do.
 func TestBenchLogBenign(t *testing.T) {
 	e := defaultEngine(t)
-	var out []checks.Finding
+	var out []finding.Finding
 	for _, l := range benchLog(20_000, 0) {
 		if out = e.Feed(l, out[:0]); len(out) > 0 {
 			t.Fatalf("benign bench line %q made %v", l.Text, reasonsOf(out))

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 // sharedCorpus is the team's kernel log corpus, outside this module's tree.
@@ -61,13 +61,13 @@ func loadExpectations(t *testing.T, dir string) map[string]expectation {
 // status counts as True); names neither required nor optional are false
 // positives; counts are exact; each contains substring must be in some
 // message of that name.
-func judge(spec expectation, found []checks.Finding) []string {
+func judge(spec expectation, found []finding.Finding) []string {
 	names := map[string]int{}
 	messages := map[string][]string{}
 	for _, f := range found {
 		var name string
-		if f.Kind == checks.KindCondition {
-			if f.Status != "" && f.Status != checks.StatusTrue {
+		if f.Kind == finding.KindCondition {
+			if f.Status != "" && f.Status != finding.StatusTrue {
 				continue
 			}
 			name = f.Type
@@ -132,15 +132,15 @@ func defaultEngine(t testing.TB) *Engine {
 
 // replayFile runs a fresh default engine over one file, as `nodeguard replay`
 // does, and returns every finding.
-func replayFile(t *testing.T, path string) []checks.Finding {
+func replayFile(t *testing.T, path string) []finding.Finding {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var found []checks.Finding
-	err = Replay(f, filepath.Base(path), defaultEngine(t), func(f checks.Finding) {
+	var found []finding.Finding
+	err = Replay(f, filepath.Base(path), defaultEngine(t), func(f finding.Finding) {
 		found = append(found, f)
 	})
 	if err != nil {
@@ -217,28 +217,28 @@ func TestOwnCorpus(t *testing.T) {
 // TestJudge checks the judge against score-replay's rules, so that a corpus
 // pass here means a pass there.
 func TestJudge(t *testing.T) {
-	ev := func(reason, msg string) checks.Finding {
-		return checks.Finding{Kind: checks.KindEvent, Reason: reason, Message: msg}
+	ev := func(reason, msg string) finding.Finding {
+		return finding.Finding{Kind: finding.KindEvent, Reason: reason, Message: msg}
 	}
-	cond := func(typ string, status checks.Status) checks.Finding {
-		return checks.Finding{Kind: checks.KindCondition, Type: typ, Status: status, Reason: "R", Message: "m"}
+	cond := func(typ string, status finding.Status) finding.Finding {
+		return finding.Finding{Kind: finding.KindCondition, Type: typ, Status: status, Reason: "R", Message: "m"}
 	}
 	tests := []struct {
 		name  string
 		spec  expectation
-		found []checks.Finding
+		found []finding.Finding
 		want  []string
 	}{
 		{"empty ok", expectation{}, nil, nil},
-		{"false positive", expectation{}, []checks.Finding{ev("IOError", "x"), ev("IOError", "y")}, []string{"unexpected IOErrorx2"}},
+		{"false positive", expectation{}, []finding.Finding{ev("IOError", "x"), ev("IOError", "y")}, []string{"unexpected IOErrorx2"}},
 		{"missing", expectation{Required: []string{"OOMKilling"}}, nil, []string{"missing OOMKilling"}},
-		{"optional allowed", expectation{Optional: []string{"IOError"}}, []checks.Finding{ev("IOError", "x")}, nil},
-		{"count", expectation{Required: []string{"A"}, Counts: map[string]int{"A": 1}}, []checks.Finding{ev("A", ""), ev("A", "")}, []string{"A: 2 found, 1 expected"}},
+		{"optional allowed", expectation{Optional: []string{"IOError"}}, []finding.Finding{ev("IOError", "x")}, nil},
+		{"count", expectation{Required: []string{"A"}, Counts: map[string]int{"A": 1}}, []finding.Finding{ev("A", ""), ev("A", "")}, []string{"A: 2 found, 1 expected"}},
 		{"zero count of an absent name", expectation{Counts: map[string]int{"A": 0}}, nil, nil},
-		{"contains", expectation{Required: []string{"A"}, Contains: map[string][]string{"A": {"pid 1", "pid 2"}}}, []checks.Finding{ev("A", "pid 1 x"), ev("A", "y")}, []string{`A: no message holds "pid 2"`}},
-		{"condition True counts under its type", expectation{Required: []string{"KernelDeadlock"}}, []checks.Finding{cond("KernelDeadlock", checks.StatusTrue)}, nil},
-		{"condition without status counts as True", expectation{}, []checks.Finding{cond("KernelDeadlock", "")}, []string{"unexpected KernelDeadlockx1"}},
-		{"condition False does not count", expectation{}, []checks.Finding{cond("KernelDeadlock", checks.StatusFalse)}, nil},
+		{"contains", expectation{Required: []string{"A"}, Contains: map[string][]string{"A": {"pid 1", "pid 2"}}}, []finding.Finding{ev("A", "pid 1 x"), ev("A", "y")}, []string{`A: no message holds "pid 2"`}},
+		{"condition True counts under its type", expectation{Required: []string{"KernelDeadlock"}}, []finding.Finding{cond("KernelDeadlock", finding.StatusTrue)}, nil},
+		{"condition without status counts as True", expectation{}, []finding.Finding{cond("KernelDeadlock", "")}, []string{"unexpected KernelDeadlockx1"}},
+		{"condition False does not count", expectation{}, []finding.Finding{cond("KernelDeadlock", finding.StatusFalse)}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -3,7 +3,7 @@ package logrules
 import (
 	"time"
 
-	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 // podPlumbing matches the virtual interfaces that container networking creates
@@ -21,10 +21,12 @@ const runtimeTasks = `(?:dockerd|docker|containerd|containerd-shim[\w-]*|runc(?:
 const notBlockDevices = `\b(?:dev|device) (?:sr|fd)\d+\b`
 
 func event(name, reason, contains, pattern string) Rule {
-	return Rule{Name: name, Source: "kmsg", Kind: checks.KindEvent, Reason: reason, Contains: contains, Pattern: pattern}
+	return Rule{Name: name, Source: "kmsg", Kind: finding.KindEvent, Reason: reason, Contains: contains, Pattern: pattern}
 }
 
-func minutes(n int) checks.Duration { return checks.Duration{Duration: time.Duration(n) * time.Minute} }
+func minutes(n int) finding.Duration {
+	return finding.Duration{Duration: time.Duration(n) * time.Minute}
+}
 
 // DefaultConditions are the condition types the default kernel rules own.
 func DefaultConditions() []ConditionSpec {
@@ -54,7 +56,7 @@ func DefaultRules() []Rule {
 	oom := event("oom-kill", "OOMKilling", "Killed process", `Killed process \d+ \(`)
 	oom.Attribute = "oom"
 	frequentUnregister := Rule{
-		Name: "frequent-unregister-netdevice", Source: "kmsg", Kind: checks.KindCondition,
+		Name: "frequent-unregister-netdevice", Source: "kmsg", Kind: finding.KindCondition,
 		Condition: "FrequentUnregisterNetDevice", Reason: "UnregisterNetDevice",
 		Contains: "unregister_netdevice: waiting for", Pattern: `unregister_netdevice: waiting for \S+ to become free`,
 		MinCount: 3, Window: minutes(10), ClearAfter: minutes(30),
@@ -62,7 +64,7 @@ func DefaultRules() []Rule {
 	return []Rule{
 		oom,
 		{
-			Name: "kernel-panic", Source: "kmsg", Kind: checks.KindEvent, Reason: "KernelPanic",
+			Name: "kernel-panic", Source: "kmsg", Kind: finding.KindEvent, Reason: "KernelPanic",
 			Contains: "Kernel panic", Pattern: `Kernel panic - not syncing`,
 			// The panic's closing marker repeats its message.
 			Exclude: `---\[ end Kernel panic`,
@@ -80,7 +82,7 @@ func DefaultRules() []Rule {
 		// A task name may hold spaces: a Java thread "C2 CompilerThre".
 		event("hung-task", "TaskHung", "blocked for more than", `INFO: task .+:\d+ blocked for more than \d+ seconds`),
 		{
-			Name: "runtime-hung", Source: "kmsg", Kind: checks.KindCondition, Condition: "KernelDeadlock",
+			Name: "runtime-hung", Source: "kmsg", Kind: finding.KindCondition, Condition: "KernelDeadlock",
 			Reason: "ContainerRuntimeHung", Contains: "blocked for more than",
 			Pattern: `INFO: task ` + runtimeTasks + `:\d+ blocked for more than \d+ seconds`,
 		},
@@ -88,14 +90,14 @@ func DefaultRules() []Rule {
 		lockup("hard-lockup", "hard LOCKUP", `[Ww]atchdog detected hard LOCKUP on cpu`),
 		event("rcu-stall", "RCUStall", " stall", `rcu\w*:? (?:INFO: )?(?:\w+ )?(?:self-)?detected (?:expedited )?stalls? on`),
 		{
-			Name: "io-error", Source: "kmsg", Kind: checks.KindEvent, Reason: "IOError", Contains: "I/O error",
+			Name: "io-error", Source: "kmsg", Kind: finding.KindEvent, Reason: "IOError", Contains: "I/O error",
 			Pattern: `(?:\bI/O error, dev \S+|Buffer I/O error on (?:dev|device) \S+|end_request: I/O error)`,
 			Exclude: notBlockDevices,
 		},
 		{
 			// The block layer names a failed request's status: "I/O error"
 			// above, or one of these, e.g. a disk's unreadable sector.
-			Name: "block-error", Source: "kmsg", Kind: checks.KindEvent, Reason: "IOError", Contains: "error, dev ",
+			Name: "block-error", Source: "kmsg", Kind: finding.KindEvent, Reason: "IOError", Contains: "error, dev ",
 			Pattern: `(?:critical (?:medium|target|nexus|space allocation|protection)|recoverable transport|timeout) error, dev \S+`,
 			Exclude: notBlockDevices,
 		},
@@ -104,13 +106,13 @@ func DefaultRules() []Rule {
 		event("xfs-error", "XFSError", "XFS (", `XFS \([^)]+\): (?:metadata I/O error|log I/O error|Corruption|Metadata corruption|Internal error|.*[Ss]hut(?:ting)? ?down)`),
 		event("nvme-timeout", "NVMeTimeout", "nvme", `nvme\S* ?\S*: (?:I/O (?:tag )?\d+ (?:\([^)]*\) )?(?:opcode \S+ \([^)]*\) )?QID \d+ timeout|controller is down|[Rr]emoving after probe failure|Device not ready; aborting)`),
 		{
-			Name: "nic-link-down", Source: "kmsg", Kind: checks.KindEvent, Reason: "NICLinkDown",
+			Name: "nic-link-down", Source: "kmsg", Kind: finding.KindEvent, Reason: "NICLinkDown",
 			Contains: "ink is", Pattern: `[\w.@-]+:? (?:NIC )?[Ll]ink is [Dd]own`, Exclude: podPlumbing,
 		},
 		{
 			// mlx5 ("Link down"), mlx4 ("Link Down"); not libata's "ata3: SATA
 			// link down" for an empty port.
-			Name: "nic-link-down-terse", Source: "kmsg", Kind: checks.KindEvent, Reason: "NICLinkDown",
+			Name: "nic-link-down-terse", Source: "kmsg", Kind: finding.KindEvent, Reason: "NICLinkDown",
 			Contains: "ink ", Pattern: `: [Ll]ink [Dd]own\b`, Exclude: podPlumbing,
 		},
 		// Recent 6.x kernels log it through the device: "DRIVER BUS DEV:
@@ -125,13 +127,13 @@ func DefaultRules() []Rule {
 		{
 			// The kmem leak of old kernels: slab allocations fail while memory
 			// is free. Clears after an hour without another.
-			Name: "slab-alloc-failure-leak", Source: "kmsg", Kind: checks.KindCondition, Condition: "MemoryCgroupLeak",
+			Name: "slab-alloc-failure-leak", Source: "kmsg", Kind: finding.KindCondition, Condition: "MemoryCgroupLeak",
 			Reason: "SlabAllocationFailure", Contains: "SLUB: Unable to allocate memory", Pattern: `SLUB: Unable to allocate memory`,
 			ClearAfter: minutes(60),
 		},
 		event("conntrack-full", "ConntrackFull", "table full, dropping packet", `nf_conntrack: (?:nf_conntrack: )?table full, dropping packet`),
 		{
-			Name: "remount-ro", Source: "kmsg", Kind: checks.KindCondition, Condition: "ReadonlyFilesystem",
+			Name: "remount-ro", Source: "kmsg", Kind: finding.KindCondition, Condition: "ReadonlyFilesystem",
 			Reason: "FilesystemIsReadOnly", Contains: "read-only", Pattern: `Remounting filesystem read-only`,
 		},
 	}

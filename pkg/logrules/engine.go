@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 // GroupWindow is how long, in log time, one multi-line report may run: an
@@ -53,7 +53,7 @@ func NewEngine(rules []Rule, conditions []ConditionSpec) (*Engine, error) {
 		if err != nil {
 			return nil, err
 		}
-		if r.Kind == checks.KindCondition && !known[r.Condition] {
+		if r.Kind == finding.KindCondition && !known[r.Condition] {
 			return nil, &RuleError{Index: i, Name: r.Name, Field: "condition", Value: r.Condition,
 				Err: "no condition of that type is declared; add it under conditions"}
 		}
@@ -64,10 +64,10 @@ func NewEngine(rules []Rule, conditions []ConditionSpec) (*Engine, error) {
 
 // Conditions returns the condition types the engine's rules own, with their
 // healthy defaults.
-func (e *Engine) Conditions() []checks.ConditionDefault {
-	out := make([]checks.ConditionDefault, len(e.conditions))
+func (e *Engine) Conditions() []finding.ConditionDefault {
+	out := make([]finding.ConditionDefault, len(e.conditions))
 	for i, c := range e.conditions {
-		out[i] = checks.ConditionDefault{Type: c.Type, Reason: c.Reason, Message: c.Message}
+		out[i] = finding.ConditionDefault{Type: c.Type, Reason: c.Reason, Message: c.Message}
 	}
 	return out
 }
@@ -75,7 +75,7 @@ func (e *Engine) Conditions() []checks.ConditionDefault {
 // Feed runs every rule over one line and appends what it finds to out. A
 // line that no rule's literal occurs in costs one substring search per rule
 // and allocates nothing.
-func (e *Engine) Feed(l Line, out []checks.Finding) []checks.Finding {
+func (e *Engine) Feed(l Line, out []finding.Finding) []finding.Finding {
 	text := l.Text
 	if strings.Contains(text, endOfReport) {
 		clear(e.groupSeen)
@@ -116,12 +116,12 @@ func (e *Engine) Feed(l Line, out []checks.Finding) []checks.Finding {
 // reason, or set r's condition type: a line is one problem per reason and
 // one state per condition, however many rules (built-in, user, NPD) describe
 // it. The first rule wins.
-func sameProblem(found []checks.Finding, r *compiled) bool {
+func sameProblem(found []finding.Finding, r *compiled) bool {
 	for _, f := range found {
 		if f.Kind != r.Kind {
 			continue
 		}
-		if (r.Kind == checks.KindEvent && f.Reason == r.Reason) || (r.Kind == checks.KindCondition && f.Type == r.Condition) {
+		if (r.Kind == finding.KindEvent && f.Reason == r.Reason) || (r.Kind == finding.KindCondition && f.Type == r.Condition) {
 			return true
 		}
 	}
@@ -147,23 +147,23 @@ func (e *Engine) countReached(r *compiled, at time.Time) bool {
 	return false
 }
 
-func (e *Engine) finding(r *compiled, l Line) checks.Finding {
+func (e *Engine) finding(r *compiled, l Line) finding.Finding {
 	msg, podUID := strings.TrimSpace(l.Text), ""
 	if r.Attribute == "oom" {
 		msg, podUID = e.oom.describe(msg, l.Time)
 	}
-	f := checks.Finding{
+	f := finding.Finding{
 		Kind:     r.Kind,
 		Reason:   r.Reason,
 		Message:  msg,
-		Severity: checks.SeverityWarning,
+		Severity: finding.SeverityWarning,
 		Time:     l.Time,
 		Source:   l.Source,
 		PodUID:   podUID,
 	}
-	if r.Kind == checks.KindCondition {
+	if r.Kind == finding.KindCondition {
 		f.Type = r.Condition
-		f.Status = checks.StatusTrue
+		f.Status = finding.StatusTrue
 		f.Severity = ""
 		if r.ClearAfter.Duration > 0 {
 			e.active[r.Condition] = activeCondition{last: l.Time, clearAfter: r.ClearAfter.Duration}
@@ -173,7 +173,7 @@ func (e *Engine) finding(r *compiled, l Line) checks.Finding {
 }
 
 // Expire sets False each condition whose quiet period has passed by now.
-func (e *Engine) Expire(now time.Time, out []checks.Finding) []checks.Finding {
+func (e *Engine) Expire(now time.Time, out []finding.Finding) []finding.Finding {
 	for condType, a := range e.active {
 		if now.Sub(a.last) < a.clearAfter {
 			continue
@@ -181,8 +181,8 @@ func (e *Engine) Expire(now time.Time, out []checks.Finding) []checks.Finding {
 		delete(e.active, condType)
 		for _, c := range e.conditions {
 			if c.Type == condType {
-				out = append(out, checks.Finding{
-					Kind: checks.KindCondition, Type: condType, Status: checks.StatusFalse,
+				out = append(out, finding.Finding{
+					Kind: finding.KindCondition, Type: condType, Status: finding.StatusFalse,
 					Reason: c.Reason, Message: fmt.Sprintf("%s; no match for %s", c.Message, a.clearAfter), Time: now,
 				})
 			}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 // ruleCase is one line that a default rule must (or must not) match on its
@@ -300,10 +300,10 @@ func TestDefaultRules(t *testing.T) {
 	}
 }
 
-func reasonsOf(fs []checks.Finding) []string {
+func reasonsOf(fs []finding.Finding) []string {
 	var out []string
 	for _, f := range fs {
-		if f.Kind == checks.KindCondition {
+		if f.Kind == finding.KindCondition {
 			out = append(out, f.Type+"="+string(f.Status))
 		} else {
 			out = append(out, f.Reason)
@@ -362,14 +362,14 @@ func TestEngineLines(t *testing.T) {
 func TestFindingFields(t *testing.T) {
 	e := defaultEngine(t)
 	at := time.Date(2024, 5, 1, 10, 0, 0, 0, time.UTC)
-	prior := checks.Finding{Kind: checks.KindEvent, Reason: "Prior"}
-	out := e.Feed(Line{Text: "  Kernel panic - not syncing: Fatal exception  ", Time: at, Source: "kmsg seq 9"}, []checks.Finding{prior})
+	prior := finding.Finding{Kind: finding.KindEvent, Reason: "Prior"}
+	out := e.Feed(Line{Text: "  Kernel panic - not syncing: Fatal exception  ", Time: at, Source: "kmsg seq 9"}, []finding.Finding{prior})
 	if len(out) != 2 || out[0] != prior {
 		t.Fatalf("Feed must append to out: got %+v", out)
 	}
 	ev := out[1]
-	want := checks.Finding{Kind: checks.KindEvent, Reason: "KernelPanic", Message: "Kernel panic - not syncing: Fatal exception",
-		Severity: checks.SeverityWarning, Time: at, Source: "kmsg seq 9"}
+	want := finding.Finding{Kind: finding.KindEvent, Reason: "KernelPanic", Message: "Kernel panic - not syncing: Fatal exception",
+		Severity: finding.SeverityWarning, Time: at, Source: "kmsg seq 9"}
 	if ev != want {
 		t.Errorf("event finding\n got %+v\nwant %+v", ev, want)
 	}
@@ -378,7 +378,7 @@ func TestFindingFields(t *testing.T) {
 		t.Fatalf("%d findings, want 1", len(out))
 	}
 	cond := out[0]
-	if cond.Kind != checks.KindCondition || cond.Type != "ReadonlyFilesystem" || cond.Status != checks.StatusTrue ||
+	if cond.Kind != finding.KindCondition || cond.Type != "ReadonlyFilesystem" || cond.Status != finding.StatusTrue ||
 		cond.Reason != "FilesystemIsReadOnly" || cond.Severity != "" || !cond.Time.Equal(at) {
 		t.Errorf("condition finding %+v", cond)
 	}
@@ -394,7 +394,7 @@ func TestConditions(t *testing.T) {
 		if got[i].Type != c.Type || got[i].Reason != c.Reason || got[i].Message != c.Message {
 			t.Errorf("condition %d = %+v, want %+v", i, got[i], c)
 		}
-		if h := got[i].Healthy(); h.Status != checks.StatusFalse || h.Validate() != nil {
+		if h := got[i].Healthy(); h.Status != finding.StatusFalse || h.Validate() != nil {
 			t.Errorf("healthy %s is %+v", c.Type, h)
 		}
 	}
@@ -445,7 +445,7 @@ func TestGrouping(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := defaultEngine(t)
-			var out []checks.Finding
+			var out []finding.Finding
 			for _, l := range tt.lines {
 				out = e.Feed(Line{Text: l.line, Time: t0.Add(l.d)}, out)
 			}
@@ -475,16 +475,16 @@ func TestMinCount(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := defaultEngine(t)
-			var out []checks.Finding
+			var out []finding.Finding
 			for _, d := range tt.offsets {
 				out = e.Feed(Line{Text: line, Time: t0.Add(d)}, out)
 			}
 			var events, conds int
 			for _, f := range out {
 				switch {
-				case f.Reason == "UnregisterNetDevice" && f.Kind == checks.KindEvent:
+				case f.Reason == "UnregisterNetDevice" && f.Kind == finding.KindEvent:
 					events++
-				case f.Type == "FrequentUnregisterNetDevice" && f.Status == checks.StatusTrue:
+				case f.Type == "FrequentUnregisterNetDevice" && f.Status == finding.StatusTrue:
 					conds++
 				}
 			}
@@ -501,9 +501,9 @@ func TestMinCount(t *testing.T) {
 func TestExpire(t *testing.T) {
 	clearAfter := 5 * time.Minute
 	rules := []Rule{
-		{Name: "clears", Kind: checks.KindCondition, Condition: "KernelDeadlock", Reason: "Hung",
-			Contains: "stuck", Pattern: "stuck", ClearAfter: checks.Duration{Duration: clearAfter}},
-		{Name: "stays", Kind: checks.KindCondition, Condition: "ReadonlyFilesystem", Reason: "RO",
+		{Name: "clears", Kind: finding.KindCondition, Condition: "KernelDeadlock", Reason: "Hung",
+			Contains: "stuck", Pattern: "stuck", ClearAfter: finding.Duration{Duration: clearAfter}},
+		{Name: "stays", Kind: finding.KindCondition, Condition: "ReadonlyFilesystem", Reason: "RO",
 			Contains: "read-only", Pattern: "read-only"},
 	}
 	t0 := time.Unix(1_000_000, 0)
@@ -517,7 +517,7 @@ func TestExpire(t *testing.T) {
 
 	t.Run("goes False after the quiet period and not before", func(t *testing.T) {
 		e := newEngine(t)
-		if got := e.Feed(Line{Text: "runtime stuck", Time: t0}, nil); len(got) != 1 || got[0].Status != checks.StatusTrue {
+		if got := e.Feed(Line{Text: "runtime stuck", Time: t0}, nil); len(got) != 1 || got[0].Status != finding.StatusTrue {
 			t.Fatalf("match gave %+v, want one True", got)
 		}
 		if got := e.Expire(t0.Add(clearAfter-time.Nanosecond), nil); len(got) != 0 {
@@ -528,7 +528,7 @@ func TestExpire(t *testing.T) {
 			t.Fatalf("Expire at the quiet period gave %+v, want one finding", got)
 		}
 		f := got[0]
-		if f.Kind != checks.KindCondition || f.Type != "KernelDeadlock" || f.Status != checks.StatusFalse ||
+		if f.Kind != finding.KindCondition || f.Type != "KernelDeadlock" || f.Status != finding.StatusFalse ||
 			f.Reason != "KernelHasNoDeadlock" || !f.Time.Equal(t0.Add(clearAfter)) || !strings.Contains(f.Message, "kernel has no deadlock") {
 			t.Errorf("expired finding %+v", f)
 		}
@@ -565,14 +565,14 @@ func TestExpire(t *testing.T) {
 	t.Run("Expire appends", func(t *testing.T) {
 		e := newEngine(t)
 		e.Feed(Line{Text: "stuck", Time: t0}, nil)
-		prior := []checks.Finding{{Kind: checks.KindEvent, Reason: "Prior"}}
+		prior := []finding.Finding{{Kind: finding.KindEvent, Reason: "Prior"}}
 		if got := e.Expire(t0.Add(clearAfter), prior); len(got) != 2 || got[0].Reason != "Prior" {
 			t.Errorf("Expire = %+v", got)
 		}
 	})
 	t.Run("default FrequentUnregisterNetDevice clears after 30m", func(t *testing.T) {
 		e := defaultEngine(t)
-		var out []checks.Finding
+		var out []finding.Finding
 		for i := range 3 {
 			out = e.Feed(Line{Text: "unregister_netdevice: waiting for eth0 to become free. Usage count = 1", Time: t0.Add(time.Duration(i) * time.Second)}, out)
 		}
@@ -581,7 +581,7 @@ func TestExpire(t *testing.T) {
 			t.Fatalf("expired early: %+v", got)
 		}
 		got := e.Expire(last.Add(30*time.Minute), nil)
-		if len(got) != 1 || got[0].Type != "FrequentUnregisterNetDevice" || got[0].Status != checks.StatusFalse || got[0].Reason != "NoFrequentUnregisterNetDevice" {
+		if len(got) != 1 || got[0].Type != "FrequentUnregisterNetDevice" || got[0].Status != finding.StatusFalse || got[0].Reason != "NoFrequentUnregisterNetDevice" {
 			t.Errorf("Expire = %+v", got)
 		}
 	})
@@ -639,7 +639,7 @@ func TestFeedBenignAllocatesNothing(t *testing.T) {
 		t.Skip("allocation counts are not meaningful under the race detector")
 	}
 	e := defaultEngine(t)
-	buf := make([]checks.Finding, 0, 4)
+	buf := make([]finding.Finding, 0, 4)
 	t0 := time.Unix(1, 0)
 	for _, l := range benignLines {
 		if got := e.Feed(Line{Text: l, Time: t0}, buf[:0]); len(got) != 0 {

@@ -1,11 +1,10 @@
 package logrules
 
 import (
-	"context"
 	"sync"
 	"time"
 
-	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 // Guarded lets a source's callback and a ticker share an engine: lines go in
@@ -13,7 +12,7 @@ import (
 type Guarded struct {
 	mu  sync.Mutex
 	e   *Engine
-	buf []checks.Finding
+	buf []finding.Finding
 }
 
 // NewGuarded wraps e.
@@ -21,7 +20,7 @@ func NewGuarded(e *Engine) *Guarded { return &Guarded{e: e} }
 
 // Feed runs the rules over l and hands each finding, stamped with source, to
 // emit.
-func (g *Guarded) Feed(l Line, source string, emit func(checks.Finding)) {
+func (g *Guarded) Feed(l Line, source string, emit func(finding.Finding)) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.buf = g.e.Feed(l, g.buf[:0])
@@ -31,14 +30,12 @@ func (g *Guarded) Feed(l Line, source string, emit func(checks.Finding)) {
 	}
 }
 
-// ExpireEvery runs the engine's expiry every interval until ctx ends or stop
-// is called; stop waits for a run in progress.
-func (g *Guarded) ExpireEvery(ctx context.Context, interval time.Duration, now func() time.Time, emit func(checks.Finding)) (stop func()) {
-	return checks.Every(ctx, interval, func(time.Time) {
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		for _, f := range g.e.Expire(now(), nil) {
-			emit(f)
-		}
-	})
+// ExpireTo runs the engine's expiry at now and hands what it clears to
+// emit, serialised with Feed. The caller owns the ticker (checks.Every).
+func (g *Guarded) ExpireTo(now time.Time, emit func(finding.Finding)) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, f := range g.e.Expire(now, nil) {
+		emit(f)
+	}
 }

@@ -7,7 +7,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 // npdMonitor is the part of a node-problem-detector system-log-monitor file
@@ -84,9 +84,9 @@ func ParseNPD(name string, data []byte) ([]Rule, []ConditionSpec, error) {
 		}
 		switch r.Type {
 		case "temporary":
-			rule.Kind = checks.KindEvent
+			rule.Kind = finding.KindEvent
 		case "permanent":
-			rule.Kind = checks.KindCondition
+			rule.Kind = finding.KindCondition
 			rule.Condition = r.Condition
 			if !declared[r.Condition] {
 				return nil, nil, fmt.Errorf("%s: condition %q is not among the file's conditions", field("condition"), r.Condition)

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 func TestRequiredLiteral(t *testing.T) {
@@ -56,7 +56,7 @@ func TestNPDKernelMonitorRules(t *testing.T) {
 		at = at.Add(time.Minute) // keep reports apart
 		var got []string
 		for _, f := range e.Feed(Line{Text: tt.line, Time: at}, nil) {
-			if f.Kind == checks.KindCondition {
+			if f.Kind == finding.KindCondition {
 				got = append(got, f.Type+"="+f.Reason)
 			} else {
 				got = append(got, f.Reason)

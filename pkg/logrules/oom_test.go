@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 const (
@@ -69,16 +69,16 @@ func TestParseCgroupPath(t *testing.T) {
 
 // feedAll runs lines through e, one millisecond apart from start, and
 // returns the findings.
-func feedAll(e *Engine, start time.Time, lines ...string) []checks.Finding {
-	var out []checks.Finding
+func feedAll(e *Engine, start time.Time, lines ...string) []finding.Finding {
+	var out []finding.Finding
 	for i, l := range lines {
 		out = e.Feed(Line{Text: l, Time: start.Add(time.Duration(i) * time.Millisecond)}, out)
 	}
 	return out
 }
 
-func oomEvents(fs []checks.Finding) []checks.Finding {
-	var out []checks.Finding
+func oomEvents(fs []finding.Finding) []finding.Finding {
+	var out []finding.Finding
 	for _, f := range fs {
 		if f.Reason == "OOMKilling" {
 			out = append(out, f)

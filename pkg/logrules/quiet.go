@@ -1,11 +1,10 @@
 package logrules
 
 import (
-	"context"
 	"sync"
 	"time"
 
-	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 // QuietStart clears, once a check has run quietly for a rule's clearAfter,
@@ -41,7 +40,7 @@ func NewQuietStart(start time.Time, rules []Rule, specs []ConditionSpec) *QuietS
 	after := map[string]time.Duration{}
 	permanent := map[string]bool{}
 	for _, r := range rules {
-		if r.Kind != checks.KindCondition {
+		if r.Kind != finding.KindCondition {
 			continue
 		}
 		if r.ClearAfter.Duration <= 0 {
@@ -67,9 +66,9 @@ func NewQuietStart(start time.Time, rules []Rule, specs []ConditionSpec) *QuietS
 
 // Wrap returns emit, noting each condition the check reports: from then on
 // its engine, not QuietStart, decides when it clears.
-func (q *QuietStart) Wrap(emit func(checks.Finding)) func(checks.Finding) {
-	return func(f checks.Finding) {
-		if f.Kind == checks.KindCondition {
+func (q *QuietStart) Wrap(emit func(finding.Finding)) func(finding.Finding) {
+	return func(f finding.Finding) {
+		if f.Kind == finding.KindCondition {
 			q.mu.Lock()
 			delete(q.pending, f.Type)
 			q.mu.Unlock()
@@ -79,7 +78,7 @@ func (q *QuietStart) Wrap(emit func(checks.Finding)) func(checks.Finding) {
 }
 
 // Expire returns, appended to out, the clears that are due by now.
-func (q *QuietStart) Expire(now time.Time, out []checks.Finding) []checks.Finding {
+func (q *QuietStart) Expire(now time.Time, out []finding.Finding) []finding.Finding {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for condType, p := range q.pending {
@@ -87,18 +86,16 @@ func (q *QuietStart) Expire(now time.Time, out []checks.Finding) []checks.Findin
 			continue
 		}
 		delete(q.pending, condType)
-		out = append(out, checks.Finding{Kind: checks.KindCondition, Type: condType, Status: checks.StatusFalse,
+		out = append(out, finding.Finding{Kind: finding.KindCondition, Type: condType, Status: finding.StatusFalse,
 			Reason: p.reason, Message: p.message, Time: now})
 	}
 	return out
 }
 
-// ExpireEvery runs Expire every interval until ctx ends or stop is called,
-// handing what it clears to emit.
-func (q *QuietStart) ExpireEvery(ctx context.Context, interval time.Duration, now func() time.Time, emit func(checks.Finding)) (stop func()) {
-	return checks.Every(ctx, interval, func(time.Time) {
-		for _, f := range q.Expire(now(), nil) {
-			emit(f)
-		}
-	})
+// ExpireTo hands what Expire clears at now to emit. The caller owns the
+// ticker (checks.Every), so that the rule engine starts no goroutine.
+func (q *QuietStart) ExpireTo(now time.Time, emit func(finding.Finding)) {
+	for _, f := range q.Expire(now, nil) {
+		emit(f)
+	}
 }

@@ -4,15 +4,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 func TestQuietStart(t *testing.T) {
 	clearing := func(name, cond string, after time.Duration) Rule {
-		return Rule{Name: name, Kind: checks.KindCondition, Condition: cond, Reason: "Bad", Contains: name, Pattern: name,
-			ClearAfter: checks.Duration{Duration: after}}
+		return Rule{Name: name, Kind: finding.KindCondition, Condition: cond, Reason: "Bad", Contains: name, Pattern: name,
+			ClearAfter: finding.Duration{Duration: after}}
 	}
-	permanent := Rule{Name: "for-good", Kind: checks.KindCondition, Condition: "ReadonlyFilesystem", Reason: "RO", Contains: "ro", Pattern: "ro"}
+	permanent := Rule{Name: "for-good", Kind: finding.KindCondition, Condition: "ReadonlyFilesystem", Reason: "RO", Contains: "ro", Pattern: "ro"}
 	specs := DefaultConditions()
 	start := time.Unix(1_000_000, 0)
 	spec := func(condType string) ConditionSpec {
@@ -27,10 +27,10 @@ func TestQuietStart(t *testing.T) {
 
 	tests := []struct {
 		name  string
-		rules []Rule           // of all the check's engines
-		said  []checks.Finding // through Wrap after start
-		at    time.Duration    // Expire at start+at
-		want  []string         // types cleared
+		rules []Rule            // of all the check's engines
+		said  []finding.Finding // through Wrap after start
+		at    time.Duration     // Expire at start+at
+		want  []string          // types cleared
 	}{
 		{"nothing said: cleared to the default once the quiet period is over",
 			[]Rule{clearing("a", "KernelDeadlock", time.Minute)},
@@ -43,21 +43,21 @@ func TestQuietStart(t *testing.T) {
 			nil, 59 * time.Minute, nil},
 		{"the check spoke of it: its engine clears it, not the start",
 			[]Rule{clearing("a", "KernelDeadlock", time.Minute)},
-			[]checks.Finding{checks.Condition("KernelDeadlock", checks.StatusTrue, "Bad", "x")}, time.Hour, nil},
+			[]finding.Finding{finding.Condition("KernelDeadlock", finding.StatusTrue, "Bad", "x")}, time.Hour, nil},
 		{"a sibling engine's True is not cleared by one that never matched",
 			[]Rule{clearing("a", "KernelDeadlock", time.Minute), clearing("b", "KernelDeadlock", time.Minute)},
-			[]checks.Finding{checks.Condition("KernelDeadlock", checks.StatusTrue, "Bad", "from b")}, time.Hour, nil},
+			[]finding.Finding{finding.Condition("KernelDeadlock", finding.StatusTrue, "Bad", "from b")}, time.Hour, nil},
 		{"a type some rule sets for good is left alone",
 			[]Rule{clearing("a", "ReadonlyFilesystem", time.Minute), permanent},
 			nil, time.Hour, nil},
 		{"events change nothing",
 			[]Rule{clearing("a", "KernelDeadlock", time.Minute)},
-			[]checks.Finding{checks.Event(checks.SeverityWarning, "TaskHung", "x")}, time.Minute, []string{"KernelDeadlock"}},
+			[]finding.Finding{finding.Event(finding.SeverityWarning, "TaskHung", "x")}, time.Minute, []string{"KernelDeadlock"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			q := NewQuietStart(start, tt.rules, specs)
-			emit := q.Wrap(func(checks.Finding) {})
+			emit := q.Wrap(func(finding.Finding) {})
 			for _, f := range tt.said {
 				emit(f)
 			}
@@ -67,7 +67,7 @@ func TestQuietStart(t *testing.T) {
 			}
 			for i, f := range got {
 				d := spec(tt.want[i])
-				if f.Type != tt.want[i] || f.Status != checks.StatusFalse || f.Reason != d.Reason || f.Message != d.Message {
+				if f.Type != tt.want[i] || f.Status != finding.StatusFalse || f.Reason != d.Reason || f.Message != d.Message {
 					t.Errorf("clear %+v, want %s False with the default %s %q", f, tt.want[i], d.Reason, d.Message)
 				}
 				if err := f.Validate(); err != nil {

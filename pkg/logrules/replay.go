@@ -7,7 +7,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 // maxLineBytes bounds one line of a replayed log; a longer line is cut, not
@@ -18,14 +18,14 @@ const maxLineBytes = 1 << 20
 // /dev/kmsg record, dmesg and plain forms, and calls emit for each finding.
 // Time windows use the lines' own timestamps; a line without one takes the
 // time of the line before it. name labels each finding's source line.
-func Replay(r io.Reader, name string, e *Engine, emit func(checks.Finding)) error {
+func Replay(r io.Reader, name string, e *Engine, emit func(finding.Finding)) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), maxLineBytes)
 	sc.Split(cutLines())
 	var (
 		now = time.Unix(0, 0).UTC()
 		n   int
-		buf []checks.Finding
+		buf []finding.Finding
 	)
 	for sc.Scan() {
 		n++

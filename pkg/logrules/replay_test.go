@@ -8,13 +8,13 @@ import (
 	"testing/iotest"
 	"time"
 
-	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
-func replayString(t *testing.T, log string) ([]checks.Finding, error) {
+func replayString(t *testing.T, log string) ([]finding.Finding, error) {
 	t.Helper()
-	var found []checks.Finding
-	err := Replay(strings.NewReader(log), "test.log", defaultEngine(t), func(f checks.Finding) { found = append(found, f) })
+	var found []finding.Finding
+	err := Replay(strings.NewReader(log), "test.log", defaultEngine(t), func(f finding.Finding) { found = append(found, f) })
 	return found, err
 }
 
@@ -106,8 +106,8 @@ func TestReplayLongLine(t *testing.T) {
 // splits its data.
 func TestReplayOneByteReads(t *testing.T) {
 	log := "[ 1.0] Kernel panic - not syncing: a\n[ 2.0] x\n[ 3.0] Kernel panic - not syncing: b\n"
-	var found []checks.Finding
-	err := Replay(iotest.OneByteReader(strings.NewReader(log)), "one", defaultEngine(t), func(f checks.Finding) { found = append(found, f) })
+	var found []finding.Finding
+	err := Replay(iotest.OneByteReader(strings.NewReader(log)), "one", defaultEngine(t), func(f finding.Finding) { found = append(found, f) })
 	if err != nil || len(found) != 2 || found[1].Source != "one:3" {
 		t.Errorf("Replay = %+v, %v", found, err)
 	}
@@ -116,7 +116,7 @@ func TestReplayOneByteReads(t *testing.T) {
 func TestReplayReadError(t *testing.T) {
 	boom := errors.New("disk on fire")
 	r := io.MultiReader(strings.NewReader("[ 1.0] ok\n[ 2.0] ok\n"), iotest.ErrReader(boom))
-	err := Replay(r, "bad.log", defaultEngine(t), func(checks.Finding) {})
+	err := Replay(r, "bad.log", defaultEngine(t), func(finding.Finding) {})
 	if !errors.Is(err, boom) {
 		t.Fatalf("Replay error = %v, want %v", err, boom)
 	}

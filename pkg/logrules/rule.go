@@ -5,7 +5,7 @@ import (
 	"regexp"
 	"slices"
 
-	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 // Rule says which lines make which finding. Rules are data: the defaults are
@@ -16,9 +16,9 @@ type Rule struct {
 	Name string `json:"name"`
 	// Source is where the rule reads: "kmsg" (the default), "journald:UNIT"
 	// or "file:PATH".
-	Source string      `json:"source,omitempty"`
-	Kind   checks.Kind `json:"kind"`
-	Reason string      `json:"reason"`
+	Source string       `json:"source,omitempty"`
+	Kind   finding.Kind `json:"kind"`
+	Reason string       `json:"reason"`
 	// Condition is the condition type a condition rule sets True.
 	Condition string `json:"condition,omitempty"`
 	// Contains is a literal every matching line holds; lines without it are
@@ -37,11 +37,11 @@ type Rule struct {
 	Group string `json:"group,omitempty"`
 	// MinCount and Window: the rule fires only when it has matched MinCount
 	// times within Window of log time.
-	MinCount int             `json:"minCount,omitempty"`
-	Window   checks.Duration `json:"window,omitempty"`
+	MinCount int              `json:"minCount,omitempty"`
+	Window   finding.Duration `json:"window,omitempty"`
 	// ClearAfter sets a condition False again after this long without a
 	// match; zero keeps it True until the agent sees a new boot.
-	ClearAfter checks.Duration `json:"clearAfter,omitempty"`
+	ClearAfter finding.Duration `json:"clearAfter,omitempty"`
 	// Attribute names extra work done on a match: "oom" adds the killed
 	// task's memory cgroup, pod UID and container ID.
 	Attribute string `json:"attribute,omitempty"`
@@ -82,11 +82,11 @@ func compile(i int, r Rule) (*compiled, error) {
 		return nil, bad("name", "", "a rule needs a name")
 	}
 	switch r.Kind {
-	case checks.KindEvent:
+	case finding.KindEvent:
 		if r.Condition != "" {
 			return nil, bad("condition", r.Condition, "an event rule sets no condition; use kind: condition")
 		}
-	case checks.KindCondition:
+	case finding.KindCondition:
 		if r.Condition == "" {
 			return nil, bad("condition", "", "a condition rule needs the condition type it sets")
 		}
@@ -122,7 +122,7 @@ func compile(i int, r Rule) (*compiled, error) {
 	if r.Attribute != "" && r.Attribute != "oom" {
 		return nil, bad("attribute", r.Attribute, `the only attribute is "oom"`)
 	}
-	if r.ClearAfter.Duration > 0 && r.Kind != checks.KindCondition {
+	if r.ClearAfter.Duration > 0 && r.Kind != finding.KindCondition {
 		return nil, bad("clearAfter", r.ClearAfter.String(), "only condition rules clear")
 	}
 	return c, nil

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 func names(rules []Rule) []string {
@@ -117,7 +117,7 @@ func TestNewEngineErrors(t *testing.T) {
 	good := func() Rule { return event("r", "Reason", "lit", "lit") }
 	condRule := func() Rule {
 		r := good()
-		r.Kind, r.Condition = checks.KindCondition, "KernelDeadlock"
+		r.Kind, r.Condition = finding.KindCondition, "KernelDeadlock"
 		return r
 	}
 	tests := []struct {
@@ -174,10 +174,10 @@ func TestNewEngineAccepts(t *testing.T) {
 		conds []ConditionSpec
 	}{
 		{"minCount 1 needs no window", func() Rule { r := event("r", "R", "x", "x"); r.MinCount = 1; return r }(), nil},
-		{"user condition type", Rule{Name: "r", Kind: checks.KindCondition, Condition: "DiskIOStuck", Reason: "R", Contains: "x", Pattern: "x"},
+		{"user condition type", Rule{Name: "r", Kind: finding.KindCondition, Condition: "DiskIOStuck", Reason: "R", Contains: "x", Pattern: "x"},
 			[]ConditionSpec{{Type: "DiskIOStuck", Reason: "DiskIOIsFine", Message: "ok"}}},
-		{"condition that clears", Rule{Name: "r", Kind: checks.KindCondition, Condition: "KernelDeadlock", Reason: "R", Contains: "x", Pattern: "x",
-			ClearAfter: checks.Duration{Duration: time.Minute}}, DefaultConditions()},
+		{"condition that clears", Rule{Name: "r", Kind: finding.KindCondition, Condition: "KernelDeadlock", Reason: "R", Contains: "x", Pattern: "x",
+			ClearAfter: finding.Duration{Duration: time.Minute}}, DefaultConditions()},
 		{"oom attribute", func() Rule { r := event("r", "R", "x", "x"); r.Attribute = "oom"; return r }(), nil},
 	}
 	for _, tt := range tests {
@@ -206,7 +206,7 @@ func TestContainsDerived(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.pattern, func(t *testing.T) {
-			r := Rule{Name: "r", Kind: checks.KindEvent, Reason: "R", Pattern: tt.pattern}
+			r := Rule{Name: "r", Kind: finding.KindEvent, Reason: "R", Pattern: tt.pattern}
 			e, err := NewEngine([]Rule{r}, nil)
 			if err != nil {
 				t.Fatalf("a rule without contains: %v", err)
@@ -247,7 +247,7 @@ func TestDefaultRulesShape(t *testing.T) {
 		if !reasons[r.Reason] {
 			t.Errorf("rule %s has reason %q, which the guide does not name", r.Name, r.Reason)
 		}
-		if r.Kind == checks.KindCondition && !conds[r.Condition] {
+		if r.Kind == finding.KindCondition && !conds[r.Condition] {
 			t.Errorf("rule %s sets undeclared condition %s", r.Name, r.Condition)
 		}
 		if r.Source != "kmsg" {

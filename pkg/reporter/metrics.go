@@ -4,9 +4,8 @@ import (
 	"regexp"
 	"sync"
 
+	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/nodeguard/nodeguard/pkg/checks"
 )
 
 // MetricsSink exports findings as Prometheus metrics: a counter per event
@@ -40,7 +39,7 @@ func DiskDevice(message string) string {
 
 // NewMetricsSink registers the finding metrics on reg and sets each owned
 // condition to its healthy default until a check says otherwise.
-func NewMetricsSink(reg prometheus.Registerer, owned []checks.ConditionDefault) *MetricsSink {
+func NewMetricsSink(reg prometheus.Registerer, owned []finding.ConditionDefault) *MetricsSink {
 	m := &MetricsSink{
 		reported: map[string]bool{},
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -58,19 +57,19 @@ func NewMetricsSink(reg prometheus.Registerer, owned []checks.ConditionDefault) 
 	}, []string{"device", "reason"})
 	reg.MustRegister(m.events, m.conditions, m.diskErrors)
 	for _, d := range owned {
-		m.setStatus(d.Type, checks.StatusFalse)
+		m.setStatus(d.Type, finding.StatusFalse)
 	}
 	return m
 }
 
-func (m *MetricsSink) Finding(f checks.Finding) {
+func (m *MetricsSink) Finding(f finding.Finding) {
 	switch f.Kind {
-	case checks.KindEvent:
+	case finding.KindEvent:
 		m.events.WithLabelValues(f.Reason).Inc()
 		if diskReasons[f.Reason] {
 			m.diskErrors.WithLabelValues(DiskDevice(f.Message), f.Reason).Inc()
 		}
-	case checks.KindCondition:
+	case finding.KindCondition:
 		m.mu.Lock()
 		m.reported[f.Type] = true
 		m.setStatus(f.Type, f.Status)
@@ -83,7 +82,7 @@ func (m *MetricsSink) Finding(f checks.Finding) {
 // True across an agent restart would read False here while the Node says
 // True, and alerts on the metric would resolve with the problem still
 // there.
-func (m *MetricsSink) Adopt(condType string, status checks.Status) {
+func (m *MetricsSink) Adopt(condType string, status finding.Status) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.reported[condType] {
@@ -91,8 +90,8 @@ func (m *MetricsSink) Adopt(condType string, status checks.Status) {
 	}
 }
 
-func (m *MetricsSink) setStatus(condType string, status checks.Status) {
-	for _, s := range []checks.Status{checks.StatusTrue, checks.StatusFalse, checks.StatusUnknown} {
+func (m *MetricsSink) setStatus(condType string, status finding.Status) {
+	for _, s := range []finding.Status{finding.StatusTrue, finding.StatusFalse, finding.StatusUnknown} {
 		v := 0.0
 		if s == status {
 			v = 1

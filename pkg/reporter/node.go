@@ -20,7 +20,7 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 
-	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/kube"
 )
 
@@ -57,7 +57,7 @@ type NodeSinkOptions struct {
 	Pods PodLookup
 	// Adopted, when set, is told each owned condition's status as taken
 	// from the Node at start (for the metrics to match the Node).
-	Adopted func(condType string, status checks.Status)
+	Adopted func(condType string, status finding.Status)
 }
 
 // NodeSink writes the owned conditions to the Node's status and events about
@@ -67,7 +67,7 @@ type NodeSink struct {
 	client   kube.Client
 	opts     NodeSinkOptions
 	log      *zap.Logger
-	defaults []checks.ConditionDefault
+	defaults []finding.ConditionDefault
 	metrics  *nodeSinkMetrics
 
 	recorder    record.EventRecorder
@@ -98,7 +98,7 @@ type nodeSinkMetrics struct {
 
 // NewNodeSink returns a sink for the node named in opts. Call Run to start
 // writing.
-func NewNodeSink(client kube.Client, log *zap.Logger, reg prometheus.Registerer, defaults []checks.ConditionDefault, opts NodeSinkOptions) *NodeSink {
+func NewNodeSink(client kube.Client, log *zap.Logger, reg prometheus.Registerer, defaults []finding.ConditionDefault, opts NodeSinkOptions) *NodeSink {
 	if opts.MinWriteInterval <= 0 {
 		opts.MinWriteInterval = time.Second
 	}
@@ -179,9 +179,9 @@ func (s *NodeSink) nodeRef() *corev1.ObjectReference {
 }
 
 // Finding records an event or updates the desired conditions.
-func (s *NodeSink) Finding(f checks.Finding) {
+func (s *NodeSink) Finding(f finding.Finding) {
 	switch f.Kind {
-	case checks.KindEvent:
+	case finding.KindEvent:
 		eventType := string(f.Severity)
 		if eventType == "" {
 			eventType = corev1.EventTypeWarning
@@ -196,7 +196,7 @@ func (s *NodeSink) Finding(f checks.Finding) {
 			}
 		}
 		s.recorder.Event(s.nodeRef(), eventType, f.Reason, Truncate(msg, MaxMessageBytes))
-	case checks.KindCondition:
+	case finding.KindCondition:
 		s.mu.Lock()
 		s.setLocked(f.Type, corev1.ConditionStatus(f.Status), f.Reason, f.Message, f.Time)
 		s.mu.Unlock()
@@ -433,7 +433,7 @@ func (s *NodeSink) adopt(current []corev1.NodeCondition) {
 
 // adoptLocked takes the lock, fills in the desired conditions and returns
 // their statuses.
-func (s *NodeSink) adoptLocked(current []corev1.NodeCondition) map[string]checks.Status {
+func (s *NodeSink) adoptLocked(current []corev1.NodeCondition) map[string]finding.Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	existing := map[string]corev1.NodeCondition{}
@@ -466,10 +466,10 @@ func (s *NodeSink) adoptLocked(current []corev1.NodeCondition) map[string]checks
 		}
 	}
 	s.generation++
-	out := map[string]checks.Status{}
+	out := map[string]finding.Status{}
 	for _, d := range s.defaults {
 		if c, ok := s.desired[d.Type]; ok {
-			out[d.Type] = checks.Status(c.Status)
+			out[d.Type] = finding.Status(c.Status)
 		}
 	}
 	return out

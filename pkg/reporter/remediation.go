@@ -6,10 +6,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
-
-	"github.com/nodeguard/nodeguard/pkg/checks"
 )
 
 // UnitRestarter restarts a systemd unit; the real one talks to systemd over
@@ -54,7 +53,7 @@ type KubeletRestarter struct {
 	opts     RestartKubeletOptions
 	restart  UnitRestarter
 	leases   StaleLeaseCounter
-	report   func(checks.Finding)
+	report   func(finding.Finding)
 	log      *zap.Logger
 	attempts *prometheus.CounterVec
 
@@ -67,7 +66,7 @@ type KubeletRestarter struct {
 // NewKubeletRestarter returns the sink; report is where its events go (the
 // reporter's Report). leases may be nil when the agent cannot see other
 // nodes' leases.
-func NewKubeletRestarter(opts RestartKubeletOptions, restart UnitRestarter, leases StaleLeaseCounter, report func(checks.Finding), log *zap.Logger, reg prometheus.Registerer) *KubeletRestarter {
+func NewKubeletRestarter(opts RestartKubeletOptions, restart UnitRestarter, leases StaleLeaseCounter, report func(finding.Finding), log *zap.Logger, reg prometheus.Registerer) *KubeletRestarter {
 	k := &KubeletRestarter{opts: opts, restart: restart, leases: leases, report: report, log: log,
 		since: map[string]time.Time{}, wake: make(chan struct{}, 1),
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -79,13 +78,13 @@ func NewKubeletRestarter(opts RestartKubeletOptions, restart UnitRestarter, leas
 	return k
 }
 
-func (k *KubeletRestarter) Finding(f checks.Finding) {
-	if f.Kind != checks.KindCondition || !k.watches(f.Type) {
+func (k *KubeletRestarter) Finding(f finding.Finding) {
+	if f.Kind != finding.KindCondition || !k.watches(f.Type) {
 		return
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if f.Status == checks.StatusTrue {
+	if f.Status == finding.StatusTrue {
 		if _, ok := k.since[f.Type]; !ok {
 			k.since[f.Type] = time.Now()
 		}
@@ -178,11 +177,11 @@ func (k *KubeletRestarter) act(ctx context.Context, cond string) {
 		}
 		if refusal != "" {
 			k.attempts.WithLabelValues("restart-kubelet", "refused").Inc()
-			k.report(checks.Event(checks.SeverityWarning, "KubeletRestartRefused", refusal))
+			k.report(finding.Event(finding.SeverityWarning, "KubeletRestartRefused", refusal))
 			return
 		}
 	}
-	k.report(checks.Event(checks.SeverityWarning, "KubeletRestarting", fmt.Sprintf("%s has held for %s; restarting %s", cond, held, k.opts.Unit)))
+	k.report(finding.Event(finding.SeverityWarning, "KubeletRestarting", fmt.Sprintf("%s has held for %s; restarting %s", cond, held, k.opts.Unit)))
 	// The cooldown runs from the restart itself, not from the start of
 	// this attempt: reading the other leases can take a variable time, and
 	// two restarts must never be closer than the cooldown.
@@ -195,9 +194,9 @@ func (k *KubeletRestarter) act(ctx context.Context, cond string) {
 	if err != nil || result != "done" {
 		k.attempts.WithLabelValues("restart-kubelet", "failed").Inc()
 		k.log.Error("restarting the kubelet failed", zap.String("unit", k.opts.Unit), zap.String("result", result), zap.Error(err))
-		k.report(checks.Event(checks.SeverityWarning, "KubeletRestartFailed", fmt.Sprintf("restarting %s: result %q, error %v", k.opts.Unit, result, err)))
+		k.report(finding.Event(finding.SeverityWarning, "KubeletRestartFailed", fmt.Sprintf("restarting %s: result %q, error %v", k.opts.Unit, result, err)))
 		return
 	}
 	k.attempts.WithLabelValues("restart-kubelet", "restarted").Inc()
-	k.report(checks.Event(checks.SeverityInfo, "KubeletRestarted", fmt.Sprintf("restarted %s after %s held for %s", k.opts.Unit, cond, held)))
+	k.report(finding.Event(finding.SeverityInfo, "KubeletRestarted", fmt.Sprintf("restarted %s after %s held for %s", k.opts.Unit, cond, held)))
 }

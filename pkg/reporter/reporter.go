@@ -10,15 +10,14 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/nodeguard/nodeguard/pkg/finding"
 	"go.uber.org/zap"
-
-	"github.com/nodeguard/nodeguard/pkg/checks"
 )
 
 // Sink receives findings in order. Finding must not block: a sink that talks
 // to the network queues the work for a goroutine of its own.
 type Sink interface {
-	Finding(f checks.Finding)
+	Finding(f finding.Finding)
 }
 
 // Reporter merges and dedupes condition findings and passes the rest to its
@@ -36,16 +35,16 @@ type Reporter struct {
 	mu    sync.Mutex
 	owned map[string]bool
 	// byCheck holds each check's latest finding per type.
-	byCheck map[string]map[string]checks.Finding
+	byCheck map[string]map[string]finding.Finding
 	// last is the merged finding last passed on per type, to drop repeats.
-	last map[string]checks.Finding
+	last map[string]finding.Finding
 }
 
 // New returns a reporter for the given owned condition types; a type may
 // appear once per check that owns it.
-func New(log *zap.Logger, owned []checks.ConditionDefault, sinks ...Sink) *Reporter {
+func New(log *zap.Logger, owned []finding.ConditionDefault, sinks ...Sink) *Reporter {
 	r := &Reporter{log: log, sinks: sinks, owned: map[string]bool{},
-		byCheck: map[string]map[string]checks.Finding{}, last: map[string]checks.Finding{}}
+		byCheck: map[string]map[string]finding.Finding{}, last: map[string]finding.Finding{}}
 	for _, d := range owned {
 		r.owned[d.Type] = true
 	}
@@ -54,10 +53,10 @@ func New(log *zap.Logger, owned []checks.ConditionDefault, sinks ...Sink) *Repor
 
 // UniqueDefaults lists each owned type once, with the first owner's healthy
 // default.
-func UniqueDefaults(owned []checks.ConditionDefault) []checks.ConditionDefault {
-	var out []checks.ConditionDefault
+func UniqueDefaults(owned []finding.ConditionDefault) []finding.ConditionDefault {
+	var out []finding.ConditionDefault
 	for _, d := range owned {
-		if !slices.ContainsFunc(out, func(o checks.ConditionDefault) bool { return o.Type == d.Type }) {
+		if !slices.ContainsFunc(out, func(o finding.ConditionDefault) bool { return o.Type == d.Type }) {
 			out = append(out, d)
 		}
 	}
@@ -66,10 +65,10 @@ func UniqueDefaults(owned []checks.ConditionDefault) []checks.ConditionDefault {
 
 // Report takes one finding. A condition finding for a type no check owns is
 // dropped: nodeguard never writes the kubelet's conditions.
-func (r *Reporter) Report(f checks.Finding) {
+func (r *Reporter) Report(f finding.Finding) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if f.Kind == checks.KindCondition {
+	if f.Kind == finding.KindCondition {
 		if !r.owned[f.Type] {
 			r.log.Error("dropped a finding for a condition type no check owns",
 				zap.String("check", f.Check), zap.String("condition", f.Type))
@@ -77,7 +76,7 @@ func (r *Reporter) Report(f checks.Finding) {
 		}
 		sources := r.byCheck[f.Type]
 		if sources == nil {
-			sources = map[string]checks.Finding{}
+			sources = map[string]finding.Finding{}
 			r.byCheck[f.Type] = sources
 		}
 		sources[f.Check] = f
@@ -94,7 +93,7 @@ func (r *Reporter) Report(f checks.Finding) {
 
 // merge makes one finding from each source's latest: True if any is True
 // (their messages joined), else the most recent.
-func merge(sources map[string]checks.Finding) checks.Finding {
+func merge(sources map[string]finding.Finding) finding.Finding {
 	if len(sources) == 1 {
 		for _, f := range sources {
 			return f
@@ -106,12 +105,12 @@ func merge(sources map[string]checks.Finding) checks.Finding {
 	}
 	sort.Strings(names)
 	var (
-		trues  []checks.Finding
-		newest checks.Finding
+		trues  []finding.Finding
+		newest finding.Finding
 	)
 	for _, name := range names {
 		f := sources[name]
-		if f.Status == checks.StatusTrue {
+		if f.Status == finding.StatusTrue {
 			trues = append(trues, f)
 		}
 		if newest.Time.IsZero() || f.Time.After(newest.Time) {
@@ -133,6 +132,6 @@ func merge(sources map[string]checks.Finding) checks.Finding {
 	return out
 }
 
-func sameCondition(a, b checks.Finding) bool {
+func sameCondition(a, b finding.Finding) bool {
 	return a.Status == b.Status && a.Reason == b.Reason && a.Message == b.Message
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap/zaptest"
@@ -22,23 +23,21 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
-
-	"github.com/nodeguard/nodeguard/pkg/checks"
 )
 
-type recordSink struct{ got []checks.Finding }
+type recordSink struct{ got []finding.Finding }
 
-func (s *recordSink) Finding(f checks.Finding) { s.got = append(s.got, f) }
+func (s *recordSink) Finding(f finding.Finding) { s.got = append(s.got, f) }
 
 func TestReporterDropsRepeatsAndUnownedTypes(t *testing.T) {
 	sink := &recordSink{}
-	r := New(zaptest.NewLogger(t), []checks.ConditionDefault{{Type: "KernelDeadlock"}}, sink)
-	r.Report(checks.Condition("KernelDeadlock", checks.StatusTrue, "Hung", "a"))
-	r.Report(checks.Condition("KernelDeadlock", checks.StatusTrue, "Hung", "a"))  // repeat: dropped
-	r.Report(checks.Condition("Ready", checks.StatusFalse, "Stolen", "not ours")) // the kubelet's: dropped
-	r.Report(checks.Event(checks.SeverityWarning, "OOMKilling", "x"))
-	r.Report(checks.Event(checks.SeverityWarning, "OOMKilling", "x")) // events are never deduped here
-	r.Report(checks.Condition("KernelDeadlock", checks.StatusTrue, "Hung", "b"))
+	r := New(zaptest.NewLogger(t), []finding.ConditionDefault{{Type: "KernelDeadlock"}}, sink)
+	r.Report(finding.Condition("KernelDeadlock", finding.StatusTrue, "Hung", "a"))
+	r.Report(finding.Condition("KernelDeadlock", finding.StatusTrue, "Hung", "a"))  // repeat: dropped
+	r.Report(finding.Condition("Ready", finding.StatusFalse, "Stolen", "not ours")) // the kubelet's: dropped
+	r.Report(finding.Event(finding.SeverityWarning, "OOMKilling", "x"))
+	r.Report(finding.Event(finding.SeverityWarning, "OOMKilling", "x")) // events are never deduped here
+	r.Report(finding.Condition("KernelDeadlock", finding.StatusTrue, "Hung", "b"))
 	var got []string
 	for _, f := range sink.got {
 		got = append(got, f.Reason+":"+f.Message)
@@ -51,22 +50,22 @@ func TestReporterDropsRepeatsAndUnownedTypes(t *testing.T) {
 
 func TestReporterMergesSourcesOfOneConditionType(t *testing.T) {
 	sink := &recordSink{}
-	owned := []checks.ConditionDefault{{Type: "ReadonlyFilesystem", Reason: "FilesystemIsNotReadOnly"}, {Type: "ReadonlyFilesystem", Reason: "MountsAreReadWrite"}}
+	owned := []finding.ConditionDefault{{Type: "ReadonlyFilesystem", Reason: "FilesystemIsNotReadOnly"}, {Type: "ReadonlyFilesystem", Reason: "MountsAreReadWrite"}}
 	if got := UniqueDefaults(owned); len(got) != 1 || got[0].Reason != "FilesystemIsNotReadOnly" {
 		t.Errorf("UniqueDefaults = %+v, want the first owner's default once", got)
 	}
 	r := New(zaptest.NewLogger(t), owned, sink)
 	at := time.Unix(100, 0)
-	cond := func(check string, status checks.Status, reason, msg string) checks.Finding {
+	cond := func(check string, status finding.Status, reason, msg string) finding.Finding {
 		at = at.Add(time.Second)
-		f := checks.Condition("ReadonlyFilesystem", status, reason, msg)
+		f := finding.Condition("ReadonlyFilesystem", status, reason, msg)
 		f.Check, f.Time = check, at
 		return f
 	}
-	r.Report(cond("disk", checks.StatusFalse, "MountsAreReadWrite", "all rw"))
-	r.Report(cond("kmsg", checks.StatusTrue, "FilesystemIsReadOnly", "EXT4-fs (xvdf): Remounting filesystem read-only"))
-	r.Report(cond("disk", checks.StatusFalse, "MountsAreReadWrite", "all rw")) // does not hide the kernel's word
-	r.Report(cond("disk", checks.StatusTrue, "MountReadOnly", "/var/lib/kubelet is read-only"))
+	r.Report(cond("disk", finding.StatusFalse, "MountsAreReadWrite", "all rw"))
+	r.Report(cond("kmsg", finding.StatusTrue, "FilesystemIsReadOnly", "EXT4-fs (xvdf): Remounting filesystem read-only"))
+	r.Report(cond("disk", finding.StatusFalse, "MountsAreReadWrite", "all rw")) // does not hide the kernel's word
+	r.Report(cond("disk", finding.StatusTrue, "MountReadOnly", "/var/lib/kubelet is read-only"))
 	var got []string
 	for _, f := range sink.got {
 		got = append(got, string(f.Status)+":"+f.Message)
@@ -84,7 +83,7 @@ func TestReporterMergesSourcesOfOneConditionType(t *testing.T) {
 func TestNodeSinkAdoptsConditionsOnStart(t *testing.T) {
 	boot := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	before, after := metav1.NewTime(boot.Add(-time.Hour)), metav1.NewTime(boot.Add(time.Hour))
-	defaults := []checks.ConditionDefault{
+	defaults := []finding.ConditionDefault{
 		{Type: "KeptTrue", Reason: "Fine", Message: "fine"},
 		{Type: "StaleTrue", Reason: "Fine", Message: "fine"},
 		{Type: "KeptFalse", Reason: "Fine", Message: "fine"},
@@ -101,7 +100,7 @@ func TestNodeSinkAdoptsConditionsOnStart(t *testing.T) {
 	client := fake.NewClientset(node)
 	reg := prometheus.NewRegistry()
 	s := NewNodeSink(client, zaptest.NewLogger(t), reg, defaults, NodeSinkOptions{NodeName: "n1", BootTime: boot})
-	s.Finding(checks.Finding{Kind: checks.KindCondition, Type: "FindingFirst", Status: checks.StatusFalse, Reason: "Fine", Message: "cleared", Time: boot.Add(2 * time.Hour)})
+	s.Finding(finding.Finding{Kind: finding.KindCondition, Type: "FindingFirst", Status: finding.StatusFalse, Reason: "Fine", Message: "cleared", Time: boot.Add(2 * time.Hour)})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
@@ -176,7 +175,7 @@ func TestTruncate(t *testing.T) {
 
 func TestWriterSinkFormats(t *testing.T) {
 	at := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
-	f := checks.Finding{Kind: checks.KindCondition, Check: "kmsg", Type: "KernelDeadlock", Status: checks.StatusTrue,
+	f := finding.Finding{Kind: finding.KindCondition, Check: "kmsg", Type: "KernelDeadlock", Status: finding.StatusTrue,
 		Reason: "ContainerRuntimeHung", Message: "task containerd blocked", Time: at, Source: "kmsg seq 7"}
 	var text, js bytes.Buffer
 	NewWriterSink(&text, "text").Finding(f)
@@ -197,13 +196,13 @@ func TestWriterSinkFormats(t *testing.T) {
 
 func TestMetricsSink(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	m := NewMetricsSink(reg, []checks.ConditionDefault{{Type: "KernelDeadlock"}})
+	m := NewMetricsSink(reg, []finding.ConditionDefault{{Type: "KernelDeadlock"}})
 	if got := testutil.ToFloat64(m.conditions.WithLabelValues("KernelDeadlock", "False")); got != 1 {
 		t.Errorf("healthy default gauge = %v, want 1", got)
 	}
-	m.Finding(checks.Condition("KernelDeadlock", checks.StatusTrue, "Hung", ""))
-	m.Finding(checks.Event(checks.SeverityWarning, "OOMKilling", ""))
-	m.Finding(checks.Event(checks.SeverityWarning, "OOMKilling", ""))
+	m.Finding(finding.Condition("KernelDeadlock", finding.StatusTrue, "Hung", ""))
+	m.Finding(finding.Event(finding.SeverityWarning, "OOMKilling", ""))
+	m.Finding(finding.Event(finding.SeverityWarning, "OOMKilling", ""))
 	if got := testutil.ToFloat64(m.conditions.WithLabelValues("KernelDeadlock", "True")); got != 1 {
 		t.Errorf("True gauge = %v, want 1", got)
 	}
@@ -218,19 +217,19 @@ func TestMetricsSink(t *testing.T) {
 // TestMetricsSinkAdoptsWhatNoFindingHasSet: the state read from the Node at
 // start shows in the metrics, but never over a finding's.
 func TestMetricsSinkAdoptsWhatNoFindingHasSet(t *testing.T) {
-	m := NewMetricsSink(prometheus.NewRegistry(), []checks.ConditionDefault{{Type: "KernelDeadlock"}, {Type: "ReadonlyFilesystem"}})
-	m.Finding(checks.Condition("ReadonlyFilesystem", checks.StatusFalse, "MountsAreReadWrite", ""))
-	m.Adopt("KernelDeadlock", checks.StatusTrue)
-	m.Adopt("ReadonlyFilesystem", checks.StatusTrue) // a finding came first: it wins
+	m := NewMetricsSink(prometheus.NewRegistry(), []finding.ConditionDefault{{Type: "KernelDeadlock"}, {Type: "ReadonlyFilesystem"}})
+	m.Finding(finding.Condition("ReadonlyFilesystem", finding.StatusFalse, "MountsAreReadWrite", ""))
+	m.Adopt("KernelDeadlock", finding.StatusTrue)
+	m.Adopt("ReadonlyFilesystem", finding.StatusTrue) // a finding came first: it wins
 	for _, tt := range []struct {
 		condType string
-		want     checks.Status
-	}{{"KernelDeadlock", checks.StatusTrue}, {"ReadonlyFilesystem", checks.StatusFalse}} {
+		want     finding.Status
+	}{{"KernelDeadlock", finding.StatusTrue}, {"ReadonlyFilesystem", finding.StatusFalse}} {
 		if got := testutil.ToFloat64(m.conditions.WithLabelValues(tt.condType, string(tt.want))); got != 1 {
 			t.Errorf("%s %s gauge = %v, want 1", tt.condType, tt.want, got)
 		}
 	}
-	m.Finding(checks.Condition("KernelDeadlock", checks.StatusFalse, "KernelHasNoDeadlock", ""))
+	m.Finding(finding.Condition("KernelDeadlock", finding.StatusFalse, "KernelHasNoDeadlock", ""))
 	if got := testutil.ToFloat64(m.conditions.WithLabelValues("KernelDeadlock", "False")); got != 1 {
 		t.Errorf("a finding after the adopted state: False gauge = %v, want 1", got)
 	}
@@ -250,7 +249,7 @@ func statusPatches(client *fake.Clientset) int {
 func TestNodeSinkCoalescesBurstsAndBeatsWhenIdle(t *testing.T) {
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
 	client := fake.NewClientset(node)
-	defaults := []checks.ConditionDefault{{Type: "Flappy", Reason: "Fine", Message: "fine"}}
+	defaults := []finding.ConditionDefault{{Type: "Flappy", Reason: "Fine", Message: "fine"}}
 	s := NewNodeSink(client, zaptest.NewLogger(t), prometheus.NewRegistry(), defaults, NodeSinkOptions{
 		NodeName: "n1", MinWriteInterval: 500 * time.Millisecond, Heartbeat: time.Hour,
 	})
@@ -274,14 +273,14 @@ func TestNodeSinkCoalescesBurstsAndBeatsWhenIdle(t *testing.T) {
 	// MinWriteInterval, and the last state wins.
 	start := time.Now()
 	for i := 0; time.Since(start) < time.Second; i++ {
-		status := checks.StatusTrue
+		status := finding.StatusTrue
 		if i%2 == 1 {
-			status = checks.StatusFalse
+			status = finding.StatusFalse
 		}
-		s.Finding(checks.Finding{Kind: checks.KindCondition, Type: "Flappy", Status: status, Reason: "R", Message: strconv.Itoa(i), Time: time.Now()})
+		s.Finding(finding.Finding{Kind: finding.KindCondition, Type: "Flappy", Status: status, Reason: "R", Message: strconv.Itoa(i), Time: time.Now()})
 		time.Sleep(10 * time.Millisecond)
 	}
-	s.Finding(checks.Finding{Kind: checks.KindCondition, Type: "Flappy", Status: checks.StatusTrue, Reason: "Last", Message: "last", Time: time.Now()})
+	s.Finding(finding.Finding{Kind: finding.KindCondition, Type: "Flappy", Status: finding.StatusTrue, Reason: "Last", Message: "last", Time: time.Now()})
 	elapsed := time.Since(start)
 	waitFor("the last state", func() bool {
 		n, err := client.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{})
@@ -306,7 +305,7 @@ func TestNodeSinkHeartbeat(t *testing.T) {
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
 	client := fake.NewClientset(node)
 	s := NewNodeSink(client, zaptest.NewLogger(t), prometheus.NewRegistry(),
-		[]checks.ConditionDefault{{Type: "Quiet", Reason: "Fine", Message: "fine"}},
+		[]finding.ConditionDefault{{Type: "Quiet", Reason: "Fine", Message: "fine"}},
 		NodeSinkOptions{NodeName: "n1", MinWriteInterval: 10 * time.Millisecond, Heartbeat: 200 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
@@ -342,8 +341,8 @@ func TestDiskErrorsCountedByDevice(t *testing.T) {
 		}
 	}
 	m := NewMetricsSink(prometheus.NewRegistry(), nil)
-	m.Finding(checks.Event(checks.SeverityWarning, "IOError", tests[0].msg))
-	m.Finding(checks.Event(checks.SeverityWarning, "OOMKilling", "Killed process 1 (dev x)"))
+	m.Finding(finding.Event(finding.SeverityWarning, "IOError", tests[0].msg))
+	m.Finding(finding.Event(finding.SeverityWarning, "OOMKilling", "Killed process 1 (dev x)"))
 	if got := testutil.ToFloat64(m.diskErrors.WithLabelValues("xvdf", "IOError")); got != 1 {
 		t.Errorf("nodeguard_disk_errors_total{device=xvdf,reason=IOError} = %v, want 1", got)
 	}
@@ -419,7 +418,7 @@ func TestEventFloodIsCountedAndSummarised(t *testing.T) {
 		if i%10 == 0 {
 			reason = "TaskHung"
 		}
-		s.Finding(checks.Event(checks.SeverityWarning, reason, "flood "+strconv.Itoa(i)))
+		s.Finding(finding.Event(finding.SeverityWarning, reason, "flood "+strconv.Itoa(i)))
 	}
 	if got := testutil.ToFloat64(s.limits.metric.WithLabelValues("OOMKilling")) + testutil.ToFloat64(s.limits.metric.WithLabelValues("TaskHung")); got != 95 {
 		t.Errorf("%v events counted as suppressed, want 95 (burst 10 less the 5 kept for the summary)", got)
@@ -506,7 +505,7 @@ func TestWriteWaitingOutABackoffGoesWhenTheServerIsBack(t *testing.T) {
 		return false, nil, nil
 	})
 	s := NewNodeSink(client, zaptest.NewLogger(t), prometheus.NewRegistry(),
-		[]checks.ConditionDefault{{Type: "Quiet", Reason: "Fine", Message: "fine"}},
+		[]finding.ConditionDefault{{Type: "Quiet", Reason: "Fine", Message: "fine"}},
 		NodeSinkOptions{NodeName: "n1", MinWriteInterval: 10 * time.Millisecond, Heartbeat: time.Hour, MaxRetryInterval: time.Hour})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
@@ -542,7 +541,7 @@ func TestNodeSinkWritesWhatIsPendingWhenItStops(t *testing.T) {
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
 	client := fake.NewClientset(node)
 	s := NewNodeSink(client, zaptest.NewLogger(t), prometheus.NewRegistry(),
-		[]checks.ConditionDefault{{Type: "Late", Reason: "Fine", Message: "fine"}},
+		[]finding.ConditionDefault{{Type: "Late", Reason: "Fine", Message: "fine"}},
 		NodeSinkOptions{NodeName: "n1", MinWriteInterval: time.Hour, Heartbeat: time.Hour})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
@@ -553,7 +552,7 @@ func TestNodeSinkWritesWhatIsPendingWhenItStops(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	s.Finding(checks.Finding{Kind: checks.KindCondition, Type: "Late", Status: checks.StatusTrue, Reason: "FoundWhileStopping", Message: "late", Time: time.Now()})
+	s.Finding(finding.Finding{Kind: finding.KindCondition, Type: "Late", Status: finding.StatusTrue, Reason: "FoundWhileStopping", Message: "late", Time: time.Now()})
 	time.Sleep(50 * time.Millisecond) // into the hour-long coalescing wait
 	cancel()
 	if err := <-done; err != nil {
@@ -581,7 +580,7 @@ func TestServerErrorsKeepTheirBackoffWhileOtherRequestsSucceed(t *testing.T) {
 		return true, nil, apierrors.NewInternalError(errors.New("admission webhook failed"))
 	})
 	s := NewNodeSink(client, zaptest.NewLogger(t), prometheus.NewRegistry(),
-		[]checks.ConditionDefault{{Type: "Quiet", Reason: "Fine", Message: "fine"}},
+		[]finding.ConditionDefault{{Type: "Quiet", Reason: "Fine", Message: "fine"}},
 		NodeSinkOptions{NodeName: "n1", MinWriteInterval: 10 * time.Millisecond, Heartbeat: time.Hour})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)

@@ -10,7 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 // Snapshot is a sink that keeps the latest word on each condition type and
@@ -18,17 +18,17 @@ import (
 // `kubectl describe node` prints conditions.
 type Snapshot struct {
 	mu     sync.Mutex
-	conds  map[string]checks.Finding
-	events []checks.Finding
+	conds  map[string]finding.Finding
+	events []finding.Finding
 }
 
 // NewSnapshot returns an empty snapshot.
-func NewSnapshot() *Snapshot { return &Snapshot{conds: map[string]checks.Finding{}} }
+func NewSnapshot() *Snapshot { return &Snapshot{conds: map[string]finding.Finding{}} }
 
-func (s *Snapshot) Finding(f checks.Finding) {
+func (s *Snapshot) Finding(f finding.Finding) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if f.Kind == checks.KindCondition {
+	if f.Kind == finding.KindCondition {
 		s.conds[f.Type] = f
 	} else {
 		s.events = append(s.events, f)
@@ -37,20 +37,20 @@ func (s *Snapshot) Finding(f checks.Finding) {
 
 // Result is what the snapshot saw.
 type Result struct {
-	Conditions []checks.Finding `json:"conditions"`
-	Events     []checks.Finding `json:"events"`
+	Conditions []finding.Finding `json:"conditions"`
+	Events     []finding.Finding `json:"events"`
 }
 
 // Result lists every owned type, those no check spoke of as Unknown, and
 // the events in order.
-func (s *Snapshot) Result(owned []checks.ConditionDefault) Result {
+func (s *Snapshot) Result(owned []finding.ConditionDefault) Result {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var r Result
 	for _, d := range UniqueDefaults(owned) {
 		f, ok := s.conds[d.Type]
 		if !ok {
-			f = checks.Condition(d.Type, checks.StatusUnknown, "NotProbed", "no check reported on it in time")
+			f = finding.Condition(d.Type, finding.StatusUnknown, "NotProbed", "no check reported on it in time")
 		}
 		r.Conditions = append(r.Conditions, f)
 	}
@@ -62,7 +62,7 @@ func (s *Snapshot) Result(owned []checks.ConditionDefault) Result {
 // Problem says whether any condition is True.
 func (r Result) Problem() bool {
 	for _, c := range r.Conditions {
-		if c.Status == checks.StatusTrue {
+		if c.Status == finding.StatusTrue {
 			return true
 		}
 	}

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 // WriterSink prints one line per finding: human-readable text, or JSON lines
@@ -23,7 +23,7 @@ func NewWriterSink(w io.Writer, format string) *WriterSink {
 	return &WriterSink{w: w, json: format == "json"}
 }
 
-func (s *WriterSink) Finding(f checks.Finding) {
+func (s *WriterSink) Finding(f finding.Finding) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.json {
@@ -38,10 +38,10 @@ func (s *WriterSink) Finding(f checks.Finding) {
 }
 
 // FormatText renders a finding the way a person reads it in a terminal.
-func FormatText(f checks.Finding) string {
+func FormatText(f finding.Finding) string {
 	ts := f.Time.Format(time.RFC3339)
 	switch f.Kind {
-	case checks.KindCondition:
+	case finding.KindCondition:
 		return fmt.Sprintf("%s condition %s=%s reason=%s check=%s: %s", ts, f.Type, f.Status, f.Reason, f.Check, f.Message)
 	default:
 		return fmt.Sprintf("%s event %s %s check=%s: %s", ts, f.Severity, f.Reason, f.Check, f.Message)

@@ -11,7 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 
-	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/kube"
 )
 
@@ -48,8 +48,8 @@ func NewTaintSink(client kube.Client, nodeName string, rules []TaintRule, log *z
 		want: map[string]bool{}, wake: make(chan struct{}, 1)}
 }
 
-func (s *TaintSink) Finding(f checks.Finding) {
-	if f.Kind != checks.KindCondition {
+func (s *TaintSink) Finding(f finding.Finding) {
+	if f.Kind != finding.KindCondition {
 		return
 	}
 	for _, r := range s.rules {
@@ -57,7 +57,7 @@ func (s *TaintSink) Finding(f checks.Finding) {
 			continue
 		}
 		s.mu.Lock()
-		s.want[f.Type] = f.Status == checks.StatusTrue
+		s.want[f.Type] = f.Status == finding.StatusTrue
 		s.mu.Unlock()
 		select {
 		case s.wake <- struct{}{}:

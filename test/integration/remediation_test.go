@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/kube"
 	"github.com/nodeguard/nodeguard/pkg/reporter"
 )
@@ -68,7 +69,7 @@ func runRemediation(t *testing.T, nodeName string, check checks.Check, sd *fakeS
 	if enabled {
 		restarter = reporter.NewKubeletRestarter(reporter.RestartKubeletOptions{
 			Unit: "kubelet.service", When: []string{"KubeletLeaseStale"}, After: time.Second, Cooldown: 3 * time.Second, Timeout: time.Second,
-		}, sd, others, func(f checks.Finding) { f.Check = "remediation"; f.Time = time.Now(); rep.Report(f) }, log, reg)
+		}, sd, others, func(f finding.Finding) { f.Check = "remediation"; f.Time = time.Now(); rep.Report(f) }, log, reg)
 		sinks = append(sinks, restarter)
 	}
 	rep = reporter.New(log, owned, sinks...)
@@ -109,14 +110,14 @@ func listEvents(t *testing.T, node, reason string) []corev1.Event {
 
 func TestKubeletRestartOncePerCooldownNeverWhenDisabledOrClusterWide(t *testing.T) {
 	needCluster(t)
-	stale := checks.Condition("KubeletLeaseStale", checks.StatusTrue, "KubeletLeaseStale", "kubelet last renewed its lease long ago")
-	conds := []checks.ConditionDefault{{Type: "KubeletLeaseStale", Reason: "KubeletLeaseFresh"}}
+	stale := finding.Condition("KubeletLeaseStale", finding.StatusTrue, "KubeletLeaseStale", "kubelet last renewed its lease long ago")
+	conds := []finding.ConditionDefault{{Type: "KubeletLeaseStale", Reason: "KubeletLeaseFresh"}}
 
 	t.Run("enabled", func(t *testing.T) {
 		const name = "remediate-node"
 		createNode(t, name)
 		sd := &fakeSystemd{}
-		check := &pushCheck{conds: conds, in: make(chan checks.Finding)}
+		check := &pushCheck{conds: conds, in: make(chan finding.Finding)}
 		// Two dead nodes of a hundred are no cluster-wide problem.
 		runRemediation(t, name, check, sd, staleCount(2), true)
 		check.in <- stale
@@ -135,7 +136,7 @@ func TestKubeletRestartOncePerCooldownNeverWhenDisabledOrClusterWide(t *testing.
 			t.Errorf("second restart %s after the first, want no sooner than the 3 s cooldown", at[1].Sub(at[0]))
 		}
 		// Fresh again: no more.
-		check.in <- checks.Condition("KubeletLeaseStale", checks.StatusFalse, "KubeletLeaseFresh", "ok")
+		check.in <- finding.Condition("KubeletLeaseStale", finding.StatusFalse, "KubeletLeaseFresh", "ok")
 		time.Sleep(4 * time.Second)
 		if n := sd.restarts.Load(); n != 2 {
 			t.Errorf("%d restarts after the lease was fresh again, want 2", n)
@@ -146,7 +147,7 @@ func TestKubeletRestartOncePerCooldownNeverWhenDisabledOrClusterWide(t *testing.
 		const name = "no-remediate-node"
 		createNode(t, name)
 		sd := &fakeSystemd{}
-		check := &pushCheck{conds: conds, in: make(chan checks.Finding)}
+		check := &pushCheck{conds: conds, in: make(chan finding.Finding)}
 		runRemediation(t, name, check, sd, staleCount(0), false)
 		check.in <- stale
 		time.Sleep(3 * time.Second)
@@ -159,7 +160,7 @@ func TestKubeletRestartOncePerCooldownNeverWhenDisabledOrClusterWide(t *testing.
 		const name = "refuse-node"
 		createNode(t, name)
 		sd := &fakeSystemd{}
-		check := &pushCheck{conds: conds, in: make(chan checks.Finding)}
+		check := &pushCheck{conds: conds, in: make(chan finding.Finding)}
 		runRemediation(t, name, check, sd, staleCount(20), true)
 		check.in <- stale
 		waitEvent(t, name, "KubeletRestartRefused", "20 of 100 other nodes' leases are stale too", 15*time.Second)
@@ -176,7 +177,7 @@ func TestKubeletRestartOncePerCooldownNeverWhenDisabledOrClusterWide(t *testing.
 		const name = "unsure-node"
 		createNode(t, name)
 		sd := &fakeSystemd{}
-		check := &pushCheck{conds: conds, in: make(chan checks.Finding)}
+		check := &pushCheck{conds: conds, in: make(chan finding.Finding)}
 		refused, err := kubernetes.NewForConfig(&rest.Config{Host: cluster.Config.Host, BearerToken: "not-a-token",
 			TLSClientConfig: rest.TLSClientConfig{CAData: cluster.Config.TLSClientConfig.CAData}})
 		if err != nil {
@@ -211,7 +212,7 @@ func TestTaintWhileConditionHolds(t *testing.T) {
 		t.Fatal(err)
 	}
 	sink := reporter.NewTaintSink(client, name, []reporter.TaintRule{{Condition: "KubeletLeaseStale", Key: "nodeguard.io/kubelet-lease-stale", Effect: corev1.TaintEffectNoSchedule}}, log)
-	check := &pushCheck{conds: []checks.ConditionDefault{{Type: "KubeletLeaseStale", Reason: "KubeletLeaseFresh"}}, in: make(chan checks.Finding)}
+	check := &pushCheck{conds: []finding.ConditionDefault{{Type: "KubeletLeaseStale", Reason: "KubeletLeaseFresh"}}, in: make(chan finding.Finding)}
 	rep := reporter.New(log, check.Conditions(), sink)
 	runCtx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -248,9 +249,9 @@ func TestTaintWhileConditionHolds(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	check.in <- checks.Condition("KubeletLeaseStale", checks.StatusTrue, "KubeletLeaseStale", "stale")
+	check.in <- finding.Condition("KubeletLeaseStale", finding.StatusTrue, "KubeletLeaseStale", "stale")
 	waitTaints(map[string]bool{"nodeguard.io/kubelet-lease-stale": true, "example.com/maintenance": true})
-	check.in <- checks.Condition("KubeletLeaseStale", checks.StatusFalse, "KubeletLeaseFresh", "fresh")
+	check.in <- finding.Condition("KubeletLeaseStale", finding.StatusFalse, "KubeletLeaseFresh", "fresh")
 	waitTaints(map[string]bool{"example.com/maintenance": true})
 }
 

@@ -15,18 +15,19 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/reporter"
 )
 
 // pushCheck emits whatever the test pushes to it.
 type pushCheck struct {
-	conds []checks.ConditionDefault
-	in    chan checks.Finding
+	conds []finding.ConditionDefault
+	in    chan finding.Finding
 }
 
-func (c *pushCheck) Name() string                          { return "push" }
-func (c *pushCheck) Conditions() []checks.ConditionDefault { return c.conds }
-func (c *pushCheck) Run(ctx context.Context, emit func(checks.Finding)) error {
+func (c *pushCheck) Name() string                           { return "push" }
+func (c *pushCheck) Conditions() []finding.ConditionDefault { return c.conds }
+func (c *pushCheck) Run(ctx context.Context, emit func(finding.Finding)) error {
 	for {
 		select {
 		case <-ctx.Done():
@@ -69,16 +70,16 @@ func TestFindingReachesNodeAndKubeletConditionsStay(t *testing.T) {
 	const name = "reporter-node"
 	before := createNode(t, name)
 	check := &pushCheck{
-		conds: []checks.ConditionDefault{{Type: "TestProblem", Reason: "NoTestProblem", Message: "all is well"}},
-		in:    make(chan checks.Finding),
+		conds: []finding.ConditionDefault{{Type: "TestProblem", Reason: "NoTestProblem", Message: "all is well"}},
+		in:    make(chan finding.Finding),
 	}
 	runAgent(t, name, check, reporter.NodeSinkOptions{})
 
 	// On start the owned condition is written with its healthy default.
 	waitCondition(t, name, "TestProblem", corev1.ConditionFalse, 10*time.Second)
 
-	check.in <- checks.Condition("TestProblem", checks.StatusTrue, "ProblemFound", "the test found a problem")
-	check.in <- checks.Event(checks.SeverityWarning, "TestHappened", "something happened to "+name)
+	check.in <- finding.Condition("TestProblem", finding.StatusTrue, "ProblemFound", "the test found a problem")
+	check.in <- finding.Event(finding.SeverityWarning, "TestHappened", "something happened to "+name)
 	node, took := waitCondition(t, name, "TestProblem", corev1.ConditionTrue, 15*time.Second)
 	t.Logf("condition True on the node %s after the finding", took)
 	c := condition(node, "TestProblem")
@@ -94,8 +95,8 @@ func TestFindingReachesNodeAndKubeletConditionsStay(t *testing.T) {
 	transition := c.LastTransitionTime
 
 	// The same state again changes nothing, not even the transition time.
-	check.in <- checks.Condition("TestProblem", checks.StatusTrue, "ProblemFound", "the test found a problem")
-	check.in <- checks.Condition("TestProblem", checks.StatusFalse, "NoTestProblem", "cleared")
+	check.in <- finding.Condition("TestProblem", finding.StatusTrue, "ProblemFound", "the test found a problem")
+	check.in <- finding.Condition("TestProblem", finding.StatusFalse, "NoTestProblem", "cleared")
 	node, _ = waitCondition(t, name, "TestProblem", corev1.ConditionFalse, 15*time.Second)
 	if c := condition(node, "TestProblem"); !c.LastTransitionTime.After(transition.Time) && !c.LastTransitionTime.Equal(&transition) {
 		t.Errorf("lastTransitionTime went back: %v then %v", transition, c.LastTransitionTime)
@@ -115,8 +116,8 @@ func TestConditionSurvivesAPIServerOutage(t *testing.T) {
 	const name = "outage-node"
 	createNode(t, name)
 	check := &pushCheck{
-		conds: []checks.ConditionDefault{{Type: "TestProblem", Reason: "NoTestProblem", Message: "all is well"}},
-		in:    make(chan checks.Finding),
+		conds: []finding.ConditionDefault{{Type: "TestProblem", Reason: "NoTestProblem", Message: "all is well"}},
+		in:    make(chan finding.Finding),
 	}
 	runAgent(t, name, check, reporter.NodeSinkOptions{})
 	waitCondition(t, name, "TestProblem", corev1.ConditionFalse, 10*time.Second)
@@ -133,10 +134,10 @@ func TestConditionSurvivesAPIServerOutage(t *testing.T) {
 		}
 	})
 	// Findings arrive while the server is gone: the newest one must win.
-	check.in <- checks.Condition("TestProblem", checks.StatusTrue, "Flapping", "first")
-	check.in <- checks.Event(checks.SeverityWarning, "DuringOutage", "seen while the API server was down")
+	check.in <- finding.Condition("TestProblem", finding.StatusTrue, "Flapping", "first")
+	check.in <- finding.Event(finding.SeverityWarning, "DuringOutage", "seen while the API server was down")
 	time.Sleep(30 * time.Second)
-	check.in <- checks.Condition("TestProblem", checks.StatusTrue, "ProblemFound", "found during the outage")
+	check.in <- finding.Condition("TestProblem", finding.StatusTrue, "ProblemFound", "found during the outage")
 	time.Sleep(30 * time.Second)
 	if err := c.StartAPIServer(); err != nil {
 		t.Fatal(err)
@@ -174,14 +175,14 @@ func TestHostileKernelTextIsAcceptedByTheAPIServer(t *testing.T) {
 	const name = "hostile-node"
 	createNode(t, name)
 	check := &pushCheck{
-		conds: []checks.ConditionDefault{{Type: "TestProblem", Reason: "NoTestProblem", Message: "all is well"}},
-		in:    make(chan checks.Finding),
+		conds: []finding.ConditionDefault{{Type: "TestProblem", Reason: "NoTestProblem", Message: "all is well"}},
+		in:    make(chan finding.Finding),
 	}
 	runAgent(t, name, check, reporter.NodeSinkOptions{})
 	waitCondition(t, name, "TestProblem", corev1.ConditionFalse, 10*time.Second)
 	hostile := "hostile \xff\xfe\x00 bytes " + strings.Repeat("é long kernel text ", 400)
-	check.in <- checks.Condition("TestProblem", checks.StatusTrue, "Hostile", hostile)
-	check.in <- checks.Event(checks.SeverityWarning, "HostileEvent", hostile)
+	check.in <- finding.Condition("TestProblem", finding.StatusTrue, "Hostile", hostile)
+	check.in <- finding.Event(finding.SeverityWarning, "HostileEvent", hostile)
 	node, _ := waitCondition(t, name, "TestProblem", corev1.ConditionTrue, 15*time.Second)
 	ev, _ := waitEvent(t, name, "HostileEvent", "hostile", 15*time.Second)
 	for what, msg := range map[string]string{"condition": condition(node, "TestProblem").Message, "event": ev.Message} {

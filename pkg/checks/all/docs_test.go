@@ -18,6 +18,7 @@ import (
 	"github.com/nodeguard/nodeguard/pkg/checks/journald"
 	"github.com/nodeguard/nodeguard/pkg/checks/kmsg"
 	"github.com/nodeguard/nodeguard/pkg/config"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/logrules"
 	"github.com/nodeguard/nodeguard/pkg/reporter"
 )
@@ -174,7 +175,7 @@ func (d *doc) has(key string) bool {
 // jsonFieldNames lists the JSON keys a value of type t decodes, walking
 // into embedded structs (promoted fields, as encoding/json does) and into
 // nested struct, pointer, slice, array and map element types. Types that
-// decode themselves (checks.Duration) are leaves.
+// decode themselves (finding.Duration) are leaves.
 func jsonFieldNames(t reflect.Type) []string {
 	var names []string
 	seen := map[reflect.Type]bool{}
@@ -263,18 +264,18 @@ func TestJSONFieldNames(t *testing.T) {
 		Deep string `json:"deep"`
 	}
 	type embedded struct {
-		Promoted checks.Duration `json:"promoted,omitempty"`
+		Promoted finding.Duration `json:"promoted,omitempty"`
 	}
 	type sample struct {
 		Plain    string `json:"plain"`
 		embedded        // unexported, untagged: fields promoted
 		checks.ProbeSettings
-		Items    []inner         `json:"items"`
-		Ptr      *inner          `json:"ptr,omitempty"`
-		Ignored  string          `json:"-"`
-		Untagged int             // no tag: named by its Go name
-		hidden   int             // unexported: no key
-		When     checks.Duration `json:"when"`
+		Items    []inner          `json:"items"`
+		Ptr      *inner           `json:"ptr,omitempty"`
+		Ignored  string           `json:"-"`
+		Untagged int              // no tag: named by its Go name
+		hidden   int              // unexported: no key
+		When     finding.Duration `json:"when"`
 	}
 	_ = sample{}.hidden
 	got := jsonFieldNames(reflect.TypeFor[sample]())

@@ -21,6 +21,7 @@ import (
 	criclient "k8s.io/cri-client/pkg"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 // Name is the check's name in configuration and metrics.
@@ -47,8 +48,8 @@ func DefaultConfig() *Config {
 	return &Config{
 		Endpoint: "unix:///run/containerd/containerd.sock",
 		ProbeSettings: checks.ProbeSettings{
-			Period:           checks.Duration{Duration: 10 * time.Second},
-			Timeout:          checks.Duration{Duration: 5 * time.Second},
+			Period:           finding.Duration{Duration: 10 * time.Second},
+			Timeout:          finding.Duration{Duration: 5 * time.Second},
 			FailureThreshold: 3,
 		},
 	}
@@ -57,7 +58,7 @@ func DefaultConfig() *Config {
 // Validate checks the settings.
 func (c *Config) Validate() error {
 	if c.Endpoint == "" {
-		return &checks.FieldError{Field: "endpoint", Value: "", Reason: "needs the runtime's CRI socket"}
+		return &finding.FieldError{Field: "endpoint", Value: "", Reason: "needs the runtime's CRI socket"}
 	}
 	return c.ProbeSettings.Validate()
 }
@@ -90,8 +91,8 @@ func New(cfg *Config, env checks.Env) *Check {
 
 func (c *Check) Name() string { return Name }
 
-func (c *Check) Conditions() []checks.ConditionDefault {
-	return []checks.ConditionDefault{{Type: ContainerRuntimeUnresponsive, Reason: "ContainerRuntimeIsResponsive", Message: "the container runtime answers CRI"}}
+func (c *Check) Conditions() []finding.ConditionDefault {
+	return []finding.ConditionDefault{{Type: ContainerRuntimeUnresponsive, Reason: "ContainerRuntimeIsResponsive", Message: "the container runtime answers CRI"}}
 }
 
 // socketPath is the file behind a unix endpoint.
@@ -106,7 +107,7 @@ type prober struct {
 }
 
 // Run probes every period until ctx ends.
-func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
+func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 	p := &prober{c: c}
 	defer p.close()
 	return checks.RunLogged(ctx, c.log, "CRI probe", c.cfg.Period.Duration, 3*c.cfg.Timeout.Duration+time.Second, p.probe, emit)
@@ -125,7 +126,7 @@ type failure struct {
 	reason, message string
 }
 
-func (p *prober) probe(ctx context.Context) ([]checks.Finding, error) {
+func (p *prober) probe(ctx context.Context) ([]finding.Finding, error) {
 	var reason, problem string
 	if f := p.ask(ctx); f != nil {
 		reason, problem = f.reason, f.message

@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 func TestFailuresMustRepeatBeforeTheConditionTurns(t *testing.T) {
@@ -23,7 +24,7 @@ func TestFailuresMustRepeatBeforeTheConditionTurns(t *testing.T) {
 		if i < 3 && len(got) != 0 {
 			t.Errorf("probe %d reported %+v before the threshold", i, got)
 		}
-		if i >= 3 && (len(got) != 1 || got[0].Status != checks.StatusTrue || got[0].Reason != "SocketMissing") {
+		if i >= 3 && (len(got) != 1 || got[0].Status != finding.StatusTrue || got[0].Reason != "SocketMissing") {
 			t.Errorf("probe %d = %+v, want ContainerRuntimeUnresponsive True, SocketMissing", i, got)
 		}
 	}
@@ -33,7 +34,7 @@ func TestValidate(t *testing.T) {
 	for _, mutate := range []func(*Config){
 		func(c *Config) { c.Endpoint = "" },
 		func(c *Config) { c.FailureThreshold = 0 },
-		func(c *Config) { c.Timeout = checks.Duration{} },
+		func(c *Config) { c.Timeout = finding.Duration{} },
 	} {
 		cfg := DefaultConfig()
 		mutate(cfg)

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 // Name is the check's name in configuration and metrics.
@@ -42,13 +43,13 @@ type Config struct {
 	// agent sees them (hostPath mounts in the DaemonSet).
 	ProbeDirs []string `json:"probeDirs,omitempty"`
 	// Period is how often the mounts, diskstats and probes are looked at.
-	Period checks.Duration `json:"period,omitempty"`
+	Period finding.Duration `json:"period,omitempty"`
 	// ProbeTimeout is how long a probe write may take before the disk counts
 	// as stuck.
-	ProbeTimeout checks.Duration `json:"probeTimeout,omitempty"`
+	ProbeTimeout finding.Duration `json:"probeTimeout,omitempty"`
 	// StuckWindow: a device with I/O in flight and no completions for this
 	// long is stuck.
-	StuckWindow checks.Duration `json:"stuckWindow,omitempty"`
+	StuckWindow finding.Duration `json:"stuckWindow,omitempty"`
 }
 
 // DefaultConfig watches the filesystems pods depend on. Two minutes of
@@ -58,9 +59,9 @@ func DefaultConfig() *Config {
 	return &Config{
 		Mounts:       []string{"/", "/var/lib/kubelet", "/var/lib/containerd"},
 		ProbeDirs:    []string{"/var/lib/kubelet"},
-		Period:       checks.Duration{Duration: 10 * time.Second},
-		ProbeTimeout: checks.Duration{Duration: 10 * time.Second},
-		StuckWindow:  checks.Duration{Duration: 2 * time.Minute},
+		Period:       finding.Duration{Duration: 10 * time.Second},
+		ProbeTimeout: finding.Duration{Duration: 10 * time.Second},
+		StuckWindow:  finding.Duration{Duration: 2 * time.Minute},
 	}
 }
 
@@ -68,15 +69,15 @@ func DefaultConfig() *Config {
 func (c *Config) Validate() error {
 	switch {
 	case c.Period.Duration < 100*time.Millisecond:
-		return &checks.FieldError{Field: "period", Value: c.Period, Reason: "must be at least 100ms"}
+		return &finding.FieldError{Field: "period", Value: c.Period, Reason: "must be at least 100ms"}
 	case c.ProbeTimeout.Duration <= 0:
-		return &checks.FieldError{Field: "probeTimeout", Value: c.ProbeTimeout, Reason: "must be above zero"}
+		return &finding.FieldError{Field: "probeTimeout", Value: c.ProbeTimeout, Reason: "must be above zero"}
 	case c.StuckWindow.Duration < c.Period.Duration:
-		return &checks.FieldError{Field: "stuckWindow", Value: c.StuckWindow, Reason: "must be at least the period"}
+		return &finding.FieldError{Field: "stuckWindow", Value: c.StuckWindow, Reason: "must be at least the period"}
 	}
 	for i, m := range c.Mounts {
 		if !filepath.IsAbs(m) {
-			return &checks.FieldError{Field: fmt.Sprintf("mounts[%d]", i), Value: m, Reason: "must be an absolute path"}
+			return &finding.FieldError{Field: fmt.Sprintf("mounts[%d]", i), Value: m, Reason: "must be an absolute path"}
 		}
 	}
 	return nil
@@ -115,8 +116,8 @@ func New(cfg *Config, env checks.Env) (*Check, error) {
 
 func (c *Check) Name() string { return Name }
 
-func (c *Check) Conditions() []checks.ConditionDefault {
-	return []checks.ConditionDefault{
+func (c *Check) Conditions() []finding.ConditionDefault {
+	return []finding.ConditionDefault{
 		{Type: DiskIOStuck, Reason: "DiskIOIsFlowing", Message: "the node's disks complete I/O"},
 		{Type: ReadonlyFilesystem, Reason: "FilesystemIsNotReadOnly", Message: "Filesystem is not read-only"},
 	}
@@ -125,7 +126,7 @@ func (c *Check) Conditions() []checks.ConditionDefault {
 // Run watches until ctx ends. The write probe runs in a loop of its own:
 // a write to a hung disk blocks in the kernel, and must not stop the mount
 // and diskstats checks from reporting.
-func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
+func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 	st := &stuckState{emit: emit, now: c.now}
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -135,7 +136,7 @@ func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
 			return
 		}
 		checks.RunPeriodic(ctx, c.cfg.Period.Duration, c.cfg.ProbeTimeout.Duration,
-			func(ctx context.Context) ([]checks.Finding, error) {
+			func(ctx context.Context) ([]finding.Finding, error) {
 				st.set("probe", c.writeProbes())
 				return nil, nil
 			},
@@ -150,7 +151,7 @@ func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
 	}()
 	stats := map[string]ioStreak{}
 	err := checks.RunPeriodic(ctx, c.cfg.Period.Duration, c.cfg.Period.Duration,
-		func(ctx context.Context) ([]checks.Finding, error) {
+		func(ctx context.Context) ([]finding.Finding, error) {
 			ro, err := c.readOnlyMounts()
 			if err != nil {
 				return nil, err
@@ -159,10 +160,10 @@ func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
 				st.set("diskstats", msg)
 			}
 			if len(ro) == 0 {
-				return []checks.Finding{checks.Condition(ReadonlyFilesystem, checks.StatusFalse, "MountsAreReadWrite",
+				return []finding.Finding{finding.Condition(ReadonlyFilesystem, finding.StatusFalse, "MountsAreReadWrite",
 					"read-write: "+strings.Join(c.cfg.Mounts, ", "))}, nil
 			}
-			return []checks.Finding{checks.Condition(ReadonlyFilesystem, checks.StatusTrue, "MountReadOnly", strings.Join(ro, "; "))}, nil
+			return []finding.Finding{finding.Condition(ReadonlyFilesystem, finding.StatusTrue, "MountReadOnly", strings.Join(ro, "; "))}, nil
 		},
 		emit,
 		func(s *checks.ProbeStuck) { c.log.Warn("reading mounts or diskstats is stuck", zap.Error(s)) },
@@ -175,7 +176,7 @@ func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
 // diskstats) into one condition.
 type stuckState struct {
 	mu      sync.Mutex
-	emit    func(checks.Finding)
+	emit    func(finding.Finding)
 	now     func() time.Time
 	why     map[string]string
 	emitted bool
@@ -197,9 +198,9 @@ func (s *stuckState) set(source, why string) {
 			problems = append(problems, w)
 		}
 	}
-	f := checks.Condition(DiskIOStuck, checks.StatusFalse, "DiskIOIsFlowing", "the node's disks complete I/O")
+	f := finding.Condition(DiskIOStuck, finding.StatusFalse, "DiskIOIsFlowing", "the node's disks complete I/O")
 	if len(problems) > 0 {
-		f = checks.Condition(DiskIOStuck, checks.StatusTrue, "DiskIOIsStuck", strings.Join(problems, "; "))
+		f = finding.Condition(DiskIOStuck, finding.StatusTrue, "DiskIOIsStuck", strings.Join(problems, "; "))
 	}
 	f.Time = s.now()
 	s.emit(f)

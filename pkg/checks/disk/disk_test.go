@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 const mountinfo = `22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p1 rw,discard
@@ -128,9 +129,9 @@ func TestStuckDevicesFromDiskstats(t *testing.T) {
 }
 
 func TestWriteProbeAndStuckStateCombine(t *testing.T) {
-	var got []checks.Finding
+	var got []finding.Finding
 	now := time.Unix(1000, 0)
-	st := &stuckState{emit: func(f checks.Finding) { got = append(got, f) }, now: func() time.Time { return now }}
+	st := &stuckState{emit: func(f finding.Finding) { got = append(got, f) }, now: func() time.Time { return now }}
 	st.set("probe", "")
 	st.set("diskstats", "")
 	st.set("probe", "a write hangs")
@@ -162,12 +163,12 @@ func TestRunReportsBothConditions(t *testing.T) {
 	now := time.Unix(1000, 0)
 	c := newCheck(t, fakeProc(t, "ro", "rw", diskstatsLine("sda", 1, 1, 0)), &now)
 	c.cfg.ProbeDirs = []string{t.TempDir()}
-	c.cfg.Period = checks.Duration{Duration: 50 * time.Millisecond}
+	c.cfg.Period = finding.Duration{Duration: 50 * time.Millisecond}
 	ctx, cancel := context.WithCancel(context.Background())
-	found := make(chan checks.Finding, 100)
+	found := make(chan finding.Finding, 100)
 	done := make(chan error)
-	go func() { done <- c.Run(ctx, func(f checks.Finding) { found <- f }) }()
-	seen := map[string]checks.Finding{}
+	go func() { done <- c.Run(ctx, func(f finding.Finding) { found <- f }) }()
+	seen := map[string]finding.Finding{}
 	deadline := time.After(5 * time.Second)
 	for len(seen) < 2 {
 		select {
@@ -181,7 +182,7 @@ func TestRunReportsBothConditions(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if seen[ReadonlyFilesystem].Status != checks.StatusTrue || seen[DiskIOStuck].Status != checks.StatusFalse {
+	if seen[ReadonlyFilesystem].Status != finding.StatusTrue || seen[DiskIOStuck].Status != finding.StatusFalse {
 		t.Errorf("ReadonlyFilesystem %s, DiskIOStuck %s; want True and False", seen[ReadonlyFilesystem].Status, seen[DiskIOStuck].Status)
 	}
 }

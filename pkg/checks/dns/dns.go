@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 // Name is the check's name in configuration and metrics.
@@ -43,8 +44,8 @@ func DefaultConfig() *Config {
 		Name:          "kubernetes.default.svc.cluster.local",
 		KubeletConfig: "/var/lib/kubelet/config.yaml",
 		ProbeSettings: checks.ProbeSettings{
-			Period:           checks.Duration{Duration: 10 * time.Second},
-			Timeout:          checks.Duration{Duration: 2 * time.Second},
+			Period:           finding.Duration{Duration: 10 * time.Second},
+			Timeout:          finding.Duration{Duration: 2 * time.Second},
 			FailureThreshold: 3,
 		},
 	}
@@ -53,7 +54,7 @@ func DefaultConfig() *Config {
 // Validate checks the settings.
 func (c *Config) Validate() error {
 	if c.Name == "" {
-		return &checks.FieldError{Field: "name", Value: "", Reason: "needs a name to resolve"}
+		return &finding.FieldError{Field: "name", Value: "", Reason: "needs a name to resolve"}
 	}
 	return c.ProbeSettings.Validate()
 }
@@ -71,15 +72,15 @@ type Check struct {
 
 func (c *Check) Name() string { return Name }
 
-func (c *Check) Conditions() []checks.ConditionDefault {
-	return []checks.ConditionDefault{{Type: ClusterDNSUnreachable, Reason: "ClusterDNSAnswers", Message: "the cluster DNS answers"}}
+func (c *Check) Conditions() []finding.ConditionDefault {
+	return []finding.ConditionDefault{{Type: ClusterDNSUnreachable, Reason: "ClusterDNSAnswers", Message: "the cluster DNS answers"}}
 }
 
 // Run resolves every period until ctx ends.
-func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
+func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 	var failures checks.InARow
 	return checks.RunLogged(ctx, c.log, "DNS probe", c.cfg.Period.Duration, c.cfg.Timeout.Duration+time.Second,
-		func(ctx context.Context) ([]checks.Finding, error) {
+		func(ctx context.Context) ([]finding.Finding, error) {
 			server, err := c.server()
 			if err != nil {
 				return nil, err

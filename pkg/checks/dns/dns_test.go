@@ -13,13 +13,14 @@ import (
 
 	"github.com/nodeguard/nodeguard/internal/testdns"
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 func TestResolveAgainstARealServer(t *testing.T) {
 	d := testdns.Start(t)
 	cfg := DefaultConfig()
 	cfg.Server = d.Addr
-	cfg.Timeout = checks.Duration{Duration: 300 * time.Millisecond}
+	cfg.Timeout = finding.Duration{Duration: 300 * time.Millisecond}
 	c := &Check{cfg: cfg, log: zaptest.NewLogger(t)}
 	for _, tt := range []struct {
 		mode testdns.Mode
@@ -64,7 +65,7 @@ func TestRefusedQueryGivesTheSameMessageEachTime(t *testing.T) {
 	server := pc.LocalAddr().String()
 	pc.Close() // now nothing listens there: the kernel answers port unreachable
 	cfg := DefaultConfig()
-	cfg.Timeout = checks.Duration{Duration: 300 * time.Millisecond}
+	cfg.Timeout = finding.Duration{Duration: 300 * time.Millisecond}
 	c := &Check{cfg: cfg, log: zaptest.NewLogger(t)}
 	first := c.resolve(context.Background(), server)
 	second := c.resolve(context.Background(), server)

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/logrules"
 	"github.com/nodeguard/nodeguard/pkg/logsource"
 )
@@ -44,7 +45,7 @@ func DefaultConfig() *Config { return &Config{} }
 // when it cannot reach the API server or its pod lifecycle loop stalls.
 func DefaultRules() []logrules.Rule {
 	kubelet := func(name, reason, contains, pattern string) logrules.Rule {
-		return logrules.Rule{Name: name, Source: sourcePrefix + "kubelet.service", Kind: checks.KindEvent,
+		return logrules.Rule{Name: name, Source: sourcePrefix + "kubelet.service", Kind: finding.KindEvent,
 			Reason: reason, Contains: contains, Pattern: pattern}
 	}
 	return []logrules.Rule{
@@ -56,19 +57,19 @@ func DefaultRules() []logrules.Rule {
 		{
 			// The lease bug's signature: the kubelet keeps failing to renew.
 			// Merged with the lease check's own view of renewTime.
-			Name: "kubelet-lease-update-failing", Source: sourcePrefix + "kubelet.service", Kind: checks.KindCondition,
+			Name: "kubelet-lease-update-failing", Source: sourcePrefix + "kubelet.service", Kind: finding.KindCondition,
 			Condition: "KubeletLeaseStale", Reason: "KubeletLeaseUpdateFailing", Contains: "to update",
-			Pattern: `[Ff]ailed to update (?:node )?lease`, MinCount: 3, Window: checks.Duration{Duration: 2 * time.Minute},
-			ClearAfter: checks.Duration{Duration: 2 * time.Minute},
+			Pattern: `[Ff]ailed to update (?:node )?lease`, MinCount: 3, Window: finding.Duration{Duration: 2 * time.Minute},
+			ClearAfter: finding.Duration{Duration: 2 * time.Minute},
 		},
 		{
 			// The memcg/kmem leak's other face: the kubelet or runc cannot
 			// make a pod's cgroup because the kernel has no memory for
 			// another one.
-			Name: "kubelet-cgroup-mkdir-enomem", Source: sourcePrefix + "kubelet.service", Kind: checks.KindCondition,
+			Name: "kubelet-cgroup-mkdir-enomem", Source: sourcePrefix + "kubelet.service", Kind: finding.KindCondition,
 			Condition: "MemoryCgroupLeak", Reason: "CgroupMkdirFailed", Contains: "cannot allocate memory",
 			Pattern:    `mkdir \S*(?:cgroup|kubepods)\S*: cannot allocate memory`,
-			ClearAfter: checks.Duration{Duration: time.Hour},
+			ClearAfter: finding.Duration{Duration: time.Hour},
 		},
 	}
 }
@@ -86,7 +87,7 @@ func DefaultConditions() []logrules.ConditionSpec {
 func (c *Config) rulesByUnit() (map[string][]logrules.Rule, error) {
 	rules, err := logrules.Merge(DefaultRules(), c.Rules, c.DisableRules)
 	if err != nil {
-		return nil, &checks.FieldError{Field: "disableRules", Value: c.DisableRules, Reason: err.Error()}
+		return nil, &finding.FieldError{Field: "disableRules", Value: c.DisableRules, Reason: err.Error()}
 	}
 	byUnit := map[string][]logrules.Rule{}
 	for _, r := range rules {
@@ -98,14 +99,14 @@ func (c *Config) rulesByUnit() (map[string][]logrules.Rule, error) {
 					field = "rules[" + strconv.Itoa(i) + "].source"
 				}
 			}
-			return nil, &checks.FieldError{Field: field, Value: r.Source, Reason: `a journald rule's source is "journald:UNIT", e.g. "journald:kubelet.service"`}
+			return nil, &finding.FieldError{Field: field, Value: r.Source, Reason: `a journald rule's source is "journald:UNIT", e.g. "journald:kubelet.service"`}
 		}
 		byUnit[unit] = append(byUnit[unit], r)
 	}
 	return byUnit, nil
 }
 
-func (c *Config) engines() (map[string]*logrules.Engine, []checks.ConditionDefault, error) {
+func (c *Config) engines() (map[string]*logrules.Engine, []finding.ConditionDefault, error) {
 	byUnit, err := c.rulesByUnit()
 	if err != nil {
 		return nil, nil, err
@@ -118,7 +119,7 @@ func (c *Config) engines() (map[string]*logrules.Engine, []checks.ConditionDefau
 			if rerr, ok := err.(*logrules.RuleError); ok {
 				for i, u := range c.Rules {
 					if u.Name == rerr.Name {
-						return nil, nil, &checks.FieldError{Field: "rules[" + strconv.Itoa(i) + "]." + rerr.Field, Value: rerr.Value, Reason: rerr.Err}
+						return nil, nil, &finding.FieldError{Field: "rules[" + strconv.Itoa(i) + "]." + rerr.Field, Value: rerr.Value, Reason: rerr.Err}
 					}
 				}
 			}
@@ -126,9 +127,9 @@ func (c *Config) engines() (map[string]*logrules.Engine, []checks.ConditionDefau
 		}
 		engines[unit] = e
 	}
-	var conds []checks.ConditionDefault
+	var conds []finding.ConditionDefault
 	for _, s := range specs {
-		conds = append(conds, checks.ConditionDefault{Type: s.Type, Reason: s.Reason, Message: s.Message})
+		conds = append(conds, finding.ConditionDefault{Type: s.Type, Reason: s.Reason, Message: s.Message})
 	}
 	return engines, conds, nil
 }
@@ -149,7 +150,7 @@ var Registration = checks.Define(Name, logsource.JournalAvailable, DefaultConfig
 type Check struct {
 	cfg   *Config
 	log   *zap.Logger
-	conds []checks.ConditionDefault
+	conds []finding.ConditionDefault
 }
 
 // New builds the check.
@@ -161,14 +162,14 @@ func New(cfg *Config, env checks.Env) (*Check, error) {
 	return &Check{cfg: cfg, log: env.Log, conds: conds}, nil
 }
 
-func (c *Check) Name() string                          { return Name }
-func (c *Check) Conditions() []checks.ConditionDefault { return c.conds }
+func (c *Check) Name() string                           { return Name }
+func (c *Check) Conditions() []finding.ConditionDefault { return c.conds }
 
 // LogDriven marks the check as reporting conditions only from log lines.
 func (c *Check) LogDriven() {}
 
 // Run follows the journal until ctx ends.
-func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
+func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 	engines, _, err := c.cfg.engines()
 	if err != nil {
 		return err
@@ -183,13 +184,14 @@ func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
 	}
 	quiet := logrules.NewQuietStart(time.Now(), rules, append(DefaultConditions(), c.cfg.Conditions...))
 	emit = quiet.Wrap(emit)
-	defer quiet.ExpireEvery(ctx, expireInterval, time.Now, emit)()
+	defer checks.Every(ctx, expireInterval, func(now time.Time) { quiet.ExpireTo(now, emit) })()
 	guarded := map[string]*logrules.Guarded{}
 	units := make([]string, 0, len(engines))
 	for u, e := range engines {
 		units = append(units, u)
-		guarded[u] = logrules.NewGuarded(e)
-		defer guarded[u].ExpireEvery(ctx, expireInterval, time.Now, emit)()
+		g := logrules.NewGuarded(e)
+		guarded[u] = g
+		defer checks.Every(ctx, expireInterval, func(now time.Time) { g.ExpireTo(now, emit) })()
 	}
 	slices.Sort(units)
 	follower := &logsource.JournalFollower{Dir: c.cfg.Dir, Units: units, FromStart: c.cfg.FromStart, Positioned: func() {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nodeguard/nodeguard/internal/journaltest"
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/logrules"
 )
 
@@ -49,10 +50,10 @@ func TestKubeletLinesFromARealJournal(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	got := make(chan checks.Finding, 20)
+	got := make(chan finding.Finding, 20)
 	done := make(chan error)
-	go func() { done <- c.Run(ctx, func(f checks.Finding) { got <- f }) }()
-	var findings []checks.Finding
+	go func() { done <- c.Run(ctx, func(f finding.Finding) { got <- f }) }()
+	var findings []finding.Finding
 	timeout := time.After(10 * time.Second)
 	for len(findings) < want+1 { // +1: the closed-connection line is two problems
 		select {
@@ -84,7 +85,7 @@ func TestKubeletLinesFromARealJournal(t *testing.T) {
 }
 
 func TestRuleSourcesMustNameAUnit(t *testing.T) {
-	cfg := &Config{Rules: []logrules.Rule{{Name: "x", Source: "kmsg", Kind: checks.KindEvent, Reason: "X", Pattern: "x"}}}
+	cfg := &Config{Rules: []logrules.Rule{{Name: "x", Source: "kmsg", Kind: finding.KindEvent, Reason: "X", Pattern: "x"}}}
 	err := cfg.Validate()
 	if err == nil || !strings.Contains(err.Error(), "rules[0].source") {
 		t.Errorf("Validate = %v, want an error naming rules[0].source", err)
@@ -106,14 +107,14 @@ func TestRepeatedLeaseFailuresRaiseKubeletLeaseStale(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	got := make(chan checks.Finding, 20)
-	go c.Run(ctx, func(f checks.Finding) { got <- f })
+	got := make(chan finding.Finding, 20)
+	go c.Run(ctx, func(f finding.Finding) { got <- f })
 	timeout := time.After(10 * time.Second)
 	for {
 		select {
 		case f := <-got:
 			if f.Type == "KubeletLeaseStale" {
-				if f.Status != checks.StatusTrue || f.Reason != "KubeletLeaseUpdateFailing" || !f.Time.Equal(base.Add(20*time.Second)) {
+				if f.Status != finding.StatusTrue || f.Reason != "KubeletLeaseUpdateFailing" || !f.Time.Equal(base.Add(20*time.Second)) {
 					t.Errorf("got %+v, want KubeletLeaseStale True at the third failure", f)
 				}
 				return

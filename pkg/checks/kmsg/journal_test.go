@@ -13,6 +13,7 @@ import (
 
 	"github.com/nodeguard/nodeguard/internal/journaltest"
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 // TestKernelMessagesFromTheJournal: with journal on and /dev/kmsg off, the
@@ -38,8 +39,8 @@ func TestKernelMessagesFromTheJournal(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	got := make(chan checks.Finding, 10)
-	go c.Run(ctx, func(f checks.Finding) { got <- f })
+	got := make(chan finding.Finding, 10)
+	go c.Run(ctx, func(f finding.Finding) { got <- f })
 	time.Sleep(500 * time.Millisecond)
 	journaltest.Write(t, dir, "b.journal",
 		journaltest.Unit(base.Add(10*time.Second), "myapp.service", "Out of memory: Killed process 1 (not the kernel)"),
@@ -73,17 +74,17 @@ func TestJournalSourceResumesAfterARestart(t *testing.T) {
 	off := false
 	cfg := DefaultConfig()
 	cfg.DevKmsg, cfg.Journal, cfg.JournalDir = &off, true, dir
-	start := func() (chan checks.Finding, context.CancelFunc, chan struct{}) {
+	start := func() (chan finding.Finding, context.CancelFunc, chan struct{}) {
 		c, err := New(cfg, checks.Env{Log: zaptest.NewLogger(t), StateDir: state}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		got, done := make(chan checks.Finding, 10), make(chan struct{})
-		go func() { c.Run(ctx, func(f checks.Finding) { got <- f }); close(done) }()
+		got, done := make(chan finding.Finding, 10), make(chan struct{})
+		go func() { c.Run(ctx, func(f finding.Finding) { got <- f }); close(done) }()
 		return got, cancel, done
 	}
-	expect := func(got chan checks.Finding, pid string) {
+	expect := func(got chan finding.Finding, pid string) {
 		t.Helper()
 		select {
 		case f := <-got:

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/logrules"
 	"github.com/nodeguard/nodeguard/pkg/logsource"
 )
@@ -61,10 +62,10 @@ type Config struct {
 	// are read but not reported, so that installing the agent on a node up
 	// for weeks does not replay weeks of problems (and flood the event rate
 	// limit).
-	BacklogLookback checks.Duration `json:"backlogLookback,omitempty"`
+	BacklogLookback finding.Duration `json:"backlogLookback,omitempty"`
 	// ExpireInterval is how often conditions with a quiet period are
 	// re-evaluated.
-	ExpireInterval checks.Duration `json:"expireInterval,omitempty"`
+	ExpireInterval finding.Duration `json:"expireInterval,omitempty"`
 }
 
 // FileSource is one kernel log file to follow.
@@ -78,8 +79,8 @@ type FileSource struct {
 // DefaultConfig is the configuration a node gets without a config file.
 func DefaultConfig() *Config {
 	return &Config{
-		ExpireInterval:  checks.Duration{Duration: 10 * time.Second},
-		BacklogLookback: checks.Duration{Duration: 10 * time.Minute},
+		ExpireInterval:  finding.Duration{Duration: 10 * time.Second},
+		BacklogLookback: finding.Duration{Duration: 10 * time.Minute},
 	}
 }
 
@@ -87,18 +88,18 @@ func DefaultConfig() *Config {
 func (c *Config) Validate() error {
 	for i, f := range c.Files {
 		if f.Path == "" {
-			return &checks.FieldError{Field: "files[" + strconv.Itoa(i) + "].path", Value: "", Reason: "a file needs a path"}
+			return &finding.FieldError{Field: "files[" + strconv.Itoa(i) + "].path", Value: "", Reason: "a file needs a path"}
 		}
 	}
 	if c.DevKmsg != nil && !*c.DevKmsg && len(c.Files) == 0 && !c.Journal {
-		return &checks.FieldError{Field: "devKmsg", Value: false, Reason: "with /dev/kmsg off, read the journal or name kernel log files to follow, or disable the check"}
+		return &finding.FieldError{Field: "devKmsg", Value: false, Reason: "with /dev/kmsg off, read the journal or name kernel log files to follow, or disable the check"}
 	}
 	if c.Journal && !logsource.JournalAvailable {
-		return &checks.FieldError{Field: "journal", Value: true, Reason: logsource.ErrNoJournal.Error()}
+		return &finding.FieldError{Field: "journal", Value: true, Reason: logsource.ErrNoJournal.Error()}
 	}
 	for i, r := range c.Rules {
 		if r.Source != "" && r.Source != "kmsg" {
-			return &checks.FieldError{Field: "rules[" + strconv.Itoa(i) + "].source", Value: r.Source,
+			return &finding.FieldError{Field: "rules[" + strconv.Itoa(i) + "].source", Value: r.Source,
 				Reason: `a kernel log rule's source is "kmsg" (it runs over /dev/kmsg and checks.kmsg.files); journald rules go under checks.journald`}
 		}
 	}
@@ -111,13 +112,13 @@ func (c *Config) Validate() error {
 func (c *Config) ruleSet() ([]logrules.Rule, []logrules.ConditionSpec, error) {
 	rules, err := logrules.Merge(logrules.DefaultRules(), c.Rules, c.DisableRules)
 	if err != nil {
-		return nil, nil, &checks.FieldError{Field: "disableRules", Value: c.DisableRules, Reason: err.Error()}
+		return nil, nil, &finding.FieldError{Field: "disableRules", Value: c.DisableRules, Reason: err.Error()}
 	}
 	conds := append(logrules.DefaultConditions(), c.Conditions...)
 	for i, path := range c.NPDRules {
 		npdRules, npdConds, err := logrules.LoadNPD(path)
 		if err != nil {
-			return nil, nil, &checks.FieldError{Field: "npdRules[" + strconv.Itoa(i) + "]", Value: path, Reason: err.Error()}
+			return nil, nil, &finding.FieldError{Field: "npdRules[" + strconv.Itoa(i) + "]", Value: path, Reason: err.Error()}
 		}
 		rules, conds = logrules.AddNPD(rules, conds, npdRules, npdConds)
 	}
@@ -134,10 +135,10 @@ func (c *Config) Engine() (*logrules.Engine, error) {
 		// Point at the user's rule when the bad rule is one of theirs.
 		for i, u := range c.Rules {
 			if u.Name == rerr.Name {
-				return nil, &checks.FieldError{Field: "rules[" + strconv.Itoa(i) + "]." + rerr.Field, Value: rerr.Value, Reason: rerr.Err}
+				return nil, &finding.FieldError{Field: "rules[" + strconv.Itoa(i) + "]." + rerr.Field, Value: rerr.Value, Reason: rerr.Err}
 			}
 		}
-		return nil, &checks.FieldError{Field: "rules", Value: rerr.Name, Reason: rerr.Error()}
+		return nil, &finding.FieldError{Field: "rules", Value: rerr.Name, Reason: rerr.Error()}
 	}
 	return e, err
 }
@@ -152,7 +153,7 @@ type Check struct {
 	cfg      *Config
 	log      *zap.Logger
 	source   Source
-	conds    []checks.ConditionDefault
+	conds    []finding.ConditionDefault
 	now      func() time.Time
 	procPath string
 	// position is nil when there is no state directory.
@@ -184,8 +185,8 @@ func New(cfg *Config, env checks.Env, source Source) (*Check, error) {
 	return c, nil
 }
 
-func (c *Check) Name() string                          { return Name }
-func (c *Check) Conditions() []checks.ConditionDefault { return c.conds }
+func (c *Check) Name() string                           { return Name }
+func (c *Check) Conditions() []finding.ConditionDefault { return c.conds }
 
 // LogDriven marks the check as reporting conditions only from log lines.
 func (c *Check) LogDriven() {}
@@ -194,7 +195,7 @@ func (c *Check) LogDriven() {}
 // of its own (multi-line reports do not span sources). Each run starts fresh
 // engines: what a report had gathered before a restart is not worth a stale
 // match.
-func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
+func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 	rules, conds, err := c.cfg.ruleSet()
 	if err != nil {
 		return err
@@ -202,7 +203,7 @@ func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
 	// Outermost, so that it sees every condition the check reports.
 	quiet := logrules.NewQuietStart(c.now(), rules, conds)
 	emit = quiet.Wrap(emit)
-	defer quiet.ExpireEvery(ctx, max(c.cfg.ExpireInterval.Duration, time.Second), c.now, emit)()
+	defer checks.Every(ctx, max(c.cfg.ExpireInterval.Duration, time.Second), func(time.Time) { quiet.ExpireTo(c.now(), emit) })()
 	emit = c.hang.wrap(emit)
 	defer c.hang.expireEvery(ctx, max(c.cfg.ExpireInterval.Duration, time.Second), emit)()
 	g, ctx := errgroup.WithContext(ctx)
@@ -219,13 +220,13 @@ func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
 }
 
 // runJournal follows the kernel's messages in the systemd journal.
-func (c *Check) runJournal(ctx context.Context, emit func(checks.Finding)) error {
+func (c *Check) runJournal(ctx context.Context, emit func(finding.Finding)) error {
 	engine, err := c.cfg.Engine()
 	if err != nil {
 		return err
 	}
 	g := logrules.NewGuarded(engine)
-	defer g.ExpireEvery(ctx, max(c.cfg.ExpireInterval.Duration, time.Second), c.now, emit)()
+	defer checks.Every(ctx, max(c.cfg.ExpireInterval.Duration, time.Second), func(time.Time) { g.ExpireTo(c.now(), emit) })()
 	// Resume after the last entry reported before a restart; the cursor is
 	// saved once a reported entry's findings are out.
 	cursor := c.journalCursor()
@@ -234,7 +235,7 @@ func (c *Check) runJournal(ctx context.Context, emit func(checks.Finding)) error
 	}}
 	err = follower.Run(ctx, func(e logsource.JournalEntry) {
 		reported := false
-		g.Feed(logrules.Line{Text: e.Message, Time: e.Time}, "journal kernel", func(f checks.Finding) {
+		g.Feed(logrules.Line{Text: e.Message, Time: e.Time}, "journal kernel", func(f finding.Finding) {
 			reported = true
 			emit(f)
 		})
@@ -258,13 +259,13 @@ func (c *Check) journalCursor() cursorFile {
 }
 
 // runFile follows a kernel log file (kern.log, saved dmesg output).
-func (c *Check) runFile(ctx context.Context, emit func(checks.Finding), fc FileSource) error {
+func (c *Check) runFile(ctx context.Context, emit func(finding.Finding), fc FileSource) error {
 	engine, err := c.cfg.Engine()
 	if err != nil {
 		return err
 	}
 	g := logrules.NewGuarded(engine)
-	defer g.ExpireEvery(ctx, max(c.cfg.ExpireInterval.Duration, time.Second), c.now, emit)()
+	defer checks.Every(ctx, max(c.cfg.ExpireInterval.Duration, time.Second), func(time.Time) { g.ExpireTo(c.now(), emit) })()
 	n := 0
 	follower := &logsource.FileFollower{Path: fc.Path, FromStart: fc.FromStart, Positioned: func() {
 		c.log.Info("reading the kernel log", zap.String("source", fc.Path), zap.Bool("from_start", fc.FromStart))
@@ -283,7 +284,7 @@ func (c *Check) runFile(ctx context.Context, emit func(checks.Finding), fc FileS
 
 // runKmsg reads /dev/kmsg, resuming after the last record reported in this
 // boot.
-func (c *Check) runKmsg(ctx context.Context, emit func(checks.Finding)) error {
+func (c *Check) runKmsg(ctx context.Context, emit func(finding.Finding)) error {
 	engine, err := c.cfg.Engine()
 	if err != nil {
 		return err
@@ -304,7 +305,7 @@ func (c *Check) runKmsg(ctx context.Context, emit func(checks.Finding)) error {
 	if pos.LastSeq < 0 {
 		cutoff = c.now().Add(-c.cfg.BacklogLookback.Duration)
 	}
-	var buf []checks.Finding
+	var buf []finding.Finding
 	for {
 		select {
 		case <-ctx.Done():

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/logrules"
 )
 
@@ -36,14 +37,14 @@ func (s feedSource) Run(ctx context.Context, after int, out chan<- Record) error
 	return nil
 }
 
-func runCheck(t *testing.T, c *Check, want int) []checks.Finding {
+func runCheck(t *testing.T, c *Check, want int) []finding.Finding {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	got := make(chan checks.Finding, 100)
+	got := make(chan finding.Finding, 100)
 	done := make(chan struct{})
-	go func() { defer close(done); c.Run(ctx, func(f checks.Finding) { got <- f }) }()
+	go func() { defer close(done); c.Run(ctx, func(f finding.Finding) { got <- f }) }()
 	defer func() { cancel(); <-done }()
-	var out []checks.Finding
+	var out []finding.Finding
 	for len(out) < want {
 		select {
 		case f := <-got:
@@ -73,7 +74,7 @@ func TestCheckTurnsRecordsIntoFindings(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := runCheck(t, c, 3)
-	if got[0].Reason != "TaskHung" || got[1].Type != "KernelDeadlock" || got[1].Status != checks.StatusTrue {
+	if got[0].Reason != "TaskHung" || got[1].Type != "KernelDeadlock" || got[1].Status != finding.StatusTrue {
 		t.Errorf("hung kubelet gave %+v and %+v, want a TaskHung event and KernelDeadlock=True", got[0], got[1])
 	}
 	oom := got[2]
@@ -91,7 +92,7 @@ func TestUserRulesAndDisabledRules(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.DisableRules = []string{"hung-task"}
 	cfg.Conditions = append(cfg.Conditions, logrules.ConditionSpec{Type: "CustomProblem", Reason: "NoCustomProblem", Message: "fine"})
-	cfg.Rules = append(cfg.Rules, logrules.Rule{Name: "custom", Kind: checks.KindCondition, Condition: "CustomProblem",
+	cfg.Rules = append(cfg.Rules, logrules.Rule{Name: "custom", Kind: finding.KindCondition, Condition: "CustomProblem",
 		Reason: "FrobnicatorJammed", Contains: "frobnicator jammed", Pattern: `frobnicator jammed on bus \d+`})
 	src := feedSource{records: []Record{
 		{Seq: 1, Message: "INFO: task dd:881 blocked for more than 120 seconds.", Received: time.Now()},
@@ -109,7 +110,7 @@ func TestUserRulesAndDisabledRules(t *testing.T) {
 		t.Errorf("owned conditions %v lack the user's CustomProblem", types)
 	}
 	got := runCheck(t, c, 1)
-	if got[0].Type != "CustomProblem" || got[0].Status != checks.StatusTrue {
+	if got[0].Type != "CustomProblem" || got[0].Status != finding.StatusTrue {
 		t.Errorf("got %+v, want CustomProblem=True (and no TaskHung: that rule is disabled)", got[0])
 	}
 }
@@ -237,7 +238,7 @@ func TestHungRuntimeTaskRaisesContainerRuntimeUnresponsive(t *testing.T) {
 		{Seq: 1, Message: "INFO: task containerd:870 blocked for more than 120 seconds.", Received: now},
 	}}
 	cfg := DefaultConfig()
-	cfg.ExpireInterval = checks.Duration{Duration: time.Second}
+	cfg.ExpireInterval = finding.Duration{Duration: time.Second}
 	c, err := New(cfg, checks.Env{Log: zaptest.NewLogger(t), Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }}, src)
 	if err != nil {
 		t.Fatal(err)
@@ -250,7 +251,7 @@ func TestHungRuntimeTaskRaisesContainerRuntimeUnresponsive(t *testing.T) {
 		t.Fatal("the kmsg check does not own ContainerRuntimeUnresponsive")
 	}
 	got := runCheck(t, c, 3)
-	if f := got[2]; f.Type != "ContainerRuntimeUnresponsive" || f.Status != checks.StatusTrue || f.Reason != "RuntimeTaskHung" {
+	if f := got[2]; f.Type != "ContainerRuntimeUnresponsive" || f.Status != finding.StatusTrue || f.Reason != "RuntimeTaskHung" {
 		t.Errorf("third finding %+v, want ContainerRuntimeUnresponsive True, RuntimeTaskHung", f)
 	}
 	// Ten quiet minutes later it clears (the record, now old backlog, is
@@ -259,7 +260,7 @@ func TestHungRuntimeTaskRaisesContainerRuntimeUnresponsive(t *testing.T) {
 	clock = now.Add(11 * time.Minute)
 	mu.Unlock()
 	got = runCheck(t, c, 1)
-	if f := got[0]; f.Type != "ContainerRuntimeUnresponsive" || f.Status != checks.StatusFalse {
+	if f := got[0]; f.Type != "ContainerRuntimeUnresponsive" || f.Status != finding.StatusFalse {
 		t.Errorf("after a quiet window: %+v, want ContainerRuntimeUnresponsive False", f)
 	}
 }
@@ -279,7 +280,7 @@ func TestParserLoggerCountsOverruns(t *testing.T) {
 
 func TestKernelRulesReadOnlyTheKernelLog(t *testing.T) {
 	cfg := DefaultConfig()
-	cfg.Rules = []logrules.Rule{{Name: "x", Source: "journald:kubelet.service", Kind: checks.KindEvent, Reason: "X", Pattern: "x"}}
+	cfg.Rules = []logrules.Rule{{Name: "x", Source: "journald:kubelet.service", Kind: finding.KindEvent, Reason: "X", Pattern: "x"}}
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "rules[0].source") {
 		t.Errorf("Validate = %v, want an error naming rules[0].source", err)
 	}

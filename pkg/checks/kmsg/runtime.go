@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 // runtimeUnresponsive is the cri check's condition, which a hung runtime
@@ -28,23 +29,23 @@ type runtimeHang struct {
 	now  func() time.Time
 }
 
-func (r *runtimeHang) conditions() checks.ConditionDefault {
-	return checks.ConditionDefault{Type: runtimeUnresponsive, Reason: "ContainerRuntimeIsResponsive", Message: "no container runtime task hung in the kernel"}
+func (r *runtimeHang) conditions() finding.ConditionDefault {
+	return finding.ConditionDefault{Type: runtimeUnresponsive, Reason: "ContainerRuntimeIsResponsive", Message: "no container runtime task hung in the kernel"}
 }
 
 // wrap returns an emit that passes findings on and adds the runtime's
 // condition after a hung runtime task.
-func (r *runtimeHang) wrap(emit func(checks.Finding)) func(checks.Finding) {
-	return func(f checks.Finding) {
+func (r *runtimeHang) wrap(emit func(finding.Finding)) func(finding.Finding) {
+	return func(f finding.Finding) {
 		emit(f)
-		if f.Kind != checks.KindCondition || f.Type != "KernelDeadlock" || f.Reason != "ContainerRuntimeHung" ||
-			f.Status != checks.StatusTrue || strings.Contains(f.Message, "task kubelet:") {
+		if f.Kind != finding.KindCondition || f.Type != "KernelDeadlock" || f.Reason != "ContainerRuntimeHung" ||
+			f.Status != finding.StatusTrue || strings.Contains(f.Message, "task kubelet:") {
 			return // a hung kubelet is no hung runtime
 		}
 		r.mu.Lock()
 		r.last = f.Time
 		r.mu.Unlock()
-		c := checks.Condition(runtimeUnresponsive, checks.StatusTrue, "RuntimeTaskHung", f.Message)
+		c := finding.Condition(runtimeUnresponsive, finding.StatusTrue, "RuntimeTaskHung", f.Message)
 		c.Time, c.Source = f.Time, f.Source
 		emit(c)
 	}
@@ -52,7 +53,7 @@ func (r *runtimeHang) wrap(emit func(checks.Finding)) func(checks.Finding) {
 
 // expireEvery clears the condition once the window has passed without a
 // hung runtime task, until ctx ends or stop is called.
-func (r *runtimeHang) expireEvery(ctx context.Context, interval time.Duration, emit func(checks.Finding)) (stop func()) {
+func (r *runtimeHang) expireEvery(ctx context.Context, interval time.Duration, emit func(finding.Finding)) (stop func()) {
 	return checks.Every(ctx, interval, func(time.Time) {
 		r.mu.Lock()
 		expired := !r.last.IsZero() && r.now().Sub(r.last) >= runtimeHangWindow
@@ -61,7 +62,7 @@ func (r *runtimeHang) expireEvery(ctx context.Context, interval time.Duration, e
 		}
 		r.mu.Unlock()
 		if expired {
-			emit(checks.Condition(runtimeUnresponsive, checks.StatusFalse, "ContainerRuntimeIsResponsive",
+			emit(finding.Condition(runtimeUnresponsive, finding.StatusFalse, "ContainerRuntimeIsResponsive",
 				"no container runtime task hung in the kernel for "+runtimeHangWindow.String()))
 		}
 	})

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 // Name is the check's name in configuration and metrics.
@@ -32,8 +33,8 @@ func DefaultConfig() *Config {
 	return &Config{
 		HealthzURL: "http://127.0.0.1:10248/healthz",
 		ProbeSettings: checks.ProbeSettings{
-			Period:           checks.Duration{Duration: 10 * time.Second},
-			Timeout:          checks.Duration{Duration: 5 * time.Second},
+			Period:           finding.Duration{Duration: 10 * time.Second},
+			Timeout:          finding.Duration{Duration: 5 * time.Second},
 			FailureThreshold: 3,
 		},
 	}
@@ -42,7 +43,7 @@ func DefaultConfig() *Config {
 // Validate checks the settings.
 func (c *Config) Validate() error {
 	if !strings.HasPrefix(c.HealthzURL, "http://") && !strings.HasPrefix(c.HealthzURL, "https://") {
-		return &checks.FieldError{Field: "healthzURL", Value: c.HealthzURL, Reason: "must be an http:// or https:// URL"}
+		return &finding.FieldError{Field: "healthzURL", Value: c.HealthzURL, Reason: "must be an http:// or https:// URL"}
 	}
 	return c.ProbeSettings.Validate()
 }
@@ -63,15 +64,15 @@ type Check struct {
 
 func (c *Check) Name() string { return Name }
 
-func (c *Check) Conditions() []checks.ConditionDefault {
-	return []checks.ConditionDefault{{Type: KubeletUnhealthy, Reason: "KubeletHealthy", Message: "the kubelet's healthz answers ok"}}
+func (c *Check) Conditions() []finding.ConditionDefault {
+	return []finding.ConditionDefault{{Type: KubeletUnhealthy, Reason: "KubeletHealthy", Message: "the kubelet's healthz answers ok"}}
 }
 
 // Run probes every period until ctx ends.
-func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
+func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 	var failures checks.InARow
 	return checks.RunLogged(ctx, c.log, "kubelet healthz probe", c.cfg.Period.Duration, c.cfg.Timeout.Duration+time.Second,
-		func(ctx context.Context) ([]checks.Finding, error) {
+		func(ctx context.Context) ([]finding.Finding, error) {
 			return failures.Judge(c.cfg.FailureThreshold, KubeletUnhealthy, "KubeletHealthy",
 				"the kubelet's healthz answers ok", "KubeletUnhealthy", c.probe(ctx)), nil
 		},

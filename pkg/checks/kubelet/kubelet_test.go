@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 func TestKubeletHealthz(t *testing.T) {
@@ -30,7 +31,7 @@ func TestKubeletHealthz(t *testing.T) {
 	defer srv.Close()
 	cfg := DefaultConfig()
 	cfg.HealthzURL = srv.URL + "/healthz"
-	cfg.Timeout = checks.Duration{Duration: 200 * time.Millisecond}
+	cfg.Timeout = finding.Duration{Duration: 200 * time.Millisecond}
 	reg := Registration
 	ck, err := reg.New(cfg, checks.Env{Log: zaptest.NewLogger(t)})
 	if err != nil {

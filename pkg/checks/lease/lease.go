@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 // Name is the check's name in configuration and metrics.
@@ -26,20 +27,20 @@ type Config struct {
 	// Threshold is how old renewTime may be; zero derives it from the
 	// Lease: twice the kubelet's renew interval, which is a quarter of the
 	// lease duration (20 s for the default 40 s lease).
-	Threshold checks.Duration `json:"threshold,omitempty"`
+	Threshold finding.Duration `json:"threshold,omitempty"`
 	// Period is how often the Lease is looked at.
-	Period checks.Duration `json:"period,omitempty"`
+	Period finding.Duration `json:"period,omitempty"`
 }
 
 // DefaultConfig is the configuration a node gets without a config file.
 func DefaultConfig() *Config {
-	return &Config{Period: checks.Duration{Duration: time.Second}}
+	return &Config{Period: finding.Duration{Duration: time.Second}}
 }
 
 // Validate checks the durations.
 func (c *Config) Validate() error {
 	if c.Period.Duration < 100*time.Millisecond {
-		return &checks.FieldError{Field: "period", Value: c.Period, Reason: "must be at least 100ms"}
+		return &finding.FieldError{Field: "period", Value: c.Period, Reason: "must be at least 100ms"}
 	}
 	return nil
 }
@@ -68,22 +69,22 @@ func New(cfg *Config, env checks.Env) *Check {
 
 func (c *Check) Name() string { return Name }
 
-func (c *Check) Conditions() []checks.ConditionDefault {
-	return []checks.ConditionDefault{{Type: KubeletLeaseStale, Reason: "KubeletLeaseFresh", Message: "kubelet renews its node lease"}}
+func (c *Check) Conditions() []finding.ConditionDefault {
+	return []finding.ConditionDefault{{Type: KubeletLeaseStale, Reason: "KubeletLeaseFresh", Message: "kubelet renews its node lease"}}
 }
 
 // Run looks at the Lease every period until ctx ends.
-func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
+func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 	if c.lease == nil {
 		<-ctx.Done()
 		return nil
 	}
 	return checks.RunLogged(ctx, c.log, "reading the lease", c.cfg.Period.Duration, c.cfg.Period.Duration,
-		func(context.Context) ([]checks.Finding, error) { return c.probe() },
+		func(context.Context) ([]finding.Finding, error) { return c.probe() },
 		emit)
 }
 
-func (c *Check) probe() ([]checks.Finding, error) {
+func (c *Check) probe() ([]finding.Finding, error) {
 	lease, exists, current := c.lease.NodeLease()
 	if !current {
 		// The agent cannot see the API server either: that is the
@@ -91,7 +92,7 @@ func (c *Check) probe() ([]checks.Finding, error) {
 		return nil, checks.ErrNoData
 	}
 	if !exists {
-		return []checks.Finding{checks.Condition(KubeletLeaseStale, checks.StatusTrue, "KubeletLeaseMissing",
+		return []finding.Finding{finding.Condition(KubeletLeaseStale, finding.StatusTrue, "KubeletLeaseMissing",
 			"the node has no Lease in kube-node-lease: the kubelet has not registered or cannot write it")}, nil
 	}
 	threshold := c.cfg.Threshold.Duration
@@ -103,13 +104,13 @@ func (c *Check) probe() ([]checks.Finding, error) {
 		threshold = duration / 2
 	}
 	if lease.Spec.RenewTime == nil {
-		return []checks.Finding{checks.Condition(KubeletLeaseStale, checks.StatusTrue, "KubeletLeaseNeverRenewed", "the node's Lease has no renewTime")}, nil
+		return []finding.Finding{finding.Condition(KubeletLeaseStale, finding.StatusTrue, "KubeletLeaseNeverRenewed", "the node's Lease has no renewTime")}, nil
 	}
 	age := c.now().Sub(lease.Spec.RenewTime.Time)
 	if age > threshold {
-		return []checks.Finding{checks.Condition(KubeletLeaseStale, checks.StatusTrue, "KubeletLeaseStale",
+		return []finding.Finding{finding.Condition(KubeletLeaseStale, finding.StatusTrue, "KubeletLeaseStale",
 			fmt.Sprintf("kubelet last renewed its lease at %s, more than %s ago, while this agent reaches the API server: the kubelet, not the network, is failing",
 				lease.Spec.RenewTime.UTC().Format(time.RFC3339), threshold))}, nil
 	}
-	return []checks.Finding{checks.Condition(KubeletLeaseStale, checks.StatusFalse, "KubeletLeaseFresh", "kubelet renews its node lease")}, nil
+	return []finding.Finding{finding.Condition(KubeletLeaseStale, finding.StatusFalse, "KubeletLeaseFresh", "kubelet renews its node lease")}, nil
 }

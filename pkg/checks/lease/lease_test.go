@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 type fakeView struct {
@@ -44,7 +45,7 @@ func TestKubeletLeaseStale(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := DefaultConfig()
-			cfg.Threshold = checks.Duration{Duration: tt.threshold}
+			cfg.Threshold = finding.Duration{Duration: tt.threshold}
 			c := New(cfg, checks.Env{Lease: tt.view, Now: func() time.Time { return now }})
 			got, err := c.probe()
 			if tt.want == "" {
@@ -59,7 +60,7 @@ func TestKubeletLeaseStale(t *testing.T) {
 			if s := string(got[0].Status) + ":" + got[0].Reason; s != tt.want {
 				t.Errorf("got %s (%s), want %s", s, got[0].Message, tt.want)
 			}
-			if got[0].Status == checks.StatusTrue && got[0].Reason == "KubeletLeaseStale" && !strings.Contains(got[0].Message, "2026-11-23T09:59") {
+			if got[0].Status == finding.StatusTrue && got[0].Reason == "KubeletLeaseStale" && !strings.Contains(got[0].Message, "2026-11-23T09:59") {
 				t.Errorf("message %q does not say when the lease was last renewed", got[0].Message)
 			}
 		})

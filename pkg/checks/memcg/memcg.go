@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 // Name is the check's name in configuration and metrics.
@@ -35,19 +36,19 @@ const MemoryCgroupLeak = "MemoryCgroupLeak"
 type Config struct {
 	// CgroupRoot is where the cgroup hierarchies are mounted; default the
 	// host's /sys/fs/cgroup under sysPath.
-	CgroupRoot string          `json:"cgroupRoot,omitempty"`
-	Period     checks.Duration `json:"period,omitempty"`
+	CgroupRoot string           `json:"cgroupRoot,omitempty"`
+	Period     finding.Duration `json:"period,omitempty"`
 	// ZombieThreshold dying memory cgroups make a leak.
 	ZombieThreshold int `json:"zombieThreshold,omitempty"`
 	// SlabGrowthBytes of unreclaimable slab growth within SlabWindow, rising
 	// in most samples, make a leak; 0 turns it off.
-	SlabGrowthBytes uint64          `json:"slabGrowthBytes,omitempty"`
-	SlabWindow      checks.Duration `json:"slabWindow,omitempty"`
+	SlabGrowthBytes uint64           `json:"slabGrowthBytes,omitempty"`
+	SlabWindow      finding.Duration `json:"slabWindow,omitempty"`
 	// PSIThreshold is the share of time (percent, some avg60) some task
 	// waited for memory above which, held for PSIDuration, a
 	// MemoryPressureHigh event is made; 0 turns it off.
-	PSIThreshold float64         `json:"psiThreshold,omitempty"`
-	PSIDuration  checks.Duration `json:"psiDuration,omitempty"`
+	PSIThreshold float64          `json:"psiThreshold,omitempty"`
+	PSIDuration  finding.Duration `json:"psiDuration,omitempty"`
 }
 
 // DefaultConfig: a busy node removes pods' cgroups all day and a few
@@ -56,12 +57,12 @@ type Config struct {
 // in an hour is far beyond a steady workload's.
 func DefaultConfig() *Config {
 	return &Config{
-		Period:          checks.Duration{Duration: time.Minute},
+		Period:          finding.Duration{Duration: time.Minute},
 		ZombieThreshold: 2000,
 		SlabGrowthBytes: 1 << 30,
-		SlabWindow:      checks.Duration{Duration: time.Hour},
+		SlabWindow:      finding.Duration{Duration: time.Hour},
 		PSIThreshold:    20,
-		PSIDuration:     checks.Duration{Duration: 5 * time.Minute},
+		PSIDuration:     finding.Duration{Duration: 5 * time.Minute},
 	}
 }
 
@@ -69,13 +70,13 @@ func DefaultConfig() *Config {
 func (c *Config) Validate() error {
 	switch {
 	case c.Period.Duration < 100*time.Millisecond:
-		return &checks.FieldError{Field: "period", Value: c.Period, Reason: "must be at least 100ms"}
+		return &finding.FieldError{Field: "period", Value: c.Period, Reason: "must be at least 100ms"}
 	case c.ZombieThreshold < 1:
-		return &checks.FieldError{Field: "zombieThreshold", Value: c.ZombieThreshold, Reason: "must be at least 1"}
+		return &finding.FieldError{Field: "zombieThreshold", Value: c.ZombieThreshold, Reason: "must be at least 1"}
 	case c.SlabGrowthBytes > 0 && c.SlabWindow.Duration < c.Period.Duration:
-		return &checks.FieldError{Field: "slabWindow", Value: c.SlabWindow, Reason: "must be at least the period"}
+		return &finding.FieldError{Field: "slabWindow", Value: c.SlabWindow, Reason: "must be at least the period"}
 	case c.PSIThreshold < 0 || c.PSIThreshold > 100:
-		return &checks.FieldError{Field: "psiThreshold", Value: c.PSIThreshold, Reason: "is a percentage, 0 to 100"}
+		return &finding.FieldError{Field: "psiThreshold", Value: c.PSIThreshold, Reason: "is a percentage, 0 to 100"}
 	}
 	return nil
 }
@@ -128,15 +129,15 @@ func New(cfg *Config, env checks.Env) (*Check, error) {
 
 func (c *Check) Name() string { return Name }
 
-func (c *Check) Conditions() []checks.ConditionDefault {
-	return []checks.ConditionDefault{{Type: MemoryCgroupLeak, Reason: "NoMemoryCgroupLeak", Message: "no leaked memory cgroups or slab growth"}}
+func (c *Check) Conditions() []finding.ConditionDefault {
+	return []finding.ConditionDefault{{Type: MemoryCgroupLeak, Reason: "NoMemoryCgroupLeak", Message: "no leaked memory cgroups or slab growth"}}
 }
 
 // Run probes every period until ctx ends.
-func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
+func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 	st := &state{}
 	return checks.RunLogged(ctx, c.log, "reading memory cgroups", c.cfg.Period.Duration, c.cfg.Period.Duration,
-		func(ctx context.Context) ([]checks.Finding, error) { return c.probe(st) },
+		func(ctx context.Context) ([]finding.Finding, error) { return c.probe(st) },
 		emit)
 }
 
@@ -151,7 +152,7 @@ type state struct {
 	pressureSaid  bool
 }
 
-func (c *Check) probe(st *state) ([]checks.Finding, error) {
+func (c *Check) probe(st *state) ([]finding.Finding, error) {
 	now := c.now()
 	var problems, notes []string
 	zombies, how, err := c.dyingMemcgs()
@@ -167,15 +168,15 @@ func (c *Check) probe(st *state) ([]checks.Finding, error) {
 	if p := c.slabGrowth(st, now); p != "" {
 		problems = append(problems, p)
 	}
-	var out []checks.Finding
+	var out []finding.Finding
 	if ev := c.pressure(st, now); ev != nil {
 		out = append(out, *ev)
 	}
 	if len(problems) == 0 {
 		notes = append(notes, "no leaked memory cgroups or slab growth")
-		out = append(out, checks.Condition(MemoryCgroupLeak, checks.StatusFalse, "NoMemoryCgroupLeak", strings.Join(notes, "; ")))
+		out = append(out, finding.Condition(MemoryCgroupLeak, finding.StatusFalse, "NoMemoryCgroupLeak", strings.Join(notes, "; ")))
 	} else {
-		out = append(out, checks.Condition(MemoryCgroupLeak, checks.StatusTrue, "MemoryCgroupLeak", strings.Join(problems, "; ")))
+		out = append(out, finding.Condition(MemoryCgroupLeak, finding.StatusTrue, "MemoryCgroupLeak", strings.Join(problems, "; ")))
 	}
 	return out, nil
 }
@@ -272,7 +273,7 @@ func (c *Check) slabGrowth(st *state, now time.Time) string {
 
 // pressure exports PSI and makes one event when memory pressure has stayed
 // above the threshold for PSIDuration.
-func (c *Check) pressure(st *state, now time.Time) *checks.Finding {
+func (c *Check) pressure(st *state, now time.Time) *finding.Finding {
 	psi, err := c.proc.PSIStatsForResource("memory")
 	if err != nil || psi.Some == nil {
 		return nil
@@ -289,7 +290,7 @@ func (c *Check) pressure(st *state, now time.Time) *checks.Finding {
 		return nil
 	}
 	st.pressureSaid = true
-	ev := checks.Event(checks.SeverityWarning, "MemoryPressureHigh",
+	ev := finding.Event(finding.SeverityWarning, "MemoryPressureHigh",
 		fmt.Sprintf("tasks waited for memory %.1f%% of the last minute, above %.0f%% for %s", psi.Some.Avg60, c.cfg.PSIThreshold, now.Sub(st.pressureSince).Round(time.Second)))
 	return &ev
 }

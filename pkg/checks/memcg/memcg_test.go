@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 type host struct {
@@ -58,32 +59,32 @@ func (h *host) check(cfg *Config, now *time.Time) *Check {
 	return c
 }
 
-func leak(fs []checks.Finding) checks.Finding {
+func leak(fs []finding.Finding) finding.Finding {
 	for _, f := range fs {
 		if f.Type == MemoryCgroupLeak {
 			return f
 		}
 	}
-	return checks.Finding{}
+	return finding.Finding{}
 }
 
 func TestZombieMemoryCgroups(t *testing.T) {
 	tests := []struct {
 		name   string
 		setup  func(h *host)
-		status checks.Status
+		status finding.Status
 		msg    string
 	}{
-		{"v1 few zombies", func(h *host) { h.v1(5, "kubepods", "kubepods/pod1", "system.slice") }, checks.StatusFalse, ""},
-		{"v1 many zombies", func(h *host) { h.v1(104, "kubepods", "kubepods/pod1", "system.slice") }, checks.StatusTrue, "100 memory cgroups are dying but not freed (the kernel counts 104"},
+		{"v1 few zombies", func(h *host) { h.v1(5, "kubepods", "kubepods/pod1", "system.slice") }, finding.StatusFalse, ""},
+		{"v1 many zombies", func(h *host) { h.v1(104, "kubepods", "kubepods/pod1", "system.slice") }, finding.StatusTrue, "100 memory cgroups are dying but not freed (the kernel counts 104"},
 		{"v2 dying descendants", func(h *host) {
 			h.write(filepath.Join(h.root, "cgroup.stat"), "nr_descendants 40\nnr_dying_descendants 150\n")
-		}, checks.StatusTrue, "150 memory cgroups are dying but not freed (cgroup v2 nr_dying_descendants)"},
+		}, finding.StatusTrue, "150 memory cgroups are dying but not freed (cgroup v2 nr_dying_descendants)"},
 		{"hybrid: memory on v1, counted there", func(h *host) {
 			h.v1(110, "kubepods")
 			h.write(filepath.Join(h.root, "unified/cgroup.stat"), "nr_descendants 4\nnr_dying_descendants 3\n")
-		}, checks.StatusTrue, "108 memory cgroups are dying but not freed (the kernel counts 110"},
-		{"no cgroups at all", func(h *host) {}, checks.StatusFalse, ""},
+		}, finding.StatusTrue, "108 memory cgroups are dying but not freed (the kernel counts 110"},
+		{"no cgroups at all", func(h *host) {}, finding.StatusFalse, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -108,11 +109,11 @@ func TestSlabGrowthMustBeSteady(t *testing.T) {
 	h := newHost(t)
 	cfg := DefaultConfig()
 	cfg.SlabGrowthBytes = 100 << 20
-	cfg.SlabWindow = checks.Duration{Duration: 10 * time.Minute}
+	cfg.SlabWindow = finding.Duration{Duration: 10 * time.Minute}
 	now := time.Unix(1000, 0)
 	c := h.check(cfg, &now)
 	st := &state{}
-	step := func(kb uint64) checks.Finding {
+	step := func(kb uint64) finding.Finding {
 		h.meminfo(kb)
 		now = now.Add(time.Minute)
 		got, err := c.probe(st)
@@ -124,16 +125,16 @@ func TestSlabGrowthMustBeSteady(t *testing.T) {
 	// One jump is not a leak.
 	step(100_000)
 	step(100_000)
-	if f := step(300_000); f.Status != checks.StatusFalse {
+	if f := step(300_000); f.Status != finding.StatusFalse {
 		t.Errorf("one jump: %s %q, want False", f.Status, f.Message)
 	}
 	// Steady growth of 30 MiB a minute for five minutes is.
 	st.slab = nil
-	var f checks.Finding
+	var f finding.Finding
 	for i := range 6 {
 		f = step(uint64(300_000 + i*30_000))
 	}
-	if f.Status != checks.StatusTrue || !strings.Contains(f.Message, "unreclaimable slab grew by") {
+	if f.Status != finding.StatusTrue || !strings.Contains(f.Message, "unreclaimable slab grew by") {
 		t.Errorf("steady growth: %s %q, want True", f.Status, f.Message)
 	}
 }
@@ -141,7 +142,7 @@ func TestSlabGrowthMustBeSteady(t *testing.T) {
 func TestMemoryPressureEventOncePerEpisode(t *testing.T) {
 	h := newHost(t)
 	cfg := DefaultConfig()
-	cfg.PSIDuration = checks.Duration{Duration: 2 * time.Minute}
+	cfg.PSIDuration = finding.Duration{Duration: 2 * time.Minute}
 	now := time.Unix(1000, 0)
 	c := h.check(cfg, &now)
 	st := &state{}

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 // Name is the check's name in configuration and metrics.
@@ -34,10 +35,10 @@ type Config struct {
 	// route.
 	Interfaces []string `json:"interfaces,omitempty"`
 	// Period is how often the interfaces are looked at.
-	Period checks.Duration `json:"period,omitempty"`
+	Period finding.Duration `json:"period,omitempty"`
 	// FlapThreshold carrier changes within FlapWindow make the link flapping.
-	FlapThreshold int             `json:"flapThreshold,omitempty"`
-	FlapWindow    checks.Duration `json:"flapWindow,omitempty"`
+	FlapThreshold int              `json:"flapThreshold,omitempty"`
+	FlapWindow    finding.Duration `json:"flapWindow,omitempty"`
 	// ErrorRate is the rx+tx errors per second above which an NICErrors
 	// event is made; DropRate the same for dropped packets. 0 turns either off.
 	ErrorRate float64 `json:"errorRate,omitempty"`
@@ -49,9 +50,9 @@ type Config struct {
 // default because busy nodes drop packets in normal operation.
 func DefaultConfig() *Config {
 	return &Config{
-		Period:        checks.Duration{Duration: 10 * time.Second},
+		Period:        finding.Duration{Duration: 10 * time.Second},
 		FlapThreshold: 4,
-		FlapWindow:    checks.Duration{Duration: 5 * time.Minute},
+		FlapWindow:    finding.Duration{Duration: 5 * time.Minute},
 		ErrorRate:     10,
 	}
 }
@@ -60,15 +61,15 @@ func DefaultConfig() *Config {
 func (c *Config) Validate() error {
 	switch {
 	case c.Period.Duration < 100*time.Millisecond:
-		return &checks.FieldError{Field: "period", Value: c.Period, Reason: "must be at least 100ms"}
+		return &finding.FieldError{Field: "period", Value: c.Period, Reason: "must be at least 100ms"}
 	case c.FlapThreshold < 1:
-		return &checks.FieldError{Field: "flapThreshold", Value: c.FlapThreshold, Reason: "must be at least 1"}
+		return &finding.FieldError{Field: "flapThreshold", Value: c.FlapThreshold, Reason: "must be at least 1"}
 	case c.FlapWindow.Duration < c.Period.Duration:
-		return &checks.FieldError{Field: "flapWindow", Value: c.FlapWindow, Reason: "must be at least the period"}
+		return &finding.FieldError{Field: "flapWindow", Value: c.FlapWindow, Reason: "must be at least the period"}
 	case c.ErrorRate < 0:
-		return &checks.FieldError{Field: "errorRate", Value: c.ErrorRate, Reason: "must not be negative"}
+		return &finding.FieldError{Field: "errorRate", Value: c.ErrorRate, Reason: "must not be negative"}
 	case c.DropRate < 0:
-		return &checks.FieldError{Field: "dropRate", Value: c.DropRate, Reason: "must not be negative"}
+		return &finding.FieldError{Field: "dropRate", Value: c.DropRate, Reason: "must not be negative"}
 	}
 	return nil
 }
@@ -110,18 +111,18 @@ func New(cfg *Config, env checks.Env) (*Check, error) {
 
 func (c *Check) Name() string { return Name }
 
-func (c *Check) Conditions() []checks.ConditionDefault {
-	return []checks.ConditionDefault{
+func (c *Check) Conditions() []finding.ConditionDefault {
+	return []finding.ConditionDefault{
 		{Type: NICDown, Reason: "NICIsUp", Message: "the node's network interfaces are up"},
 		{Type: NICFlapping, Reason: "NICIsStable", Message: "the node's network interfaces' links are stable"},
 	}
 }
 
 // Run probes every period until ctx ends.
-func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
+func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 	st := newState()
 	return checks.RunLogged(ctx, c.log, "reading interface state", c.cfg.Period.Duration, c.cfg.Period.Duration,
-		func(ctx context.Context) ([]checks.Finding, error) { return c.probe(st) },
+		func(ctx context.Context) ([]finding.Finding, error) { return c.probe(st) },
 		emit)
 }
 
@@ -191,7 +192,7 @@ func (c *Check) interfaces(st *state) (names, gone []string, err error) {
 	return out, gone, nil
 }
 
-func (c *Check) probe(st *state) ([]checks.Finding, error) {
+func (c *Check) probe(st *state) ([]finding.Finding, error) {
 	ifaces, gone, err := c.interfaces(st)
 	if err != nil {
 		return nil, err
@@ -202,9 +203,9 @@ func (c *Check) probe(st *state) ([]checks.Finding, error) {
 		// be down. Said once; then there is no data, as on a node that
 		// never had an uplink, and a NICDown it left must not stay.
 		msg := "no interface left to watch: " + strings.Join(gone, ", ") + " no longer exists and no other holds a default route"
-		return []checks.Finding{
-			checks.Condition(NICDown, checks.StatusFalse, "NICIsUp", msg),
-			checks.Condition(NICFlapping, checks.StatusFalse, "NICIsStable", msg),
+		return []finding.Finding{
+			finding.Condition(NICDown, finding.StatusFalse, "NICIsUp", msg),
+			finding.Condition(NICFlapping, finding.StatusFalse, "NICIsStable", msg),
 		}, nil
 	}
 	now := c.now()
@@ -214,7 +215,7 @@ func (c *Check) probe(st *state) ([]checks.Finding, error) {
 	}
 	var (
 		down, flapping []string
-		out            []checks.Finding
+		out            []finding.Finding
 	)
 	for _, name := range ifaces {
 		ifc, err := c.sys.NetClassByIface(name)
@@ -251,7 +252,7 @@ func (c *Check) probe(st *state) ([]checks.Finding, error) {
 			}
 			flapping = append(flapping, msg)
 			if !st.flapping[name] {
-				out = append(out, checks.Event(checks.SeverityWarning, "NICFlapping", msg))
+				out = append(out, finding.Event(finding.SeverityWarning, "NICFlapping", msg))
 			}
 			st.flapping[name] = true
 		} else {
@@ -269,7 +270,7 @@ func (c *Check) probe(st *state) ([]checks.Finding, error) {
 
 // rates makes an NICErrors event when errors or drops rise faster than
 // allowed, at most once per flap window per interface.
-func (c *Check) rates(st *state, name string, prev, cur sample) []checks.Finding {
+func (c *Check) rates(st *state, name string, prev, cur sample) []finding.Finding {
 	secs := cur.at.Sub(prev.at).Seconds()
 	if secs <= 0 || cur.at.Sub(st.lastWarn[name]) < c.cfg.FlapWindow.Duration {
 		return nil
@@ -285,7 +286,7 @@ func (c *Check) rates(st *state, name string, prev, cur sample) []checks.Finding
 		return nil
 	}
 	st.lastWarn[name] = cur.at
-	return []checks.Finding{checks.Event(checks.SeverityWarning, "NICErrors", name+": "+strings.Join(why, ", "))}
+	return []finding.Finding{finding.Event(finding.SeverityWarning, "NICErrors", name+": "+strings.Join(why, ", "))}
 }
 
 func rate(prev, cur uint64, secs float64) float64 {
@@ -308,9 +309,9 @@ func linkDown(ifc *sysfs.NetClassIface) string {
 	return strings.Join(why, ", ")
 }
 
-func condition(condType, badReason, goodReason, goodMessage string, problems []string) checks.Finding {
+func condition(condType, badReason, goodReason, goodMessage string, problems []string) finding.Finding {
 	if len(problems) == 0 {
-		return checks.Condition(condType, checks.StatusFalse, goodReason, goodMessage)
+		return finding.Condition(condType, finding.StatusFalse, goodReason, goodMessage)
 	}
-	return checks.Condition(condType, checks.StatusTrue, badReason, strings.Join(problems, "; "))
+	return finding.Condition(condType, finding.StatusTrue, badReason, strings.Join(problems, "; "))
 }

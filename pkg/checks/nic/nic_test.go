@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 // fakeHost builds sysfs and procfs trees for a host's interfaces.
@@ -62,11 +63,11 @@ func (h *fakeHost) check(cfg *Config, now *time.Time) *Check {
 	return c
 }
 
-func byType(fs []checks.Finding) map[string]checks.Finding {
-	out := map[string]checks.Finding{}
+func byType(fs []finding.Finding) map[string]finding.Finding {
+	out := map[string]finding.Finding{}
 	for _, f := range fs {
 		key := f.Type
-		if f.Kind == checks.KindEvent {
+		if f.Kind == finding.KindEvent {
 			key = "event:" + f.Reason
 		}
 		out[key] = f
@@ -79,15 +80,15 @@ func TestNICDownFromOperstateCarrierAndMissingInterfaces(t *testing.T) {
 		name               string
 		operstate, carrier string
 		configured         []string
-		wantStatus         checks.Status
+		wantStatus         finding.Status
 		wantMessage        string
 	}{
-		{"up", "up", "1", nil, checks.StatusFalse, "eth0"},
-		{"no carrier", "up", "0", nil, checks.StatusTrue, "eth0 is down (no carrier)"},
-		{"peer down", "lowerlayerdown", "0", nil, checks.StatusTrue, "operstate lowerlayerdown, no carrier"},
-		{"admin down", "down", "", nil, checks.StatusTrue, "operstate down"},
-		{"unknown but carrying", "unknown", "1", nil, checks.StatusFalse, "eth0"},
-		{"configured but missing", "up", "1", []string{"eth0", "ens5"}, checks.StatusTrue, "ens5 does not exist"},
+		{"up", "up", "1", nil, finding.StatusFalse, "eth0"},
+		{"no carrier", "up", "0", nil, finding.StatusTrue, "eth0 is down (no carrier)"},
+		{"peer down", "lowerlayerdown", "0", nil, finding.StatusTrue, "operstate lowerlayerdown, no carrier"},
+		{"admin down", "down", "", nil, finding.StatusTrue, "operstate down"},
+		{"unknown but carrying", "unknown", "1", nil, finding.StatusFalse, "eth0"},
+		{"configured but missing", "up", "1", []string{"eth0", "ens5"}, finding.StatusTrue, "ens5 does not exist"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -131,7 +132,7 @@ func TestUplinkStaysWatchedAfterItsRouteGoes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if down := byType(got)[NICDown]; down.Status != checks.StatusFalse {
+	if down := byType(got)[NICDown]; down.Status != finding.StatusFalse {
 		t.Fatalf("NICDown = %s %q with eth0 up, want False", down.Status, down.Message)
 	}
 
@@ -143,7 +144,7 @@ func TestUplinkStaysWatchedAfterItsRouteGoes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("probe after the uplink went down and lost its route: %v, want NICDown", err)
 	}
-	if down := byType(got)[NICDown]; down.Status != checks.StatusTrue || !strings.Contains(down.Message, "eth0 is down (operstate down") {
+	if down := byType(got)[NICDown]; down.Status != finding.StatusTrue || !strings.Contains(down.Message, "eth0 is down (operstate down") {
 		t.Errorf("NICDown = %s %q after eth0 went down and its route went, want True naming eth0", down.Status, down.Message)
 	}
 
@@ -157,7 +158,7 @@ func TestUplinkStaysWatchedAfterItsRouteGoes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("probe after eth0 was removed: %v, want NICDown cleared", err)
 	}
-	if down := byType(got)[NICDown]; down.Status != checks.StatusFalse || !strings.Contains(down.Message, "eth0 no longer exists") {
+	if down := byType(got)[NICDown]; down.Status != finding.StatusFalse || !strings.Contains(down.Message, "eth0 no longer exists") {
 		t.Errorf("NICDown = %s %q after eth0 was removed, want False saying it is gone", down.Status, down.Message)
 	}
 	now = now.Add(10 * time.Second)
@@ -182,7 +183,7 @@ func TestFlappingAndErrorRates(t *testing.T) {
 	now := time.Unix(1000, 0)
 	c := h.check(DefaultConfig(), &now)
 	st := newState()
-	step := func(changes, rxErrs string) map[string]checks.Finding {
+	step := func(changes, rxErrs string) map[string]finding.Finding {
 		t.Helper()
 		h.iface("eth0", "up", "1", changes)
 		h.write(filepath.Join(h.proc, "net/dev"), "h1\nh2\n")
@@ -195,11 +196,11 @@ func TestFlappingAndErrorRates(t *testing.T) {
 		return byType(got)
 	}
 	step("10", "0")
-	if got := step("12", "0"); got[NICFlapping].Status != checks.StatusFalse {
+	if got := step("12", "0"); got[NICFlapping].Status != finding.StatusFalse {
 		t.Errorf("2 changes: NICFlapping %s, want False", got[NICFlapping].Status)
 	}
 	got := step("14", "150") // 4 changes within the window; 150 errors in 10 s
-	if got[NICFlapping].Status != checks.StatusTrue || got["event:NICFlapping"].Reason == "" {
+	if got[NICFlapping].Status != finding.StatusTrue || got["event:NICFlapping"].Reason == "" {
 		t.Errorf("4 changes: %+v, want NICFlapping True and an event", got)
 	}
 	if e := got["event:NICErrors"]; !strings.Contains(e.Message, "errors rising at 15.0/s") {
@@ -216,7 +217,7 @@ func TestFlappingAndErrorRates(t *testing.T) {
 	for range 31 {
 		got = step("14", "300")
 	}
-	if got[NICFlapping].Status != checks.StatusFalse {
+	if got[NICFlapping].Status != finding.StatusFalse {
 		t.Errorf("after a quiet window NICFlapping %s, want False", got[NICFlapping].Status)
 	}
 }

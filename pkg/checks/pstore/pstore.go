@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 // Name is the check's name in configuration and metrics.
@@ -60,12 +61,12 @@ func New(cfg *Config, env checks.Env) *Check {
 	return &Check{paths: paths, log: env.Log, stateDir: env.StateDir}
 }
 
-func (c *Check) Name() string                          { return Name }
-func (c *Check) Conditions() []checks.ConditionDefault { return nil }
+func (c *Check) Name() string                           { return Name }
+func (c *Check) Conditions() []finding.ConditionDefault { return nil }
 
 // Run reports the crashes not reported before, then waits: new crash records
 // appear only after a reboot, when a new agent starts.
-func (c *Check) Run(ctx context.Context, emit func(checks.Finding)) error {
+func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 	crashes, err := Scan(c.paths)
 	if err != nil {
 		// Report what could be read; failing the check would restart it
@@ -150,8 +151,8 @@ type Crash struct {
 }
 
 // Finding is the event for the crash.
-func (c Crash) Finding() checks.Finding {
-	f := checks.Event(checks.SeverityWarning, c.Reason,
+func (c Crash) Finding() finding.Finding {
+	f := finding.Event(finding.SeverityWarning, c.Reason,
 		fmt.Sprintf("kernel crashed before this boot (%s): %s", strings.Join(c.Files, ", "), c.Summary))
 	f.Source = c.Files[0]
 	return f

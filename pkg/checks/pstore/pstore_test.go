@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 // fixtures copies testdata into a temporary tree with the file times the
@@ -80,12 +81,12 @@ func TestScanFindsEachCrashOnce(t *testing.T) {
 func TestCheckReportsACrashOnceAcrossRestarts(t *testing.T) {
 	sys, sd := fixtures(t)
 	state := t.TempDir()
-	run := func() []checks.Finding {
+	run := func() []finding.Finding {
 		c := New(&Config{Paths: []string{sys, sd}}, checks.Env{Log: zaptest.NewLogger(t), StateDir: state})
 		ctx, cancel := context.WithCancel(context.Background())
-		var got []checks.Finding
+		var got []finding.Finding
 		done := make(chan error)
-		go func() { done <- c.Run(ctx, func(f checks.Finding) { got = append(got, f) }) }()
+		go func() { done <- c.Run(ctx, func(f finding.Finding) { got = append(got, f) }) }()
 		time.Sleep(200 * time.Millisecond)
 		cancel()
 		if err := <-done; err != nil {

@@ -1,4 +1,4 @@
-package checks
+package finding
 
 import (
 	"encoding/json"

@@ -1,10 +1,9 @@
-// Package checks holds what every check shares: the finding a check emits, the
-// Check interface, the registry that turns configuration into running checks,
-// and the supervisor that keeps one bad check from stopping the others.
-//
-// Checks know nothing of Kubernetes clients; the reporter turns findings into
-// NodeConditions, Events, metrics and log lines.
-package checks
+// Package finding is nodeguard's vocabulary: the finding a check emits (an
+// event or a condition), a condition's healthy default, the duration type of
+// configuration files and the field error a bad setting gets. It is a leaf:
+// it imports nothing of nodeguard, Kubernetes or the supervisor, so the rule
+// engine and the configuration can use it without pulling those in.
+package finding
 
 import (
 	"fmt"
