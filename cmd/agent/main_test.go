@@ -242,6 +242,7 @@ func kernelLogFindings(source string) []printed {
 		{Kind: "event", Reason: "OOMKilling", Message: "Out of memory: Killed process 1234 (stress) total-vm:10240kB, anon-rss:8192kB", Line: source + ":1"},
 		{Kind: "event", Reason: "TaskHung", Message: "INFO: task containerd:456 blocked for more than 120 seconds.", Line: source + ":3"},
 		{Kind: "condition", Reason: "ContainerRuntimeHung", Condition: "KernelDeadlock", Status: "True", Message: "INFO: task containerd:456 blocked for more than 120 seconds.", Line: source + ":3"},
+		{Kind: "condition", Reason: "RuntimeTaskHung", Condition: "ContainerRuntimeUnresponsive", Status: "True", Message: "INFO: task containerd:456 blocked for more than 120 seconds.", Line: source + ":3"},
 	}
 }
 

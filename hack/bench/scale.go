@@ -310,8 +310,8 @@ func scale(c *testcluster.Cluster) error {
 	for _, a := range agents {
 		now := time.Now()
 		ev := finding.Event(finding.SeverityWarning, "TaskHung", msg)
-		dl := finding.Condition("KernelDeadlock", finding.StatusTrue, "ContainerRuntimeHung", msg)
-		rt := finding.Condition("ContainerRuntimeUnresponsive", finding.StatusTrue, "RuntimeTaskHung", msg)
+		dl := finding.Condition(finding.KernelDeadlock.Type, finding.StatusTrue, "ContainerRuntimeHung", msg)
+		rt := finding.Condition(finding.ContainerRuntimeUnresponsive.Type, finding.StatusTrue, "RuntimeTaskHung", msg)
 		for _, f := range []finding.Finding{ev, dl, rt} {
 			f.Check, f.Time = "kmsg", now
 			a.rep.Report(f)

@@ -131,19 +131,19 @@ func (r *InARow) Fail(threshold int) bool { r.n++; return r.n >= threshold }
 // Reset starts the count over after a success.
 func (r *InARow) Reset() { r.n = 0 }
 
-// Judge turns one look at a condition into findings: False with okReason at
-// once when problem is empty; True with badReason and the problem only once
+// Judge turns one look at a condition into findings: False with its healthy
+// reason at once when problem is empty; True with badReason and the problem only once
 // threshold looks in a row have found one; nothing in between, so that one
 // slow answer does not flap the condition.
-func (r *InARow) Judge(threshold int, condType, okReason, okMessage, badReason, problem string) []finding.Finding {
+func (r *InARow) Judge(threshold int, cond finding.ConditionDefault, okMessage, badReason, problem string) []finding.Finding {
 	if problem == "" {
 		r.Reset()
-		return []finding.Finding{finding.Condition(condType, finding.StatusFalse, okReason, okMessage)}
+		return []finding.Finding{finding.Condition(cond.Type, finding.StatusFalse, cond.Reason, okMessage)}
 	}
 	if !r.Fail(threshold) {
 		return nil
 	}
-	return []finding.Finding{finding.Condition(condType, finding.StatusTrue, badReason, problem)}
+	return []finding.Finding{finding.Condition(cond.Type, finding.StatusTrue, badReason, problem)}
 }
 
 // Every calls fn every interval until ctx ends or the returned stop is

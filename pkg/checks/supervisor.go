@@ -37,16 +37,12 @@ type Supervisor struct {
 	down map[string]time.Time
 }
 
-// CheckStuck is the condition the supervisor owns: True while a check's
-// probe is stuck past its deadline (abandoned, the others running on).
-const CheckStuck = "NodeguardCheckStuck"
-
 // upAfter is how long a run must last to count as the check being up again.
 const upAfter = time.Minute
 
 // Conditions lists the supervisor's own condition type.
 func (s *Supervisor) Conditions() []finding.ConditionDefault {
-	return []finding.ConditionDefault{{Type: CheckStuck, Reason: "ChecksRunning", Message: "every check's probes finish within their deadlines"}}
+	return []finding.ConditionDefault{finding.CheckStuck}
 }
 
 // stuckKey carries, in a check's context, how RunPeriodic tells the
@@ -84,9 +80,9 @@ func (s *Supervisor) setStuck(name string, since time.Time) {
 	}
 	s.Metrics.stuck.WithLabelValues(name).Set(v)
 	sort.Strings(names)
-	f := finding.Condition(CheckStuck, finding.StatusFalse, "ChecksRunning", "every check's probes finish within their deadlines")
+	f := finding.CheckStuck.Healthy()
 	if len(names) > 0 {
-		f = finding.Condition(CheckStuck, finding.StatusTrue, "CheckStuck", "probes stuck past their deadlines, abandoned: "+strings.Join(names, ", "))
+		f = finding.Condition(finding.CheckStuck.Type, finding.StatusTrue, "CheckStuck", "probes stuck past their deadlines, abandoned: "+strings.Join(names, ", "))
 	}
 	f.Check, f.Time = "supervisor", s.Now()
 	s.Emit(f)

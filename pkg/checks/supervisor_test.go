@@ -192,7 +192,7 @@ func TestSupervisorReportsStuckProbesAndDownChecks(t *testing.T) {
 	sup := &Supervisor{
 		Checks: []Check{hang, broken},
 		Emit: func(f finding.Finding) {
-			if f.Type == CheckStuck {
+			if f.Type == finding.CheckStuck.Type {
 				mu.Lock()
 				stuck = append(stuck, f)
 				mu.Unlock()

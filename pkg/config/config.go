@@ -111,7 +111,7 @@ func Default(registry checks.Registry) *Config {
 		},
 		Remediation: RemediationConfig{RestartKubelet: RestartKubeletConfig{
 			Unit:     "kubelet.service",
-			When:     []string{"KubeletLeaseStale"},
+			When:     []string{finding.KubeletLeaseStale.Type},
 			After:    finding.Duration{Duration: 2 * time.Minute},
 			Cooldown: finding.Duration{Duration: 30 * time.Minute},
 			Timeout:  finding.Duration{Duration: time.Minute},

@@ -527,7 +527,7 @@ func TestLoadFullFile(t *testing.T) {
 		ClearAfter: finding.Duration{Duration: time.Hour},
 	}}
 	want.DisableRules = []string{"ext4-warning"}
-	want.Conditions = []logrules.ConditionSpec{{Type: "WidgetJammed", Reason: "WidgetsTurning", Message: "every widget turns"}}
+	want.Conditions = []finding.ConditionDefault{{Type: "WidgetJammed", Reason: "WidgetsTurning", Message: "every widget turns"}}
 	want.ExpireInterval = finding.Duration{Duration: time.Minute}
 	if !reflect.DeepEqual(kc, want) {
 		t.Errorf("kmsg config:\n got  %+v\n want %+v", kc, want)

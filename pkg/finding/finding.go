@@ -93,11 +93,12 @@ func (f Finding) Validate() error {
 }
 
 // ConditionDefault is a condition type a check owns, with the status, reason
-// and message it has while all is well.
+// and message it has while all is well. Rule files declare their condition
+// types in this shape too.
 type ConditionDefault struct {
-	Type    string
-	Reason  string
-	Message string
+	Type    string `json:"type"`
+	Reason  string `json:"reason"`
+	Message string `json:"message"`
 }
 
 // Healthy returns the condition finding for the healthy default.

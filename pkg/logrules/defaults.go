@@ -14,7 +14,10 @@ const podPlumbing = `\b(?:veth|cali|cni|flannel|docker|lxc|tunl|vxlan|cilium|gke
 // pods (NPD's DockerHung, generalised to today's runtimes and the kubelet).
 // runc's own processes are named runc:[0:PARENT], runc:[1:CHILD] and
 // runc:[2:INIT] while they set a container up.
-const runtimeTasks = `(?:dockerd|docker|containerd|containerd-shim[\w-]*|runc(?::\[\d:\w+\])?|crio|conmon|kubelet)`
+const runtimeTasks = `(?:` + containerRuntimeTasks + `|kubelet)`
+
+// containerRuntimeTasks are the container runtime's own processes.
+const containerRuntimeTasks = `(?:dockerd|docker|containerd|containerd-shim[\w-]*|runc(?::\[\d:\w+\])?|crio|conmon)`
 
 // notBlockDevices are devices whose I/O errors are not a node problem: an
 // empty virtual CD drive (sr0) or floppy (fd0) on a VM fails every probe.
@@ -29,15 +32,30 @@ func minutes(n int) finding.Duration {
 }
 
 // DefaultConditions are the condition types the default kernel rules own.
-func DefaultConditions() []ConditionSpec {
-	return []ConditionSpec{
-		{Type: "KernelDeadlock", Reason: "KernelHasNoDeadlock", Message: "kernel has no deadlock"},
-		{Type: "ReadonlyFilesystem", Reason: "FilesystemIsNotReadOnly", Message: "Filesystem is not read-only"},
-		{Type: "FrequentUnregisterNetDevice", Reason: "NoFrequentUnregisterNetDevice", Message: "node is functioning properly"},
+func DefaultConditions() []finding.ConditionDefault {
+	return []finding.ConditionDefault{
+		finding.KernelDeadlock,
+		finding.ReadonlyFilesystem,
+		finding.FrequentUnregisterNetDevice,
 		// Shared with the memcg check, which reads the same leak from the
 		// cgroup tree; the reporter merges the two.
-		{Type: "MemoryCgroupLeak", Reason: "NoMemoryCgroupLeak", Message: "no leaked memory cgroups or slab growth"},
+		finding.MemoryCgroupLeak,
 	}
+}
+
+// RuntimeRules are the kmsg check's rules beyond the kernel's own
+// vocabulary: they raise a condition another check owns too. The kernel may
+// see the container runtime stuck in D state before a CRI call times out,
+// and it repeats a hung task's report every hung_task_timeout_secs (120 s)
+// while it lasts, so ten quiet minutes mean it is over. A hung kubelet is no
+// hung runtime.
+func RuntimeRules() ([]Rule, []finding.ConditionDefault) {
+	return []Rule{{
+		Name: "runtime-task-hung", Source: "kmsg", Kind: finding.KindCondition, Condition: finding.ContainerRuntimeUnresponsive.Type,
+		Reason: "RuntimeTaskHung", Contains: "blocked for more than",
+		Pattern:    `INFO: task ` + containerRuntimeTasks + `:\d+ blocked for more than \d+ seconds`,
+		ClearAfter: minutes(10),
+	}}, []finding.ConditionDefault{finding.ContainerRuntimeUnresponsive}
 }
 
 // DefaultRules are the built-in kernel log rules. Each names the literal its
@@ -57,7 +75,7 @@ func DefaultRules() []Rule {
 	oom.Attribute = "oom"
 	frequentUnregister := Rule{
 		Name: "frequent-unregister-netdevice", Source: "kmsg", Kind: finding.KindCondition,
-		Condition: "FrequentUnregisterNetDevice", Reason: "UnregisterNetDevice",
+		Condition: finding.FrequentUnregisterNetDevice.Type, Reason: "UnregisterNetDevice",
 		Contains: "unregister_netdevice: waiting for", Pattern: `unregister_netdevice: waiting for \S+ to become free`,
 		MinCount: 3, Window: minutes(10), ClearAfter: minutes(30),
 	}
@@ -82,7 +100,7 @@ func DefaultRules() []Rule {
 		// A task name may hold spaces: a Java thread "C2 CompilerThre".
 		event("hung-task", "TaskHung", "blocked for more than", `INFO: task .+:\d+ blocked for more than \d+ seconds`),
 		{
-			Name: "runtime-hung", Source: "kmsg", Kind: finding.KindCondition, Condition: "KernelDeadlock",
+			Name: "runtime-hung", Source: "kmsg", Kind: finding.KindCondition, Condition: finding.KernelDeadlock.Type,
 			Reason: "ContainerRuntimeHung", Contains: "blocked for more than",
 			Pattern: `INFO: task ` + runtimeTasks + `:\d+ blocked for more than \d+ seconds`,
 		},
@@ -127,13 +145,13 @@ func DefaultRules() []Rule {
 		{
 			// The kmem leak of old kernels: slab allocations fail while memory
 			// is free. Clears after an hour without another.
-			Name: "slab-alloc-failure-leak", Source: "kmsg", Kind: finding.KindCondition, Condition: "MemoryCgroupLeak",
+			Name: "slab-alloc-failure-leak", Source: "kmsg", Kind: finding.KindCondition, Condition: finding.MemoryCgroupLeak.Type,
 			Reason: "SlabAllocationFailure", Contains: "SLUB: Unable to allocate memory", Pattern: `SLUB: Unable to allocate memory`,
 			ClearAfter: minutes(60),
 		},
 		event("conntrack-full", "ConntrackFull", "table full, dropping packet", `nf_conntrack: (?:nf_conntrack: )?table full, dropping packet`),
 		{
-			Name: "remount-ro", Source: "kmsg", Kind: finding.KindCondition, Condition: "ReadonlyFilesystem",
+			Name: "remount-ro", Source: "kmsg", Kind: finding.KindCondition, Condition: finding.ReadonlyFilesystem.Type,
 			Reason: "FilesystemIsReadOnly", Contains: "read-only", Pattern: `Remounting filesystem read-only`,
 		},
 	}

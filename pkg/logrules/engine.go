@@ -23,7 +23,7 @@ const endOfReport = "---[ end "
 // It is not safe for concurrent use.
 type Engine struct {
 	rules      []*compiled
-	conditions []ConditionSpec
+	conditions []finding.ConditionDefault
 	groupSeen  map[string]time.Time
 	counts     map[string][]time.Time
 	// active holds, for condition rules that clear, when each last matched.
@@ -37,7 +37,7 @@ type activeCondition struct {
 }
 
 // NewEngine compiles rules; the first bad rule is returned as a *RuleError.
-func NewEngine(rules []Rule, conditions []ConditionSpec) (*Engine, error) {
+func NewEngine(rules []Rule, conditions []finding.ConditionDefault) (*Engine, error) {
 	e := &Engine{
 		conditions: conditions,
 		groupSeen:  map[string]time.Time{},
@@ -65,11 +65,7 @@ func NewEngine(rules []Rule, conditions []ConditionSpec) (*Engine, error) {
 // Conditions returns the condition types the engine's rules own, with their
 // healthy defaults.
 func (e *Engine) Conditions() []finding.ConditionDefault {
-	out := make([]finding.ConditionDefault, len(e.conditions))
-	for i, c := range e.conditions {
-		out[i] = finding.ConditionDefault{Type: c.Type, Reason: c.Reason, Message: c.Message}
-	}
-	return out
+	return append([]finding.ConditionDefault(nil), e.conditions...)
 }
 
 // Feed runs every rule over one line and appends what it finds to out. A

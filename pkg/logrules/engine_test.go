@@ -85,6 +85,12 @@ var ruleCases = []ruleCase{
 	{"runtime-hung", "INFO: task crio:1201 blocked for more than 120 seconds.", true},
 	{"runtime-hung", "INFO: task conmon:5512 blocked for more than 120 seconds.", true},
 	{"runtime-hung", "INFO: task kubelet:1402 blocked for more than 120 seconds.", true},
+	{"runtime-task-hung", "INFO: task containerd:870 blocked for more than 120 seconds.", true},
+	{"runtime-task-hung", "INFO: task containerd-shim:4321 blocked for more than 120 seconds.", true},
+	{"runtime-task-hung", "INFO: task runc:[2:INIT]:293016 blocked for more than 327 seconds.", true},
+	{"runtime-task-hung", "INFO: task crio:1201 blocked for more than 120 seconds.", true},
+	{"runtime-task-hung", "INFO: task kubelet:1402 blocked for more than 120 seconds.", false},
+	{"runtime-task-hung", "INFO: task java:77 blocked for more than 120 seconds.", false},
 	{"runtime-hung", "INFO: task kworker/3:1:123 blocked for more than 120 seconds.", false},
 	{"runtime-hung", "INFO: task mycontainerd:7 blocked for more than 120 seconds.", false},
 	{"runtime-hung", "INFO: task C2 CompilerThre:3546103 blocked for more than 1912 seconds.", false},
@@ -257,7 +263,8 @@ var ruleCases = []ruleCase{
 // matches.
 func TestDefaultRules(t *testing.T) {
 	byName := map[string]Rule{}
-	for _, r := range DefaultRules() {
+	runtimeRules, runtimeConds := RuntimeRules()
+	for _, r := range append(DefaultRules(), runtimeRules...) {
 		byName[r.Name] = r
 	}
 	covered := map[string]bool{
@@ -273,7 +280,7 @@ func TestDefaultRules(t *testing.T) {
 		if tc.match {
 			covered[tc.rule] = true
 		}
-		e, err := NewEngine([]Rule{r}, DefaultConditions())
+		e, err := NewEngine([]Rule{r}, append(DefaultConditions(), runtimeConds...))
 		if err != nil {
 			t.Fatal(err)
 		}

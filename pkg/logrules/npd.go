@@ -35,7 +35,7 @@ type npdMonitor struct {
 // by newlines. nodeguard keeps no such buffer: a single-line pattern is
 // matched at the end of the line, and a multi-line pattern by its last line,
 // the one that completes the report, which is where nodeguard reports too.
-func LoadNPD(path string) ([]Rule, []ConditionSpec, error) {
+func LoadNPD(path string) ([]Rule, []finding.ConditionDefault, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading NPD rules: %w", err)
@@ -44,7 +44,7 @@ func LoadNPD(path string) ([]Rule, []ConditionSpec, error) {
 }
 
 // ParseNPD is LoadNPD on data already read; name labels errors.
-func ParseNPD(name string, data []byte) ([]Rule, []ConditionSpec, error) {
+func ParseNPD(name string, data []byte) ([]Rule, []finding.ConditionDefault, error) {
 	var m npdMonitor
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&m); err != nil {
@@ -57,13 +57,13 @@ func ParseNPD(name string, data []byte) ([]Rule, []ConditionSpec, error) {
 	default:
 		return nil, nil, fmt.Errorf("NPD rules %s: field plugin: %q is not a log monitor plugin", name, m.Plugin)
 	}
-	var conds []ConditionSpec
+	var conds []finding.ConditionDefault
 	declared := map[string]bool{}
 	for i, c := range m.Conditions {
 		if c.Type == "" || c.Reason == "" {
 			return nil, nil, fmt.Errorf("NPD rules %s: conditions[%d]: type and reason are required", name, i)
 		}
-		conds = append(conds, ConditionSpec{Type: c.Type, Reason: c.Reason, Message: c.Message})
+		conds = append(conds, finding.ConditionDefault{Type: c.Type, Reason: c.Reason, Message: c.Message})
 		declared[c.Type] = true
 	}
 	var rules []Rule
@@ -106,7 +106,7 @@ func ParseNPD(name string, data []byte) ([]Rule, []ConditionSpec, error) {
 // so that where both describe a line the built-in rule, which knows more
 // kernel versions and attributes OOM kills, makes the finding (see
 // sameProblem). Condition types already declared keep their healthy state.
-func AddNPD(rules []Rule, conds []ConditionSpec, npdRules []Rule, npdConds []ConditionSpec) ([]Rule, []ConditionSpec) {
+func AddNPD(rules []Rule, conds []finding.ConditionDefault, npdRules []Rule, npdConds []finding.ConditionDefault) ([]Rule, []finding.ConditionDefault) {
 	rules = append(rules, npdRules...)
 	have := map[string]bool{}
 	for _, c := range conds {

@@ -36,7 +36,7 @@ type quietClear struct {
 // and starts, at start, the quiet period of each condition type that every
 // rule setting it clears after one. It takes the rules, not the engines,
 // so that no engine is compiled for it.
-func NewQuietStart(start time.Time, rules []Rule, specs []ConditionSpec) *QuietStart {
+func NewQuietStart(start time.Time, rules []Rule, specs []finding.ConditionDefault) *QuietStart {
 	after := map[string]time.Duration{}
 	permanent := map[string]bool{}
 	for _, r := range rules {

@@ -15,14 +15,14 @@ func TestQuietStart(t *testing.T) {
 	permanent := Rule{Name: "for-good", Kind: finding.KindCondition, Condition: "ReadonlyFilesystem", Reason: "RO", Contains: "ro", Pattern: "ro"}
 	specs := DefaultConditions()
 	start := time.Unix(1_000_000, 0)
-	spec := func(condType string) ConditionSpec {
+	spec := func(condType string) finding.ConditionDefault {
 		for _, c := range specs {
 			if c.Type == condType {
 				return c
 			}
 		}
 		t.Fatalf("no default for %s", condType)
-		return ConditionSpec{}
+		return finding.ConditionDefault{}
 	}
 
 	tests := []struct {

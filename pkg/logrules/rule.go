@@ -47,13 +47,6 @@ type Rule struct {
 	Attribute string `json:"attribute,omitempty"`
 }
 
-// ConditionSpec is a condition type the rules own, with its healthy state.
-type ConditionSpec struct {
-	Type    string `json:"type"`
-	Reason  string `json:"reason"`
-	Message string `json:"message"`
-}
-
 // RuleError is a bad rule: which rule and which field.
 type RuleError struct {
 	Index int

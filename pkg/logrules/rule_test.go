@@ -171,11 +171,11 @@ func TestNewEngineAccepts(t *testing.T) {
 	tests := []struct {
 		name  string
 		rule  Rule
-		conds []ConditionSpec
+		conds []finding.ConditionDefault
 	}{
 		{"minCount 1 needs no window", func() Rule { r := event("r", "R", "x", "x"); r.MinCount = 1; return r }(), nil},
 		{"user condition type", Rule{Name: "r", Kind: finding.KindCondition, Condition: "DiskIOStuck", Reason: "R", Contains: "x", Pattern: "x"},
-			[]ConditionSpec{{Type: "DiskIOStuck", Reason: "DiskIOIsFine", Message: "ok"}}},
+			[]finding.ConditionDefault{{Type: "DiskIOStuck", Reason: "DiskIOIsFine", Message: "ok"}}},
 		{"condition that clears", Rule{Name: "r", Kind: finding.KindCondition, Condition: "KernelDeadlock", Reason: "R", Contains: "x", Pattern: "x",
 			ClearAfter: finding.Duration{Duration: time.Minute}}, DefaultConditions()},
 		{"oom attribute", func() Rule { r := event("r", "R", "x", "x"); r.Attribute = "oom"; return r }(), nil},

@@ -27,9 +27,6 @@ import (
 // Name is the check's name in configuration and metrics.
 const Name = "cri"
 
-// ContainerRuntimeUnresponsive is the condition type this check owns.
-const ContainerRuntimeUnresponsive = "ContainerRuntimeUnresponsive"
-
 // Config is the check's section of the config file.
 type Config struct {
 	// Endpoint is the runtime's CRI socket, unix:///path or a path.
@@ -92,7 +89,7 @@ func New(cfg *Config, env checks.Env) *Check {
 func (c *Check) Name() string { return Name }
 
 func (c *Check) Conditions() []finding.ConditionDefault {
-	return []finding.ConditionDefault{{Type: ContainerRuntimeUnresponsive, Reason: "ContainerRuntimeIsResponsive", Message: "the container runtime answers CRI"}}
+	return []finding.ConditionDefault{finding.ContainerRuntimeUnresponsive}
 }
 
 // socketPath is the file behind a unix endpoint.
@@ -131,7 +128,7 @@ func (p *prober) probe(ctx context.Context) ([]finding.Finding, error) {
 	if f := p.ask(ctx); f != nil {
 		reason, problem = f.reason, f.message
 	}
-	return p.failures.Judge(p.c.cfg.FailureThreshold, ContainerRuntimeUnresponsive, "ContainerRuntimeIsResponsive",
+	return p.failures.Judge(p.c.cfg.FailureThreshold, finding.ContainerRuntimeUnresponsive,
 		fmt.Sprintf("%s answers CRI Version, Status and ListPodSandbox", p.c.cfg.Endpoint), reason, problem), nil
 }
 

@@ -28,12 +28,6 @@ import (
 // Name is the check's name in configuration and metrics.
 const Name = "disk"
 
-// Condition types this check owns.
-const (
-	DiskIOStuck        = "DiskIOStuck"
-	ReadonlyFilesystem = "ReadonlyFilesystem"
-)
-
 // Config is the check's section of the config file.
 type Config struct {
 	// Mounts are paths whose filesystems must be read-write, as the host
@@ -118,8 +112,8 @@ func (c *Check) Name() string { return Name }
 
 func (c *Check) Conditions() []finding.ConditionDefault {
 	return []finding.ConditionDefault{
-		{Type: DiskIOStuck, Reason: "DiskIOIsFlowing", Message: "the node's disks complete I/O"},
-		{Type: ReadonlyFilesystem, Reason: "FilesystemIsNotReadOnly", Message: "Filesystem is not read-only"},
+		finding.DiskIOStuck,
+		finding.ReadonlyFilesystem,
 	}
 }
 
@@ -160,10 +154,10 @@ func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 				st.set("diskstats", msg)
 			}
 			if len(ro) == 0 {
-				return []finding.Finding{finding.Condition(ReadonlyFilesystem, finding.StatusFalse, "MountsAreReadWrite",
+				return []finding.Finding{finding.Condition(finding.ReadonlyFilesystem.Type, finding.StatusFalse, "MountsAreReadWrite",
 					"read-write: "+strings.Join(c.cfg.Mounts, ", "))}, nil
 			}
-			return []finding.Finding{finding.Condition(ReadonlyFilesystem, finding.StatusTrue, "MountReadOnly", strings.Join(ro, "; "))}, nil
+			return []finding.Finding{finding.Condition(finding.ReadonlyFilesystem.Type, finding.StatusTrue, "MountReadOnly", strings.Join(ro, "; "))}, nil
 		},
 		emit,
 		func(s *checks.ProbeStuck) { c.log.Warn("reading mounts or diskstats is stuck", zap.Error(s)) },
@@ -172,7 +166,7 @@ func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 	return err
 }
 
-// stuckState combines the two sources of DiskIOStuck (the write probe and
+// stuckState combines the two sources of finding.DiskIOStuck.Type (the write probe and
 // diskstats) into one condition.
 type stuckState struct {
 	mu      sync.Mutex
@@ -198,9 +192,9 @@ func (s *stuckState) set(source, why string) {
 			problems = append(problems, w)
 		}
 	}
-	f := finding.Condition(DiskIOStuck, finding.StatusFalse, "DiskIOIsFlowing", "the node's disks complete I/O")
+	f := finding.DiskIOStuck.Healthy()
 	if len(problems) > 0 {
-		f = finding.Condition(DiskIOStuck, finding.StatusTrue, "DiskIOIsStuck", strings.Join(problems, "; "))
+		f = finding.Condition(finding.DiskIOStuck.Type, finding.StatusTrue, "DiskIOIsStuck", strings.Join(problems, "; "))
 	}
 	f.Time = s.now()
 	s.emit(f)

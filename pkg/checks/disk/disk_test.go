@@ -182,7 +182,7 @@ func TestRunReportsBothConditions(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if seen[ReadonlyFilesystem].Status != finding.StatusTrue || seen[DiskIOStuck].Status != finding.StatusFalse {
-		t.Errorf("ReadonlyFilesystem %s, DiskIOStuck %s; want True and False", seen[ReadonlyFilesystem].Status, seen[DiskIOStuck].Status)
+	if seen[finding.ReadonlyFilesystem.Type].Status != finding.StatusTrue || seen[finding.DiskIOStuck.Type].Status != finding.StatusFalse {
+		t.Errorf("ReadonlyFilesystem %s, DiskIOStuck %s; want True and False", seen[finding.ReadonlyFilesystem.Type].Status, seen[finding.DiskIOStuck.Type].Status)
 	}
 }

@@ -22,9 +22,6 @@ import (
 // Name is the check's name in configuration and metrics.
 const Name = "dns"
 
-// ClusterDNSUnreachable is the condition type this check owns.
-const ClusterDNSUnreachable = "ClusterDNSUnreachable"
-
 // Config is the check's section of the config file.
 type Config struct {
 	// Name is resolved through the cluster DNS.
@@ -73,7 +70,7 @@ type Check struct {
 func (c *Check) Name() string { return Name }
 
 func (c *Check) Conditions() []finding.ConditionDefault {
-	return []finding.ConditionDefault{{Type: ClusterDNSUnreachable, Reason: "ClusterDNSAnswers", Message: "the cluster DNS answers"}}
+	return []finding.ConditionDefault{finding.ClusterDNSUnreachable}
 }
 
 // Run resolves every period until ctx ends.
@@ -85,7 +82,7 @@ func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 			if err != nil {
 				return nil, err
 			}
-			return failures.Judge(c.cfg.FailureThreshold, ClusterDNSUnreachable, "ClusterDNSAnswers",
+			return failures.Judge(c.cfg.FailureThreshold, finding.ClusterDNSUnreachable,
 				fmt.Sprintf("%s resolves %s", server, c.cfg.Name), "ClusterDNSUnreachable", c.resolve(ctx, server)), nil
 		},
 		emit)

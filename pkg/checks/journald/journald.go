@@ -31,9 +31,9 @@ type Config struct {
 	// Rules are added to the built-in rules; each names its unit in source,
 	// as "journald:kubelet.service". One with a built-in rule's name
 	// replaces it.
-	Rules        []logrules.Rule          `json:"rules,omitempty"`
-	DisableRules []string                 `json:"disableRules,omitempty"`
-	Conditions   []logrules.ConditionSpec `json:"conditions,omitempty"`
+	Rules        []logrules.Rule            `json:"rules,omitempty"`
+	DisableRules []string                   `json:"disableRules,omitempty"`
+	Conditions   []finding.ConditionDefault `json:"conditions,omitempty"`
 	// FromStart reads the entries already in the journal at start.
 	FromStart bool `json:"fromStart,omitempty"`
 }
@@ -58,7 +58,7 @@ func DefaultRules() []logrules.Rule {
 			// The lease bug's signature: the kubelet keeps failing to renew.
 			// Merged with the lease check's own view of renewTime.
 			Name: "kubelet-lease-update-failing", Source: sourcePrefix + "kubelet.service", Kind: finding.KindCondition,
-			Condition: "KubeletLeaseStale", Reason: "KubeletLeaseUpdateFailing", Contains: "to update",
+			Condition: finding.KubeletLeaseStale.Type, Reason: "KubeletLeaseUpdateFailing", Contains: "to update",
 			Pattern: `[Ff]ailed to update (?:node )?lease`, MinCount: 3, Window: finding.Duration{Duration: 2 * time.Minute},
 			ClearAfter: finding.Duration{Duration: 2 * time.Minute},
 		},
@@ -67,7 +67,7 @@ func DefaultRules() []logrules.Rule {
 			// make a pod's cgroup because the kernel has no memory for
 			// another one.
 			Name: "kubelet-cgroup-mkdir-enomem", Source: sourcePrefix + "kubelet.service", Kind: finding.KindCondition,
-			Condition: "MemoryCgroupLeak", Reason: "CgroupMkdirFailed", Contains: "cannot allocate memory",
+			Condition: finding.MemoryCgroupLeak.Type, Reason: "CgroupMkdirFailed", Contains: "cannot allocate memory",
 			Pattern:    `mkdir \S*(?:cgroup|kubepods)\S*: cannot allocate memory`,
 			ClearAfter: finding.Duration{Duration: time.Hour},
 		},
@@ -76,10 +76,10 @@ func DefaultRules() []logrules.Rule {
 
 // DefaultConditions are the condition types the built-in rules set; the
 // memcg and lease checks own them too, and the reporter merges the sources.
-func DefaultConditions() []logrules.ConditionSpec {
-	return []logrules.ConditionSpec{
-		{Type: "MemoryCgroupLeak", Reason: "NoMemoryCgroupLeak", Message: "no leaked memory cgroups or slab growth"},
-		{Type: "KubeletLeaseStale", Reason: "KubeletLeaseFresh", Message: "kubelet renews its node lease"},
+func DefaultConditions() []finding.ConditionDefault {
+	return []finding.ConditionDefault{
+		finding.MemoryCgroupLeak,
+		finding.KubeletLeaseStale,
 	}
 }
 
@@ -127,11 +127,7 @@ func (c *Config) engines() (map[string]*logrules.Engine, []finding.ConditionDefa
 		}
 		engines[unit] = e
 	}
-	var conds []finding.ConditionDefault
-	for _, s := range specs {
-		conds = append(conds, finding.ConditionDefault{Type: s.Type, Reason: s.Reason, Message: s.Message})
-	}
-	return engines, conds, nil
+	return engines, specs, nil
 }
 
 // Validate compiles the rules so that a bad one fails at start.

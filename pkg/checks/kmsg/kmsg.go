@@ -36,7 +36,7 @@ type Config struct {
 	NPDRules []string `json:"npdRules,omitempty"`
 	// Conditions declares condition types that user rules set, beyond the
 	// built-in ones.
-	Conditions []logrules.ConditionSpec `json:"conditions,omitempty"`
+	Conditions []finding.ConditionDefault `json:"conditions,omitempty"`
 	// DevKmsg reads /dev/kmsg; on by default. Turn it off to read only
 	// Files (where /dev/kmsg cannot be read); with both, a kernel message
 	// that reaches both would be reported twice.
@@ -109,12 +109,13 @@ func (c *Config) Validate() error {
 
 // ruleSet merges the built-in, configured and NPD rules and condition
 // types.
-func (c *Config) ruleSet() ([]logrules.Rule, []logrules.ConditionSpec, error) {
-	rules, err := logrules.Merge(logrules.DefaultRules(), c.Rules, c.DisableRules)
+func (c *Config) ruleSet() ([]logrules.Rule, []finding.ConditionDefault, error) {
+	runtimeRules, runtimeConds := logrules.RuntimeRules()
+	rules, err := logrules.Merge(append(logrules.DefaultRules(), runtimeRules...), c.Rules, c.DisableRules)
 	if err != nil {
 		return nil, nil, &finding.FieldError{Field: "disableRules", Value: c.DisableRules, Reason: err.Error()}
 	}
-	conds := append(logrules.DefaultConditions(), c.Conditions...)
+	conds := append(append(logrules.DefaultConditions(), runtimeConds...), c.Conditions...)
 	for i, path := range c.NPDRules {
 		npdRules, npdConds, err := logrules.LoadNPD(path)
 		if err != nil {
@@ -159,7 +160,6 @@ type Check struct {
 	// position is nil when there is no state directory.
 	position   *positionFile
 	warnedSave bool
-	hang       *runtimeHang
 }
 
 // New builds the check. A nil source reads /dev/kmsg; tests pass their own.
@@ -177,8 +177,7 @@ func New(cfg *Config, env checks.Env, source Source) (*Check, error) {
 	if source == nil {
 		source = &devKmsg{log: env.Log, metrics: newSourceMetrics(env.Metrics), startAtEnd: cfg.StartAtEnd, now: env.Now}
 	}
-	hang := &runtimeHang{now: env.Now}
-	c := &Check{cfg: cfg, log: env.Log, source: source, conds: append(e.Conditions(), hang.conditions()), now: env.Now, procPath: env.Proc(), hang: hang}
+	c := &Check{cfg: cfg, log: env.Log, source: source, conds: e.Conditions(), now: env.Now, procPath: env.Proc()}
 	if env.StateDir != "" {
 		c.position = &positionFile{path: filepath.Join(env.StateDir, "kmsg-position.json")}
 	}
@@ -204,8 +203,6 @@ func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 	quiet := logrules.NewQuietStart(c.now(), rules, conds)
 	emit = quiet.Wrap(emit)
 	defer checks.Every(ctx, max(c.cfg.ExpireInterval.Duration, time.Second), func(time.Time) { quiet.ExpireTo(c.now(), emit) })()
-	emit = c.hang.wrap(emit)
-	defer c.hang.expireEvery(ctx, max(c.cfg.ExpireInterval.Duration, time.Second), emit)()
 	g, ctx := errgroup.WithContext(ctx)
 	if c.cfg.DevKmsg == nil || *c.cfg.DevKmsg {
 		g.Go(func() error { return c.runKmsg(ctx, emit) })

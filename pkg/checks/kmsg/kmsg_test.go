@@ -91,7 +91,7 @@ func TestCheckTurnsRecordsIntoFindings(t *testing.T) {
 func TestUserRulesAndDisabledRules(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.DisableRules = []string{"hung-task"}
-	cfg.Conditions = append(cfg.Conditions, logrules.ConditionSpec{Type: "CustomProblem", Reason: "NoCustomProblem", Message: "fine"})
+	cfg.Conditions = append(cfg.Conditions, finding.ConditionDefault{Type: "CustomProblem", Reason: "NoCustomProblem", Message: "fine"})
 	cfg.Rules = append(cfg.Rules, logrules.Rule{Name: "custom", Kind: finding.KindCondition, Condition: "CustomProblem",
 		Reason: "FrobnicatorJammed", Contains: "frobnicator jammed", Pattern: `frobnicator jammed on bus \d+`})
 	src := feedSource{records: []Record{
@@ -250,17 +250,35 @@ func TestHungRuntimeTaskRaisesContainerRuntimeUnresponsive(t *testing.T) {
 	if !owns {
 		t.Fatal("the kmsg check does not own ContainerRuntimeUnresponsive")
 	}
-	got := runCheck(t, c, 3)
-	if f := got[2]; f.Type != "ContainerRuntimeUnresponsive" || f.Status != finding.StatusTrue || f.Reason != "RuntimeTaskHung" {
-		t.Errorf("third finding %+v, want ContainerRuntimeUnresponsive True, RuntimeTaskHung", f)
+	ctx, cancel := context.WithCancel(context.Background())
+	found := make(chan finding.Finding, 100)
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx, func(f finding.Finding) { found <- f }) }()
+	defer func() { cancel(); <-done }()
+	next := func() finding.Finding {
+		t.Helper()
+		select {
+		case f := <-found:
+			return f
+		case <-time.After(5 * time.Second):
+			t.Fatal("no finding within 5 s")
+			return finding.Finding{}
+		}
 	}
-	// Ten quiet minutes later it clears (the record, now old backlog, is
-	// not reported again).
+	var raised finding.Finding
+	for i := 0; i < 3; i++ {
+		if f := next(); f.Type == "ContainerRuntimeUnresponsive" {
+			raised = f
+		}
+	}
+	if raised.Status != finding.StatusTrue || raised.Reason != "RuntimeTaskHung" {
+		t.Errorf("findings of a hung containerd hold %+v, want ContainerRuntimeUnresponsive True, RuntimeTaskHung", raised)
+	}
+	// Ten quiet minutes later, in the same run, it clears.
 	mu.Lock()
 	clock = now.Add(11 * time.Minute)
 	mu.Unlock()
-	got = runCheck(t, c, 1)
-	if f := got[0]; f.Type != "ContainerRuntimeUnresponsive" || f.Status != finding.StatusFalse {
+	if f := next(); f.Type != "ContainerRuntimeUnresponsive" || f.Status != finding.StatusFalse {
 		t.Errorf("after a quiet window: %+v, want ContainerRuntimeUnresponsive False", f)
 	}
 }

@@ -18,9 +18,6 @@ import (
 // Name is the check's name in configuration and metrics.
 const Name = "kubelet"
 
-// KubeletUnhealthy is the condition type this check owns.
-const KubeletUnhealthy = "KubeletUnhealthy"
-
 // Config is the check's section of the config file.
 type Config struct {
 	// HealthzURL is the kubelet's healthz endpoint (its --healthz-port).
@@ -65,7 +62,7 @@ type Check struct {
 func (c *Check) Name() string { return Name }
 
 func (c *Check) Conditions() []finding.ConditionDefault {
-	return []finding.ConditionDefault{{Type: KubeletUnhealthy, Reason: "KubeletHealthy", Message: "the kubelet's healthz answers ok"}}
+	return []finding.ConditionDefault{finding.KubeletUnhealthy}
 }
 
 // Run probes every period until ctx ends.
@@ -73,8 +70,7 @@ func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 	var failures checks.InARow
 	return checks.RunLogged(ctx, c.log, "kubelet healthz probe", c.cfg.Period.Duration, c.cfg.Timeout.Duration+time.Second,
 		func(ctx context.Context) ([]finding.Finding, error) {
-			return failures.Judge(c.cfg.FailureThreshold, KubeletUnhealthy, "KubeletHealthy",
-				"the kubelet's healthz answers ok", "KubeletUnhealthy", c.probe(ctx)), nil
+			return failures.Judge(c.cfg.FailureThreshold, finding.KubeletUnhealthy, finding.KubeletUnhealthy.Message, "KubeletUnhealthy", c.probe(ctx)), nil
 		},
 		emit)
 }

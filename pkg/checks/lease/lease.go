@@ -19,9 +19,6 @@ import (
 // Name is the check's name in configuration and metrics.
 const Name = "lease"
 
-// KubeletLeaseStale is the condition type this check owns.
-const KubeletLeaseStale = "KubeletLeaseStale"
-
 // Config is the check's section of the config file.
 type Config struct {
 	// Threshold is how old renewTime may be; zero derives it from the
@@ -70,7 +67,7 @@ func New(cfg *Config, env checks.Env) *Check {
 func (c *Check) Name() string { return Name }
 
 func (c *Check) Conditions() []finding.ConditionDefault {
-	return []finding.ConditionDefault{{Type: KubeletLeaseStale, Reason: "KubeletLeaseFresh", Message: "kubelet renews its node lease"}}
+	return []finding.ConditionDefault{finding.KubeletLeaseStale}
 }
 
 // Run looks at the Lease every period until ctx ends.
@@ -92,7 +89,7 @@ func (c *Check) probe() ([]finding.Finding, error) {
 		return nil, checks.ErrNoData
 	}
 	if !exists {
-		return []finding.Finding{finding.Condition(KubeletLeaseStale, finding.StatusTrue, "KubeletLeaseMissing",
+		return []finding.Finding{finding.Condition(finding.KubeletLeaseStale.Type, finding.StatusTrue, "KubeletLeaseMissing",
 			"the node has no Lease in kube-node-lease: the kubelet has not registered or cannot write it")}, nil
 	}
 	threshold := c.cfg.Threshold.Duration
@@ -104,13 +101,13 @@ func (c *Check) probe() ([]finding.Finding, error) {
 		threshold = duration / 2
 	}
 	if lease.Spec.RenewTime == nil {
-		return []finding.Finding{finding.Condition(KubeletLeaseStale, finding.StatusTrue, "KubeletLeaseNeverRenewed", "the node's Lease has no renewTime")}, nil
+		return []finding.Finding{finding.Condition(finding.KubeletLeaseStale.Type, finding.StatusTrue, "KubeletLeaseNeverRenewed", "the node's Lease has no renewTime")}, nil
 	}
 	age := c.now().Sub(lease.Spec.RenewTime.Time)
 	if age > threshold {
-		return []finding.Finding{finding.Condition(KubeletLeaseStale, finding.StatusTrue, "KubeletLeaseStale",
+		return []finding.Finding{finding.Condition(finding.KubeletLeaseStale.Type, finding.StatusTrue, "KubeletLeaseStale",
 			fmt.Sprintf("kubelet last renewed its lease at %s, more than %s ago, while this agent reaches the API server: the kubelet, not the network, is failing",
 				lease.Spec.RenewTime.UTC().Format(time.RFC3339), threshold))}, nil
 	}
-	return []finding.Finding{finding.Condition(KubeletLeaseStale, finding.StatusFalse, "KubeletLeaseFresh", "kubelet renews its node lease")}, nil
+	return []finding.Finding{finding.KubeletLeaseStale.Healthy()}, nil
 }

@@ -29,9 +29,6 @@ import (
 // Name is the check's name in configuration and metrics.
 const Name = "memcg"
 
-// MemoryCgroupLeak is the condition type this check owns.
-const MemoryCgroupLeak = "MemoryCgroupLeak"
-
 // Config is the check's section of the config file.
 type Config struct {
 	// CgroupRoot is where the cgroup hierarchies are mounted; default the
@@ -130,7 +127,7 @@ func New(cfg *Config, env checks.Env) (*Check, error) {
 func (c *Check) Name() string { return Name }
 
 func (c *Check) Conditions() []finding.ConditionDefault {
-	return []finding.ConditionDefault{{Type: MemoryCgroupLeak, Reason: "NoMemoryCgroupLeak", Message: "no leaked memory cgroups or slab growth"}}
+	return []finding.ConditionDefault{finding.MemoryCgroupLeak}
 }
 
 // Run probes every period until ctx ends.
@@ -174,9 +171,9 @@ func (c *Check) probe(st *state) ([]finding.Finding, error) {
 	}
 	if len(problems) == 0 {
 		notes = append(notes, "no leaked memory cgroups or slab growth")
-		out = append(out, finding.Condition(MemoryCgroupLeak, finding.StatusFalse, "NoMemoryCgroupLeak", strings.Join(notes, "; ")))
+		out = append(out, finding.Condition(finding.MemoryCgroupLeak.Type, finding.StatusFalse, finding.MemoryCgroupLeak.Reason, strings.Join(notes, "; ")))
 	} else {
-		out = append(out, finding.Condition(MemoryCgroupLeak, finding.StatusTrue, "MemoryCgroupLeak", strings.Join(problems, "; ")))
+		out = append(out, finding.Condition(finding.MemoryCgroupLeak.Type, finding.StatusTrue, "MemoryCgroupLeak", strings.Join(problems, "; ")))
 	}
 	return out, nil
 }

@@ -61,7 +61,7 @@ func (h *host) check(cfg *Config, now *time.Time) *Check {
 
 func leak(fs []finding.Finding) finding.Finding {
 	for _, f := range fs {
-		if f.Type == MemoryCgroupLeak {
+		if f.Type == finding.MemoryCgroupLeak.Type {
 			return f
 		}
 	}

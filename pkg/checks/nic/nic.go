@@ -23,12 +23,6 @@ import (
 // Name is the check's name in configuration and metrics.
 const Name = "nic"
 
-// Condition types this check owns.
-const (
-	NICDown     = "NICDown"
-	NICFlapping = "NICFlapping"
-)
-
 // Config is the check's section of the config file.
 type Config struct {
 	// Interfaces to watch; empty watches the interfaces that hold a default
@@ -113,8 +107,8 @@ func (c *Check) Name() string { return Name }
 
 func (c *Check) Conditions() []finding.ConditionDefault {
 	return []finding.ConditionDefault{
-		{Type: NICDown, Reason: "NICIsUp", Message: "the node's network interfaces are up"},
-		{Type: NICFlapping, Reason: "NICIsStable", Message: "the node's network interfaces' links are stable"},
+		finding.NICDown,
+		finding.NICFlapping,
 	}
 }
 
@@ -204,8 +198,8 @@ func (c *Check) probe(st *state) ([]finding.Finding, error) {
 		// never had an uplink, and a NICDown it left must not stay.
 		msg := "no interface left to watch: " + strings.Join(gone, ", ") + " no longer exists and no other holds a default route"
 		return []finding.Finding{
-			finding.Condition(NICDown, finding.StatusFalse, "NICIsUp", msg),
-			finding.Condition(NICFlapping, finding.StatusFalse, "NICIsStable", msg),
+			finding.Condition(finding.NICDown.Type, finding.StatusFalse, finding.NICDown.Reason, msg),
+			finding.Condition(finding.NICFlapping.Type, finding.StatusFalse, finding.NICFlapping.Reason, msg),
 		}, nil
 	}
 	now := c.now()
@@ -263,8 +257,8 @@ func (c *Check) probe(st *state) ([]finding.Finding, error) {
 			out = append(out, c.rates(st, name, prev, s)...)
 		}
 	}
-	out = append(out, condition(NICDown, "NICIsDown", "NICIsUp", "the node's network interfaces are up: "+strings.Join(ifaces, ", "), down))
-	out = append(out, condition(NICFlapping, "NICIsFlapping", "NICIsStable", "the node's network interfaces' links are stable", flapping))
+	out = append(out, condition(finding.NICDown, "NICIsDown", finding.NICDown.Message+": "+strings.Join(ifaces, ", "), down))
+	out = append(out, condition(finding.NICFlapping, "NICIsFlapping", finding.NICFlapping.Message, flapping))
 	return out, nil
 }
 
@@ -309,9 +303,9 @@ func linkDown(ifc *sysfs.NetClassIface) string {
 	return strings.Join(why, ", ")
 }
 
-func condition(condType, badReason, goodReason, goodMessage string, problems []string) finding.Finding {
+func condition(cond finding.ConditionDefault, badReason, goodMessage string, problems []string) finding.Finding {
 	if len(problems) == 0 {
-		return finding.Condition(condType, finding.StatusFalse, goodReason, goodMessage)
+		return finding.Condition(cond.Type, finding.StatusFalse, cond.Reason, goodMessage)
 	}
-	return finding.Condition(condType, finding.StatusTrue, badReason, strings.Join(problems, "; "))
+	return finding.Condition(cond.Type, finding.StatusTrue, badReason, strings.Join(problems, "; "))
 }

@@ -105,7 +105,7 @@ func TestNICDownFromOperstateCarrierAndMissingInterfaces(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			down := byType(got)[NICDown]
+			down := byType(got)[finding.NICDown.Type]
 			if down.Status != tt.wantStatus || !strings.Contains(down.Message, tt.wantMessage) {
 				t.Errorf("NICDown = %s %q, want %s holding %q", down.Status, down.Message, tt.wantStatus, tt.wantMessage)
 			}
@@ -132,7 +132,7 @@ func TestUplinkStaysWatchedAfterItsRouteGoes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if down := byType(got)[NICDown]; down.Status != finding.StatusFalse {
+	if down := byType(got)[finding.NICDown.Type]; down.Status != finding.StatusFalse {
 		t.Fatalf("NICDown = %s %q with eth0 up, want False", down.Status, down.Message)
 	}
 
@@ -144,7 +144,7 @@ func TestUplinkStaysWatchedAfterItsRouteGoes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("probe after the uplink went down and lost its route: %v, want NICDown", err)
 	}
-	if down := byType(got)[NICDown]; down.Status != finding.StatusTrue || !strings.Contains(down.Message, "eth0 is down (operstate down") {
+	if down := byType(got)[finding.NICDown.Type]; down.Status != finding.StatusTrue || !strings.Contains(down.Message, "eth0 is down (operstate down") {
 		t.Errorf("NICDown = %s %q after eth0 went down and its route went, want True naming eth0", down.Status, down.Message)
 	}
 
@@ -158,7 +158,7 @@ func TestUplinkStaysWatchedAfterItsRouteGoes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("probe after eth0 was removed: %v, want NICDown cleared", err)
 	}
-	if down := byType(got)[NICDown]; down.Status != finding.StatusFalse || !strings.Contains(down.Message, "eth0 no longer exists") {
+	if down := byType(got)[finding.NICDown.Type]; down.Status != finding.StatusFalse || !strings.Contains(down.Message, "eth0 no longer exists") {
 		t.Errorf("NICDown = %s %q after eth0 was removed, want False saying it is gone", down.Status, down.Message)
 	}
 	now = now.Add(10 * time.Second)
@@ -196,11 +196,11 @@ func TestFlappingAndErrorRates(t *testing.T) {
 		return byType(got)
 	}
 	step("10", "0")
-	if got := step("12", "0"); got[NICFlapping].Status != finding.StatusFalse {
-		t.Errorf("2 changes: NICFlapping %s, want False", got[NICFlapping].Status)
+	if got := step("12", "0"); got[finding.NICFlapping.Type].Status != finding.StatusFalse {
+		t.Errorf("2 changes: NICFlapping %s, want False", got[finding.NICFlapping.Type].Status)
 	}
 	got := step("14", "150") // 4 changes within the window; 150 errors in 10 s
-	if got[NICFlapping].Status != finding.StatusTrue || got["event:NICFlapping"].Reason == "" {
+	if got[finding.NICFlapping.Type].Status != finding.StatusTrue || got["event:NICFlapping"].Reason == "" {
 		t.Errorf("4 changes: %+v, want NICFlapping True and an event", got)
 	}
 	if e := got["event:NICErrors"]; !strings.Contains(e.Message, "errors rising at 15.0/s") {
@@ -217,7 +217,7 @@ func TestFlappingAndErrorRates(t *testing.T) {
 	for range 31 {
 		got = step("14", "300")
 	}
-	if got[NICFlapping].Status != finding.StatusFalse {
-		t.Errorf("after a quiet window NICFlapping %s, want False", got[NICFlapping].Status)
+	if got[finding.NICFlapping.Type].Status != finding.StatusFalse {
+		t.Errorf("after a quiet window NICFlapping %s, want False", got[finding.NICFlapping.Type].Status)
 	}
 }

@@ -1,0 +1,42 @@
+package finding
+
+// The condition types nodeguard writes, each with its healthy reason and
+// message. Every check that raises a type takes it from here, so that two
+// checks sharing a type (the cri probe and the kernel's hung runtime tasks,
+// the memcg check and the kernel's slab failures) agree on its healthy
+// state whatever order they are registered in.
+var (
+	KernelDeadlock = ConditionDefault{Type: "KernelDeadlock", Reason: "KernelHasNoDeadlock",
+		Message: "kernel has no deadlock"}
+	ReadonlyFilesystem = ConditionDefault{Type: "ReadonlyFilesystem", Reason: "FilesystemIsNotReadOnly",
+		Message: "Filesystem is not read-only"}
+	FrequentUnregisterNetDevice = ConditionDefault{Type: "FrequentUnregisterNetDevice", Reason: "NoFrequentUnregisterNetDevice",
+		Message: "node is functioning properly"}
+	MemoryCgroupLeak = ConditionDefault{Type: "MemoryCgroupLeak", Reason: "NoMemoryCgroupLeak",
+		Message: "no leaked memory cgroups or slab growth"}
+	ContainerRuntimeUnresponsive = ConditionDefault{Type: "ContainerRuntimeUnresponsive", Reason: "ContainerRuntimeIsResponsive",
+		Message: "the container runtime is responsive"}
+	KubeletLeaseStale = ConditionDefault{Type: "KubeletLeaseStale", Reason: "KubeletLeaseFresh",
+		Message: "kubelet renews its node lease"}
+	KubeletUnhealthy = ConditionDefault{Type: "KubeletUnhealthy", Reason: "KubeletHealthy",
+		Message: "the kubelet's healthz answers ok"}
+	DiskIOStuck = ConditionDefault{Type: "DiskIOStuck", Reason: "DiskIOIsFlowing",
+		Message: "the node's disks complete I/O"}
+	NICDown = ConditionDefault{Type: "NICDown", Reason: "NICIsUp",
+		Message: "the node's network interfaces are up"}
+	NICFlapping = ConditionDefault{Type: "NICFlapping", Reason: "NICIsStable",
+		Message: "the node's network interfaces' links are stable"}
+	ClusterDNSUnreachable = ConditionDefault{Type: "ClusterDNSUnreachable", Reason: "ClusterDNSAnswers",
+		Message: "the cluster DNS answers"}
+	CheckStuck = ConditionDefault{Type: "NodeguardCheckStuck", Reason: "ChecksRunning",
+		Message: "every check's probes finish within their deadlines"}
+)
+
+// Catalog lists the condition types above, in the order the docs list them.
+func Catalog() []ConditionDefault {
+	return []ConditionDefault{
+		KernelDeadlock, ReadonlyFilesystem, FrequentUnregisterNetDevice, MemoryCgroupLeak,
+		ContainerRuntimeUnresponsive, KubeletLeaseStale, KubeletUnhealthy, DiskIOStuck,
+		NICDown, NICFlapping, ClusterDNSUnreachable, CheckStuck,
+	}
+}
