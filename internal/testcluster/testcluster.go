@@ -23,9 +23,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"time"
 
+	"github.com/nodeguard/nodeguard/internal/testproc"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -54,8 +54,8 @@ type Cluster struct {
 
 	opts Options
 
-	etcd      *process
-	apiserver *process
+	etcd      *testproc.Process
+	apiserver *testproc.Process
 	apiArgs   []string
 	// CAFile, ClientCA signing pair: to mint more client certificates.
 	caCert *x509.Certificate
@@ -213,17 +213,21 @@ func (c *Cluster) StartAPIServer() error {
 // StopAPIServer stops kube-apiserver and waits for it to exit; etcd keeps
 // running, so the cluster's objects survive.
 func (c *Cluster) StopAPIServer() error {
-	return stopProcess(c.apiserver)
+	c.apiserver.Stop(stopGrace)
+	return nil
 }
 
 // Stop stops everything and removes the directory.
 func (c *Cluster) Stop() {
-	stopProcess(c.apiserver)
-	stopProcess(c.etcd)
+	c.apiserver.Stop(stopGrace)
+	c.etcd.Stop(stopGrace)
 	if os.Getenv("NODEGUARD_KEEP_TESTCLUSTER") == "" {
 		os.RemoveAll(c.Dir)
 	}
 }
+
+// stopGrace is how long a server has to exit after SIGTERM.
+const stopGrace = 15 * time.Second
 
 // URL is the API server's address.
 func (c *Cluster) URL() string { return "https://" + net.JoinHostPort(c.Host, strconv.Itoa(c.APIPort)) }
@@ -239,47 +243,8 @@ func (c *Cluster) ServiceAccountKeyFile() string { return filepath.Join(c.Dir, "
 // APIServerLog returns the end of kube-apiserver's log, for failure messages.
 func (c *Cluster) APIServerLog() string { return c.tail("kube-apiserver.log") }
 
-// process is a started server and a channel closed when it has exited; only
-// spawn's goroutine waits on the command.
-type process struct {
-	cmd    *exec.Cmd
-	exited chan struct{}
-}
-
-func stopProcess(p *process) error {
-	if p == nil {
-		return nil
-	}
-	select {
-	case <-p.exited:
-		return nil
-	default:
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(15 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.exited
-	}
-	return nil
-}
-
-func (c *Cluster) spawn(cmd *exec.Cmd, logName string) (*process, error) {
-	f, err := os.OpenFile(filepath.Join(c.Dir, logName), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	cmd.Stdout, cmd.Stderr = f, f
-	// If the test binary dies, so do its servers.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("starting %s: %w", cmd.Path, err)
-	}
-	p := &process{cmd: cmd, exited: make(chan struct{})}
-	go func() { cmd.Wait(); f.Close(); close(p.exited) }()
-	return p, nil
+func (c *Cluster) spawn(cmd *exec.Cmd, logName string) (*testproc.Process, error) {
+	return testproc.Start(cmd, filepath.Join(c.Dir, logName))
 }
 
 func (c *Cluster) tail(logName string) string {

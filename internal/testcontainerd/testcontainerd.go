@@ -9,8 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"time"
+
+	"github.com/nodeguard/nodeguard/internal/testproc"
 )
 
 // ErrNotInstalled says containerd is not on PATH.
@@ -22,9 +23,8 @@ type Containerd struct {
 	Dir    string
 	Socket string
 
-	bin    string
-	cmd    *exec.Cmd
-	exited chan struct{}
+	bin  string
+	proc *testproc.Process
 }
 
 // Start runs containerd in a new directory under /tmp.
@@ -84,19 +84,11 @@ state = "%[1]s/state"
 
 // Start starts containerd again after Stop, and waits for its socket.
 func (c *Containerd) Start() error {
-	log, err := os.OpenFile(filepath.Join(c.Dir, "containerd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	p, err := testproc.Start(exec.Command(c.bin, "--config", filepath.Join(c.Dir, "config.toml")), filepath.Join(c.Dir, "containerd.log"))
 	if err != nil {
-		return fmt.Errorf("opening containerd's log: %w", err)
+		return err
 	}
-	c.cmd = exec.Command(c.bin, "--config", filepath.Join(c.Dir, "config.toml"))
-	c.cmd.Stdout, c.cmd.Stderr = log, log
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := c.cmd.Start(); err != nil {
-		log.Close()
-		return fmt.Errorf("starting containerd: %w", err)
-	}
-	c.exited = make(chan struct{})
-	go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); log.Close(); close(done) }(c.cmd, c.exited)
+	c.proc = p
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		if _, err := os.Stat(c.Socket); err == nil {
@@ -112,27 +104,20 @@ func (c *Containerd) Start() error {
 
 // Signal sends sig to containerd: SIGSTOP hangs it with its socket open.
 func (c *Containerd) Signal(sig os.Signal) error {
-	if c.cmd == nil || c.cmd.Process == nil {
+	if c.proc == nil {
 		return errors.New("containerd is not running")
 	}
-	return c.cmd.Process.Signal(sig)
+	return c.proc.Cmd.Process.Signal(sig)
 }
 
 // Stop ends containerd (waking it first if stopped) and removes its socket,
 // as a runtime that is gone leaves the node.
 func (c *Containerd) Stop() {
-	if c.cmd == nil || c.cmd.Process == nil {
+	if c.proc == nil {
 		return
 	}
-	c.cmd.Process.Signal(syscall.SIGCONT)
-	c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.exited:
-	case <-time.After(10 * time.Second):
-		c.cmd.Process.Kill()
-		<-c.exited
-	}
-	c.cmd = nil
+	c.proc.Stop(10 * time.Second)
+	c.proc = nil
 	os.Remove(c.Socket)
 }
 

@@ -46,6 +46,7 @@ import (
 	"github.com/nodeguard/nodeguard/internal/imagebuild"
 	"github.com/nodeguard/nodeguard/internal/testcluster"
 	"github.com/nodeguard/nodeguard/internal/testdns"
+	"github.com/nodeguard/nodeguard/internal/testproc"
 )
 
 // PauseImage is the sandbox image containerd is told to use; Start builds
@@ -98,10 +99,9 @@ type Node struct {
 }
 
 type proc struct {
-	name   string
-	cmd    *exec.Cmd
-	exited chan struct{}
-	log    string
+	*testproc.Process
+	name string
+	log  string
 }
 
 // record is what a clean-up needs of a node whose run died.
@@ -241,7 +241,7 @@ func (n *Node) HostPath(path string) string {
 // /proc/PID/root reaches into its mount namespace, where the kubelet's own
 // mounts (a pod's projected token) are.
 func (n *Node) NodePath(path string) string {
-	return fmt.Sprintf("/proc/%d/root%s", n.kubelet.cmd.Process.Pid, path)
+	return fmt.Sprintf("/proc/%d/root%s", n.kubelet.Cmd.Process.Pid, path)
 }
 
 func (n *Node) writeRecord() error {
@@ -610,7 +610,7 @@ func (n *Node) waitReady(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("node %s not Ready in 3 minutes; kubelet log:\n%s", n.Name, n.tail("kubelet"))
-		case <-n.kubelet.exited:
+		case <-n.kubelet.Exited:
 			return fmt.Errorf("the kubelet exited; its log:\n%s", n.tail("kubelet"))
 		case <-time.After(500 * time.Millisecond):
 		}
@@ -619,18 +619,11 @@ func (n *Node) waitReady(ctx context.Context) error {
 
 func (n *Node) spawn(name string, cmd *exec.Cmd) error {
 	logPath := n.logPath(name)
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	started, err := testproc.Start(cmd, logPath)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", name, err)
 	}
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return fmt.Errorf("starting %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, exited: make(chan struct{}), log: logPath}
-	go func() { cmd.Wait(); f.Close(); close(p.exited) }()
+	p := &proc{Process: started, name: name, log: logPath}
 	n.procs = append(n.procs, p)
 	n.logf("testnode: started %s (pid %d); log %s", name, cmd.Process.Pid, logPath)
 	return nil
@@ -659,13 +652,13 @@ func (n *Node) Stop() {
 		if p.name == "containerd" || p.name == "systemd-journald" {
 			continue
 		}
-		stop(p)
+		p.Stop(15 * time.Second)
 	}
 	// The pods' containers, and containerd's shims, outlive the kubelet
 	// and containerd.
 	killCgroupTree(n.CgroupRoot)
 	for _, p := range n.procs {
-		stop(p)
+		p.Stop(15 * time.Second)
 	}
 	if n.holder != nil {
 		killNamespace(n.record.MountNS, n.holder.Process.Pid)
@@ -716,22 +709,6 @@ func (n *Node) cleanHost() {
 		if err := os.WriteFile("/proc/sys/"+k, []byte(v), 0o644); err != nil {
 			n.logf("testnode: restoring sysctl %s=%s: %v", k, v, err)
 		}
-	}
-}
-
-func stop(p *proc) {
-	select {
-	case <-p.exited:
-		return
-	default:
-	}
-	p.cmd.Process.Signal(syscall.SIGCONT)
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(15 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.exited
 	}
 }
 
