@@ -67,7 +67,7 @@ test-binaries:
 # ordinary tests).
 FUZZTIME ?= 30s
 fuzz:
-	@set -e; for pkg in ./pkg/logrules ./pkg/config ./pkg/checks/pstore; do \
+	@set -e; for pkg in ./pkg/logrules ./pkg/logrules/kernelrules ./pkg/config ./pkg/checks/pstore; do \
 		for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 			echo "fuzz $$pkg $$target"; \
 			$(GO) test -run XXX -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg; \
@@ -82,7 +82,7 @@ fuzz:
 # agent's runtime check talks to.
 SCALE_NODES ?= 1000
 bench: deps build
-	$(GO) test -run XXX -bench . -benchmem -count 3 ./pkg/logrules/
+	$(GO) test -run XXX -bench . -benchmem -count 3 ./pkg/logrules/...
 	NODEGUARD_TEST_BIN="$$(hack/build-test-binaries.sh)" $(GO) run ./hack/bench -agent $(BIN) -scale-nodes $(SCALE_NODES)
 
 # Scores the replay command against the shared kernel-log corpus.

@@ -7,11 +7,12 @@ import (
 	"github.com/nodeguard/nodeguard/internal/benchlog"
 	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/logrules"
+	"github.com/nodeguard/nodeguard/pkg/logrules/kernelrules"
 )
 
 // Every problem line makes a finding, so the benchmark's ~1% is real.
 func TestProblemLinesAreProblems(t *testing.T) {
-	e, err := logrules.NewEngine(logrules.DefaultRules(), logrules.DefaultConditions())
+	e, err := logrules.NewEngine(kernelrules.Rules(), kernelrules.Conditions())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,14 +6,20 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 )
 
-// corpusLogs returns the contents of every log file in our corpus and, when
-// it is there, the shared one, as fuzz seeds.
+// The kernel log corpora, whose lines seed the line parser's fuzzing: the
+// kernel rules' own (they are judged against it there) and, when it is
+// there, the team's shared one outside this module's tree.
+const (
+	kernelCorpus = "kernelrules/testdata/kmsg"
+	sharedCorpus = "../../../shared/testdata/kmsg"
+)
+
+// corpusLogs returns the contents of every log file in the corpora.
 func corpusLogs(f *testing.F) []string {
 	var out []string
-	for _, dir := range []string{ownCorpus, sharedCorpus} {
+	for _, dir := range []string{kernelCorpus, sharedCorpus} {
 		paths, _ := filepath.Glob(filepath.Join(dir, "*.log"))
 		for _, p := range paths {
 			b, err := os.ReadFile(p)
@@ -118,40 +124,6 @@ func FuzzParseCgroupPath(f *testing.F) {
 		}
 		if container != "" && !strings.Contains(path, container) {
 			t.Fatalf("ParseCgroupPath(%q) container ID %q is not in the path", path, container)
-		}
-	})
-}
-
-// FuzzEngineFeed feeds arbitrary text, line by line, to an engine with the
-// default rules, with the clock from the lines (or stepping by step
-// milliseconds, which may go backwards), expiring between lines.
-func FuzzEngineFeed(f *testing.F) {
-	for _, log := range corpusLogs(f) {
-		f.Add(log, int16(1))
-	}
-	for _, l := range ruleCases {
-		f.Add(l.line, int16(0))
-	}
-	f.Add("Kernel panic - not syncing: x\n---[ end Kernel panic - not syncing: x ]---\n", int16(-5))
-	f.Add("unregister_netdevice: waiting for a to become free\n", int16(32767))
-	f.Add("oom-kill:task_memcg=/kubepods/pod"+testUID+"/"+testCID+",pid=1\nTasks in /x are going to be killed due to memory.oom.group set\nKilled process 1 (a)\nKilled process 1 (a)\n", int16(0))
-	f.Fuzz(func(t *testing.T, log string, step int16) {
-		e := defaultEngine(t)
-		now := time.Unix(1_700_000_000, 0)
-		for line := range strings.Lines(log) {
-			p := ParseKernelLine(line)
-			if p.HasTime {
-				now = time.Unix(0, 0).Add(p.Monotonic)
-			} else {
-				now = now.Add(time.Duration(step) * time.Millisecond)
-			}
-			out := e.Expire(now, nil)
-			out = e.Feed(Line{Text: p.Text, Time: now, Source: "fuzz"}, out)
-			for _, fd := range out {
-				if err := fd.Validate(); err != nil {
-					t.Fatalf("line %q made an invalid finding %+v: %v", line, fd, err)
-				}
-			}
 		}
 	})
 }

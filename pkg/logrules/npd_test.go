@@ -3,9 +3,6 @@ package logrules
 import (
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 func TestRequiredLiteral(t *testing.T) {
@@ -22,56 +19,6 @@ func TestRequiredLiteral(t *testing.T) {
 		if got := RequiredLiteral(tt.pattern); got != tt.want {
 			t.Errorf("RequiredLiteral(%q) = %q, want %q", tt.pattern, got, tt.want)
 		}
-	}
-}
-
-func TestNPDKernelMonitorRules(t *testing.T) {
-	rules, conds, err := LoadNPD("testdata/npd/kernel-monitor.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rules, conds = AddNPD(DefaultRules(), DefaultConditions(), rules, conds)
-	e, err := NewEngine(rules, conds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		line string
-		want []string // reason or condition=reason, in order
-	}{
-		// The built-in rule and NPD's describe the same kill: one finding.
-		{"Out of memory: Killed process 77 (x) total-vm:1kB, anon-rss:1kB, file-rss:0kB", []string{"OOMKilling"}},
-		// NPD's multi-line OOM rule is matched by its last line, once.
-		{"Killed process 78 (y) total-vm:1kB, anon-rss:1kB, file-rss:0kB", []string{"OOMKilling"}},
-		// One condition per line: the built-in reason wins over DockerHung.
-		{"INFO: task docker:123 blocked for more than 120 seconds.", []string{"TaskHung", "KernelDeadlock=ContainerRuntimeHung"}},
-		// NPD's own reasons and conditions are kept.
-		{"EDAC MC0: 1 CE memory read error on DIMM", []string{"MemoryHardwareError", "MemoryReadError"}},
-		{"dockerd: returned error: readlink /var/lib/docker/overlay2/l/X: invalid argument", []string{"CorruptDockerOverlay2=CorruptDockerOverlay2"}},
-		{"divide error: 0000 [#1] SMP", []string{"KernelOops"}},
-		{"EXT4-fs (sda1): mounted filesystem with ordered data mode", nil},
-	}
-	at := time.Unix(0, 0)
-	for _, tt := range tests {
-		at = at.Add(time.Minute) // keep reports apart
-		var got []string
-		for _, f := range e.Feed(Line{Text: tt.line, Time: at}, nil) {
-			if f.Kind == finding.KindCondition {
-				got = append(got, f.Type+"="+f.Reason)
-			} else {
-				got = append(got, f.Reason)
-			}
-		}
-		if strings.Join(got, ",") != strings.Join(tt.want, ",") {
-			t.Errorf("%q: got %v, want %v", tt.line, got, tt.want)
-		}
-	}
-	var types []string
-	for _, c := range e.Conditions() {
-		types = append(types, c.Type)
-	}
-	if strings.Join(types, ",") != "KernelDeadlock,ReadonlyFilesystem,FrequentUnregisterNetDevice,MemoryCgroupLeak,CorruptDockerOverlay2" {
-		t.Errorf("conditions %v: want the built-in ones once and NPD's new one", types)
 	}
 }
 

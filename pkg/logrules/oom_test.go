@@ -77,6 +77,14 @@ func feedAll(e *Engine, start time.Time, lines ...string) []finding.Finding {
 	return out
 }
 
+// oomEngine holds a rule for the kill line alone: the context lines before
+// it are the engine's to read, whatever rules run.
+func oomEngine(t *testing.T) *Engine {
+	r := event("oom-kill", "OOMKilling", "Killed process", `Killed process \d+ \(`)
+	r.Attribute = "oom"
+	return newEngine(t, r)
+}
+
 func oomEvents(fs []finding.Finding) []finding.Finding {
 	var out []finding.Finding
 	for _, f := range fs {
@@ -201,7 +209,7 @@ func TestOOMAttribution(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := oomEvents(feedAll(defaultEngine(t), time.Unix(1000, 0), tt.lines...))
+			got := oomEvents(feedAll(oomEngine(t), time.Unix(1000, 0), tt.lines...))
 			if len(got) != len(tt.want) {
 				for _, f := range got {
 					t.Logf("got %q", f.Message)
@@ -255,7 +263,7 @@ func TestOOMContextExpires(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := defaultEngine(t)
+			e := oomEngine(t)
 			e.Feed(Line{Text: ctx, Time: t0}, nil)
 			got := oomEvents(e.Feed(Line{Text: kill, Time: t0.Add(tt.gap)}, nil))
 			if len(got) != 1 {

@@ -13,7 +13,7 @@ func TestQuietStart(t *testing.T) {
 			ClearAfter: finding.Duration{Duration: after}}
 	}
 	permanent := Rule{Name: "for-good", Kind: finding.KindCondition, Condition: "ReadonlyFilesystem", Reason: "RO", Contains: "ro", Pattern: "ro"}
-	specs := DefaultConditions()
+	specs := testConditions
 	start := time.Unix(1_000_000, 0)
 	spec := func(condType string) finding.ConditionDefault {
 		for _, c := range specs {

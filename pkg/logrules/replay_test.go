@@ -14,7 +14,7 @@ import (
 func replayString(t *testing.T, log string) ([]finding.Finding, error) {
 	t.Helper()
 	var found []finding.Finding
-	err := Replay(strings.NewReader(log), "test.log", defaultEngine(t), func(f finding.Finding) { found = append(found, f) })
+	err := Replay(strings.NewReader(log), "test.log", newEngine(t, panicRule), func(f finding.Finding) { found = append(found, f) })
 	return found, err
 }
 
@@ -107,7 +107,7 @@ func TestReplayLongLine(t *testing.T) {
 func TestReplayOneByteReads(t *testing.T) {
 	log := "[ 1.0] Kernel panic - not syncing: a\n[ 2.0] x\n[ 3.0] Kernel panic - not syncing: b\n"
 	var found []finding.Finding
-	err := Replay(iotest.OneByteReader(strings.NewReader(log)), "one", defaultEngine(t), func(f finding.Finding) { found = append(found, f) })
+	err := Replay(iotest.OneByteReader(strings.NewReader(log)), "one", newEngine(t, panicRule), func(f finding.Finding) { found = append(found, f) })
 	if err != nil || len(found) != 2 || found[1].Source != "one:3" {
 		t.Errorf("Replay = %+v, %v", found, err)
 	}
@@ -116,7 +116,7 @@ func TestReplayOneByteReads(t *testing.T) {
 func TestReplayReadError(t *testing.T) {
 	boom := errors.New("disk on fire")
 	r := io.MultiReader(strings.NewReader("[ 1.0] ok\n[ 2.0] ok\n"), iotest.ErrReader(boom))
-	err := Replay(r, "bad.log", defaultEngine(t), func(finding.Finding) {})
+	err := Replay(r, "bad.log", newEngine(t, panicRule), func(finding.Finding) {})
 	if !errors.Is(err, boom) {
 		t.Fatalf("Replay error = %v, want %v", err, boom)
 	}

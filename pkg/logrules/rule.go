@@ -8,8 +8,10 @@ import (
 	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
-// Rule says which lines make which finding. Rules are data: the defaults are
-// in defaults.go, and users add, replace or disable rules in the config file.
+// Rule says which lines make which finding. Rules are data: the engine has
+// none of its own; a check brings its built-in ones (the kernel's are in
+// pkg/logrules/kernelrules), and users add, replace or disable rules in the
+// config file.
 type Rule struct {
 	// Name identifies the rule; a user rule with a default rule's name
 	// replaces it.

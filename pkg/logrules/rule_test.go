@@ -88,31 +88,6 @@ func TestMerge(t *testing.T) {
 	}
 }
 
-// TestMergeDefaults: the default rules merge with a user's replacement and
-// still compile, and every default has a unique name (a duplicate could be
-// neither replaced nor disabled as a user expects).
-func TestMergeDefaults(t *testing.T) {
-	defs := DefaultRules()
-	seen := map[string]bool{}
-	for _, r := range defs {
-		if seen[r.Name] {
-			t.Errorf("two default rules are named %q", r.Name)
-		}
-		seen[r.Name] = true
-	}
-	user := event("oom-kill", "OOMKilling", "Killed process", `Killed process \d+`)
-	merged, err := Merge(defs, []Rule{user}, []string{"conntrack-full"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(merged) != len(defs)-1 {
-		t.Errorf("%d rules after merge, want %d", len(merged), len(defs)-1)
-	}
-	if _, err := NewEngine(merged, DefaultConditions()); err != nil {
-		t.Errorf("merged rules do not compile: %v", err)
-	}
-}
-
 func TestNewEngineErrors(t *testing.T) {
 	good := func() Rule { return event("r", "Reason", "lit", "lit") }
 	condRule := func() Rule {
@@ -139,13 +114,13 @@ func TestNewEngineErrors(t *testing.T) {
 		{"negative minCount", func() Rule { r := good(); r.MinCount = -1; return r }, "minCount"},
 		{"minCount without window", func() Rule { r := good(); r.MinCount = 3; return r }, "window"},
 		{"bad attribute", func() Rule { r := good(); r.Attribute = "pod"; return r }, "attribute"},
-		{"clearAfter on an event", func() Rule { r := good(); r.ClearAfter = minutes(5); return r }, "clearAfter"},
+		{"clearAfter on an event", func() Rule { r := good(); r.ClearAfter = finding.Duration{Duration: 5 * time.Minute}; return r }, "clearAfter"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			bad := tt.rule()
 			// The bad rule comes after a good one so that the index is checked.
-			e, err := NewEngine([]Rule{event("first", "R", "x", "x"), bad}, DefaultConditions())
+			e, err := NewEngine([]Rule{event("first", "R", "x", "x"), bad}, testConditions)
 			if e != nil {
 				t.Error("NewEngine returned an engine with its error")
 			}
@@ -177,7 +152,7 @@ func TestNewEngineAccepts(t *testing.T) {
 		{"user condition type", Rule{Name: "r", Kind: finding.KindCondition, Condition: "DiskIOStuck", Reason: "R", Contains: "x", Pattern: "x"},
 			[]finding.ConditionDefault{{Type: "DiskIOStuck", Reason: "DiskIOIsFine", Message: "ok"}}},
 		{"condition that clears", Rule{Name: "r", Kind: finding.KindCondition, Condition: "KernelDeadlock", Reason: "R", Contains: "x", Pattern: "x",
-			ClearAfter: finding.Duration{Duration: time.Minute}}, DefaultConditions()},
+			ClearAfter: finding.Duration{Duration: time.Minute}}, testConditions},
 		{"oom attribute", func() Rule { r := event("r", "R", "x", "x"); r.Attribute = "oom"; return r }(), nil},
 	}
 	for _, tt := range tests {
@@ -221,40 +196,5 @@ func TestContainsDerived(t *testing.T) {
 				t.Errorf("%q made %d findings, want none", tt.skip, len(got))
 			}
 		})
-	}
-}
-
-// TestDefaultRulesShape holds the defaults to what the design relies on: the
-// reasons are the ones the guide names, the conditions they set are declared,
-// and they read the kernel log.
-func TestDefaultRulesShape(t *testing.T) {
-	reasons := map[string]bool{
-		"OOMKilling": true, "KernelOops": true, "KernelPanic": true, "TaskHung": true, "SoftLockup": true,
-		"RCUStall": true, "IOError": true, "Ext4Error": true, "Ext4Warning": true, "XFSError": true,
-		"NVMeTimeout": true, "NICLinkDown": true, "NetdevTxTimeout": true, "UnregisterNetDevice": true,
-		"MemoryHardwareError": true, "GPUXid": true, "SlabAllocationFailure": true, "ConntrackFull": true,
-		// Condition reasons.
-		"ContainerRuntimeHung": true, "FilesystemIsReadOnly": true,
-	}
-	conds := map[string]bool{}
-	for _, c := range DefaultConditions() {
-		conds[c.Type] = true
-		if c.Reason == "" || c.Message == "" {
-			t.Errorf("condition %s has no healthy reason or message", c.Type)
-		}
-	}
-	for _, r := range DefaultRules() {
-		if !reasons[r.Reason] {
-			t.Errorf("rule %s has reason %q, which the guide does not name", r.Name, r.Reason)
-		}
-		if r.Kind == finding.KindCondition && !conds[r.Condition] {
-			t.Errorf("rule %s sets undeclared condition %s", r.Name, r.Condition)
-		}
-		if r.Source != "kmsg" {
-			t.Errorf("rule %s reads %q, want kmsg", r.Name, r.Source)
-		}
-		if r.Contains == "" {
-			t.Errorf("rule %s has no literal of its own", r.Name)
-		}
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/nodeguard/nodeguard/pkg/config"
 	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/logrules"
+	"github.com/nodeguard/nodeguard/pkg/logrules/kernelrules"
 	"github.com/nodeguard/nodeguard/pkg/reporter"
 )
 
@@ -34,7 +35,7 @@ var docsDir = filepath.Join("..", "..", "..", "docs")
 // disableRules takes).
 func TestCheckDocs(t *testing.T) {
 	builtinRules := map[string][]logrules.Rule{
-		kmsg.Name:     logrules.DefaultRules(),
+		kmsg.Name:     kernelrules.Rules(),
 		journald.Name: journald.DefaultRules(),
 	}
 	for _, reg := range all.Registry {

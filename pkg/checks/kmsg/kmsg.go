@@ -16,6 +16,7 @@ import (
 	"github.com/nodeguard/nodeguard/pkg/checks"
 	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/logrules"
+	"github.com/nodeguard/nodeguard/pkg/logrules/kernelrules"
 	"github.com/nodeguard/nodeguard/pkg/logsource"
 )
 
@@ -110,12 +111,12 @@ func (c *Config) Validate() error {
 // ruleSet merges the built-in, configured and NPD rules and condition
 // types.
 func (c *Config) ruleSet() ([]logrules.Rule, []finding.ConditionDefault, error) {
-	runtimeRules, runtimeConds := logrules.RuntimeRules()
-	rules, err := logrules.Merge(append(logrules.DefaultRules(), runtimeRules...), c.Rules, c.DisableRules)
+	runtimeRules, runtimeConds := kernelrules.RuntimeRules()
+	rules, err := logrules.Merge(append(kernelrules.Rules(), runtimeRules...), c.Rules, c.DisableRules)
 	if err != nil {
 		return nil, nil, &finding.FieldError{Field: "disableRules", Value: c.DisableRules, Reason: err.Error()}
 	}
-	conds := append(append(logrules.DefaultConditions(), runtimeConds...), c.Conditions...)
+	conds := append(append(kernelrules.Conditions(), runtimeConds...), c.Conditions...)
 	for i, path := range c.NPDRules {
 		npdRules, npdConds, err := logrules.LoadNPD(path)
 		if err != nil {

@@ -1,5 +1,5 @@
 //go:build !race
 
-package logrules
+package kernelrules
 
 const raceEnabled = false

@@ -1,4 +1,4 @@
-package logrules
+package kernelrules
 
 import (
 	"encoding/json"
@@ -11,10 +11,11 @@ import (
 	"testing"
 
 	"github.com/nodeguard/nodeguard/pkg/finding"
+	"github.com/nodeguard/nodeguard/pkg/logrules"
 )
 
 // sharedCorpus is the team's kernel log corpus, outside this module's tree.
-const sharedCorpus = "../../../shared/testdata/kmsg"
+const sharedCorpus = "../../../../shared/testdata/kmsg"
 
 // ownCorpus is this package's kernel log corpus.
 const ownCorpus = "testdata/kmsg"
@@ -121,16 +122,16 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-func defaultEngine(t testing.TB) *Engine {
+func defaultEngine(t testing.TB) *logrules.Engine {
 	t.Helper()
-	e, err := NewEngine(DefaultRules(), DefaultConditions())
+	e, err := logrules.NewEngine(Rules(), Conditions())
 	if err != nil {
-		t.Fatalf("default rules do not compile: %v", err)
+		t.Fatalf("built-in rules do not compile: %v", err)
 	}
 	return e
 }
 
-// replayFile runs a fresh default engine over one file, as `nodeguard replay`
+// replayFile runs a fresh engine of the built-in rules over one file, as `nodeguard replay`
 // does, and returns every finding.
 func replayFile(t *testing.T, path string) []finding.Finding {
 	t.Helper()
@@ -140,7 +141,7 @@ func replayFile(t *testing.T, path string) []finding.Finding {
 	}
 	defer f.Close()
 	var found []finding.Finding
-	err = Replay(f, filepath.Base(path), defaultEngine(t), func(f finding.Finding) {
+	err = logrules.Replay(f, filepath.Base(path), defaultEngine(t), func(f finding.Finding) {
 		found = append(found, f)
 	})
 	if err != nil {
@@ -246,5 +247,21 @@ func TestJudge(t *testing.T) {
 				t.Errorf("judge = %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestReplayClearsCondition: in a replay the quiet period runs on the lines'
+// own clock, so a later line clears the condition.
+func TestReplayClearsCondition(t *testing.T) {
+	found := replayFile(t, "testdata/kmsg/unregister-netdevice-clears.log")
+	var statuses []string
+	for _, f := range found {
+		if f.Type == "FrequentUnregisterNetDevice" {
+			statuses = append(statuses, string(f.Status)+"@"+f.Source)
+		}
+	}
+	want := []string{"True@unregister-netdevice-clears.log:3", "False@unregister-netdevice-clears.log:4"}
+	if !slices.Equal(statuses, want) {
+		t.Errorf("FrequentUnregisterNetDevice went %v, want %v", statuses, want)
 	}
 }

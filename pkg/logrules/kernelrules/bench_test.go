@@ -1,4 +1,4 @@
-package logrules
+package kernelrules
 
 import (
 	"math/rand/v2"
@@ -7,12 +7,13 @@ import (
 
 	"github.com/nodeguard/nodeguard/internal/benchlog"
 	"github.com/nodeguard/nodeguard/pkg/finding"
+	"github.com/nodeguard/nodeguard/pkg/logrules"
 )
 
 // benchLines is how many lines one benchmark log holds.
 const benchLines = 120_000
 
-// problemLines are the positive cases of the default rules.
+// problemLines are the positive cases of the built-in rules.
 func problemLines() []string {
 	var out []string
 	for _, c := range ruleCases {
@@ -25,11 +26,11 @@ func problemLines() []string {
 
 // benchLog builds a log of n lines 5ms apart; problemEvery > 0 makes one line
 // in problemEvery a problem line.
-func benchLog(n, problemEvery int) []Line {
+func benchLog(n, problemEvery int) []logrules.Line {
 	r := rand.New(rand.NewPCG(1, 2))
 	problems := problemLines()
 	t0 := time.Unix(1_700_000_000, 0)
-	lines := make([]Line, n)
+	lines := make([]logrules.Line, n)
 	for i := range lines {
 		var text string
 		if problemEvery > 0 && r.IntN(problemEvery) == 0 {
@@ -37,18 +38,15 @@ func benchLog(n, problemEvery int) []Line {
 		} else {
 			text = benchlog.BenignShapes[r.IntN(len(benchlog.BenignShapes))](r)
 		}
-		lines[i] = Line{Text: text, Time: t0.Add(time.Duration(i) * 5 * time.Millisecond)}
+		lines[i] = logrules.Line{Text: text, Time: t0.Add(time.Duration(i) * 5 * time.Millisecond)}
 	}
 	return lines
 }
 
 // feedBench feeds the whole log per op, later passes later in time so that
 // windows and groups behave as in one long log.
-func feedBench(b *testing.B, lines []Line) {
-	e, err := NewEngine(DefaultRules(), DefaultConditions())
-	if err != nil {
-		b.Fatal(err)
-	}
+func feedBench(b *testing.B, lines []logrules.Line) {
+	e := defaultEngine(b)
 	span := lines[len(lines)-1].Time.Sub(lines[0].Time) + time.Second
 	out := make([]finding.Finding, 0, 16)
 	var findings int

@@ -1,9 +1,14 @@
-package logrules
+// Package kernelrules holds the kernel log's built-in rules, the ones the
+// kmsg check starts from before a user's rules are merged in. They live
+// apart from pkg/logrules so that the engine knows no rule of its own and
+// any rule set, the kernel's, journald's or a user's, is data to it.
+package kernelrules
 
 import (
 	"time"
 
 	"github.com/nodeguard/nodeguard/pkg/finding"
+	"github.com/nodeguard/nodeguard/pkg/logrules"
 )
 
 // podPlumbing matches the virtual interfaces that container networking creates
@@ -23,16 +28,16 @@ const containerRuntimeTasks = `(?:dockerd|docker|containerd|containerd-shim[\w-]
 // empty virtual CD drive (sr0) or floppy (fd0) on a VM fails every probe.
 const notBlockDevices = `\b(?:dev|device) (?:sr|fd)\d+\b`
 
-func event(name, reason, contains, pattern string) Rule {
-	return Rule{Name: name, Source: "kmsg", Kind: finding.KindEvent, Reason: reason, Contains: contains, Pattern: pattern}
+func event(name, reason, contains, pattern string) logrules.Rule {
+	return logrules.Rule{Name: name, Source: "kmsg", Kind: finding.KindEvent, Reason: reason, Contains: contains, Pattern: pattern}
 }
 
 func minutes(n int) finding.Duration {
 	return finding.Duration{Duration: time.Duration(n) * time.Minute}
 }
 
-// DefaultConditions are the condition types the default kernel rules own.
-func DefaultConditions() []finding.ConditionDefault {
+// Conditions are the condition types the built-in kernel rules own.
+func Conditions() []finding.ConditionDefault {
 	return []finding.ConditionDefault{
 		finding.KernelDeadlock,
 		finding.ReadonlyFilesystem,
@@ -49,8 +54,8 @@ func DefaultConditions() []finding.ConditionDefault {
 // and it repeats a hung task's report every hung_task_timeout_secs (120 s)
 // while it lasts, so ten quiet minutes mean it is over. A hung kubelet is no
 // hung runtime.
-func RuntimeRules() ([]Rule, []finding.ConditionDefault) {
-	return []Rule{{
+func RuntimeRules() ([]logrules.Rule, []finding.ConditionDefault) {
+	return []logrules.Rule{{
 		Name: "runtime-task-hung", Source: "kmsg", Kind: finding.KindCondition, Condition: finding.ContainerRuntimeUnresponsive.Type,
 		Reason: "RuntimeTaskHung", Contains: "blocked for more than",
 		Pattern:    `INFO: task ` + containerRuntimeTasks + `:\d+ blocked for more than \d+ seconds`,
@@ -58,28 +63,28 @@ func RuntimeRules() ([]Rule, []finding.ConditionDefault) {
 	}}, []finding.ConditionDefault{finding.ContainerRuntimeUnresponsive}
 }
 
-// DefaultRules are the built-in kernel log rules. Each names the literal its
-// lines must contain so that benign lines cost a few substring searches.
-func DefaultRules() []Rule {
-	oops := func(name, contains, pattern string) Rule {
+// Rules are the built-in kernel log rules. Each names the literal its lines
+// must contain so that benign lines cost a few substring searches.
+func Rules() []logrules.Rule {
+	oops := func(name, contains, pattern string) logrules.Rule {
 		r := event(name, "KernelOops", contains, pattern)
 		r.Group = "oops"
 		return r
 	}
-	lockup := func(name, contains, pattern string) Rule {
+	lockup := func(name, contains, pattern string) logrules.Rule {
 		r := event(name, "SoftLockup", contains, pattern)
 		r.Group = "lockup"
 		return r
 	}
 	oom := event("oom-kill", "OOMKilling", "Killed process", `Killed process \d+ \(`)
 	oom.Attribute = "oom"
-	frequentUnregister := Rule{
+	frequentUnregister := logrules.Rule{
 		Name: "frequent-unregister-netdevice", Source: "kmsg", Kind: finding.KindCondition,
 		Condition: finding.FrequentUnregisterNetDevice.Type, Reason: "UnregisterNetDevice",
 		Contains: "unregister_netdevice: waiting for", Pattern: `unregister_netdevice: waiting for \S+ to become free`,
 		MinCount: 3, Window: minutes(10), ClearAfter: minutes(30),
 	}
-	return []Rule{
+	return []logrules.Rule{
 		oom,
 		{
 			Name: "kernel-panic", Source: "kmsg", Kind: finding.KindEvent, Reason: "KernelPanic",

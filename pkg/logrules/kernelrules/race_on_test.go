@@ -1,6 +1,6 @@
 //go:build race
 
-package logrules
+package kernelrules
 
 // raceEnabled: the race detector makes sync.Pool drop items at random, so
 // the regexp package's pooled matchers are allocated anew now and then and
