@@ -45,7 +45,8 @@ type Config struct {
 	// privileged container; JournalDir names a directory of journal files
 	// instead of the system journal. Needs a binary built with the journald
 	// tag. On a first start it reads only entries logged after it; after a
-	// restart it resumes after the last entry it reported.
+	// restart it resumes where it stopped: after the last entry it
+	// reported, or a later one it read.
 	Journal    bool   `json:"journal,omitempty"`
 	JournalDir string `json:"journalDir,omitempty"`
 	// Files are kernel log files to follow, such as /var/log/kern.log, in
@@ -54,8 +55,9 @@ type Config struct {
 	// StartAtEnd ignores the records already in the kernel's ring buffer
 	// when the agent starts for the first time in a boot. By default it
 	// reads them. Either way, after a restart in the same boot it resumes
-	// after the last record it reported, so that problems logged while it
-	// was not running are reported once.
+	// where it stopped (after the last record it reported, or a later one
+	// it read), so that problems logged while it was not running are
+	// reported once.
 	StartAtEnd bool `json:"startAtEnd,omitempty"`
 	// BacklogLookback: on the first start in a boot, records older than this
 	// are read but not reported, so that installing the agent on a node up
