@@ -414,11 +414,13 @@ func replay(args []string, stdin io.Reader, stdout io.Writer) error {
 	kcfg := cfg.CheckConfigs[kmsg.Name].(*kmsg.Config)
 	kcfg.NPDRules = append(kcfg.NPDRules, npdRules...)
 	out := reporter.NewWriterSink(stdout, "json")
+	rules, err := kcfg.Compile()
+	if err != nil {
+		return err
+	}
 	for _, name := range fs.Args() {
-		engine, err := kcfg.Engine()
-		if err != nil {
-			return err
-		}
+		// A fresh engine per file: a report does not run on into the next.
+		engine := rules.Engine()
 		var r io.Reader = stdin
 		label := "stdin"
 		if name != "-" {

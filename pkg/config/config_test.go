@@ -535,10 +535,11 @@ func TestLoadFullFile(t *testing.T) {
 
 	// The user rule runs beside the built-in ones, and the disabled rule
 	// does not.
-	engine, err := kc.Engine()
+	rules, err := kc.Compile()
 	if err != nil {
 		t.Fatal(err)
 	}
+	engine := rules.Engine()
 	if conds := engine.Conditions(); !containsCondition(conds, "WidgetJammed") || !containsCondition(conds, "KernelDeadlock") {
 		t.Errorf("engine owns %+v, want WidgetJammed beside the built-in conditions", conds)
 	}
@@ -564,10 +565,11 @@ func TestLoadUserRuleReplacesDefault(t *testing.T) {
 		t.Fatal(err)
 	}
 	kc := c.CheckConfigs[kmsg.Name].(*kmsg.Config)
-	engine, err := kc.Engine()
+	rules, err := kc.Compile()
 	if err != nil {
 		t.Fatal(err)
 	}
+	engine := rules.Engine()
 	now := time.Unix(1000, 0)
 	// The built-in oom-kill rule would match this line; its replacement
 	// does not.

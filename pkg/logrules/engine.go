@@ -2,6 +2,7 @@ package logrules
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,14 +37,20 @@ type activeCondition struct {
 	clearAfter time.Duration
 }
 
-// NewEngine compiles rules; the first bad rule is returned as a *RuleError.
-func NewEngine(rules []Rule, conditions []finding.ConditionDefault) (*Engine, error) {
-	e := &Engine{
-		conditions: conditions,
-		groupSeen:  map[string]time.Time{},
-		counts:     map[string][]time.Time{},
-		active:     map[string]activeCondition{},
-	}
+// RuleSet is rules compiled once, for as many engines as a check runs (one
+// per source or unit): compiling the patterns is the costly part, and a
+// compiled set is only read, so engines on different goroutines may share
+// one. An Engine's own state is not shared.
+type RuleSet struct {
+	source     []Rule
+	rules      []*compiled
+	conditions []finding.ConditionDefault
+}
+
+// Compile checks and compiles rules; the first bad rule is returned as a
+// *RuleError.
+func Compile(rules []Rule, conditions []finding.ConditionDefault) (*RuleSet, error) {
+	s := &RuleSet{source: slices.Clone(rules), conditions: slices.Clone(conditions)}
 	known := map[string]bool{}
 	for _, c := range conditions {
 		known[c.Type] = true
@@ -57,9 +64,40 @@ func NewEngine(rules []Rule, conditions []finding.ConditionDefault) (*Engine, er
 			return nil, &RuleError{Index: i, Name: r.Name, Field: "condition", Value: r.Condition,
 				Err: "no condition of that type is declared; add it under conditions"}
 		}
-		e.rules = append(e.rules, c)
+		s.rules = append(s.rules, c)
 	}
-	return e, nil
+	return s, nil
+}
+
+// Engine returns a fresh engine over the set: no report in progress, no
+// counts, no active conditions.
+func (s *RuleSet) Engine() *Engine {
+	return &Engine{
+		rules:      s.rules,
+		conditions: s.conditions,
+		groupSeen:  map[string]time.Time{},
+		counts:     map[string][]time.Time{},
+		active:     map[string]activeCondition{},
+	}
+}
+
+// Rules returns the rules as given to Compile, for what looks at rules
+// rather than runs them (NewQuietStart).
+func (s *RuleSet) Rules() []Rule { return slices.Clone(s.source) }
+
+// Conditions returns the condition types the set's rules own, with their
+// healthy defaults.
+func (s *RuleSet) Conditions() []finding.ConditionDefault { return slices.Clone(s.conditions) }
+
+// NewEngine compiles rules for one engine; the first bad rule is returned as
+// a *RuleError. A check that runs several engines over the same rules
+// compiles them once with Compile instead.
+func NewEngine(rules []Rule, conditions []finding.ConditionDefault) (*Engine, error) {
+	s, err := Compile(rules, conditions)
+	if err != nil {
+		return nil, err
+	}
+	return s.Engine(), nil
 }
 
 // Conditions returns the condition types the engine's rules own, with their

@@ -1,5 +1,3 @@
-// Package logsource follows logs that are not /dev/kmsg: plain files such as
-// kern.log, across rotation, and (with cgo) the systemd journal.
 package logsource
 
 import (
@@ -10,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -34,9 +33,17 @@ type FileFollower struct {
 	Positioned func()
 }
 
-// Run calls line for each complete line until ctx ends. Only an error
-// reading an open file ends it early; a missing file is waited for.
-func (f *FileFollower) Run(ctx context.Context, line func(string)) error {
+// Run emits each complete line until ctx ends. Only an error reading an open
+// file ends it early; a missing file is waited for. A file has no cursor:
+// after is not looked at, and FromStart says where to start.
+func (f *FileFollower) Run(ctx context.Context, after string, emit func(Line)) error {
+	// Lines are numbered from the start of following, across rotation, for
+	// a reader to find them.
+	n := 0
+	line := func(text string) {
+		n++
+		emit(Line{Text: text, Where: f.Path + ":" + strconv.Itoa(n)})
+	}
 	poll := f.Poll
 	if poll <= 0 {
 		poll = 250 * time.Millisecond

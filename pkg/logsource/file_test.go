@@ -50,7 +50,7 @@ func follow(t *testing.T, f *FileFollower) *collector {
 	c := &collector{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
-	go func() { done <- f.Run(ctx, c.add) }()
+	go func() { done <- f.Run(ctx, "", func(l Line) { c.add(l.Text) }) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -16,9 +16,10 @@ import (
 // takes libsystemd through cgo, built in with the journald tag.
 const JournalAvailable = true
 
-// Run follows the journal and calls entry for each entry of the units asked
-// for, until ctx ends.
-func (f *JournalFollower) Run(ctx context.Context, entry func(JournalEntry)) error {
+// Run follows the journal and emits each entry of the units asked for, until
+// ctx ends. After, a cursor from an earlier entry, resumes after that entry,
+// and wins over FromStart.
+func (f *JournalFollower) Run(ctx context.Context, after string, emit func(Line)) error {
 	var (
 		j   *sdjournal.Journal
 		err error
@@ -47,13 +48,13 @@ func (f *JournalFollower) Run(ctx context.Context, entry func(JournalEntry)) err
 		}
 	}
 	switch {
-	case f.After != "":
+	case after != "":
 		// Resume: step onto the entry last handled, so that Next gives
 		// the one after it. When the journal no longer holds that entry
 		// (rotated away), Next lands on the first one after where it was:
 		// step back so that it is read.
-		if err = j.SeekCursor(f.After); err == nil {
-			if _, err = j.Next(); err == nil && j.TestCursor(f.After) != nil {
+		if err = j.SeekCursor(after); err == nil {
+			if _, err = j.Next(); err == nil && j.TestCursor(after) != nil {
 				_, err = j.Previous()
 			}
 		}
@@ -96,11 +97,26 @@ func (f *JournalFollower) Run(ctx context.Context, entry func(JournalEntry)) err
 		if err != nil {
 			return fmt.Errorf("reading a journal entry %s: %w", f.describe(), err)
 		}
-		entry(JournalEntry{
-			Unit:    e.Fields[sdjournal.SD_JOURNAL_FIELD_SYSTEMD_UNIT],
-			Message: e.Fields[sdjournal.SD_JOURNAL_FIELD_MESSAGE],
-			Time:    time.UnixMicro(int64(e.RealtimeTimestamp)),
-			Cursor:  e.Cursor,
+		unit := e.Fields[sdjournal.SD_JOURNAL_FIELD_SYSTEMD_UNIT]
+		emit(Line{
+			Text:   e.Fields[sdjournal.SD_JOURNAL_FIELD_MESSAGE],
+			Time:   time.UnixMicro(int64(e.RealtimeTimestamp)),
+			Where:  journalWhere(unit, e.Fields[sdjournal.SD_JOURNAL_FIELD_TRANSPORT]),
+			Unit:   unit,
+			Cursor: e.Cursor,
 		})
+	}
+}
+
+// journalWhere names an entry for a finding's source: by its unit, or as
+// the kernel's when it came from the kernel's log.
+func journalWhere(unit, transport string) string {
+	switch {
+	case transport == "kernel":
+		return "journal kernel"
+	case unit != "":
+		return "journal " + unit
+	default:
+		return "journal"
 	}
 }

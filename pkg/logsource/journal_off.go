@@ -9,6 +9,6 @@ import "context"
 const JournalAvailable = false
 
 // Run fails: see ErrNoJournal.
-func (f *JournalFollower) Run(ctx context.Context, entry func(JournalEntry)) error {
+func (f *JournalFollower) Run(ctx context.Context, after string, emit func(Line)) error {
 	return ErrNoJournal
 }

@@ -23,13 +23,13 @@ func TestJournalFollowerReadsUnitsFromRealJournalFiles(t *testing.T) {
 	)
 	var (
 		mu  sync.Mutex
-		got []JournalEntry
+		got []Line
 	)
 	f := &JournalFollower{Dir: dir, Units: []string{"kubelet.service"}, FromStart: true, Poll: 50 * time.Millisecond}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() {
-		done <- f.Run(ctx, func(e JournalEntry) { mu.Lock(); got = append(got, e); mu.Unlock() })
+		done <- f.Run(ctx, "", func(e Line) { mu.Lock(); got = append(got, e); mu.Unlock() })
 	}()
 	waitN := func(n int) {
 		deadline := time.Now().Add(10 * time.Second)
@@ -56,7 +56,7 @@ func TestJournalFollowerReadsUnitsFromRealJournalFiles(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(got) != 3 || !strings.Contains(got[0].Message, "Failed to update lease") || got[1].Message != "second" || got[2].Message != "third, written while following" {
+	if len(got) != 3 || !strings.Contains(got[0].Text, "Failed to update lease") || got[1].Text != "second" || got[2].Text != "third, written while following" {
 		t.Errorf("entries %+v", got)
 	}
 	if got[0].Unit != "kubelet.service" || !got[0].Time.Equal(base) || got[0].Cursor == "" {
@@ -72,12 +72,12 @@ func TestJournalFollowerSaysWhenItIsPositioned(t *testing.T) {
 	base := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
 	journaltest.Write(t, dir, "a.journal", journaltest.Unit(base, "kubelet.service", "before following"))
 	positioned := make(chan struct{}, 10)
-	got := make(chan JournalEntry, 10)
+	got := make(chan Line, 10)
 	f := &JournalFollower{Dir: dir, Units: []string{"kubelet.service"}, Poll: 50 * time.Millisecond,
 		Positioned: func() { positioned <- struct{}{} }}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
-	go func() { done <- f.Run(ctx, func(e JournalEntry) { got <- e }) }()
+	go func() { done <- f.Run(ctx, "", func(e Line) { got <- e }) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -87,20 +87,77 @@ func TestJournalFollowerSaysWhenItIsPositioned(t *testing.T) {
 	select {
 	case <-positioned:
 	case e := <-got:
-		t.Fatalf("entry %q read before Positioned was called, following from the tail", e.Message)
+		t.Fatalf("entry %q read before Positioned was called, following from the tail", e.Text)
 	case <-time.After(10 * time.Second):
 		t.Fatal("Positioned not called within 10 s")
 	}
 	journaltest.Write(t, dir, "b.journal", journaltest.Unit(base.Add(time.Minute), "kubelet.service", "after positioned"))
 	select {
 	case e := <-got:
-		if e.Message != "after positioned" {
-			t.Errorf("first entry read %q, want the one written after Positioned", e.Message)
+		if e.Text != "after positioned" {
+			t.Errorf("first entry read %q, want the one written after Positioned", e.Text)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the entry written after Positioned was not read within 10 s")
 	}
 	if n := len(positioned); n != 0 {
 		t.Errorf("Positioned called %d more times", n)
+	}
+}
+
+// TestJournalFollowerResumesAfterACursor: given an entry's cursor, Run reads
+// from the entry after it, whatever FromStart says.
+func TestJournalFollowerResumesAfterACursor(t *testing.T) {
+	dir := t.TempDir()
+	base := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	journaltest.Write(t, dir, "a.journal",
+		journaltest.Unit(base, "kubelet.service", "first"),
+		journaltest.Unit(base.Add(time.Second), "kubelet.service", "second"),
+		journaltest.Unit(base.Add(2*time.Second), "kubelet.service", "third"),
+	)
+	read := func(after string, n int) []Line {
+		t.Helper()
+		f := &JournalFollower{Dir: dir, Units: []string{"kubelet.service"}, FromStart: true, Poll: 50 * time.Millisecond}
+		ctx, cancel := context.WithCancel(context.Background())
+		got := make(chan Line, 10)
+		done := make(chan error)
+		go func() { done <- f.Run(ctx, after, func(l Line) { got <- l }) }()
+		var lines []Line
+		for len(lines) < n {
+			select {
+			case l := <-got:
+				lines = append(lines, l)
+			case <-time.After(10 * time.Second):
+				t.Fatalf("read %d entries, want %d", len(lines), n)
+			}
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		return lines
+	}
+	all := read("", 3)
+	if all[0].Where != "journal kubelet.service" || all[0].Unit != "kubelet.service" {
+		t.Errorf("entry %+v: want it named journal kubelet.service", all[0])
+	}
+	tests := []struct {
+		name  string
+		after string
+		want  []string
+	}{
+		{"after the first", all[0].Cursor, []string{"second", "third"}},
+		{"after the second", all[1].Cursor, []string{"third"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var texts []string
+			for _, l := range read(tt.after, len(tt.want)) {
+				texts = append(texts, l.Text)
+			}
+			if strings.Join(texts, ",") != strings.Join(tt.want, ",") {
+				t.Errorf("read %v, want %v", texts, tt.want)
+			}
+		})
 	}
 }

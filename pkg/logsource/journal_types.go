@@ -23,10 +23,8 @@ type JournalFollower struct {
 	// match), e.g. "_TRANSPORT=kernel" for the kernel's own messages.
 	Matches []string
 	// FromStart reads the entries already there; by default only new ones.
+	// A cursor given to Run wins over it.
 	FromStart bool
-	// After, a cursor from an earlier JournalEntry, resumes after that
-	// entry; it wins over FromStart.
-	After string
 	// Poll bounds how long a wait for new entries lasts before ctx is
 	// looked at again, and so how long Run takes to return once ctx ends;
 	// new entries end the wait at once. 1 s by default: each wait is a
@@ -36,14 +34,6 @@ type JournalFollower struct {
 	// Positioned, if set, is called once the journal is open and
 	// positioned: an entry written after it returns will be read.
 	Positioned func()
-}
-
-// JournalEntry is the part of a journal entry the checks use.
-type JournalEntry struct {
-	Unit    string
-	Message string
-	Time    time.Time
-	Cursor  string
 }
 
 func (f *JournalFollower) describe() string {

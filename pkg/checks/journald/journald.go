@@ -106,15 +106,17 @@ func (c *Config) rulesByUnit() (map[string][]logrules.Rule, error) {
 	return byUnit, nil
 }
 
-func (c *Config) engines() (map[string]*logrules.Engine, []finding.ConditionDefault, error) {
+// compile compiles each unit's rules, once per start: Validate to report a
+// bad rule, New for the check to keep.
+func (c *Config) compile() (map[string]*logrules.RuleSet, []finding.ConditionDefault, error) {
 	byUnit, err := c.rulesByUnit()
 	if err != nil {
 		return nil, nil, err
 	}
 	specs := append(DefaultConditions(), c.Conditions...)
-	engines := map[string]*logrules.Engine{}
+	sets := map[string]*logrules.RuleSet{}
 	for unit, rules := range byUnit {
-		e, err := logrules.NewEngine(rules, specs)
+		set, err := logrules.Compile(rules, specs)
 		if err != nil {
 			if rerr, ok := err.(*logrules.RuleError); ok {
 				for i, u := range c.Rules {
@@ -125,14 +127,14 @@ func (c *Config) engines() (map[string]*logrules.Engine, []finding.ConditionDefa
 			}
 			return nil, nil, fmt.Errorf("rules for %s: %w", unit, err)
 		}
-		engines[unit] = e
+		sets[unit] = set
 	}
-	return engines, specs, nil
+	return sets, specs, nil
 }
 
 // Validate compiles the rules so that a bad one fails at start.
 func (c *Config) Validate() error {
-	_, _, err := c.engines()
+	_, _, err := c.compile()
 	return err
 }
 
@@ -144,18 +146,21 @@ var Registration = checks.Define(Name, logsource.JournalAvailable, DefaultConfig
 
 // Check follows the units its rules name.
 type Check struct {
-	cfg   *Config
-	log   *zap.Logger
+	cfg *Config
+	log *zap.Logger
+	// units are the rules of each unit followed, compiled once in New; a
+	// restarted Run makes fresh engines from them.
+	units map[string]*logrules.RuleSet
 	conds []finding.ConditionDefault
 }
 
 // New builds the check.
 func New(cfg *Config, env checks.Env) (*Check, error) {
-	_, conds, err := cfg.engines()
+	units, conds, err := cfg.compile()
 	if err != nil {
 		return nil, err
 	}
-	return &Check{cfg: cfg, log: env.Log, conds: conds}, nil
+	return &Check{cfg: cfg, log: env.Log, units: units, conds: conds}, nil
 }
 
 func (c *Check) Name() string                           { return Name }
@@ -164,28 +169,21 @@ func (c *Check) Conditions() []finding.ConditionDefault { return c.conds }
 // LogDriven marks the check as reporting conditions only from log lines.
 func (c *Check) LogDriven() {}
 
-// Run follows the journal until ctx ends.
+// Run follows the journal until ctx ends, each unit's entries through an
+// engine of its own.
 func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
-	engines, _, err := c.cfg.engines()
-	if err != nil {
-		return err
-	}
-	byUnit, err := c.cfg.rulesByUnit()
-	if err != nil {
-		return err
-	}
 	var rules []logrules.Rule
-	for _, r := range byUnit {
-		rules = append(rules, r...)
+	for _, set := range c.units {
+		rules = append(rules, set.Rules()...)
 	}
-	quiet := logrules.NewQuietStart(time.Now(), rules, append(DefaultConditions(), c.cfg.Conditions...))
+	quiet := logrules.NewQuietStart(time.Now(), rules, c.conds)
 	emit = quiet.Wrap(emit)
 	defer checks.Every(ctx, expireInterval, func(now time.Time) { quiet.ExpireTo(now, emit) })()
 	guarded := map[string]*logrules.Guarded{}
-	units := make([]string, 0, len(engines))
-	for u, e := range engines {
+	units := make([]string, 0, len(c.units))
+	for u, set := range c.units {
 		units = append(units, u)
-		g := logrules.NewGuarded(e)
+		g := logrules.NewGuarded(set.Engine())
 		guarded[u] = g
 		defer checks.Every(ctx, expireInterval, func(now time.Time) { g.ExpireTo(now, emit) })()
 	}
@@ -193,11 +191,18 @@ func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 	follower := &logsource.JournalFollower{Dir: c.cfg.Dir, Units: units, FromStart: c.cfg.FromStart, Positioned: func() {
 		c.log.Info("reading the journal", zap.Strings("units", units), zap.String("dir", c.cfg.Dir), zap.Bool("from_start", c.cfg.FromStart))
 	}}
-	return follower.Run(ctx, func(e logsource.JournalEntry) {
-		if g := guarded[e.Unit]; g != nil {
-			g.Feed(logrules.Line{Text: e.Message, Time: e.Time}, "journal "+e.Unit, emit)
+	// No cursor is kept: the check reads from the journal's end, or its
+	// start, on each start, as it always has.
+	err := logsource.Follow(ctx, follower, nil, func(l logsource.Line) bool {
+		if g := guarded[l.Unit]; g != nil {
+			g.Feed(logrules.Line{Text: l.Text, Time: l.Time}, l.Where, emit)
 		}
+		return false
 	})
+	if err != nil {
+		return fmt.Errorf("following the journal: %w", err)
+	}
+	return nil
 }
 
 // expireInterval is how often conditions with a quiet period are looked at.

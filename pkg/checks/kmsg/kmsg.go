@@ -5,7 +5,6 @@ package kmsg
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strconv"
 	"time"
 
@@ -47,7 +46,8 @@ type Config struct {
 	// privileged container; JournalDir names a directory of journal files
 	// instead of the system journal. Needs a binary built with the journald
 	// tag. On a first start it reads only entries logged after it; after a
-	// restart it resumes after the last entry it reported.
+	// restart it resumes where it stopped: after the last entry it
+	// reported, or a later one it read.
 	Journal    bool   `json:"journal,omitempty"`
 	JournalDir string `json:"journalDir,omitempty"`
 	// Files are kernel log files to follow, such as /var/log/kern.log, in
@@ -56,8 +56,9 @@ type Config struct {
 	// StartAtEnd ignores the records already in the kernel's ring buffer
 	// when the agent starts for the first time in a boot. By default it
 	// reads them. Either way, after a restart in the same boot it resumes
-	// after the last record it reported, so that problems logged while it
-	// was not running are reported once.
+	// where it stopped (after the last record it reported, or a later one
+	// it read), so that problems logged while it was not running are
+	// reported once.
 	StartAtEnd bool `json:"startAtEnd,omitempty"`
 	// BacklogLookback: on the first start in a boot, records older than this
 	// are read but not reported, so that installing the agent on a node up
@@ -85,7 +86,9 @@ func DefaultConfig() *Config {
 	}
 }
 
-// Validate compiles the rules so that a bad one fails at start, naming it.
+// Validate compiles the rules so that a bad one fails at start, naming it:
+// the loader calls it before any check is built. New compiles them once
+// more, for the check to keep.
 func (c *Config) Validate() error {
 	for i, f := range c.Files {
 		if f.Path == "" {
@@ -104,7 +107,7 @@ func (c *Config) Validate() error {
 				Reason: `a kernel log rule's source is "kmsg" (it runs over /dev/kmsg and checks.kmsg.files); journald rules go under checks.journald`}
 		}
 	}
-	_, err := c.Engine()
+	_, err := c.Compile()
 	return err
 }
 
@@ -127,12 +130,14 @@ func (c *Config) ruleSet() ([]logrules.Rule, []finding.ConditionDefault, error) 
 	return rules, conds, nil
 }
 
-func (c *Config) Engine() (*logrules.Engine, error) {
+// Compile merges and compiles the check's rules. Each source gets an engine
+// of its own from the one compiled set.
+func (c *Config) Compile() (*logrules.RuleSet, error) {
 	rules, conds, err := c.ruleSet()
 	if err != nil {
 		return nil, err
 	}
-	e, err := logrules.NewEngine(rules, conds)
+	set, err := logrules.Compile(rules, conds)
 	if rerr, ok := err.(*logrules.RuleError); ok {
 		// Point at the user's rule when the bad rule is one of theirs.
 		for i, u := range c.Rules {
@@ -142,7 +147,7 @@ func (c *Config) Engine() (*logrules.Engine, error) {
 		}
 		return nil, &finding.FieldError{Field: "rules", Value: rerr.Name, Reason: rerr.Error()}
 	}
-	return e, err
+	return set, err
 }
 
 // Registration is the check's entry in the registry.
@@ -150,22 +155,28 @@ var Registration = checks.Define(Name, true, DefaultConfig, func(cfg *Config, en
 	return New(cfg, env, nil)
 })
 
+// The state directory's files: the same names as older agents kept, so that
+// an upgrade resumes where they stopped.
+const (
+	kmsgCursor    = "kmsg-position.json"
+	journalCursor = "kmsg-journal-cursor"
+)
+
 // Check reads kernel log records and turns them into findings.
 type Check struct {
-	cfg      *Config
-	log      *zap.Logger
-	source   Source
-	conds    []finding.ConditionDefault
-	now      func() time.Time
-	procPath string
-	// position is nil when there is no state directory.
-	position   *positionFile
-	warnedSave bool
+	cfg *Config
+	log *zap.Logger
+	// rules are compiled once, in New: a restarted Run makes fresh engines
+	// from them rather than compiling again.
+	rules   *logrules.RuleSet
+	kmsg    logsource.Source
+	cursors logsource.CursorStore
+	now     func() time.Time
 }
 
-// New builds the check. A nil source reads /dev/kmsg; tests pass their own.
-func New(cfg *Config, env checks.Env, source Source) (*Check, error) {
-	e, err := cfg.Engine()
+// New builds the check. A nil kmsg reads /dev/kmsg; tests pass their own.
+func New(cfg *Config, env checks.Env, kmsg logsource.Source) (*Check, error) {
+	rules, err := cfg.Compile()
 	if err != nil {
 		return nil, err
 	}
@@ -175,18 +186,15 @@ func New(cfg *Config, env checks.Env, source Source) (*Check, error) {
 	if env.Metrics == nil {
 		env.Metrics = prometheus.NewRegistry()
 	}
-	if source == nil {
-		source = &devKmsg{log: env.Log, metrics: newSourceMetrics(env.Metrics), startAtEnd: cfg.StartAtEnd, now: env.Now}
+	if kmsg == nil {
+		kmsg = &logsource.Kmsg{Log: env.Log, Metrics: logsource.NewKmsgMetrics(env.Metrics), ProcPath: env.Proc(),
+			StartAtEnd: cfg.StartAtEnd, BacklogLookback: cfg.BacklogLookback.Duration, Now: env.Now}
 	}
-	c := &Check{cfg: cfg, log: env.Log, source: source, conds: e.Conditions(), now: env.Now, procPath: env.Proc()}
-	if env.StateDir != "" {
-		c.position = &positionFile{path: filepath.Join(env.StateDir, "kmsg-position.json")}
-	}
-	return c, nil
+	return &Check{cfg: cfg, log: env.Log, rules: rules, kmsg: kmsg, cursors: logsource.CursorStore{Dir: env.StateDir}, now: env.Now}, nil
 }
 
 func (c *Check) Name() string                           { return Name }
-func (c *Check) Conditions() []finding.ConditionDefault { return c.conds }
+func (c *Check) Conditions() []finding.ConditionDefault { return c.rules.Conditions() }
 
 // LogDriven marks the check as reporting conditions only from log lines.
 func (c *Check) LogDriven() {}
@@ -196,181 +204,76 @@ func (c *Check) LogDriven() {}
 // engines: what a report had gathered before a restart is not worth a stale
 // match.
 func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
-	rules, conds, err := c.cfg.ruleSet()
-	if err != nil {
-		return err
-	}
 	// Outermost, so that it sees every condition the check reports.
-	quiet := logrules.NewQuietStart(c.now(), rules, conds)
+	quiet := logrules.NewQuietStart(c.now(), c.rules.Rules(), c.rules.Conditions())
 	emit = quiet.Wrap(emit)
-	defer checks.Every(ctx, max(c.cfg.ExpireInterval.Duration, time.Second), func(time.Time) { quiet.ExpireTo(c.now(), emit) })()
+	defer checks.Every(ctx, c.expireEvery(), func(time.Time) { quiet.ExpireTo(c.now(), emit) })()
 	g, ctx := errgroup.WithContext(ctx)
 	if c.cfg.DevKmsg == nil || *c.cfg.DevKmsg {
-		g.Go(func() error { return c.runKmsg(ctx, emit) })
+		// Resumes after the last record read in this boot.
+		g.Go(func() error { return c.follow(ctx, emit, c.kmsg, "/dev/kmsg", kmsgCursor, nil) })
 	}
 	for _, f := range c.cfg.Files {
-		g.Go(func() error { return c.runFile(ctx, emit, f) })
+		follower := &logsource.FileFollower{Path: f.Path, FromStart: f.FromStart, Positioned: func() {
+			c.log.Info("reading the kernel log", zap.String("source", f.Path), zap.Bool("from_start", f.FromStart))
+		}}
+		// A file has no cursor to keep; its lines are the kernel's when
+		// their syslog or dmesg prefix says so.
+		g.Go(func() error { return c.follow(ctx, emit, follower, f.Path, "", kernelText) })
 	}
 	if c.cfg.Journal {
-		g.Go(func() error { return c.runJournal(ctx, emit) })
+		follower := &logsource.JournalFollower{Dir: c.cfg.JournalDir, Matches: []string{"_TRANSPORT=kernel"}, Positioned: func() {
+			c.log.Info("reading the kernel log", zap.String("source", "journal"), zap.String("dir", c.cfg.JournalDir))
+		}}
+		// On a first start only entries logged after it; after a restart,
+		// from the last entry read.
+		g.Go(func() error { return c.follow(ctx, emit, follower, "the journal", journalCursor, nil) })
 	}
 	return g.Wait()
 }
 
-// runJournal follows the kernel's messages in the systemd journal.
-func (c *Check) runJournal(ctx context.Context, emit func(finding.Finding)) error {
-	engine, err := c.cfg.Engine()
-	if err != nil {
-		return err
+func (c *Check) expireEvery() time.Duration { return max(c.cfg.ExpireInterval.Duration, time.Second) }
+
+// follow runs one source through an engine of its own until ctx ends,
+// resuming from the cursor saved under cursor (none when empty). text, if
+// set, picks the kernel's message out of a line, or says it is not one.
+func (c *Check) follow(ctx context.Context, emit func(finding.Finding), src logsource.Source, what, cursor string, text func(string) (string, bool)) error {
+	g := logrules.NewGuarded(c.rules.Engine())
+	var resume *logsource.Resume
+	if cursor != "" {
+		resume = c.cursors.Resume(cursor, c.log)
 	}
-	g := logrules.NewGuarded(engine)
-	defer checks.Every(ctx, max(c.cfg.ExpireInterval.Duration, time.Second), func(time.Time) { g.ExpireTo(c.now(), emit) })()
-	// Resume after the last entry reported before a restart; the cursor is
-	// saved once a reported entry's findings are out.
-	cursor := c.journalCursor()
-	follower := &logsource.JournalFollower{Dir: c.cfg.JournalDir, Matches: []string{"_TRANSPORT=kernel"}, After: cursor.load(), Positioned: func() {
-		c.log.Info("reading the kernel log", zap.String("source", "journal"), zap.String("dir", c.cfg.JournalDir))
-	}}
-	err = follower.Run(ctx, func(e logsource.JournalEntry) {
+	defer checks.Every(ctx, c.expireEvery(), func(time.Time) {
+		g.ExpireTo(c.now(), emit)
+		resume.Flush()
+	})()
+	err := logsource.Follow(ctx, src, resume, func(l logsource.Line) bool {
+		msg, ok := l.Text, true
+		if text != nil {
+			msg, ok = text(l.Text)
+		}
+		if !ok {
+			return false
+		}
+		at := l.Time
+		if at.IsZero() {
+			at = c.now()
+		}
 		reported := false
-		g.Feed(logrules.Line{Text: e.Message, Time: e.Time}, "journal kernel", func(f finding.Finding) {
+		g.Feed(logrules.Line{Text: msg, Time: at}, l.Where, func(f finding.Finding) {
 			reported = true
 			emit(f)
 		})
-		if reported {
-			cursor.save(e.Cursor)
-		}
+		return reported
 	})
-	if err == nil && ctx.Err() == nil {
-		err = fmt.Errorf("following the journal stopped")
-	}
-	return err
-}
-
-// journalCursor is where the journal source's cursor is kept, or a no-op
-// without a state directory.
-func (c *Check) journalCursor() cursorFile {
-	if c.position == nil {
-		return cursorFile{}
-	}
-	return cursorFile{path: filepath.Join(filepath.Dir(c.position.path), "kmsg-journal-cursor"), log: c.log}
-}
-
-// runFile follows a kernel log file (kern.log, saved dmesg output).
-func (c *Check) runFile(ctx context.Context, emit func(finding.Finding), fc FileSource) error {
-	engine, err := c.cfg.Engine()
 	if err != nil {
-		return err
+		return fmt.Errorf("following %s: %w", what, err)
 	}
-	g := logrules.NewGuarded(engine)
-	defer checks.Every(ctx, max(c.cfg.ExpireInterval.Duration, time.Second), func(time.Time) { g.ExpireTo(c.now(), emit) })()
-	n := 0
-	follower := &logsource.FileFollower{Path: fc.Path, FromStart: fc.FromStart, Positioned: func() {
-		c.log.Info("reading the kernel log", zap.String("source", fc.Path), zap.Bool("from_start", fc.FromStart))
-	}}
-	err = follower.Run(ctx, func(text string) {
-		n++
-		if p := logrules.ParseKernelLine(text); p.Kernel() {
-			g.Feed(logrules.Line{Text: p.Text, Time: c.now()}, fc.Path+":"+strconv.Itoa(n), emit)
-		}
-	})
-	if err == nil && ctx.Err() == nil {
-		err = fmt.Errorf("following %s stopped", fc.Path)
-	}
-	return err
+	return nil
 }
 
-// runKmsg reads /dev/kmsg, resuming after the last record reported in this
-// boot.
-func (c *Check) runKmsg(ctx context.Context, emit func(finding.Finding)) error {
-	engine, err := c.cfg.Engine()
-	if err != nil {
-		return err
-	}
-	pos := c.loadPosition()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	records := make(chan Record, 1024)
-	sourceErr := make(chan error, 1)
-	go func() { sourceErr <- c.source.Run(ctx, pos.LastSeq, records) }()
-
-	expire := time.NewTicker(max(c.cfg.ExpireInterval.Duration, time.Second))
-	defer expire.Stop()
-	saved := pos.LastSeq
-	defer func() { c.savePosition(pos, &saved) }()
-	// Without a position in this boot, old backlog is read, not reported.
-	var cutoff time.Time
-	if pos.LastSeq < 0 {
-		cutoff = c.now().Add(-c.cfg.BacklogLookback.Duration)
-	}
-	var buf []finding.Finding
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case err := <-sourceErr:
-			if err == nil && ctx.Err() == nil {
-				err = fmt.Errorf("kernel log source stopped")
-			}
-			return err
-		case rec := <-records:
-			buf = buf[:0]
-			if !rec.Received.Before(cutoff) {
-				buf = engine.Feed(logrules.Line{Text: rec.Message, Time: rec.Received}, buf)
-			}
-			for _, f := range buf {
-				f.Source = "kmsg seq " + strconv.FormatUint(rec.Seq, 10)
-				emit(f)
-			}
-			pos.LastSeq = int(rec.Seq)
-			if len(buf) > 0 {
-				// Reported records are saved at once, so that a restart
-				// does not report them again.
-				c.savePosition(pos, &saved)
-			}
-		case <-expire.C:
-			buf = engine.Expire(c.now(), buf[:0])
-			for _, f := range buf {
-				emit(f)
-			}
-			c.savePosition(pos, &saved)
-		}
-	}
-}
-
-// loadPosition returns where to resume: after the last record reported in
-// this boot, or from the oldest record when the boot is new or unknown.
-func (c *Check) loadPosition() position {
-	bootID, err := readBootID(c.procPath)
-	if err != nil {
-		c.log.Warn("cannot tell this boot from the last; kernel log records may be reported again after a restart", zap.Error(err))
-	}
-	fresh := position{BootID: bootID, LastSeq: -1}
-	if c.position == nil || bootID == "" {
-		return fresh
-	}
-	pos, err := c.position.load()
-	if err != nil {
-		c.log.Warn("starting from the oldest kernel log record", zap.Error(err))
-		return fresh
-	}
-	if pos.BootID != bootID {
-		return fresh
-	}
-	return pos
-}
-
-// savePosition writes the position if it moved since the last save.
-func (c *Check) savePosition(pos position, saved *int) {
-	if c.position == nil || pos.BootID == "" || pos.LastSeq == *saved {
-		return
-	}
-	if err := c.position.save(pos); err != nil {
-		if !c.warnedSave {
-			c.log.Warn("kernel log position not saved; records may be reported again after a restart", zap.Error(err))
-			c.warnedSave = true
-		}
-		return
-	}
-	*saved = pos.LastSeq
+// kernelText is the kernel's message in a kern.log or dmesg line.
+func kernelText(line string) (string, bool) {
+	p := logrules.ParseKernelLine(line)
+	return p.Text, p.Kernel()
 }

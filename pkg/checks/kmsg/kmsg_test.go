@@ -3,35 +3,43 @@ package kmsg
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
 	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/logrules"
+	"github.com/nodeguard/nodeguard/pkg/logsource"
 )
 
-// feedSource hands the check records the test chooses, then waits.
-type feedSource struct{ records []Record }
+// feedSource stands in for /dev/kmsg: it hands the check the records the
+// test chooses, each with its sequence number as its cursor, then waits.
+type feedSource struct{ records []record }
 
-func (s feedSource) Run(ctx context.Context, after int, out chan<- Record) error {
+type record struct {
+	seq  int
+	text string
+	at   time.Time
+}
+
+func (s feedSource) Run(ctx context.Context, after string, emit func(logsource.Line)) error {
+	from := -1
+	if after != "" {
+		from, _ = strconv.Atoi(after)
+	}
 	for _, r := range s.records {
-		if int(r.Seq) <= after {
+		if r.seq <= from {
 			continue
 		}
-		select {
-		case out <- r:
-		case <-ctx.Done():
-			return nil
-		}
+		seq := strconv.Itoa(r.seq)
+		emit(logsource.Line{Text: r.text, Time: r.at, Where: "kmsg seq " + seq, Cursor: seq})
 	}
 	<-ctx.Done()
 	return nil
@@ -63,11 +71,11 @@ func runCheck(t *testing.T, c *Check, want int) []finding.Finding {
 
 func TestCheckTurnsRecordsIntoFindings(t *testing.T) {
 	now := time.Now()
-	src := feedSource{records: []Record{
-		{Seq: 1, Message: "eth0: renamed from veth1234", Received: now},
-		{Seq: 2, Message: "INFO: task kubelet:881 blocked for more than 120 seconds.", Received: now},
-		{Seq: 3, Message: "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/kubepods/burstable/pod0d1a2b3c-4d5e-6f70-8192-a3b4c5d6e7f8,task_memcg=/kubepods/burstable/pod0d1a2b3c-4d5e-6f70-8192-a3b4c5d6e7f8/" + strings.Repeat("ab", 32) + ",task=java,pid=4242,uid=0", Received: now},
-		{Seq: 4, Message: "Memory cgroup out of memory: Killed process 4242 (java) total-vm:100kB, anon-rss:90kB", Received: now},
+	src := feedSource{records: []record{
+		{seq: 1, text: "eth0: renamed from veth1234", at: now},
+		{seq: 2, text: "INFO: task kubelet:881 blocked for more than 120 seconds.", at: now},
+		{seq: 3, text: "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/kubepods/burstable/pod0d1a2b3c-4d5e-6f70-8192-a3b4c5d6e7f8,task_memcg=/kubepods/burstable/pod0d1a2b3c-4d5e-6f70-8192-a3b4c5d6e7f8/" + strings.Repeat("ab", 32) + ",task=java,pid=4242,uid=0", at: now},
+		{seq: 4, text: "Memory cgroup out of memory: Killed process 4242 (java) total-vm:100kB, anon-rss:90kB", at: now},
 	}}
 	c, err := New(DefaultConfig(), checks.Env{Log: zaptest.NewLogger(t)}, src)
 	if err != nil {
@@ -94,9 +102,9 @@ func TestUserRulesAndDisabledRules(t *testing.T) {
 	cfg.Conditions = append(cfg.Conditions, finding.ConditionDefault{Type: "CustomProblem", Reason: "NoCustomProblem", Message: "fine"})
 	cfg.Rules = append(cfg.Rules, logrules.Rule{Name: "custom", Kind: finding.KindCondition, Condition: "CustomProblem",
 		Reason: "FrobnicatorJammed", Contains: "frobnicator jammed", Pattern: `frobnicator jammed on bus \d+`})
-	src := feedSource{records: []Record{
-		{Seq: 1, Message: "INFO: task dd:881 blocked for more than 120 seconds.", Received: time.Now()},
-		{Seq: 2, Message: "frobnicator jammed on bus 3", Received: time.Now()},
+	src := feedSource{records: []record{
+		{seq: 1, text: "INFO: task dd:881 blocked for more than 120 seconds.", at: time.Now()},
+		{seq: 2, text: "frobnicator jammed on bus 3", at: time.Now()},
 	}}
 	c, err := New(cfg, checks.Env{Log: zaptest.NewLogger(t)}, src)
 	if err != nil {
@@ -115,77 +123,24 @@ func TestUserRulesAndDisabledRules(t *testing.T) {
 	}
 }
 
-// TestDevKmsgDeliversRealRecords writes to the real kernel log and reads it
-// back through go-kmsg-parser.
-func TestDevKmsgDeliversRealRecords(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: writes to /dev/kmsg")
+// A restart resumes after the last record reported; where the boot changes
+// the cursor is the source's to judge (logsource's TestKmsgResumesInTheSameBootOnly).
+func TestRestartResumesAfterLastReportedRecord(t *testing.T) {
+	hung := func(seq int) record {
+		return record{seq: seq, text: fmt.Sprintf("INFO: task dd:%d blocked for more than 120 seconds.", seq), at: time.Now()}
 	}
-	reg := prometheus.NewRegistry()
-	src := &devKmsg{log: zaptest.NewLogger(t), metrics: newSourceMetrics(reg), now: time.Now, startAtEnd: true}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	out := make(chan Record, 64)
-	errc := make(chan error, 1)
-	go func() { errc <- src.Run(ctx, -1, out) }()
-	time.Sleep(300 * time.Millisecond) // let it open and seek to the end
-	marker := fmt.Sprintf("nodeguard-kmsg-test-%d", rand.Int64())
-	if err := os.WriteFile("/dev/kmsg", []byte("<2>"+marker+"\n"), 0); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.After(5 * time.Second)
-	for {
-		select {
-		case r := <-out:
-			if r.Message != marker {
-				continue
-			}
-			if r.Priority != 2 {
-				t.Errorf("priority %d, want 2 (facility stripped)", r.Priority)
-			}
-			if time.Since(r.Received) > 5*time.Second || r.Seq == 0 {
-				t.Errorf("record %+v: want a receive time of now and a sequence number", r)
-			}
-			cancel()
-			if err := <-errc; err != nil {
-				t.Errorf("source returned %v on shutdown, want nil", err)
-			}
-			if testutil.ToFloat64(src.metrics.records) < 1 {
-				t.Error("records metric not counted")
-			}
-			return
-		case err := <-errc:
-			t.Fatalf("source stopped: %v", err)
-		case <-deadline:
-			t.Fatalf("record %q not read back from /dev/kmsg", marker)
-		}
-	}
-}
-
-func TestRestartResumesAfterLastReportedRecordInTheSameBoot(t *testing.T) {
-	proc := t.TempDir()
-	bootFile := proc + "/sys/kernel/random/boot_id"
-	os.MkdirAll(proc+"/sys/kernel/random", 0o755)
-	hung := func(seq uint64) Record {
-		return Record{Seq: seq, Message: fmt.Sprintf("INFO: task dd:%d blocked for more than 120 seconds.", seq), Received: time.Now()}
-	}
-	old := hung(9)
-	old.Received = time.Now().Add(-time.Hour) // before the backlog lookback
-	src := feedSource{records: []Record{old, hung(10), hung(11)}}
-	state := t.TempDir()
-	env := checks.Env{Log: zaptest.NewLogger(t), StateDir: state, ProcPath: proc}
-
+	benign := record{seq: 14, text: "eth0: renamed from veth1234", at: time.Now()}
+	env := checks.Env{Log: zaptest.NewLogger(t), StateDir: t.TempDir()}
 	tests := []struct {
-		bootID string
-		want   []string // TaskHung messages' pids, in order
+		records []record
+		want    []string // TaskHung messages' pids, in order
 	}{
-		{"boot-a", []string{"dd:10", "dd:11"}}, // first start: all records of this boot
-		{"boot-a", nil},                        // restart in the same boot: nothing again
-		{"boot-b", []string{"dd:10", "dd:11"}}, // a new boot: sequence numbers start over
+		{[]record{hung(10), hung(11)}, []string{"dd:10", "dd:11"}}, // first start
+		{[]record{hung(10), hung(11)}, nil},                        // restart: nothing again
+		{[]record{hung(10), hung(11), hung(13), benign}, []string{"dd:13"}},
 	}
 	for i, tt := range tests {
-		os.WriteFile(bootFile, []byte(tt.bootID+"\n"), 0o644)
-		c, err := New(DefaultConfig(), env, src)
+		c, err := New(DefaultConfig(), env, feedSource{records: tt.records})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -195,6 +150,10 @@ func TestRestartResumesAfterLastReportedRecordInTheSameBoot(t *testing.T) {
 				t.Errorf("start %d: finding %d = %q, want %s", i, j, f.Message, tt.want[j])
 			}
 		}
+	}
+	// Stopping saved the benign record's place too: it is not read again.
+	if b, err := os.ReadFile(filepath.Join(env.StateDir, "kmsg-position.json")); err != nil || string(b) != "14" {
+		t.Errorf("saved position %q, %v; want the last record's, 14", b, err)
 	}
 }
 
@@ -234,8 +193,8 @@ func TestHungRuntimeTaskRaisesContainerRuntimeUnresponsive(t *testing.T) {
 	now := time.Now()
 	clock := now
 	var mu sync.Mutex
-	src := feedSource{records: []Record{
-		{Seq: 1, Message: "INFO: task containerd:870 blocked for more than 120 seconds.", Received: now},
+	src := feedSource{records: []record{
+		{seq: 1, text: "INFO: task containerd:870 blocked for more than 120 seconds.", at: now},
 	}}
 	cfg := DefaultConfig()
 	cfg.ExpireInterval = finding.Duration{Duration: time.Second}
@@ -280,19 +239,6 @@ func TestHungRuntimeTaskRaisesContainerRuntimeUnresponsive(t *testing.T) {
 	mu.Unlock()
 	if f := next(); f.Type != "ContainerRuntimeUnresponsive" || f.Status != finding.StatusFalse {
 		t.Errorf("after a quiet window: %+v, want ContainerRuntimeUnresponsive False", f)
-	}
-}
-
-// go-kmsg-parser reports an overrun (EPIPE: the ring buffer wrapped past the
-// reader) only through its logger's Warningf; that is what is counted.
-func TestParserLoggerCountsOverruns(t *testing.T) {
-	m := newSourceMetrics(prometheus.NewRegistry())
-	l := parserLogger{log: zaptest.NewLogger(t), overruns: m.overruns}
-	l.Warningf("short read from kmsg; skipping")
-	l.Warningf("something else")
-	l.Infof("info %d", 1)
-	if got := testutil.ToFloat64(m.overruns); got != 1 {
-		t.Errorf("overruns counted %v, want 1", got)
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
 	"github.com/nodeguard/nodeguard/pkg/finding"
+	"github.com/nodeguard/nodeguard/pkg/logsource"
 )
 
 // Name is the check's name in configuration and metrics.
@@ -47,9 +48,9 @@ var Registration = checks.Define(Name, true, DefaultConfig, func(cfg *Config, en
 
 // Check reads crash records once at start.
 type Check struct {
-	paths    []string
-	log      *zap.Logger
-	stateDir string
+	paths []string
+	log   *zap.Logger
+	store logsource.CursorStore
 }
 
 // New builds the check.
@@ -58,7 +59,7 @@ func New(cfg *Config, env checks.Env) *Check {
 	if len(paths) == 0 {
 		paths = []string{filepath.Join(env.Sys(), "fs/pstore"), "/var/lib/systemd/pstore"}
 	}
-	return &Check{paths: paths, log: env.Log, stateDir: env.StateDir}
+	return &Check{paths: paths, log: env.Log, store: logsource.CursorStore{Dir: env.StateDir}}
 }
 
 func (c *Check) Name() string                           { return Name }
@@ -92,23 +93,22 @@ func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 	return nil
 }
 
-func (c *Check) seenPath() string { return filepath.Join(c.stateDir, "pstore-reported.json") }
+// reportedFile keeps the IDs of the crashes reported, a JSON list: pstore's
+// cursor, in the store the log sources keep theirs in.
+const reportedFile = "pstore-reported.json"
 
 func (c *Check) loadSeen() map[string]bool {
 	seen := map[string]bool{}
-	if c.stateDir == "" {
-		return seen
-	}
-	b, err := os.ReadFile(c.seenPath())
-	if err != nil {
-		if !errors.Is(err, fs.ErrNotExist) {
+	saved, err := c.store.Load(reportedFile)
+	if err != nil || saved == "" {
+		if err != nil {
 			c.log.Warn("reading reported crashes", zap.Error(err))
 		}
 		return seen
 	}
 	var ids []string
-	if err := json.Unmarshal(b, &ids); err != nil {
-		c.log.Warn("reading reported crashes", zap.String("file", c.seenPath()), zap.Error(err))
+	if err := json.Unmarshal([]byte(saved), &ids); err != nil {
+		c.log.Warn("reading reported crashes", zap.String("file", reportedFile), zap.Error(err))
 		return seen
 	}
 	for _, id := range ids {
@@ -118,23 +118,16 @@ func (c *Check) loadSeen() map[string]bool {
 }
 
 func (c *Check) saveSeen(seen map[string]bool) error {
-	if c.stateDir == "" {
-		return nil
-	}
 	ids := make([]string, 0, len(seen))
 	for id := range seen {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
-	b, _ := json.Marshal(ids)
-	if err := os.MkdirAll(c.stateDir, 0o755); err != nil {
-		return err
+	b, err := json.Marshal(ids)
+	if err != nil {
+		return fmt.Errorf("saving reported crashes: %w", err)
 	}
-	tmp := c.seenPath() + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, c.seenPath())
+	return c.store.Save(reportedFile, string(b))
 }
 
 // Crash is one crash found in pstore.
