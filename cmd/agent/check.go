@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/nodeguard/nodeguard/internal/agent"
 	"github.com/nodeguard/nodeguard/pkg/checks"
 	"github.com/nodeguard/nodeguard/pkg/checks/all"
 	"github.com/nodeguard/nodeguard/pkg/checks/kmsg"
@@ -45,33 +46,16 @@ func checkOnce(args []string, stdout io.Writer) (bool, error) {
 	defer stop()
 	log := zap.NewNop()
 	env := checks.Env{Log: log, ProcPath: cfg.ProcPath, SysPath: cfg.SysPath, Metrics: prometheus.NewRegistry(), Now: time.Now}
-	var (
-		running []checks.Check
-		owned   []finding.ConditionDefault
-	)
-	for _, r := range all.Registry {
-		if !cfg.Enabled[r.Name] {
-			continue
-		}
-		c, err := r.New(cfg.CheckConfigs[r.Name], env)
-		if err != nil {
-			return false, fmt.Errorf("starting check %s: %w", r.Name, err)
-		}
-		running = append(running, c)
-		owned = append(owned, c.Conditions()...)
+	built, err := agent.BuildChecks(cfg, all.Registry, env)
+	if err != nil {
+		return false, err
 	}
+	running, owned := built.Running, built.Owned
 	snap := reporter.NewSnapshot()
 	rep := reporter.New(log, owned, snap)
-	// A log check that has said nothing has seen nothing wrong.
-	for _, c := range running {
-		if _, ok := c.(checks.LogDriven); !ok {
-			continue
-		}
-		for _, d := range c.Conditions() {
-			f := d.Healthy()
-			f.Check, f.Time = c.Name(), time.Now()
-			rep.Report(f)
-		}
+	for _, f := range built.Healthy(true) {
+		f.Time = time.Now()
+		rep.Report(f)
 	}
 	runCtx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()

@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"github.com/nodeguard/nodeguard/internal/agent"
 	"github.com/nodeguard/nodeguard/pkg/checks"
 	"github.com/nodeguard/nodeguard/pkg/checks/all"
 	"github.com/nodeguard/nodeguard/pkg/checks/kmsg"
@@ -240,24 +241,13 @@ func run(args []string) error {
 		leases = kube.NewLeaseWatcher(watches, cfg.NodeName)
 		env.Lease = leases
 	}
-	sup := &checks.Supervisor{Log: log, Metrics: checks.NewSupervisorMetrics(reg)}
-	var (
-		running []checks.Check
-		owned   = sup.Conditions()
-	)
-	for _, r := range all.Registry {
-		if !cfg.Enabled[r.Name] {
-			continue
-		}
-		c, err := r.New(cfg.CheckConfigs[r.Name], env)
-		if err != nil {
-			return fmt.Errorf("starting check %s: %w", r.Name, err)
-		}
-		running = append(running, c)
-		owned = append(owned, c.Conditions()...)
+	built, err := agent.BuildChecks(cfg, all.Registry, env)
+	if err != nil {
+		return err
 	}
-
-	types := reporter.UniqueDefaults(owned)
+	running, owned := built.Running, built.Owned
+	sup := &checks.Supervisor{Log: log, Metrics: checks.NewSupervisorMetrics(reg)}
+	types := owned
 	// The remediation sink reports its events through the reporter it is a
 	// sink of; it does so from its own goroutine, never inside Finding.
 	var (

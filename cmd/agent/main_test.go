@@ -360,8 +360,8 @@ func (b *lockedBuffer) String() string {
 	return b.b.String()
 }
 
-// agent is a nodeguard process the test started.
-type agent struct {
+// agentProc is a nodeguard process the test started.
+type agentProc struct {
 	cmd            *exec.Cmd
 	stdout, stderr *lockedBuffer
 	exited         chan struct{} // closed when the process has ended
@@ -369,13 +369,13 @@ type agent struct {
 }
 
 // startAgent starts the agent standalone with every check off, plus args.
-func startAgent(t *testing.T, args ...string) *agent {
+func startAgent(t *testing.T, args ...string) *agentProc {
 	t.Helper()
 	args = append([]string{"--standalone", "--state-dir=" + t.TempDir(), "--node-name=test-node"}, args...)
 	for _, name := range all.Registry.Names() {
 		args = append(args, "--no-check."+name)
 	}
-	a := &agent{cmd: exec.Command(agentBin, args...), stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	a := &agentProc{cmd: exec.Command(agentBin, args...), stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, exited: make(chan struct{})}
 	a.cmd.Env = agentEnv()
 	a.cmd.Stdout, a.cmd.Stderr = a.stdout, a.stderr
 	if err := a.cmd.Start(); err != nil {
@@ -400,7 +400,7 @@ func startAgent(t *testing.T, args ...string) *agent {
 }
 
 // waitLog waits until the agent has logged msg.
-func (a *agent) waitLog(t *testing.T, msg string) {
+func (a *agentProc) waitLog(t *testing.T, msg string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(a.stderr.String(), `"msg":"`+msg+`"`) {
@@ -418,7 +418,7 @@ func (a *agent) waitLog(t *testing.T, msg string) {
 
 // stop sends SIGTERM, as the kubelet does, and checks that the agent ends
 // cleanly within 5s. It returns the agent's log entries.
-func (a *agent) stop(t *testing.T) []logEntry {
+func (a *agentProc) stop(t *testing.T) []logEntry {
 	t.Helper()
 	sent := time.Now()
 	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {

@@ -40,13 +40,13 @@ import (
 )
 
 var (
-	agent  = flag.String("agent", "bin/nodeguard", "the nodeguard binary to measure")
-	lines  = flag.Int("lines", 500000, "lines in the generated kernel log")
-	runs   = flag.Int("runs", 3, "runs of the replay measurement (median reported)")
-	idle   = flag.Duration("idle", 60*time.Second, "how long the idle footprint is measured")
-	settle = flag.Duration("settle", 40*time.Second, "how long after start the idle footprint's window opens")
-	trials = flag.Int("trials", 20, "detection latency trials")
-	flap   = flag.Duration("flap", 30*time.Second, "how long a condition flaps every 100 ms")
+	agentBin = flag.String("agent", "bin/nodeguard", "the nodeguard binary to measure")
+	lines    = flag.Int("lines", 500000, "lines in the generated kernel log")
+	runs     = flag.Int("runs", 3, "runs of the replay measurement (median reported)")
+	idle     = flag.Duration("idle", 60*time.Second, "how long the idle footprint is measured")
+	settle   = flag.Duration("settle", 40*time.Second, "how long after start the idle footprint's window opens")
+	trials   = flag.Int("trials", 20, "detection latency trials")
+	flap     = flag.Duration("flap", 30*time.Second, "how long a condition flaps every 100 ms")
 
 	scaleNodes       = flag.Int("scale-nodes", 1000, "simulated nodes for the scale figures (0 skips them)")
 	scaleWindow      = flag.Duration("scale-window", 60*time.Second, "how long the scale figures' steady state is measured")
@@ -151,7 +151,7 @@ func replayCost(dir string) error {
 	f.Close()
 	var perCPU, rss []float64
 	for range *runs {
-		cmd := exec.Command(*agent, "replay", path)
+		cmd := exec.Command(*agentBin, "replay", path)
 		cmd.Stdout = nil
 		if err := cmd.Run(); err != nil {
 			return fmt.Errorf("replay: %w", err)
@@ -384,7 +384,7 @@ func startAgent(c *testcluster.Cluster, dir, name, node, config string) (*exec.C
 		return nil, err
 	}
 	addr := freeAddr()
-	cmd := exec.Command(*agent, "--kubeconfig="+c.Kubeconfig, "--node-name="+node, "--config="+path,
+	cmd := exec.Command(*agentBin, "--kubeconfig="+c.Kubeconfig, "--node-name="+node, "--config="+path,
 		"--state-dir="+filepath.Join(dir, name+"-state"), "--listen-address="+addr)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

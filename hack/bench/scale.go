@@ -60,6 +60,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
+	"github.com/nodeguard/nodeguard/internal/agent"
 	"github.com/nodeguard/nodeguard/internal/testcluster"
 	"github.com/nodeguard/nodeguard/pkg/checks"
 	"github.com/nodeguard/nodeguard/pkg/checks/all"
@@ -484,28 +485,11 @@ func printCores(phase string, a, b usage, secs float64) {
 // the condition types a node's reporter owns and, for the probing checks, the
 // healthy findings they send on their first probe.
 func productionConditions(cfg *config.Config) (owned []finding.ConditionDefault, healthy []finding.Finding, err error) {
-	sup := &checks.Supervisor{}
-	owned = sup.Conditions()
-	env := checks.Env{Log: zap.NewNop(), NodeName: "scale", Metrics: prometheus.NewRegistry(), Now: time.Now}
-	for _, r := range all.Registry {
-		if !cfg.Enabled[r.Name] {
-			continue
-		}
-		c, err := r.New(cfg.CheckConfigs[r.Name], env)
-		if err != nil {
-			return nil, nil, fmt.Errorf("building check %s: %w", r.Name, err)
-		}
-		owned = append(owned, c.Conditions()...)
-		if _, quiet := c.(checks.LogDriven); quiet {
-			continue
-		}
-		for _, d := range c.Conditions() {
-			f := finding.Condition(d.Type, finding.StatusFalse, d.Reason, d.Message)
-			f.Check = r.Name
-			healthy = append(healthy, f)
-		}
+	built, err := agent.BuildChecks(cfg, all.Registry, checks.Env{Log: zap.NewNop(), NodeName: "scale", Metrics: prometheus.NewRegistry(), Now: time.Now})
+	if err != nil {
+		return nil, nil, err
 	}
-	return owned, healthy, nil
+	return built.Owned, built.Healthy(false), nil
 }
 
 // setupNodes creates what a node has before the agent starts there: its

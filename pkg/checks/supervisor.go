@@ -175,6 +175,12 @@ func (s *Supervisor) Run(ctx context.Context, stopTimeout time.Duration) []strin
 	s.mu.Lock()
 	s.stuck, s.down = map[string]time.Time{}, map[string]time.Time{}
 	s.mu.Unlock()
+	// Nothing is stuck yet: say so, as a log check says its healthy
+	// default, so that a reader (nodeguard check, the Node) sees False
+	// rather than a type nobody reported on.
+	start := finding.CheckStuck.Healthy()
+	start.Check, start.Time = "supervisor", s.Now()
+	s.Emit(start)
 	var (
 		wg      sync.WaitGroup
 		mu      sync.Mutex

@@ -206,8 +206,8 @@ func TestSupervisorReportsStuckProbesAndDownChecks(t *testing.T) {
 	go func() { done <- sup.Run(ctx, time.Second) }()
 	time.Sleep(200 * time.Millisecond)
 	mu.Lock()
-	if len(stuck) != 1 || stuck[0].Status != finding.StatusTrue || !strings.Contains(stuck[0].Message, "hanging") {
-		t.Errorf("while the probe hangs: %+v, want one NodeguardCheckStuck True naming the check", stuck)
+	if len(stuck) != 2 || stuck[0].Status != finding.StatusFalse || stuck[1].Status != finding.StatusTrue || !strings.Contains(stuck[1].Message, "hanging") {
+		t.Errorf("while the probe hangs: %+v, want NodeguardCheckStuck False at start, then one True naming the check", stuck)
 	}
 	mu.Unlock()
 	if got := testutil.ToFloat64(sup.Metrics.stuck.WithLabelValues("hanging")); got != 1 {
@@ -219,7 +219,7 @@ func TestSupervisorReportsStuckProbesAndDownChecks(t *testing.T) {
 	close(hang.release)
 	time.Sleep(100 * time.Millisecond)
 	mu.Lock()
-	if n := len(stuck); n != 2 || stuck[1].Status != finding.StatusFalse {
+	if n := len(stuck); n != 3 || stuck[2].Status != finding.StatusFalse {
 		t.Errorf("after the probe returned: %+v, want NodeguardCheckStuck False", stuck)
 	}
 	mu.Unlock()
