@@ -205,7 +205,7 @@ func run(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	applyCgroupMemoryLimit(log)
+	agent.ApplyCgroupMemoryLimit(log)
 
 	restConfig, err := clusterConfig(cfg)
 	if err != nil {
@@ -333,7 +333,7 @@ func run(args []string) error {
 	}
 	log.Info("nodeguard started", zap.Bool("standalone", cfg.Standalone), zap.Int("checks", len(running)))
 	if !cfg.KeepStartupPages {
-		go releaseStartupPagesAfter(ctx, log)
+		go agent.ReleaseStartupPagesAfter(ctx, log)
 	}
 	sup.Checks, sup.Emit = running, rep.Report
 	stuck := sup.Run(ctx, shutdownGrace/2)

@@ -177,10 +177,13 @@ func (s *Supervisor) Run(ctx context.Context, stopTimeout time.Duration) []strin
 	s.mu.Unlock()
 	// Nothing is stuck yet: say so, as a log check says its healthy
 	// default, so that a reader (nodeguard check, the Node) sees False
-	// rather than a type nobody reported on.
-	start := finding.CheckStuck.Healthy()
-	start.Check, start.Time = "supervisor", s.Now()
-	s.Emit(start)
+	// rather than a type nobody reported on. With no check, there is
+	// nothing to say.
+	if len(s.Checks) > 0 {
+		start := finding.CheckStuck.Healthy()
+		start.Check, start.Time = "supervisor", s.Now()
+		s.Emit(start)
+	}
 	var (
 		wg      sync.WaitGroup
 		mu      sync.Mutex

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"bufio"
@@ -19,9 +19,9 @@ import (
 // and the first round of every periodic check.
 const releaseAfter = 30 * time.Second
 
-// releaseStartupPagesAfter waits releaseAfter, then releases the start-up
+// ReleaseStartupPagesAfter waits releaseAfter, then releases the start-up
 // pages, unless ctx ends first.
-func releaseStartupPagesAfter(ctx context.Context, log *zap.Logger) {
+func ReleaseStartupPagesAfter(ctx context.Context, log *zap.Logger) {
 	select {
 	case <-ctx.Done():
 		return

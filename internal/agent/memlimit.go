@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"bufio"
@@ -27,13 +27,13 @@ const memoryLimitShare = 0.8
 // there up is taken as none.
 const noCgroupLimit = 1 << 62
 
-// applyCgroupMemoryLimit makes the container's memory limit the Go runtime's
+// ApplyCgroupMemoryLimit makes the container's memory limit the Go runtime's
 // soft limit, unless GOMEMLIMIT is set. Without it the garbage collector
 // lets the heap grow to twice what was live at the last collection,
 // whatever the container's limit; after a burst (a flood of log lines, a
 // large pod list) that can cross the limit, and the kernel OOM-kills the
 // agent. With it the collector works harder near the limit instead.
-func applyCgroupMemoryLimit(log *zap.Logger) {
+func ApplyCgroupMemoryLimit(log *zap.Logger) {
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return
 	}
