@@ -62,6 +62,7 @@ func checkOnce(args []string, stdout io.Writer) (bool, error) {
 	}
 	snap := reporter.NewSnapshot()
 	rep := reporter.New(log, owned, snap)
+	rep.Start(reporter.NotProbed(owned), time.Time{})
 	// A log check that has said nothing has seen nothing wrong.
 	for _, c := range running {
 		if _, ok := c.(checks.LogDriven); !ok {
@@ -79,7 +80,7 @@ func checkOnce(args []string, stdout io.Writer) (bool, error) {
 	if ctx.Err() != nil {
 		return false, errors.New("interrupted")
 	}
-	result := snap.Result(owned)
+	result := snap.Result()
 	if cfg.Output == "json" {
 		err = result.WriteJSON(stdout)
 	} else {

@@ -177,7 +177,7 @@ func scale(c *testcluster.Cluster) error {
 	for i, name := range names {
 		sem <- struct{}{}
 		startedAt[i] = time.Now()
-		a, err := startNode(agentCtx, &wg, base, tokens[i], name, owned, types, healthy, cfg.Reporter, heartbeat)
+		a, err := startNode(agentCtx, &wg, base, tokens[i], name, owned, healthy, cfg.Reporter, heartbeat)
 		if err != nil {
 			return err
 		}
@@ -660,7 +660,7 @@ type simNode struct {
 }
 
 func startNode(ctx context.Context, wg *sync.WaitGroup, base *rest.Config, token, name string,
-	owned, types []finding.ConditionDefault, healthy []finding.Finding, rc config.ReporterConfig, heartbeat time.Duration) (*simNode, error) {
+	owned []finding.ConditionDefault, healthy []finding.Finding, rc config.ReporterConfig, heartbeat time.Duration) (*simNode, error) {
 	// As cmd/agent's clusterConfig and run set it up.
 	cfg := rest.CopyConfig(base)
 	cfg.BearerToken = token
@@ -678,12 +678,11 @@ func startNode(ctx context.Context, wg *sync.WaitGroup, base *rest.Config, token
 	log := zap.NewNop()
 	reg := prometheus.NewRegistry()
 	leases := kube.NewLeaseWatcher(clients.Watches, name)
-	pods := reporter.NewPodIndex(clients.Watches, name)
-	sink := reporter.NewNodeSink(client, log, reg, types, reporter.NodeSinkOptions{
+	pods := kube.NewPodIndex(clients.Watches, name)
+	sink := reporter.NewNodeSink(client, log, reg, reporter.NodeSinkOptions{
 		NodeName:         name,
 		MinWriteInterval: rc.MinWriteInterval.Duration,
 		Heartbeat:        heartbeat,
-		BootTime:         time.Now().Add(-time.Hour),
 		EventQPS:         float32(rc.EventQPS),
 		EventBurst:       rc.EventBurst,
 		Pods:             pods,
@@ -695,15 +694,25 @@ func startNode(ctx context.Context, wg *sync.WaitGroup, base *rest.Config, token
 	// whose kubelets all stopped (reads backing off to one per node per 5
 	// minutes).
 	rep := reporter.New(log, owned, sink)
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); pods.Run(ctx) }()
 	go func() { defer wg.Done(); leases.Run(ctx) }()
 	go func() { defer wg.Done(); sink.Run(ctx) }()
-	now := time.Now()
-	for _, f := range healthy {
-		f.Time = now
-		rep.Report(f)
-	}
+	// As cmd/agent's run: the Node is read, then the checks report. Off
+	// this goroutine, so that the agents start side by side.
+	go func() {
+		defer wg.Done()
+		found, err := sink.ReadConditions(ctx)
+		if err != nil {
+			return
+		}
+		rep.Start(found, time.Now().Add(-time.Hour))
+		now := time.Now()
+		for _, f := range healthy {
+			f.Time = now
+			rep.Report(f)
+		}
+	}()
 	return &simNode{rep: rep, sink: sink, metrics: reg}, nil
 }
 
