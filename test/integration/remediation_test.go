@@ -74,9 +74,12 @@ func runRemediation(t *testing.T, nodeName string, check checks.Check, sd *fakeS
 	rep := reporter.New(log, check.Conditions(), sinks...)
 	ctx := runReporter(t, log, sink, rep, check)
 	if restarter != nil {
+		// Cleanups run last first: this one must end the restarter itself
+		// rather than wait for runReporter's to cancel ctx.
+		ctx, cancel := context.WithCancel(ctx)
 		var wg sync.WaitGroup
 		wg.Go(func() { restarter.Run(ctx, rep.Report) })
-		t.Cleanup(wg.Wait)
+		t.Cleanup(func() { cancel(); wg.Wait() })
 	}
 }
 
