@@ -53,6 +53,7 @@ func checkOnce(args []string, stdout io.Writer) (bool, error) {
 	running, owned := built.Running, built.Owned
 	snap := reporter.NewSnapshot()
 	rep := reporter.New(log, owned, snap)
+	rep.Start(reporter.NotProbed(owned), time.Time{})
 	for _, f := range built.Healthy(true) {
 		f.Time = time.Now()
 		rep.Report(f)
@@ -63,7 +64,7 @@ func checkOnce(args []string, stdout io.Writer) (bool, error) {
 	if ctx.Err() != nil {
 		return false, errors.New("interrupted")
 	}
-	result := snap.Result(owned)
+	result := snap.Result()
 	if cfg.Output == "json" {
 		err = result.WriteJSON(stdout)
 	} else {

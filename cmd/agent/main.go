@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
@@ -27,9 +28,9 @@ import (
 	"github.com/nodeguard/nodeguard/pkg/checks/all"
 	"github.com/nodeguard/nodeguard/pkg/checks/kmsg"
 	"github.com/nodeguard/nodeguard/pkg/config"
-	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/kube"
 	"github.com/nodeguard/nodeguard/pkg/logrules"
+	"github.com/nodeguard/nodeguard/pkg/remediation"
 	"github.com/nodeguard/nodeguard/pkg/reporter"
 )
 
@@ -247,30 +248,26 @@ func run(args []string) error {
 	}
 	running, owned := built.Running, built.Owned
 	sup := &checks.Supervisor{Log: log, Metrics: checks.NewSupervisorMetrics(reg)}
-	types := owned
-	// The remediation sink reports its events through the reporter it is a
-	// sink of; it does so from its own goroutine, never inside Finding.
-	var (
-		rep       *reporter.Reporter
-		restarter *reporter.KubeletRestarter
-	)
-	metricsSink := reporter.NewMetricsSink(reg, types)
+
+	metricsSink := reporter.NewMetricsSink(reg)
 	sinks := []reporter.Sink{metricsSink}
-	var nodeSink *reporter.NodeSink
+	var (
+		nodeSink  *reporter.NodeSink
+		restarter *remediation.KubeletRestarter
+		taints    *remediation.TaintSink
+	)
 	if cfg.Standalone {
 		sinks = append(sinks, reporter.NewWriterSink(os.Stdout, cfg.Output))
 	} else {
-		pods := reporter.NewPodIndex(watches, cfg.NodeName)
+		pods := kube.NewPodIndex(watches, cfg.NodeName)
 		go pods.Run(ctx)
-		nodeSink = reporter.NewNodeSink(client, log, reg, types, reporter.NodeSinkOptions{
+		nodeSink = reporter.NewNodeSink(client, log, reg, reporter.NodeSinkOptions{
 			NodeName:         cfg.NodeName,
 			MinWriteInterval: cfg.Reporter.MinWriteInterval.Duration,
 			Heartbeat:        cfg.Reporter.Heartbeat.Duration,
-			BootTime:         bootTime(cfg.ProcPath),
 			EventQPS:         float32(cfg.Reporter.EventQPS),
 			EventBurst:       cfg.Reporter.EventBurst,
 			Pods:             pods,
-			Adopted:          metricsSink.Adopt,
 		})
 		sinks = append(sinks, nodeSink, logSink{log})
 		leases.Observe = nodeSink.ObserveAPI
@@ -278,21 +275,22 @@ func run(args []string) error {
 		leases.Log = log
 		go leases.Run(ctx)
 		if rk := cfg.Remediation.RestartKubelet; rk.Enabled {
-			restarter = reporter.NewKubeletRestarter(reporter.RestartKubeletOptions{
+			restarter = remediation.NewKubeletRestarter(remediation.RestartKubeletOptions{
 				Unit: rk.Unit, When: rk.When, After: rk.After.Duration, Cooldown: rk.Cooldown.Duration, Timeout: rk.Timeout.Duration,
-			}, reporter.SystemdRestarter{}, kube.StaleLeases{Client: client, NodeName: cfg.NodeName},
-				func(f finding.Finding) { f.Check = "remediation"; f.Time = time.Now(); rep.Report(f) }, log, reg)
+			}, remediation.SystemdRestarter{}, kube.StaleLeases{Client: client, NodeName: cfg.NodeName}, log, reg)
 			sinks = append(sinks, restarter)
 		}
 		if len(cfg.Remediation.Taints) > 0 {
-			taints := reporter.NewTaintSink(client, cfg.NodeName, cfg.Remediation.Taints, log)
+			taints = remediation.NewTaintSink(client, cfg.NodeName, taintRules(cfg.Remediation.Taints), log)
 			sinks = append(sinks, taints)
-			go taints.Run(ctx)
 		}
 	}
-	rep = reporter.New(log, owned, sinks...)
+	rep := reporter.New(log, owned, sinks...)
 	if restarter != nil {
-		go restarter.Run(ctx)
+		go restarter.Run(ctx, rep.Report)
+	}
+	if taints != nil {
+		go taints.Run(ctx)
 	}
 
 	// A check that cannot stay up for this long makes /healthz fail, so that
@@ -331,6 +329,18 @@ func run(args []string) error {
 	} else {
 		close(sinkDone)
 	}
+	// The reporter starts from the Node's conditions, read once before any
+	// check runs, so that no finding can race the state it replaces.
+	var found []reporter.Condition
+	if nodeSink != nil {
+		if found, err = nodeSink.ReadConditions(ctx); err != nil {
+			log.Info("nodeguard stopped before the node could be read", zap.Error(err))
+			stopSink()
+			<-sinkDone
+			return nil
+		}
+	}
+	rep.Start(found, bootTime(cfg.ProcPath))
 	log.Info("nodeguard started", zap.Bool("standalone", cfg.Standalone), zap.Int("checks", len(running)))
 	if !cfg.KeepStartupPages {
 		go agent.ReleaseStartupPagesAfter(ctx, log)
@@ -348,6 +358,15 @@ func run(args []string) error {
 	}
 	log.Info("nodeguard stopped")
 	return nil
+}
+
+// taintRules turns the config's taint rules into remediation's.
+func taintRules(in []config.TaintRule) []remediation.TaintRule {
+	out := make([]remediation.TaintRule, len(in))
+	for i, r := range in {
+		out[i] = remediation.TaintRule{Condition: r.Condition, Key: r.Key, Effect: corev1.TaintEffect(r.Effect)}
+	}
+	return out
 }
 
 // clusterConfig returns the API client config, or nil for standalone.

@@ -14,6 +14,7 @@ import (
 	"github.com/nodeguard/nodeguard/pkg/config"
 	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/logging"
+	"github.com/nodeguard/nodeguard/pkg/reporter"
 )
 
 func newLogger(cfg *config.Config) (*zap.Logger, error) {
@@ -24,7 +25,13 @@ func newLogger(cfg *config.Config) (*zap.Logger, error) {
 // container logs hold them even when the API server is away.
 type logSink struct{ log *zap.Logger }
 
-func (s logSink) Finding(f finding.Finding) {
+func (s logSink) Start(reporter.State) {}
+
+func (s logSink) Event(f finding.Finding) { s.finding(f) }
+
+func (s logSink) Changed(c reporter.Condition) { s.finding(c.Finding) }
+
+func (s logSink) finding(f finding.Finding) {
 	s.log.Info("finding", zap.String("kind", string(f.Kind)), zap.String("check", f.Check),
 		zap.String("reason", f.Reason), zap.String("condition", f.Type), zap.String("status", string(f.Status)),
 		zap.String("message", f.Message), zap.String("source", f.Source))

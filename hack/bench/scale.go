@@ -98,7 +98,7 @@ func scale(c *testcluster.Cluster) error {
 	if err != nil {
 		return err
 	}
-	types := reporter.UniqueDefaults(owned)
+	types := owned // BuildChecks lists each type once
 	heartbeat := cfg.Reporter.Heartbeat.Duration
 	productionHeartbeat := heartbeat
 	if *scaleHeartbeat > 0 {
@@ -178,7 +178,7 @@ func scale(c *testcluster.Cluster) error {
 	for i, name := range names {
 		sem <- struct{}{}
 		startedAt[i] = time.Now()
-		a, err := startNode(agentCtx, &wg, base, tokens[i], name, owned, types, healthy, cfg.Reporter, heartbeat)
+		a, err := startNode(agentCtx, &wg, base, tokens[i], name, owned, healthy, cfg.Reporter, heartbeat)
 		if err != nil {
 			return err
 		}
@@ -644,7 +644,7 @@ type simNode struct {
 }
 
 func startNode(ctx context.Context, wg *sync.WaitGroup, base *rest.Config, token, name string,
-	owned, types []finding.ConditionDefault, healthy []finding.Finding, rc config.ReporterConfig, heartbeat time.Duration) (*simNode, error) {
+	owned []finding.ConditionDefault, healthy []finding.Finding, rc config.ReporterConfig, heartbeat time.Duration) (*simNode, error) {
 	// As cmd/agent's clusterConfig and run set it up.
 	cfg := rest.CopyConfig(base)
 	cfg.BearerToken = token
@@ -662,12 +662,11 @@ func startNode(ctx context.Context, wg *sync.WaitGroup, base *rest.Config, token
 	log := zap.NewNop()
 	reg := prometheus.NewRegistry()
 	leases := kube.NewLeaseWatcher(clients.Watches, name)
-	pods := reporter.NewPodIndex(clients.Watches, name)
-	sink := reporter.NewNodeSink(client, log, reg, types, reporter.NodeSinkOptions{
+	pods := kube.NewPodIndex(clients.Watches, name)
+	sink := reporter.NewNodeSink(client, log, reg, reporter.NodeSinkOptions{
 		NodeName:         name,
 		MinWriteInterval: rc.MinWriteInterval.Duration,
 		Heartbeat:        heartbeat,
-		BootTime:         time.Now().Add(-time.Hour),
 		EventQPS:         float32(rc.EventQPS),
 		EventBurst:       rc.EventBurst,
 		Pods:             pods,
@@ -679,15 +678,25 @@ func startNode(ctx context.Context, wg *sync.WaitGroup, base *rest.Config, token
 	// whose kubelets all stopped (reads backing off to one per node per 5
 	// minutes).
 	rep := reporter.New(log, owned, sink)
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); pods.Run(ctx) }()
 	go func() { defer wg.Done(); leases.Run(ctx) }()
 	go func() { defer wg.Done(); sink.Run(ctx) }()
-	now := time.Now()
-	for _, f := range healthy {
-		f.Time = now
-		rep.Report(f)
-	}
+	// As cmd/agent's run: the Node is read, then the checks report. Off
+	// this goroutine, so that the agents start side by side.
+	go func() {
+		defer wg.Done()
+		found, err := sink.ReadConditions(ctx)
+		if err != nil {
+			return
+		}
+		rep.Start(found, time.Now().Add(-time.Hour))
+		now := time.Now()
+		for _, f := range healthy {
+			f.Time = now
+			rep.Report(f)
+		}
+	}()
 	return &simNode{rep: rep, sink: sink, metrics: reg}, nil
 }
 

@@ -18,7 +18,6 @@ import (
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
 	"github.com/nodeguard/nodeguard/pkg/finding"
-	"github.com/nodeguard/nodeguard/pkg/reporter"
 )
 
 // Config is the agent's configuration. Flags override the file.
@@ -76,7 +75,15 @@ type RemediationConfig struct {
 	RestartKubelet RestartKubeletConfig `json:"restartKubelet"`
 	// Taints are put on the node while their conditions are True and taken
 	// off when they clear. Each needs the RBAC in deploy/remediation.
-	Taints []reporter.TaintRule `json:"taints,omitempty"`
+	Taints []TaintRule `json:"taints,omitempty"`
+}
+
+// TaintRule puts a taint on the node while a condition is True.
+type TaintRule struct {
+	Condition string `json:"condition"`
+	Key       string `json:"key"`
+	// Effect is NoSchedule, PreferNoSchedule or NoExecute.
+	Effect string `json:"effect"`
 }
 
 // RestartKubeletConfig restarts the kubelet through systemd when a

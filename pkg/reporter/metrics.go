@@ -2,7 +2,6 @@ package reporter
 
 import (
 	"regexp"
-	"sync"
 
 	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,11 +14,6 @@ type MetricsSink struct {
 	events     *prometheus.CounterVec
 	conditions *prometheus.GaugeVec
 	diskErrors *prometheus.CounterVec
-
-	mu sync.Mutex
-	// reported holds the condition types a finding has set, which a state
-	// adopted from the Node must not overwrite.
-	reported map[string]bool
 }
 
 // diskReasons are the events about a disk, counted per device too.
@@ -37,11 +31,13 @@ func DiskDevice(message string) string {
 	return "unknown"
 }
 
-// NewMetricsSink registers the finding metrics on reg and sets each owned
-// condition to its healthy default until a check says otherwise.
-func NewMetricsSink(reg prometheus.Registerer, owned []finding.ConditionDefault) *MetricsSink {
+// NewMetricsSink registers the finding metrics on reg. The condition
+// gauges appear when the reporter starts, with the state it starts from: a
+// condition kept True across an agent restart reads True here as on the
+// Node, so that alerts on the metric do not resolve with the problem still
+// there.
+func NewMetricsSink(reg prometheus.Registerer) *MetricsSink {
 	m := &MetricsSink{
-		reported: map[string]bool{},
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodeguard_events_total",
 			Help: "Events found on this node, by reason.",
@@ -56,39 +52,26 @@ func NewMetricsSink(reg prometheus.Registerer, owned []finding.ConditionDefault)
 		Help: "Kernel disk error events by device and reason (IOError, Ext4Error, Ext4Warning, XFSError, NVMeTimeout).",
 	}, []string{"device", "reason"})
 	reg.MustRegister(m.events, m.conditions, m.diskErrors)
-	for _, d := range owned {
-		m.setStatus(d.Type, finding.StatusFalse)
-	}
 	return m
 }
 
-func (m *MetricsSink) Finding(f finding.Finding) {
-	switch f.Kind {
-	case finding.KindEvent:
-		m.events.WithLabelValues(f.Reason).Inc()
-		if diskReasons[f.Reason] {
-			m.diskErrors.WithLabelValues(DiskDevice(f.Message), f.Reason).Inc()
-		}
-	case finding.KindCondition:
-		m.mu.Lock()
-		m.reported[f.Type] = true
-		m.setStatus(f.Type, f.Status)
-		m.mu.Unlock()
+// Start shows every owned condition's starting state.
+func (m *MetricsSink) Start(state State) {
+	for _, c := range state.Conditions() {
+		m.setStatus(c.Type, c.Status)
 	}
 }
 
-// Adopt shows a condition's status as the agent found it on the Node at
-// start, unless a finding has set it already. Without it, a condition kept
-// True across an agent restart would read False here while the Node says
-// True, and alerts on the metric would resolve with the problem still
-// there.
-func (m *MetricsSink) Adopt(condType string, status finding.Status) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if !m.reported[condType] {
-		m.setStatus(condType, status)
+// Event counts an event, and a disk error by its device too.
+func (m *MetricsSink) Event(f finding.Finding) {
+	m.events.WithLabelValues(f.Reason).Inc()
+	if diskReasons[f.Reason] {
+		m.diskErrors.WithLabelValues(DiskDevice(f.Message), f.Reason).Inc()
 	}
 }
+
+// Changed shows a condition's new status.
+func (m *MetricsSink) Changed(c Condition) { m.setStatus(c.Type, c.Status) }
 
 func (m *MetricsSink) setStatus(condType string, status finding.Status) {
 	for _, s := range []finding.Status{finding.StatusTrue, finding.StatusFalse, finding.StatusUnknown} {

@@ -1,7 +1,7 @@
 // Package reporter is nodeguard's single writer. Checks hand it findings; it
-// keeps the desired state of the condition types the checks own, drops what
-// changes nothing, and fans findings out to sinks: the API server, stdout,
-// Prometheus.
+// owns the state of the condition types the checks own, drops what changes
+// nothing, and hands every sink the same snapshot and then the same changes:
+// the API server, stdout, Prometheus, remediation.
 package reporter
 
 import (
@@ -9,19 +9,49 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nodeguard/nodeguard/pkg/finding"
 	"go.uber.org/zap"
 )
 
-// Sink receives findings in order. Finding must not block: a sink that talks
-// to the network queues the work for a goroutine of its own.
-type Sink interface {
-	Finding(f finding.Finding)
+// Condition is the reporter's state of one owned condition type.
+type Condition struct {
+	// Finding is what set the state: the merged finding of the type's
+	// sources, or, before any check has spoken, the state found on the
+	// Node or the healthy default (with no Check).
+	finding.Finding
+	// Since is when Status last changed: the Node's lastTransitionTime.
+	Since time.Time
 }
 
-// Reporter merges and dedupes condition findings and passes the rest to its
-// sinks.
+// State is the reporter's condition state as sinks read it. A sink may read
+// it from any goroutine once it has been started, but never from inside its
+// own Event or Changed: they are called in order, one at a time.
+type State interface {
+	// Conditions lists every owned type once, in the order of the owners.
+	Conditions() []Condition
+	// Condition returns one owned type's state.
+	Condition(condType string) (Condition, bool)
+}
+
+// Sink receives what the reporter passes on. No method may block: a sink
+// that talks to the network or acts on the node does so from a goroutine of
+// its own.
+type Sink interface {
+	// Start is called once, before anything else, with the state every
+	// owned type starts from.
+	Start(state State)
+	// Event receives each event finding in order.
+	Event(f finding.Finding)
+	// Changed receives each condition whose state changed, with its new
+	// state.
+	Changed(c Condition)
+}
+
+// Reporter merges and dedupes condition findings and passes the changes and
+// every event to its sinks. It is the one owner of the condition state:
+// sinks read it (State) rather than keep their own copy.
 //
 // A condition type may have several sources: ReadonlyFilesystem comes from
 // the kernel log (a remount after errors) and from the mount table. Each
@@ -29,26 +59,28 @@ type Sink interface {
 // them says True, so that one source saying all is well cannot hide a
 // problem another sees.
 type Reporter struct {
-	log   *zap.Logger
-	sinks []Sink
+	log      *zap.Logger
+	sinks    []Sink
+	defaults []finding.ConditionDefault
+	now      func() time.Time
 
-	mu    sync.Mutex
-	owned map[string]bool
+	// mu orders Report and Start: sinks see one call at a time.
+	mu sync.Mutex
 	// byCheck holds each check's latest finding per type.
 	byCheck map[string]map[string]finding.Finding
-	// last is the merged finding last passed on per type, to drop repeats.
-	last map[string]finding.Finding
+
+	// stateMu guards state alone, so that sinks can read it while mu is
+	// held by the call that is telling them of a change.
+	stateMu sync.RWMutex
+	state   map[string]Condition
+	started bool
 }
 
 // New returns a reporter for the given owned condition types; a type may
-// appear once per check that owns it.
+// appear once per check that owns it. Call Start before Report.
 func New(log *zap.Logger, owned []finding.ConditionDefault, sinks ...Sink) *Reporter {
-	r := &Reporter{log: log, sinks: sinks, owned: map[string]bool{},
-		byCheck: map[string]map[string]finding.Finding{}, last: map[string]finding.Finding{}}
-	for _, d := range owned {
-		r.owned[d.Type] = true
-	}
-	return r
+	return &Reporter{log: log, sinks: sinks, defaults: UniqueDefaults(owned), now: time.Now,
+		byCheck: map[string]map[string]finding.Finding{}, state: map[string]Condition{}}
 }
 
 // UniqueDefaults lists each owned type once, with the first owner's healthy
@@ -63,32 +95,116 @@ func UniqueDefaults(owned []finding.ConditionDefault) []finding.ConditionDefault
 	return out
 }
 
+// Start sets the state every owned type starts from and hands it to the
+// sinks. found is what an earlier agent left (the Node's conditions, see
+// FromNode), nil when there is none. A condition found True is kept, so that
+// an agent restart does not make it flap, unless it turned True before
+// bootTime: a reboot ends the kernel problems of the boot before it. Any
+// other found state is kept too; an owned type not found starts at its
+// healthy default. Call it once, before the checks start.
+func (r *Reporter) Start(found []Condition, bootTime time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	byType := map[string]Condition{}
+	for _, c := range found {
+		byType[c.Type] = c
+	}
+	now := r.now()
+	r.stateMu.Lock()
+	for _, d := range r.defaults {
+		c, ok := byType[d.Type]
+		stale := c.Status == finding.StatusTrue && c.Since.Before(bootTime)
+		if !ok || stale {
+			f := d.Healthy()
+			f.Time = now
+			c = Condition{Finding: f, Since: now}
+		}
+		r.state[d.Type] = c
+	}
+	r.started = true
+	r.stateMu.Unlock()
+	for _, s := range r.sinks {
+		s.Start(r)
+	}
+}
+
 // Report takes one finding. A condition finding for a type no check owns is
 // dropped: nodeguard never writes the kubelet's conditions.
 func (r *Reporter) Report(f finding.Finding) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if f.Kind == finding.KindCondition {
-		if !r.owned[f.Type] {
-			r.log.Error("dropped a finding for a condition type no check owns",
-				zap.String("check", f.Check), zap.String("condition", f.Type))
-			return
+	if f.Kind != finding.KindCondition {
+		for _, s := range r.sinks {
+			s.Event(f)
 		}
-		sources := r.byCheck[f.Type]
-		if sources == nil {
-			sources = map[string]finding.Finding{}
-			r.byCheck[f.Type] = sources
-		}
-		sources[f.Check] = f
-		f = merge(sources)
-		if prev, ok := r.last[f.Type]; ok && sameCondition(prev, f) {
-			return
-		}
-		r.last[f.Type] = f
+		return
 	}
+	if !slices.ContainsFunc(r.defaults, func(d finding.ConditionDefault) bool { return d.Type == f.Type }) {
+		r.log.Error("dropped a finding for a condition type no check owns",
+			zap.String("check", f.Check), zap.String("condition", f.Type))
+		return
+	}
+	sources := r.byCheck[f.Type]
+	if sources == nil {
+		sources = map[string]finding.Finding{}
+		r.byCheck[f.Type] = sources
+	}
+	sources[f.Check] = f
+	merged := merge(sources)
+
+	r.stateMu.Lock()
+	if !r.started {
+		r.stateMu.Unlock()
+		r.log.Error("dropped a condition finding reported before the reporter started",
+			zap.String("check", f.Check), zap.String("condition", f.Type))
+		return
+	}
+	prev := r.state[f.Type]
+	if sameState(prev.Finding, merged) {
+		r.stateMu.Unlock()
+		return
+	}
+	c := Condition{Finding: merged, Since: prev.Since}
+	if prev.Status != merged.Status {
+		c.Since = merged.Time
+		if c.Since.IsZero() {
+			c.Since = r.now()
+		}
+	}
+	r.state[f.Type] = c
+	r.stateMu.Unlock()
 	for _, s := range r.sinks {
-		s.Finding(f)
+		s.Changed(c)
 	}
+}
+
+// Conditions lists every owned type's state, in the order of the owners.
+func (r *Reporter) Conditions() []Condition {
+	r.stateMu.RLock()
+	defer r.stateMu.RUnlock()
+	out := make([]Condition, 0, len(r.defaults))
+	for _, d := range r.defaults {
+		if c, ok := r.state[d.Type]; ok {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// Condition returns one owned type's state.
+func (r *Reporter) Condition(condType string) (Condition, bool) {
+	r.stateMu.RLock()
+	defer r.stateMu.RUnlock()
+	c, ok := r.state[condType]
+	return c, ok
+}
+
+// sameState says whether b changes nothing a reader of a condition sees.
+// Messages compare as they are written: two that differ only past
+// MaxMessageBytes are one state on the Node.
+func sameState(a, b finding.Finding) bool {
+	return a.Status == b.Status && a.Reason == b.Reason &&
+		Truncate(a.Message, MaxMessageBytes) == Truncate(b.Message, MaxMessageBytes)
 }
 
 // merge makes one finding from each source's latest: True if any is True
@@ -130,8 +246,4 @@ func merge(sources map[string]finding.Finding) finding.Finding {
 	}
 	out.Message = strings.Join(msgs, "; ")
 	return out
-}
-
-func sameCondition(a, b finding.Finding) bool {
-	return a.Status == b.Status && a.Reason == b.Reason && a.Message == b.Message
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 	"unicode/utf8"
 
@@ -25,13 +26,24 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 )
 
-type recordSink struct{ got []finding.Finding }
+// recordSink keeps what it is handed, in order.
+type recordSink struct {
+	state State
+	got   []finding.Finding
+	since []time.Time // per condition change, its Since
+}
 
-func (s *recordSink) Finding(f finding.Finding) { s.got = append(s.got, f) }
+func (s *recordSink) Start(state State)       { s.state = state }
+func (s *recordSink) Event(f finding.Finding) { s.got = append(s.got, f) }
+func (s *recordSink) Changed(c Condition) {
+	s.got = append(s.got, c.Finding)
+	s.since = append(s.since, c.Since)
+}
 
 func TestReporterDropsRepeatsAndUnownedTypes(t *testing.T) {
 	sink := &recordSink{}
 	r := New(zaptest.NewLogger(t), []finding.ConditionDefault{{Type: "KernelDeadlock"}}, sink)
+	r.Start(nil, time.Time{})
 	r.Report(finding.Condition("KernelDeadlock", finding.StatusTrue, "Hung", "a"))
 	r.Report(finding.Condition("KernelDeadlock", finding.StatusTrue, "Hung", "a"))  // repeat: dropped
 	r.Report(finding.Condition("Ready", finding.StatusFalse, "Stolen", "not ours")) // the kubelet's: dropped
@@ -55,6 +67,7 @@ func TestReporterMergesSourcesOfOneConditionType(t *testing.T) {
 		t.Errorf("UniqueDefaults = %+v, want the first owner's default once", got)
 	}
 	r := New(zaptest.NewLogger(t), owned, sink)
+	r.Start(nil, time.Time{})
 	at := time.Unix(100, 0)
 	cond := func(check string, status finding.Status, reason, msg string) finding.Finding {
 		at = at.Add(time.Second)
@@ -71,7 +84,7 @@ func TestReporterMergesSourcesOfOneConditionType(t *testing.T) {
 		got = append(got, string(f.Status)+":"+f.Message)
 	}
 	want := []string{
-		"False:all rw",
+		"False:all rw", // the default's reason is another: a change
 		"True:EXT4-fs (xvdf): Remounting filesystem read-only",
 		"True:/var/lib/kubelet is read-only; EXT4-fs (xvdf): Remounting filesystem read-only",
 	}
@@ -80,78 +93,430 @@ func TestReporterMergesSourcesOfOneConditionType(t *testing.T) {
 	}
 }
 
-func TestNodeSinkAdoptsConditionsOnStart(t *testing.T) {
+// TestReporterStartsFromWhatItFinds: the adoption rule, applied once at
+// Start, and the state's Since from then on.
+func TestReporterStartsFromWhatItFinds(t *testing.T) {
 	boot := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
-	before, after := metav1.NewTime(boot.Add(-time.Hour)), metav1.NewTime(boot.Add(time.Hour))
-	defaults := []finding.ConditionDefault{
-		{Type: "KeptTrue", Reason: "Fine", Message: "fine"},
-		{Type: "StaleTrue", Reason: "Fine", Message: "fine"},
-		{Type: "KeptFalse", Reason: "Fine", Message: "fine"},
-		{Type: "Missing", Reason: "Fine", Message: "fine"},
-		{Type: "FindingFirst", Reason: "Fine", Message: "fine"},
+	before, after := boot.Add(-time.Hour), boot.Add(time.Hour)
+	found := func(condType string, status finding.Status, reason string, since time.Time) Condition {
+		return Condition{Finding: finding.Condition(condType, status, reason, "on the node"), Since: since}
 	}
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{
-		{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady"},
-		{Type: "KeptTrue", Status: corev1.ConditionTrue, Reason: "Hung", Message: "since this boot", LastTransitionTime: after},
-		{Type: "StaleTrue", Status: corev1.ConditionTrue, Reason: "Hung", Message: "from the boot before", LastTransitionTime: before},
-		{Type: "KeptFalse", Status: corev1.ConditionFalse, Reason: "Fine", Message: "fine", LastTransitionTime: before},
-		{Type: "FindingFirst", Status: corev1.ConditionTrue, Reason: "Old", LastTransitionTime: after},
-	}}}
-	client := fake.NewClientset(node)
-	reg := prometheus.NewRegistry()
-	s := NewNodeSink(client, zaptest.NewLogger(t), reg, defaults, NodeSinkOptions{NodeName: "n1", BootTime: boot})
-	s.Finding(finding.Finding{Kind: finding.KindCondition, Type: "FindingFirst", Status: finding.StatusFalse, Reason: "Fine", Message: "cleared", Time: boot.Add(2 * time.Hour)})
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- s.Run(ctx) }()
-	var got *corev1.Node
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if testutil.ToFloat64(s.metrics.writes.WithLabelValues("success")) >= 1 {
-			break
+	var defaults []finding.ConditionDefault
+	for _, ct := range []string{"KeptTrue", "StaleTrue", "KeptFalse", "Missing"} {
+		defaults = append(defaults, finding.ConditionDefault{Type: ct, Reason: "Fine", Message: "fine"})
+	}
+	sink := &recordSink{}
+	r := New(zaptest.NewLogger(t), defaults, sink)
+	start := boot.Add(2 * time.Hour)
+	r.now = func() time.Time { return start }
+	r.Start([]Condition{
+		found("Ready", finding.StatusTrue, "KubeletReady", before), // the kubelet's: not taken
+		found("KeptTrue", finding.StatusTrue, "Hung", after),
+		found("StaleTrue", finding.StatusTrue, "Hung", before),
+		found("KeptFalse", finding.StatusFalse, "Fine", before),
+	}, boot)
+	tests := []struct {
+		condType string
+		status   finding.Status
+		reason   string
+		since    time.Time
+	}{
+		{"KeptTrue", finding.StatusTrue, "Hung", after},
+		{"StaleTrue", finding.StatusFalse, "Fine", start},
+		{"KeptFalse", finding.StatusFalse, "Fine", before},
+		{"Missing", finding.StatusFalse, "Fine", start},
+	}
+	got := sink.state.Conditions()
+	if len(got) != len(tests) {
+		t.Fatalf("state has %d conditions, want %d: %+v", len(got), len(tests), got)
+	}
+	for i, tt := range tests {
+		c := got[i]
+		if c.Type != tt.condType || c.Status != tt.status || c.Reason != tt.reason || !c.Since.Equal(tt.since) {
+			t.Errorf("state %d = %s %s/%s since %v, want %s %s/%s since %v", i, c.Type, c.Status, c.Reason, c.Since, tt.condType, tt.status, tt.reason, tt.since)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
-	cancel()
-	<-done
-	got, err := client.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{})
+
+	// What is already so is no change; a new message is, but keeps Since;
+	// a new status moves it to the finding's time.
+	report := func(condType string, status finding.Status, reason, msg string, at time.Time) {
+		f := finding.Condition(condType, status, reason, msg)
+		f.Check, f.Time = "test", at
+		r.Report(f)
+	}
+	report("KeptTrue", finding.StatusTrue, "Hung", "on the node", start)
+	report("Missing", finding.StatusFalse, "Fine", "fine", start)
+	if len(sink.got) != 0 {
+		t.Errorf("findings that change nothing were passed on: %+v", sink.got)
+	}
+	later := start.Add(time.Minute)
+	report("KeptTrue", finding.StatusTrue, "Hung", "still hung", later)
+	report("KeptFalse", finding.StatusTrue, "Hung", "now hung", later)
+	if want := []time.Time{after, later}; len(sink.since) != 2 || !sink.since[0].Equal(want[0]) || !sink.since[1].Equal(want[1]) {
+		t.Errorf("changes' Since = %v, want %v", sink.since, want)
+	}
+}
+
+// startFromNode runs s and starts rep from the Node as cmd/agent does; the
+// returned stop ends s and waits for it.
+func startFromNode(t *testing.T, s *NodeSink, rep *Reporter, boot time.Time) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	found, err := s.ReadConditions(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	byType := map[string]corev1.NodeCondition{}
-	for _, c := range got.Status.Conditions {
-		byType[string(c.Type)] = c
+	rep.Start(found, boot)
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
 	}
+}
+
+func TestNodeSinkWritesTheAdoptedStateOnStart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		boot := time.Now().Add(-24 * time.Hour)
+		before, after := metav1.NewTime(boot.Add(-time.Hour)), metav1.NewTime(boot.Add(time.Hour))
+		defaults := []finding.ConditionDefault{
+			{Type: "KeptTrue", Reason: "Fine", Message: "fine"},
+			{Type: "StaleTrue", Reason: "Fine", Message: "fine"},
+			{Type: "KeptFalse", Reason: "Fine", Message: "fine"},
+			{Type: "Missing", Reason: "Fine", Message: "fine"},
+		}
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{
+			{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady"},
+			{Type: "KeptTrue", Status: corev1.ConditionTrue, Reason: "Hung", Message: "since this boot", LastTransitionTime: after},
+			{Type: "StaleTrue", Status: corev1.ConditionTrue, Reason: "Hung", Message: "from the boot before", LastTransitionTime: before},
+			{Type: "KeptFalse", Status: corev1.ConditionFalse, Reason: "Fine", Message: "fine", LastTransitionTime: before},
+		}}}
+		client := fake.NewClientset(node)
+		log := zaptest.NewLogger(t)
+		reg := prometheus.NewRegistry()
+		s := NewNodeSink(client, log, reg, NodeSinkOptions{NodeName: "n1"})
+		metrics := NewMetricsSink(reg)
+		stop := startFromNode(t, s, New(log, defaults, s, metrics), boot)
+		synctest.Wait()
+		stop()
+		if got := testutil.ToFloat64(s.metrics.writes.WithLabelValues("success")); got != 1 {
+			t.Errorf("%v successful writes at start, want 1", got)
+		}
+		got, err := client.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		byType := map[string]corev1.NodeCondition{}
+		for _, c := range got.Status.Conditions {
+			byType[string(c.Type)] = c
+		}
+		tests := []struct {
+			condType   string
+			status     corev1.ConditionStatus
+			reason     string
+			transition *metav1.Time // nil: any
+		}{
+			{"Ready", corev1.ConditionTrue, "KubeletReady", nil},
+			{"KeptTrue", corev1.ConditionTrue, "Hung", &after},
+			{"StaleTrue", corev1.ConditionFalse, "Fine", nil},
+			{"KeptFalse", corev1.ConditionFalse, "Fine", &before},
+			{"Missing", corev1.ConditionFalse, "Fine", nil},
+		}
+		for _, tt := range tests {
+			c, ok := byType[tt.condType]
+			if !ok {
+				t.Errorf("%s: missing from the node", tt.condType)
+				continue
+			}
+			if c.Status != tt.status || c.Reason != tt.reason {
+				t.Errorf("%s = %s/%s, want %s/%s", tt.condType, c.Status, c.Reason, tt.status, tt.reason)
+			}
+			if tt.transition != nil && !c.LastTransitionTime.Equal(tt.transition) {
+				t.Errorf("%s lastTransitionTime = %v, want the API server's %v kept", tt.condType, c.LastTransitionTime, tt.transition)
+			}
+			if tt.condType != "Ready" && c.LastHeartbeatTime.IsZero() {
+				t.Errorf("%s has no lastHeartbeatTime", tt.condType)
+			}
+			// The metrics show what the Node shows.
+			if tt.condType != "Ready" {
+				if g := testutil.ToFloat64(metrics.conditions.WithLabelValues(tt.condType, string(tt.status))); g != 1 {
+					t.Errorf("nodeguard_condition{condition=%s,status=%s} = %v, want 1", tt.condType, tt.status, g)
+				}
+			}
+		}
+	})
+}
+
+func TestMetricsSink(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetricsSink(reg)
+	r := New(zaptest.NewLogger(t), []finding.ConditionDefault{{Type: "KernelDeadlock", Reason: "Fine"}}, m)
+	r.Start(nil, time.Time{})
+	if got := testutil.ToFloat64(m.conditions.WithLabelValues("KernelDeadlock", "False")); got != 1 {
+		t.Errorf("healthy default gauge = %v, want 1", got)
+	}
+	r.Report(finding.Condition("KernelDeadlock", finding.StatusTrue, "Hung", ""))
+	r.Report(finding.Event(finding.SeverityWarning, "OOMKilling", ""))
+	r.Report(finding.Event(finding.SeverityWarning, "OOMKilling", ""))
 	tests := []struct {
-		condType   string
-		status     corev1.ConditionStatus
-		reason     string
-		transition *metav1.Time // nil: any
+		metric prometheus.Collector
+		want   float64
 	}{
-		{"Ready", corev1.ConditionTrue, "KubeletReady", nil},
-		{"KeptTrue", corev1.ConditionTrue, "Hung", &after},
-		{"StaleTrue", corev1.ConditionFalse, "Fine", nil},
-		{"KeptFalse", corev1.ConditionFalse, "Fine", &before},
-		{"Missing", corev1.ConditionFalse, "Fine", nil},
-		{"FindingFirst", corev1.ConditionFalse, "Fine", nil},
+		{m.conditions.WithLabelValues("KernelDeadlock", "True"), 1},
+		{m.conditions.WithLabelValues("KernelDeadlock", "False"), 0},
+		{m.conditions.WithLabelValues("KernelDeadlock", "Unknown"), 0},
+		{m.events.WithLabelValues("OOMKilling"), 2},
+	}
+	for i, tt := range tests {
+		if got := testutil.ToFloat64(tt.metric); got != tt.want {
+			t.Errorf("metric %d = %v, want %v", i, got, tt.want)
+		}
+	}
+}
+
+// statusPatches counts patches of the node's status subresource.
+func statusPatches(client *fake.Clientset) int {
+	n := 0
+	for _, a := range client.Actions() {
+		if a.GetVerb() == "patch" && a.GetSubresource() == "status" {
+			n++
+		}
+	}
+	return n
+}
+
+func TestNodeSinkCoalescesBurstsAndBeatsWhenIdle(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
+		log := zaptest.NewLogger(t)
+		s := NewNodeSink(client, log, prometheus.NewRegistry(), NodeSinkOptions{
+			NodeName: "n1", MinWriteInterval: 500 * time.Millisecond, Heartbeat: time.Hour,
+		})
+		rep := New(log, []finding.ConditionDefault{{Type: "Flappy", Reason: "Fine", Message: "fine"}}, s)
+		defer startFromNode(t, s, rep, time.Time{})()
+		synctest.Wait()
+		if got := statusPatches(client); got != 1 {
+			t.Fatalf("%d writes at start, want 1", got)
+		}
+
+		// A check flapping every 10 ms for a second: at most one write per
+		// MinWriteInterval, and the last state wins.
+		start := time.Now()
+		for i := 0; time.Since(start) < time.Second; i++ {
+			status := finding.StatusTrue
+			if i%2 == 1 {
+				status = finding.StatusFalse
+			}
+			rep.Report(finding.Finding{Kind: finding.KindCondition, Type: "Flappy", Status: status, Reason: "R", Message: strconv.Itoa(i), Time: time.Now()})
+			time.Sleep(10 * time.Millisecond)
+		}
+		rep.Report(finding.Finding{Kind: finding.KindCondition, Type: "Flappy", Status: finding.StatusTrue, Reason: "Last", Message: "last", Time: time.Now()})
+		time.Sleep(500 * time.Millisecond)
+		synctest.Wait()
+		n, err := client.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{})
+		if err != nil || len(n.Status.Conditions) != 1 || n.Status.Conditions[0].Reason != "Last" {
+			t.Fatalf("node conditions %+v (%v), want the last state", n.Status.Conditions, err)
+		}
+		// 1 s of flapping at one write per 500 ms: the writes at 0.5 s and
+		// 1 s (which may take the last state already), and the last one's.
+		if writes := statusPatches(client) - 1; writes < 2 || writes > 3 {
+			t.Errorf("%d status writes for 100 changes in 1 s, want 2 or 3", writes)
+		}
+
+		// Nothing changes: no writes until the heartbeat.
+		before := statusPatches(client)
+		time.Sleep(30 * time.Minute)
+		if got := statusPatches(client); got != before {
+			t.Errorf("%d writes while nothing changed and the heartbeat is an hour away", got-before)
+		}
+	})
+}
+
+func TestNodeSinkHeartbeat(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
+		log := zaptest.NewLogger(t)
+		s := NewNodeSink(client, log, prometheus.NewRegistry(),
+			NodeSinkOptions{NodeName: "n1", MinWriteInterval: 10 * time.Millisecond, Heartbeat: 10 * time.Second})
+		stop := startFromNode(t, s, New(log, []finding.ConditionDefault{{Type: "Quiet", Reason: "Fine", Message: "fine"}}, s), time.Time{})
+		time.Sleep(61 * time.Second)
+		stop()
+		// One write at start, then one per heartbeat, each drawn from
+		// 7.5 to 10 s: 6 to 8 in 61 s.
+		if got := statusPatches(client); got < 7 || got > 9 {
+			t.Errorf("%d writes in 61 s with a 10 s heartbeat, want 7 to 9", got)
+		}
+		n, _ := client.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{})
+		c := n.Status.Conditions[0]
+		if !c.LastHeartbeatTime.After(c.LastTransitionTime.Time) {
+			t.Errorf("heartbeat %v not after transition %v: the heartbeat must move only lastHeartbeatTime", c.LastHeartbeatTime, c.LastTransitionTime)
+		}
+	})
+}
+
+func TestEventFloodIsCountedAndSummarised(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
+		log := zaptest.NewLogger(t)
+		s := NewNodeSink(client, log, prometheus.NewRegistry(), NodeSinkOptions{
+			NodeName: "n1", EventQPS: 0.001, EventBurst: 10, SummaryInterval: 300 * time.Millisecond,
+		})
+		rep := New(log, nil, s)
+		defer startFromNode(t, s, rep, time.Time{})()
+		for i := range 100 {
+			reason := "OOMKilling"
+			if i%10 == 0 {
+				reason = "TaskHung"
+			}
+			rep.Report(finding.Event(finding.SeverityWarning, reason, "flood "+strconv.Itoa(i)))
+		}
+		if got := testutil.ToFloat64(s.events.limits.metric.WithLabelValues("OOMKilling")) + testutil.ToFloat64(s.events.limits.metric.WithLabelValues("TaskHung")); got != 95 {
+			t.Errorf("%v events counted as suppressed, want 95 (burst 10 less the 5 kept for the summary)", got)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		list, err := client.CoreV1().Events("").List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var summaries []string
+		for _, e := range list.Items {
+			if e.Reason == "EventsSuppressed" {
+				summaries = append(summaries, e.Message)
+			}
+		}
+		if len(summaries) != 1 {
+			t.Fatalf("%d EventsSuppressed events among %d, want 1: %q", len(summaries), len(list.Items), summaries)
+		}
+		if summary := summaries[0]; !strings.Contains(summary, "95 events") || !strings.Contains(summary, "OOMKilling x") || !strings.Contains(summary, "TaskHung x") {
+			t.Errorf("summary %q", summary)
+		}
+	})
+}
+
+func TestRetryCapByAnswer(t *testing.T) {
+	n := &nodeClient{maxRetry: 10 * time.Second}
+	gr := schema.GroupResource{Resource: "nodes"}
+	tests := []struct {
+		name string
+		err  error
+		want time.Duration
+	}{
+		{"connection refused", errors.New("dial tcp 10.0.0.1:443: connect: connection refused"), 10 * time.Second},
+		{"server error", apierrors.NewInternalError(errors.New("etcd")), 10 * time.Second},
+		{"throttled", apierrors.NewTooManyRequests("slow down", 1), 10 * time.Second},
+		{"conflict", apierrors.NewConflict(gr, "n1", errors.New("changed")), 10 * time.Second},
+		{"forbidden", apierrors.NewForbidden(gr, "n1", errors.New("admission policy")), refusedRetryInterval},
+		{"not found", apierrors.NewNotFound(gr, "n1"), refusedRetryInterval},
 	}
 	for _, tt := range tests {
-		c, ok := byType[tt.condType]
-		if !ok {
-			t.Errorf("%s: missing from the node", tt.condType)
-			continue
-		}
-		if c.Status != tt.status || c.Reason != tt.reason {
-			t.Errorf("%s = %s/%s, want %s/%s", tt.condType, c.Status, c.Reason, tt.status, tt.reason)
-		}
-		if tt.transition != nil && !c.LastTransitionTime.Equal(tt.transition) {
-			t.Errorf("%s lastTransitionTime = %v, want the API server's %v kept", tt.condType, c.LastTransitionTime, tt.transition)
-		}
-		if tt.condType != "Ready" && c.LastHeartbeatTime.IsZero() {
-			t.Errorf("%s has no lastHeartbeatTime", tt.condType)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			if got := n.retryCap(tt.err); got != tt.want {
+				t.Errorf("retryCap(%v) = %s, want %s", tt.err, got, tt.want)
+			}
+		})
 	}
+}
+
+// TestWriteWaitingOutABackoffGoesWhenTheServerIsBack: the sink backs off
+// up to MaxRetryInterval through an outage, but a request of the agent's
+// that gets through (the Lease watch) ends the wait at once.
+func TestWriteWaitingOutABackoffGoesWhenTheServerIsBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
+		var (
+			down     atomic.Bool
+			attempts atomic.Int32
+		)
+		down.Store(true)
+		client.PrependReactor("patch", "nodes", func(action k8stesting.Action) (bool, runtime.Object, error) {
+			if down.Load() {
+				attempts.Add(1)
+				return true, nil, errors.New("dial tcp 10.0.0.1:443: connect: connection refused")
+			}
+			return false, nil, nil
+		})
+		log := zaptest.NewLogger(t)
+		s := NewNodeSink(client, log, prometheus.NewRegistry(),
+			NodeSinkOptions{NodeName: "n1", MinWriteInterval: 10 * time.Millisecond, Heartbeat: time.Hour, MaxRetryInterval: time.Hour})
+		defer startFromNode(t, s, New(log, []finding.ConditionDefault{{Type: "Quiet", Reason: "Fine", Message: "fine"}}, s), time.Time{})()
+		// Eight failures: the backoff, doubling from 100 ms, now waits at
+		// least 6.4 s (half of 12.8 s, the jitter's floor) before the next try.
+		for attempts.Load() < 8 {
+			time.Sleep(time.Millisecond)
+		}
+		synctest.Wait()
+		down.Store(false)
+		s.ObserveAPI(nil)
+		// The write goes as soon as MinWriteInterval allows, not 6.4 s on.
+		time.Sleep(20 * time.Millisecond)
+		synctest.Wait()
+		n, err := client.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{})
+		if err != nil || len(n.Status.Conditions) != 1 {
+			t.Fatalf("conditions %+v (%v): the pending write waited out its backoff instead of going when the server answered again", n.Status.Conditions, err)
+		}
+	})
+}
+
+// TestNodeSinkWritesWhatIsPendingWhenItStops: a change still waiting out
+// MinWriteInterval when the sink is stopped goes out before Run returns,
+// so that what the checks report while the agent shuts down is not lost.
+func TestNodeSinkWritesWhatIsPendingWhenItStops(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
+		log := zaptest.NewLogger(t)
+		s := NewNodeSink(client, log, prometheus.NewRegistry(),
+			NodeSinkOptions{NodeName: "n1", MinWriteInterval: time.Hour, Heartbeat: time.Hour})
+		rep := New(log, []finding.ConditionDefault{{Type: "Late", Reason: "Fine", Message: "fine"}}, s)
+		stop := startFromNode(t, s, rep, time.Time{})
+		synctest.Wait()
+		if got := statusPatches(client); got != 1 {
+			t.Fatalf("%d writes at start, want 1", got)
+		}
+		rep.Report(finding.Finding{Kind: finding.KindCondition, Type: "Late", Status: finding.StatusTrue, Reason: "FoundWhileStopping", Message: "late", Time: time.Now()})
+		time.Sleep(time.Minute) // into the hour-long coalescing wait
+		stop()
+		n, err := client.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(n.Status.Conditions) != 1 || n.Status.Conditions[0].Reason != "FoundWhileStopping" {
+			t.Errorf("conditions after stopping = %+v, want the pending Late=True written", n.Status.Conditions)
+		}
+	})
+}
+
+// TestServerErrorsKeepTheirBackoffWhileOtherRequestsSucceed: status writes
+// fail with 500 (a failing webhook) while the Lease watch keeps getting
+// through. The watch's successes must not restart the writes' backoff, or
+// every node would retry at the Lease's pace.
+func TestServerErrorsKeepTheirBackoffWhileOtherRequestsSucceed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
+		var attempts atomic.Int32
+		client.PrependReactor("patch", "nodes", func(action k8stesting.Action) (bool, runtime.Object, error) {
+			attempts.Add(1)
+			return true, nil, apierrors.NewInternalError(errors.New("admission webhook failed"))
+		})
+		log := zaptest.NewLogger(t)
+		s := NewNodeSink(client, log, prometheus.NewRegistry(),
+			NodeSinkOptions{NodeName: "n1", MinWriteInterval: 10 * time.Millisecond, Heartbeat: time.Hour})
+		stop := startFromNode(t, s, New(log, []finding.ConditionDefault{{Type: "Quiet", Reason: "Fine", Message: "fine"}}, s), time.Time{})
+		for start := time.Now(); time.Since(start) < 3*time.Second; {
+			s.ObserveAPI(nil) // the Lease watch, getting through
+			time.Sleep(100 * time.Millisecond)
+		}
+		stop()
+		// Backing off from 100 ms, 3 s hold at most 7 tries (waits of 50,
+		// 100, 200, 400, 800 and 1,600 ms at the jitter's floor) and the
+		// final write on stop. Cut short at every success, it would be
+		// about 30.
+		if n := attempts.Load(); n > 9 {
+			t.Errorf("%d status writes in 3 s of 500s while other requests succeeded, want the backoff kept (at most 9)", n)
+		}
+	})
 }
 
 func TestTruncate(t *testing.T) {
@@ -194,136 +559,6 @@ func TestWriterSinkFormats(t *testing.T) {
 	}
 }
 
-func TestMetricsSink(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	m := NewMetricsSink(reg, []finding.ConditionDefault{{Type: "KernelDeadlock"}})
-	if got := testutil.ToFloat64(m.conditions.WithLabelValues("KernelDeadlock", "False")); got != 1 {
-		t.Errorf("healthy default gauge = %v, want 1", got)
-	}
-	m.Finding(finding.Condition("KernelDeadlock", finding.StatusTrue, "Hung", ""))
-	m.Finding(finding.Event(finding.SeverityWarning, "OOMKilling", ""))
-	m.Finding(finding.Event(finding.SeverityWarning, "OOMKilling", ""))
-	if got := testutil.ToFloat64(m.conditions.WithLabelValues("KernelDeadlock", "True")); got != 1 {
-		t.Errorf("True gauge = %v, want 1", got)
-	}
-	if got := testutil.ToFloat64(m.conditions.WithLabelValues("KernelDeadlock", "False")); got != 0 {
-		t.Errorf("False gauge = %v, want 0", got)
-	}
-	if got := testutil.ToFloat64(m.events.WithLabelValues("OOMKilling")); got != 2 {
-		t.Errorf("events counter = %v, want 2", got)
-	}
-}
-
-// TestMetricsSinkAdoptsWhatNoFindingHasSet: the state read from the Node at
-// start shows in the metrics, but never over a finding's.
-func TestMetricsSinkAdoptsWhatNoFindingHasSet(t *testing.T) {
-	m := NewMetricsSink(prometheus.NewRegistry(), []finding.ConditionDefault{{Type: "KernelDeadlock"}, {Type: "ReadonlyFilesystem"}})
-	m.Finding(finding.Condition("ReadonlyFilesystem", finding.StatusFalse, "MountsAreReadWrite", ""))
-	m.Adopt("KernelDeadlock", finding.StatusTrue)
-	m.Adopt("ReadonlyFilesystem", finding.StatusTrue) // a finding came first: it wins
-	for _, tt := range []struct {
-		condType string
-		want     finding.Status
-	}{{"KernelDeadlock", finding.StatusTrue}, {"ReadonlyFilesystem", finding.StatusFalse}} {
-		if got := testutil.ToFloat64(m.conditions.WithLabelValues(tt.condType, string(tt.want))); got != 1 {
-			t.Errorf("%s %s gauge = %v, want 1", tt.condType, tt.want, got)
-		}
-	}
-	m.Finding(finding.Condition("KernelDeadlock", finding.StatusFalse, "KernelHasNoDeadlock", ""))
-	if got := testutil.ToFloat64(m.conditions.WithLabelValues("KernelDeadlock", "False")); got != 1 {
-		t.Errorf("a finding after the adopted state: False gauge = %v, want 1", got)
-	}
-}
-
-// statusPatches counts patches of the node's status subresource.
-func statusPatches(client *fake.Clientset) int {
-	n := 0
-	for _, a := range client.Actions() {
-		if a.GetVerb() == "patch" && a.GetSubresource() == "status" {
-			n++
-		}
-	}
-	return n
-}
-
-func TestNodeSinkCoalescesBurstsAndBeatsWhenIdle(t *testing.T) {
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
-	client := fake.NewClientset(node)
-	defaults := []finding.ConditionDefault{{Type: "Flappy", Reason: "Fine", Message: "fine"}}
-	s := NewNodeSink(client, zaptest.NewLogger(t), prometheus.NewRegistry(), defaults, NodeSinkOptions{
-		NodeName: "n1", MinWriteInterval: 500 * time.Millisecond, Heartbeat: time.Hour,
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- s.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	waitFor := func(what string, ok func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for !ok() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	waitFor("the start-up write", func() bool { return statusPatches(client) == 1 })
-
-	// A check flapping every 10 ms for a second: at most one write per
-	// MinWriteInterval, and the last state wins.
-	start := time.Now()
-	for i := 0; time.Since(start) < time.Second; i++ {
-		status := finding.StatusTrue
-		if i%2 == 1 {
-			status = finding.StatusFalse
-		}
-		s.Finding(finding.Finding{Kind: finding.KindCondition, Type: "Flappy", Status: status, Reason: "R", Message: strconv.Itoa(i), Time: time.Now()})
-		time.Sleep(10 * time.Millisecond)
-	}
-	s.Finding(finding.Finding{Kind: finding.KindCondition, Type: "Flappy", Status: finding.StatusTrue, Reason: "Last", Message: "last", Time: time.Now()})
-	elapsed := time.Since(start)
-	waitFor("the last state", func() bool {
-		n, err := client.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{})
-		return err == nil && len(n.Status.Conditions) == 1 && n.Status.Conditions[0].Reason == "Last"
-	})
-	writes := statusPatches(client) - 1
-	// 1 s of flapping at one write per 500 ms: 2 or 3 writes, plus the last.
-	if max := int(elapsed/(500*time.Millisecond)) + 2; writes > max || writes < 1 {
-		t.Errorf("%d status writes for ~100 changes in %s, want between 1 and %d", writes, elapsed, max)
-	}
-	t.Logf("%d status writes for ~100 changes in %s", writes, elapsed)
-
-	// Nothing changes: no writes until the heartbeat.
-	before := statusPatches(client)
-	time.Sleep(700 * time.Millisecond)
-	if got := statusPatches(client); got != before {
-		t.Errorf("%d writes while nothing changed and the heartbeat is an hour away", got-before)
-	}
-}
-
-func TestNodeSinkHeartbeat(t *testing.T) {
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
-	client := fake.NewClientset(node)
-	s := NewNodeSink(client, zaptest.NewLogger(t), prometheus.NewRegistry(),
-		[]finding.ConditionDefault{{Type: "Quiet", Reason: "Fine", Message: "fine"}},
-		NodeSinkOptions{NodeName: "n1", MinWriteInterval: 10 * time.Millisecond, Heartbeat: 200 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- s.Run(ctx) }()
-	time.Sleep(1100 * time.Millisecond)
-	cancel()
-	<-done
-	// One write at start, then one per 200 ms heartbeat: about 6.
-	if got := statusPatches(client); got < 4 || got > 7 {
-		t.Errorf("%d writes in 1.1 s with a 200 ms heartbeat, want about 6", got)
-	}
-	n, _ := client.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{})
-	c := n.Status.Conditions[0]
-	if !c.LastHeartbeatTime.After(c.LastTransitionTime.Time) {
-		t.Errorf("heartbeat %v not after transition %v: the heartbeat must move only lastHeartbeatTime", c.LastHeartbeatTime, c.LastTransitionTime)
-	}
-}
-
 func TestDiskErrorsCountedByDevice(t *testing.T) {
 	tests := []struct{ msg, device string }{
 		{"blk_update_request: I/O error, dev xvdf, sector 2048", "xvdf"},
@@ -340,9 +575,9 @@ func TestDiskErrorsCountedByDevice(t *testing.T) {
 			t.Errorf("DiskDevice(%q) = %q, want %q", tt.msg, got, tt.device)
 		}
 	}
-	m := NewMetricsSink(prometheus.NewRegistry(), nil)
-	m.Finding(finding.Event(finding.SeverityWarning, "IOError", tests[0].msg))
-	m.Finding(finding.Event(finding.SeverityWarning, "OOMKilling", "Killed process 1 (dev x)"))
+	m := NewMetricsSink(prometheus.NewRegistry())
+	m.Event(finding.Event(finding.SeverityWarning, "IOError", tests[0].msg))
+	m.Event(finding.Event(finding.SeverityWarning, "OOMKilling", "Killed process 1 (dev x)"))
 	if got := testutil.ToFloat64(m.diskErrors.WithLabelValues("xvdf", "IOError")); got != 1 {
 		t.Errorf("nodeguard_disk_errors_total{device=xvdf,reason=IOError} = %v, want 1", got)
 	}
@@ -403,48 +638,6 @@ func TestReachabilityReportsEachOutageOnceItEnds(t *testing.T) {
 	}
 }
 
-func TestEventFloodIsCountedAndSummarised(t *testing.T) {
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
-	client := fake.NewClientset(node)
-	s := NewNodeSink(client, zaptest.NewLogger(t), prometheus.NewRegistry(), nil, NodeSinkOptions{
-		NodeName: "n1", EventQPS: 0.001, EventBurst: 10, SummaryInterval: 300 * time.Millisecond,
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- s.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	for i := range 100 {
-		reason := "OOMKilling"
-		if i%10 == 0 {
-			reason = "TaskHung"
-		}
-		s.Finding(finding.Event(finding.SeverityWarning, reason, "flood "+strconv.Itoa(i)))
-	}
-	if got := testutil.ToFloat64(s.limits.metric.WithLabelValues("OOMKilling")) + testutil.ToFloat64(s.limits.metric.WithLabelValues("TaskHung")); got != 95 {
-		t.Errorf("%v events counted as suppressed, want 95 (burst 10 less the 5 kept for the summary)", got)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		list, _ := client.CoreV1().Events("").List(context.Background(), metav1.ListOptions{})
-		var summary string
-		for _, e := range list.Items {
-			if e.Reason == "EventsSuppressed" {
-				summary = e.Message
-			}
-		}
-		if summary != "" {
-			if !strings.Contains(summary, "95 events") || !strings.Contains(summary, "OOMKilling x") || !strings.Contains(summary, "TaskHung x") {
-				t.Errorf("summary %q", summary)
-			}
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no EventsSuppressed event among %d events", len(list.Items))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func TestHeartbeatJitterStaysWithinTheLastQuarterAndSpreads(t *testing.T) {
 	for _, d := range []time.Duration{time.Second, 5 * time.Minute} {
 		lo, hi := d, time.Duration(0)
@@ -459,143 +652,5 @@ func TestHeartbeatJitterStaysWithinTheLastQuarterAndSpreads(t *testing.T) {
 		if hi-lo < d/5 {
 			t.Errorf("heartbeatJitter(%s) spread only over [%s, %s]", d, lo, hi)
 		}
-	}
-}
-
-func TestRetryCapByAnswer(t *testing.T) {
-	s := &NodeSink{opts: NodeSinkOptions{MaxRetryInterval: 10 * time.Second}}
-	gr := schema.GroupResource{Resource: "nodes"}
-	tests := []struct {
-		name string
-		err  error
-		want time.Duration
-	}{
-		{"connection refused", errors.New("dial tcp 10.0.0.1:443: connect: connection refused"), 10 * time.Second},
-		{"server error", apierrors.NewInternalError(errors.New("etcd")), 10 * time.Second},
-		{"throttled", apierrors.NewTooManyRequests("slow down", 1), 10 * time.Second},
-		{"conflict", apierrors.NewConflict(gr, "n1", errors.New("changed")), 10 * time.Second},
-		{"forbidden", apierrors.NewForbidden(gr, "n1", errors.New("admission policy")), refusedRetryInterval},
-		{"not found", apierrors.NewNotFound(gr, "n1"), refusedRetryInterval},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := s.retryCap(tt.err); got != tt.want {
-				t.Errorf("retryCap(%v) = %s, want %s", tt.err, got, tt.want)
-			}
-		})
-	}
-}
-
-// TestWriteWaitingOutABackoffGoesWhenTheServerIsBack: the sink backs off
-// up to MaxRetryInterval through an outage, but a request of the agent's
-// that gets through (the Lease watch) ends the wait at once.
-func TestWriteWaitingOutABackoffGoesWhenTheServerIsBack(t *testing.T) {
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
-	client := fake.NewClientset(node)
-	var (
-		down     atomic.Bool
-		attempts atomic.Int32
-	)
-	down.Store(true)
-	client.PrependReactor("patch", "nodes", func(action k8stesting.Action) (bool, runtime.Object, error) {
-		if down.Load() {
-			attempts.Add(1)
-			return true, nil, errors.New("dial tcp 10.0.0.1:443: connect: connection refused")
-		}
-		return false, nil, nil
-	})
-	s := NewNodeSink(client, zaptest.NewLogger(t), prometheus.NewRegistry(),
-		[]finding.ConditionDefault{{Type: "Quiet", Reason: "Fine", Message: "fine"}},
-		NodeSinkOptions{NodeName: "n1", MinWriteInterval: 10 * time.Millisecond, Heartbeat: time.Hour, MaxRetryInterval: time.Hour})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- s.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	// Eight failures: the backoff, doubling from 100 ms, now waits at least
-	// 6.4 s (half of 12.8 s, the jitter's floor) before the next try.
-	for deadline := time.Now().Add(60 * time.Second); attempts.Load() < 8; {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d failed writes in 60 s, want 8", attempts.Load())
-		}
-		time.Sleep(time.Millisecond)
-	}
-	down.Store(false)
-	s.ObserveAPI(nil)
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		n, err := client.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{})
-		if err == nil && len(n.Status.Conditions) == 1 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the pending write waited out its backoff instead of going when the server answered again")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// TestNodeSinkWritesWhatIsPendingWhenItStops: a change still waiting out
-// MinWriteInterval when the sink is stopped goes out before Run returns,
-// so that what the checks report while the agent shuts down is not lost.
-func TestNodeSinkWritesWhatIsPendingWhenItStops(t *testing.T) {
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
-	client := fake.NewClientset(node)
-	s := NewNodeSink(client, zaptest.NewLogger(t), prometheus.NewRegistry(),
-		[]finding.ConditionDefault{{Type: "Late", Reason: "Fine", Message: "fine"}},
-		NodeSinkOptions{NodeName: "n1", MinWriteInterval: time.Hour, Heartbeat: time.Hour})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- s.Run(ctx) }()
-	for deadline := time.Now().Add(5 * time.Second); statusPatches(client) < 1; {
-		if time.Now().After(deadline) {
-			t.Fatal("no start-up write within 5 s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	s.Finding(finding.Finding{Kind: finding.KindCondition, Type: "Late", Status: finding.StatusTrue, Reason: "FoundWhileStopping", Message: "late", Time: time.Now()})
-	time.Sleep(50 * time.Millisecond) // into the hour-long coalescing wait
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	n, err := client.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(n.Status.Conditions) != 1 || n.Status.Conditions[0].Reason != "FoundWhileStopping" {
-		t.Errorf("conditions after stopping = %+v, want the pending Late=True written", n.Status.Conditions)
-	}
-}
-
-// TestServerErrorsKeepTheirBackoffWhileOtherRequestsSucceed: status writes
-// fail with 500 (a failing webhook) while the Lease watch keeps getting
-// through. The watch's successes must not restart the writes' backoff, or
-// every node would retry at the Lease's pace.
-func TestServerErrorsKeepTheirBackoffWhileOtherRequestsSucceed(t *testing.T) {
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
-	client := fake.NewClientset(node)
-	var attempts atomic.Int32
-	client.PrependReactor("patch", "nodes", func(action k8stesting.Action) (bool, runtime.Object, error) {
-		attempts.Add(1)
-		return true, nil, apierrors.NewInternalError(errors.New("admission webhook failed"))
-	})
-	s := NewNodeSink(client, zaptest.NewLogger(t), prometheus.NewRegistry(),
-		[]finding.ConditionDefault{{Type: "Quiet", Reason: "Fine", Message: "fine"}},
-		NodeSinkOptions{NodeName: "n1", MinWriteInterval: 10 * time.Millisecond, Heartbeat: time.Hour})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- s.Run(ctx) }()
-	start := time.Now()
-	for time.Since(start) < 3*time.Second {
-		s.ObserveAPI(nil) // the Lease watch, getting through
-		time.Sleep(100 * time.Millisecond)
-	}
-	cancel()
-	<-done
-	// Backing off from 100 ms, 3 s hold at most 7 tries (waits of 50, 100,
-	// 200, 400, 800 and 1,600 ms at the jitter's floor) and the final write
-	// on stop. Cut short at every success, it would be about 30.
-	if n := attempts.Load(); n > 9 {
-		t.Errorf("%d status writes in 3 s of 500s while other requests succeeded, want the backoff kept (at most 9)", n)
 	}
 }

@@ -13,27 +13,43 @@ import (
 	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
-// Snapshot is a sink that keeps the latest word on each condition type and
-// every event, for `nodeguard check`: one look at the node, printed the way
-// `kubectl describe node` prints conditions.
+// Snapshot is a sink that keeps every event and, through the reporter's
+// state, the latest word on each condition type, for `nodeguard check`: one
+// look at the node, printed the way `kubectl describe node` prints
+// conditions.
 type Snapshot struct {
 	mu     sync.Mutex
-	conds  map[string]finding.Finding
+	state  State
 	events []finding.Finding
 }
 
 // NewSnapshot returns an empty snapshot.
-func NewSnapshot() *Snapshot { return &Snapshot{conds: map[string]finding.Finding{}} }
+func NewSnapshot() *Snapshot { return &Snapshot{} }
 
-func (s *Snapshot) Finding(f finding.Finding) {
+// NotProbed is the state for Reporter.Start when nothing is known of the
+// node: every owned type Unknown until a check speaks of it.
+func NotProbed(owned []finding.ConditionDefault) []Condition {
+	var out []Condition
+	for _, d := range UniqueDefaults(owned) {
+		out = append(out, Condition{Finding: finding.Condition(d.Type, finding.StatusUnknown, "NotProbed", "no check reported on it in time")})
+	}
+	return out
+}
+
+func (s *Snapshot) Start(state State) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if f.Kind == finding.KindCondition {
-		s.conds[f.Type] = f
-	} else {
-		s.events = append(s.events, f)
-	}
+	s.state = state
 }
+
+func (s *Snapshot) Event(f finding.Finding) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.events = append(s.events, f)
+}
+
+// Changed keeps nothing: the reporter's state has it.
+func (s *Snapshot) Changed(Condition) {}
 
 // Result is what the snapshot saw.
 type Result struct {
@@ -41,18 +57,15 @@ type Result struct {
 	Events     []finding.Finding `json:"events"`
 }
 
-// Result lists every owned type, those no check spoke of as Unknown, and
-// the events in order.
-func (s *Snapshot) Result(owned []finding.ConditionDefault) Result {
+// Result lists every owned type's state and the events in order.
+func (s *Snapshot) Result() Result {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var r Result
-	for _, d := range UniqueDefaults(owned) {
-		f, ok := s.conds[d.Type]
-		if !ok {
-			f = finding.Condition(d.Type, finding.StatusUnknown, "NotProbed", "no check reported on it in time")
+	if s.state != nil {
+		for _, c := range s.state.Conditions() {
+			r.Conditions = append(r.Conditions, c.Finding)
 		}
-		r.Conditions = append(r.Conditions, f)
 	}
 	r.Events = append(r.Events, s.events...)
 	sort.SliceStable(r.Events, func(i, j int) bool { return r.Events[i].Time.Before(r.Events[j].Time) })

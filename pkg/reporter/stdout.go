@@ -23,6 +23,17 @@ func NewWriterSink(w io.Writer, format string) *WriterSink {
 	return &WriterSink{w: w, json: format == "json"}
 }
 
+// Start prints nothing: the starting state is no finding.
+func (s *WriterSink) Start(State) {}
+
+// Event prints an event.
+func (s *WriterSink) Event(f finding.Finding) { s.Finding(f) }
+
+// Changed prints the finding that changed a condition.
+func (s *WriterSink) Changed(c Condition) { s.Finding(c.Finding) }
+
+// Finding prints one finding; `nodeguard replay` calls it for every finding
+// of the rules, which no reporter has merged.
 func (s *WriterSink) Finding(f finding.Finding) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -18,6 +18,7 @@ import (
 	"github.com/nodeguard/nodeguard/pkg/checks"
 	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/kube"
+	"github.com/nodeguard/nodeguard/pkg/remediation"
 	"github.com/nodeguard/nodeguard/pkg/reporter"
 )
 
@@ -53,7 +54,7 @@ func (s staleCount) OtherStaleLeases(context.Context) (int, int, error) { return
 
 // runRemediation wires a check, the reporter, the node sink and the kubelet
 // restarter as cmd/agent does, with systemd replaced.
-func runRemediation(t *testing.T, nodeName string, check checks.Check, sd *fakeSystemd, others reporter.StaleLeaseCounter, enabled bool) {
+func runRemediation(t *testing.T, nodeName string, check checks.Check, sd *fakeSystemd, others remediation.StaleLeaseCounter, enabled bool) {
 	t.Helper()
 	log := zaptest.NewLogger(t)
 	client, err := kubernetes.NewForConfig(cluster.Config)
@@ -61,31 +62,25 @@ func runRemediation(t *testing.T, nodeName string, check checks.Check, sd *fakeS
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	owned := check.Conditions()
-	sink := reporter.NewNodeSink(client, log, reg, owned, reporter.NodeSinkOptions{NodeName: nodeName})
+	sink := reporter.NewNodeSink(client, log, reg, reporter.NodeSinkOptions{NodeName: nodeName})
 	sinks := []reporter.Sink{sink}
-	var rep *reporter.Reporter
-	var restarter *reporter.KubeletRestarter
+	var restarter *remediation.KubeletRestarter
 	if enabled {
-		restarter = reporter.NewKubeletRestarter(reporter.RestartKubeletOptions{
+		restarter = remediation.NewKubeletRestarter(remediation.RestartKubeletOptions{
 			Unit: "kubelet.service", When: []string{"KubeletLeaseStale"}, After: time.Second, Cooldown: 3 * time.Second, Timeout: time.Second,
-		}, sd, others, func(f finding.Finding) { f.Check = "remediation"; f.Time = time.Now(); rep.Report(f) }, log, reg)
+		}, sd, others, log, reg)
 		sinks = append(sinks, restarter)
 	}
-	rep = reporter.New(log, owned, sinks...)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); sink.Run(ctx) }()
-	go func() {
-		defer wg.Done()
-		(&checks.Supervisor{Checks: []checks.Check{check}, Emit: rep.Report, Log: log}).Run(ctx, time.Second)
-	}()
+	rep := reporter.New(log, check.Conditions(), sinks...)
+	ctx := runReporter(t, log, sink, rep, check)
 	if restarter != nil {
-		wg.Add(1)
-		go func() { defer wg.Done(); restarter.Run(ctx) }()
+		// Cleanups run last first: this one must end the restarter itself
+		// rather than wait for runReporter's to cancel ctx.
+		ctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { restarter.Run(ctx, rep.Report) })
+		t.Cleanup(func() { cancel(); wg.Wait() })
 	}
-	t.Cleanup(func() { cancel(); wg.Wait() })
 }
 
 func countEvents(t *testing.T, node, reason string) int {
@@ -211,17 +206,16 @@ func TestTaintWhileConditionHolds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sink := reporter.NewTaintSink(client, name, []reporter.TaintRule{{Condition: "KubeletLeaseStale", Key: "nodeguard.io/kubelet-lease-stale", Effect: corev1.TaintEffectNoSchedule}}, log)
+	sink := remediation.NewTaintSink(client, name, []remediation.TaintRule{{Condition: "KubeletLeaseStale", Key: "nodeguard.io/kubelet-lease-stale", Effect: corev1.TaintEffectNoSchedule}}, log)
 	check := &pushCheck{conds: []finding.ConditionDefault{{Type: "KubeletLeaseStale", Reason: "KubeletLeaseFresh"}}, in: make(chan finding.Finding)}
 	rep := reporter.New(log, check.Conditions(), sink)
+	rep.Start(reporter.FromNode(node.Status.Conditions), time.Time{})
 	runCtx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); sink.Run(runCtx) }()
-	go func() {
-		defer wg.Done()
+	wg.Go(func() { sink.Run(runCtx) })
+	wg.Go(func() {
 		(&checks.Supervisor{Checks: []checks.Check{check}, Emit: rep.Report, Log: log}).Run(runCtx, time.Second)
-	}()
+	})
 	defer func() { cancel(); wg.Wait() }()
 
 	taints := func() map[string]bool {
@@ -255,9 +249,9 @@ func TestTaintWhileConditionHolds(t *testing.T) {
 	waitTaints(map[string]bool{"example.com/maintenance": true})
 }
 
-// TestTaintComesOffAfterARebootWithoutAFinding: the node sink resets a
-// condition of the boot before without a finding; the taint sink still
-// takes the taint off, from the Node's conditions.
+// TestTaintComesOffAfterARebootWithoutAFinding: a condition left True by
+// the boot before a reboot is reset when the reporter starts, with no
+// finding; the taint sink takes the taint off from that starting state.
 func TestTaintComesOffAfterARebootWithoutAFinding(t *testing.T) {
 	needCluster(t)
 	const name = "reboot-taint-node"
@@ -271,17 +265,24 @@ func TestTaintComesOffAfterARebootWithoutAFinding(t *testing.T) {
 	if node, err = cluster.Client.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	node.Status.Conditions = append(node.Status.Conditions, corev1.NodeCondition{Type: "KernelDeadlock", Status: corev1.ConditionFalse, Reason: "KernelHasNoDeadlock"})
-	if _, err := cluster.Client.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
+	lastBoot := time.Now().Add(-time.Hour)
+	node.Status.Conditions = append(node.Status.Conditions, corev1.NodeCondition{Type: "KernelDeadlock", Status: corev1.ConditionTrue,
+		Reason: "ContainerRuntimeHung", LastTransitionTime: metav1.NewTime(lastBoot.Add(-time.Hour))})
+	if node, err = cluster.Client.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	client, _ := kubernetes.NewForConfig(cluster.Config)
-	sink := reporter.NewTaintSink(client, name, []reporter.TaintRule{{Condition: "KernelDeadlock", Key: "nodeguard.io/kernel-deadlock", Effect: corev1.TaintEffectNoSchedule}}, zaptest.NewLogger(t))
-	sink.ResyncInterval = 200 * time.Millisecond
+	log := zaptest.NewLogger(t)
+	client, err := kubernetes.NewForConfig(cluster.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := remediation.NewTaintSink(client, name, []remediation.TaintRule{{Condition: "KernelDeadlock", Key: "nodeguard.io/kernel-deadlock", Effect: corev1.TaintEffectNoSchedule}}, log)
+	rep := reporter.New(log, []finding.ConditionDefault{finding.KernelDeadlock}, sink)
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { sink.Run(runCtx); close(done) }()
 	defer func() { cancel(); <-done }()
+	rep.Start(reporter.FromNode(node.Status.Conditions), lastBoot)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		n, err := cluster.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
@@ -289,7 +290,7 @@ func TestTaintComesOffAfterARebootWithoutAFinding(t *testing.T) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("taint still on the node while KernelDeadlock is False: %+v", n.Spec.Taints)
+			t.Fatalf("taint still on the node while KernelDeadlock is reset to False: %+v", n.Spec.Taints)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -50,19 +51,28 @@ func runAgent(t *testing.T, nodeName string, check checks.Check, opts reporter.N
 		t.Fatal(err)
 	}
 	opts.NodeName = nodeName
-	reg := prometheus.NewRegistry()
-	owned := check.Conditions()
-	sink := reporter.NewNodeSink(client, log, reg, owned, opts)
-	rep := reporter.New(log, owned, sink)
+	sink := reporter.NewNodeSink(client, log, prometheus.NewRegistry(), opts)
+	rep := reporter.New(log, check.Conditions(), sink)
+	runReporter(t, log, sink, rep, check)
+}
+
+// runReporter runs the node sink, starts the reporter from the Node as
+// cmd/agent does, then runs the check, until the test ends.
+func runReporter(t *testing.T, log *zap.Logger, sink *reporter.NodeSink, rep *reporter.Reporter, check checks.Check) context.Context {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); sink.Run(ctx) }()
-	go func() {
-		defer wg.Done()
+	wg.Go(func() { sink.Run(ctx) })
+	wg.Go(func() {
+		found, err := sink.ReadConditions(ctx)
+		if err != nil {
+			return
+		}
+		rep.Start(found, time.Time{})
 		(&checks.Supervisor{Checks: []checks.Check{check}, Emit: rep.Report, Log: log}).Run(ctx, time.Second)
-	}()
+	})
 	t.Cleanup(func() { cancel(); wg.Wait() })
+	return ctx
 }
 
 func TestFindingReachesNodeAndKubeletConditionsStay(t *testing.T) {

@@ -21,7 +21,6 @@ import (
 	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/logrules"
 	"github.com/nodeguard/nodeguard/pkg/logrules/kernelrules"
-	"github.com/nodeguard/nodeguard/pkg/reporter"
 )
 
 // docsDir is the operator documentation, from this package's directory.
@@ -96,7 +95,7 @@ func TestConfigurationDoc(t *testing.T) {
 		{"reporter", reflect.TypeFor[config.ReporterConfig](), nil},
 		{"remediation", reflect.TypeFor[config.RemediationConfig](), nil},
 		{"remediation.restartKubelet", reflect.TypeFor[config.RestartKubeletConfig](), nil},
-		{"remediation.taints[]", reflect.TypeFor[reporter.TaintRule](), nil},
+		{"remediation.taints[]", reflect.TypeFor[config.TaintRule](), nil},
 	} {
 		t.Run(tc.section, func(t *testing.T) {
 			for _, key := range ownJSONFieldNames(tc.typ) {

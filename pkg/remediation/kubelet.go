@@ -1,14 +1,21 @@
-package reporter
+// Package remediation holds nodeguard's opt-in actions on the node: the
+// kubelet restart and the taints. Each is a sink of the reporter: it reads
+// the reporter's condition state and acts on its changes from a goroutine
+// of its own, and reports its own events back through the reporter.
+package remediation
 
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
-	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/nodeguard/nodeguard/pkg/finding"
+	"github.com/nodeguard/nodeguard/pkg/reporter"
 )
 
 // UnitRestarter restarts a systemd unit; the real one talks to systemd over
@@ -46,29 +53,33 @@ type RestartKubeletOptions struct {
 // KubeletRestarter is a sink that restarts the kubelet when a condition that
 // says the kubelet is stuck (KubeletLeaseStale: the known workaround for
 // kubernetes/kubernetes#87615) has held for a while, at most once per
-// cooldown, with an event before and after. It acts from a goroutine of its
-// own: Finding only notes the state, so the reporter's lock is never held
-// across a restart.
+// cooldown, with an event before and after. It acts from Run: the sink's
+// methods only wake it, so the reporter is never held up by a restart.
 type KubeletRestarter struct {
 	opts     RestartKubeletOptions
 	restart  UnitRestarter
 	leases   StaleLeaseCounter
-	report   func(finding.Finding)
 	log      *zap.Logger
 	attempts *prometheus.CounterVec
+	now      func() time.Time
 
-	mu    sync.Mutex
-	since map[string]time.Time // condition type -> when it turned True
-	last  time.Time            // last restart
-	wake  chan struct{}
+	mu sync.Mutex
+	// state is the reporter's, from Start on.
+	state reporter.State
+	// started is when the reporter started. A condition found True then
+	// counts as holding from there, not from its lastTransitionTime: an
+	// agent that restarts (or crash-loops) must watch the kubelet for After
+	// before it may restart it, as it would had the condition just turned.
+	started time.Time
+	last    time.Time // last restart
+	wake    chan struct{}
 }
 
-// NewKubeletRestarter returns the sink; report is where its events go (the
-// reporter's Report). leases may be nil when the agent cannot see other
-// nodes' leases.
-func NewKubeletRestarter(opts RestartKubeletOptions, restart UnitRestarter, leases StaleLeaseCounter, report func(finding.Finding), log *zap.Logger, reg prometheus.Registerer) *KubeletRestarter {
-	k := &KubeletRestarter{opts: opts, restart: restart, leases: leases, report: report, log: log,
-		since: map[string]time.Time{}, wake: make(chan struct{}, 1),
+// NewKubeletRestarter returns the sink; call Run. leases may be nil when
+// the agent cannot see other nodes' leases.
+func NewKubeletRestarter(opts RestartKubeletOptions, restart UnitRestarter, leases StaleLeaseCounter, log *zap.Logger, reg prometheus.Registerer) *KubeletRestarter {
+	k := &KubeletRestarter{opts: opts, restart: restart, leases: leases, log: log, now: time.Now,
+		wake: make(chan struct{}, 1),
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodeguard_remediation_actions_total",
 			Help: "Remediation decisions, by action and result (restarted, failed, refused, cooling).",
@@ -78,41 +89,50 @@ func NewKubeletRestarter(opts RestartKubeletOptions, restart UnitRestarter, leas
 	return k
 }
 
-func (k *KubeletRestarter) Finding(f finding.Finding) {
-	if f.Kind != finding.KindCondition || !k.watches(f.Type) {
-		return
-	}
+// Start takes the reporter's state.
+func (k *KubeletRestarter) Start(state reporter.State) {
 	k.mu.Lock()
-	defer k.mu.Unlock()
-	if f.Status == finding.StatusTrue {
-		if _, ok := k.since[f.Type]; !ok {
-			k.since[f.Type] = time.Now()
-		}
-	} else {
-		delete(k.since, f.Type)
+	k.state, k.started = state, k.now()
+	k.mu.Unlock()
+	k.poke()
+}
+
+// Event is not for the restarter.
+func (k *KubeletRestarter) Event(finding.Finding) {}
+
+// Changed wakes Run when a watched condition changed.
+func (k *KubeletRestarter) Changed(c reporter.Condition) {
+	if slices.Contains(k.opts.When, c.Type) {
+		k.poke()
 	}
+}
+
+func (k *KubeletRestarter) poke() {
 	select {
 	case k.wake <- struct{}{}:
 	default:
 	}
 }
 
-func (k *KubeletRestarter) watches(t string) bool {
-	for _, w := range k.opts.When {
-		if w == t {
-			return true
-		}
-	}
-	return false
-}
-
-// due returns the condition that has held long enough, and when a restart
-// may next happen.
-func (k *KubeletRestarter) due(now time.Time) (string, time.Duration) {
+// due returns the condition that has held long enough and since when it
+// has held, or when a restart may next happen (negative: not while nothing
+// holds).
+func (k *KubeletRestarter) due(now time.Time) (string, time.Time, time.Duration) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	wait := time.Duration(-1)
-	for t, since := range k.since {
+	if k.state == nil {
+		return "", time.Time{}, wait
+	}
+	for _, t := range k.opts.When {
+		c, ok := k.state.Condition(t)
+		if !ok || c.Status != finding.StatusTrue {
+			continue
+		}
+		since := c.Since
+		if since.Before(k.started) {
+			since = k.started
+		}
 		held := now.Sub(since)
 		if held < k.opts.After {
 			if w := k.opts.After - held; wait < 0 || w < wait {
@@ -122,21 +142,26 @@ func (k *KubeletRestarter) due(now time.Time) (string, time.Duration) {
 		}
 		if !k.last.IsZero() && now.Sub(k.last) < k.opts.Cooldown {
 			k.attempts.WithLabelValues("restart-kubelet", "cooling").Inc()
-			return "", k.opts.Cooldown - now.Sub(k.last)
+			return "", time.Time{}, k.opts.Cooldown - now.Sub(k.last)
 		}
-		return t, 0
+		return t, since, 0
 	}
-	return "", wait
+	return "", time.Time{}, wait
 }
 
-// Run acts until ctx ends.
-func (k *KubeletRestarter) Run(ctx context.Context) {
+// Run acts until ctx ends; emit is where its events go (the reporter's
+// Report).
+func (k *KubeletRestarter) Run(ctx context.Context, emit func(finding.Finding)) {
+	report := func(f finding.Finding) {
+		f.Check, f.Time = "remediation", k.now()
+		emit(f)
+	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
-		cond, wait := k.due(time.Now())
+		cond, since, wait := k.due(k.now())
 		if cond != "" {
-			k.act(ctx, cond)
+			k.act(ctx, cond, since, report)
 			continue
 		}
 		if wait < 0 {
@@ -152,11 +177,11 @@ func (k *KubeletRestarter) Run(ctx context.Context) {
 	}
 }
 
-func (k *KubeletRestarter) act(ctx context.Context, cond string) {
+func (k *KubeletRestarter) act(ctx context.Context, cond string, since time.Time, report func(finding.Finding)) {
 	k.mu.Lock()
-	k.last = time.Now()
-	held := time.Since(k.since[cond]).Round(time.Second)
+	k.last = k.now()
 	k.mu.Unlock()
+	held := k.now().Sub(since).Round(time.Second)
 	if k.leases != nil {
 		lctx, cancel := context.WithTimeout(ctx, k.opts.Timeout)
 		n, total, err := k.leases.OtherStaleLeases(lctx)
@@ -177,16 +202,16 @@ func (k *KubeletRestarter) act(ctx context.Context, cond string) {
 		}
 		if refusal != "" {
 			k.attempts.WithLabelValues("restart-kubelet", "refused").Inc()
-			k.report(finding.Event(finding.SeverityWarning, "KubeletRestartRefused", refusal))
+			report(finding.Event(finding.SeverityWarning, "KubeletRestartRefused", refusal))
 			return
 		}
 	}
-	k.report(finding.Event(finding.SeverityWarning, "KubeletRestarting", fmt.Sprintf("%s has held for %s; restarting %s", cond, held, k.opts.Unit)))
+	report(finding.Event(finding.SeverityWarning, "KubeletRestarting", fmt.Sprintf("%s has held for %s; restarting %s", cond, held, k.opts.Unit)))
 	// The cooldown runs from the restart itself, not from the start of
 	// this attempt: reading the other leases can take a variable time, and
 	// two restarts must never be closer than the cooldown.
 	k.mu.Lock()
-	k.last = time.Now()
+	k.last = k.now()
 	k.mu.Unlock()
 	rctx, cancel := context.WithTimeout(ctx, k.opts.Timeout)
 	defer cancel()
@@ -194,9 +219,9 @@ func (k *KubeletRestarter) act(ctx context.Context, cond string) {
 	if err != nil || result != "done" {
 		k.attempts.WithLabelValues("restart-kubelet", "failed").Inc()
 		k.log.Error("restarting the kubelet failed", zap.String("unit", k.opts.Unit), zap.String("result", result), zap.Error(err))
-		k.report(finding.Event(finding.SeverityWarning, "KubeletRestartFailed", fmt.Sprintf("restarting %s: result %q, error %v", k.opts.Unit, result, err)))
+		report(finding.Event(finding.SeverityWarning, "KubeletRestartFailed", fmt.Sprintf("restarting %s: result %q, error %v", k.opts.Unit, result, err)))
 		return
 	}
 	k.attempts.WithLabelValues("restart-kubelet", "restarted").Inc()
-	k.report(finding.Event(finding.SeverityInfo, "KubeletRestarted", fmt.Sprintf("restarted %s after %s held for %s", k.opts.Unit, cond, held)))
+	report(finding.Event(finding.SeverityInfo, "KubeletRestarted", fmt.Sprintf("restarted %s after %s held for %s", k.opts.Unit, cond, held)))
 }

@@ -1,8 +1,9 @@
-package reporter
+package remediation
 
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -13,114 +14,121 @@ import (
 
 	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/kube"
+	"github.com/nodeguard/nodeguard/pkg/reporter"
 )
 
 // TaintRule puts a taint on the node while a condition is True.
 type TaintRule struct {
-	Condition string             `json:"condition"`
-	Key       string             `json:"key"`
-	Effect    corev1.TaintEffect `json:"effect"`
+	Condition string
+	Key       string
+	Effect    corev1.TaintEffect
 }
 
 // TaintSink keeps the configured taints on the Node while their conditions
-// are True and takes them off when they clear, so that the scheduler or
+// are True and takes them off when they are not, so that the scheduler or
 // node-healthcheck-operator can act. It owns only its taints' keys; others
 // are left as they are. Opt-in: it needs to update Nodes.
+//
+// The conditions are the reporter's: from its start (a condition of the
+// boot before a reboot is reset there, and its taint comes off) and then
+// its changes. A rule for a type no check owns is left alone.
 type TaintSink struct {
 	client   kube.Client
 	nodeName string
 	rules    []TaintRule
 	log      *zap.Logger
-	// ResyncInterval is how often the taints are compared with the Node's
-	// conditions when no finding comes; set before Run.
-	ResyncInterval time.Duration
 
 	mu sync.Mutex
-	// want holds, per condition type a finding has spoken of, whether it is
-	// True; a type not yet heard of is left alone.
-	want map[string]bool
-	wake chan struct{}
+	// state is the reporter's, from Start on.
+	state reporter.State
+	wake  chan struct{}
 }
 
 // NewTaintSink returns the sink; call Run.
 func NewTaintSink(client kube.Client, nodeName string, rules []TaintRule, log *zap.Logger) *TaintSink {
-	return &TaintSink{client: client, nodeName: nodeName, rules: rules, log: log, ResyncInterval: time.Minute,
-		want: map[string]bool{}, wake: make(chan struct{}, 1)}
+	return &TaintSink{client: client, nodeName: nodeName, rules: rules, log: log, wake: make(chan struct{}, 1)}
 }
 
-func (s *TaintSink) Finding(f finding.Finding) {
-	if f.Kind != finding.KindCondition {
-		return
+// Start takes the reporter's state; the taints are set from it at once.
+func (s *TaintSink) Start(state reporter.State) {
+	s.mu.Lock()
+	s.state = state
+	s.mu.Unlock()
+	s.poke()
+}
+
+// Event is not for the taints.
+func (s *TaintSink) Event(finding.Finding) {}
+
+// Changed wakes Run when a condition a rule names changed.
+func (s *TaintSink) Changed(c reporter.Condition) {
+	if slices.ContainsFunc(s.rules, func(r TaintRule) bool { return r.Condition == c.Type }) {
+		s.poke()
 	}
-	for _, r := range s.rules {
-		if r.Condition != f.Type {
-			continue
-		}
-		s.mu.Lock()
-		s.want[f.Type] = f.Status == finding.StatusTrue
-		s.mu.Unlock()
-		select {
-		case s.wake <- struct{}{}:
-		default:
-		}
-		return
+}
+
+func (s *TaintSink) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
 	}
 }
 
 // Run applies the taints until ctx ends, retrying failed updates.
 func (s *TaintSink) Run(ctx context.Context) {
-	retryIn := time.Duration(0)
-	// Besides on findings, look again now and then: a condition the node
-	// sink reset on start (a kernel problem of the boot before a reboot)
-	// makes no finding, and its taint must still come off.
-	resync := time.NewTicker(s.ResyncInterval)
-	defer resync.Stop()
+	var retryIn time.Duration
+	again := time.NewTimer(time.Hour)
+	again.Stop()
+	defer again.Stop()
 	for {
-		var timer <-chan time.Time
-		if retryIn > 0 {
-			timer = time.After(retryIn)
-		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.wake:
-		case <-timer:
-		case <-resync.C:
+		case <-again.C:
 		}
 		if err := s.apply(ctx); err != nil {
-			s.log.Warn("updating the node's taints failed; will retry", zap.Error(err))
 			retryIn = min(max(2*retryIn, 200*time.Millisecond), 10*time.Second)
+			s.log.Warn("updating the node's taints failed; will retry", zap.Error(err), zap.Duration("retry", retryIn))
+			again.Reset(retryIn)
 			continue
 		}
 		retryIn = 0
+		again.Stop()
 	}
+}
+
+// want says, per condition type a rule names and the reporter owns,
+// whether it is True.
+func (s *TaintSink) want() map[string]bool {
+	s.mu.Lock()
+	state := s.state
+	s.mu.Unlock()
+	want := map[string]bool{}
+	if state == nil {
+		return want
+	}
+	for _, r := range s.rules {
+		if c, ok := state.Condition(r.Condition); ok {
+			want[r.Condition] = c.Status == finding.StatusTrue
+		}
+	}
+	return want
 }
 
 // apply reads the node and writes its taints if they differ from what the
 // conditions want, retrying on conflicts with other writers.
 func (s *TaintSink) apply(ctx context.Context) error {
-	s.mu.Lock()
-	want := make(map[string]bool, len(s.want))
-	for k, v := range s.want {
-		want[k] = v
+	want := s.want()
+	if len(want) == 0 {
+		return nil
 	}
-	s.mu.Unlock()
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		reqCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		node, err := s.client.CoreV1().Nodes().Get(reqCtx, s.nodeName, metav1.GetOptions{})
 		if err != nil {
 			return fmt.Errorf("reading node %s: %w", s.nodeName, err)
-		}
-		// A condition no finding has spoken of yet is as the Node says.
-		for _, c := range node.Status.Conditions {
-			if _, known := want[string(c.Type)]; !known {
-				for _, r := range s.rules {
-					if r.Condition == string(c.Type) {
-						want[r.Condition] = c.Status == corev1.ConditionTrue
-					}
-				}
-			}
 		}
 		taints, changed := s.desiredTaints(node.Spec.Taints, want)
 		if !changed {

@@ -1,4 +1,4 @@
-package reporter
+package remediation
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package reporter
+package kube
 
 import (
 	"context"
@@ -9,14 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/tools/cache"
-
-	"github.com/nodeguard/nodeguard/pkg/kube"
 )
-
-// PodLookup names the pod with a UID.
-type PodLookup interface {
-	PodName(uid string) (namespace, name string, ok bool)
-}
 
 // PodIndex knows the pods on one node by UID, from an informer limited to
 // that node, so that an OOM kill's event can say which pod it hit.
@@ -28,9 +21,9 @@ const uidIndex = "uid"
 
 // NewPodIndex watches the pods bound to nodeName. Only their names survive
 // in the cache: an agent on every node must not hold whole pod specs.
-func NewPodIndex(client kube.Client, nodeName string) *PodIndex {
+func NewPodIndex(client Client, nodeName string) *PodIndex {
 	sel := fields.OneTermEqualSelector("spec.nodeName", nodeName).String()
-	inf := kube.SelectedInformer(client, client.CoreV1().Pods(metav1.NamespaceAll), sel, &corev1.Pod{}, nil)
+	inf := SelectedInformer(client, client.CoreV1().Pods(metav1.NamespaceAll), sel, &corev1.Pod{}, nil)
 	inf.SetTransform(func(obj any) (any, error) {
 		pod, ok := obj.(*corev1.Pod)
 		if !ok {
@@ -60,6 +53,8 @@ func (p *PodIndex) WaitForSync(ctx context.Context, timeout time.Duration) bool 
 	return cache.WaitForCacheSync(ctx.Done(), p.informer.HasSynced)
 }
 
+// PodName returns the namespace and name of the pod with uid, if it is on
+// this node and the index has seen it.
 func (p *PodIndex) PodName(uid string) (string, string, bool) {
 	objs, err := p.informer.GetIndexer().ByIndex(uidIndex, uid)
 	if err != nil || len(objs) == 0 {

@@ -1,0 +1,179 @@
+package reporter
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/nodeguard/nodeguard/pkg/finding"
+	"github.com/nodeguard/nodeguard/pkg/kube"
+)
+
+// PodLookup names the pod with a UID; kube.PodIndex is one.
+type PodLookup interface {
+	PodName(uid string) (namespace, name string, ok bool)
+}
+
+// nodeEvents sends events about the Node through client-go's event
+// recorder, which aggregates similar events and retries them, behind a rate
+// limit of its own that counts and summarises what it holds back.
+type nodeEvents struct {
+	nodeName    string
+	pods        PodLookup
+	broadcaster record.EventBroadcaster
+	recorder    record.EventRecorder
+	limits      *eventLimiter
+	// summaryInterval is how often the held-back events are summarised.
+	summaryInterval time.Duration
+}
+
+func newNodeEvents(client kube.Client, reg prometheus.Registerer, opts NodeSinkOptions) *nodeEvents {
+	broadcaster := record.NewBroadcaster(record.WithCorrelatorOptions(record.CorrelatorOptions{
+		QPS:       opts.EventQPS,
+		BurstSize: opts.EventBurst,
+	}))
+	// Recording starts now, not in Run, so that no event emitted before Run
+	// starts is dropped for want of a watcher.
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	return &nodeEvents{
+		nodeName:        opts.NodeName,
+		pods:            opts.Pods,
+		broadcaster:     broadcaster,
+		recorder:        broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "nodeguard", Host: opts.NodeName}),
+		limits:          newEventLimiter(opts.EventQPS, opts.EventBurst, reg),
+		summaryInterval: opts.SummaryInterval,
+	}
+}
+
+// nodeRef is the object events are about. Like the kubelet, it uses the node's
+// name as its UID, which is what `kubectl describe node` searches for.
+func (e *nodeEvents) nodeRef() *corev1.ObjectReference {
+	return &corev1.ObjectReference{Kind: "Node", Name: e.nodeName, UID: types.UID(e.nodeName)}
+}
+
+// record sends one event, past the rate limit: the agent's own reports
+// (an outage, the summary) are few and must not be the ones held back.
+func (e *nodeEvents) record(eventType, reason, message string) {
+	e.recorder.Event(e.nodeRef(), eventType, reason, Truncate(message, MaxMessageBytes))
+}
+
+// finding sends an event finding, if the rate limit lets it, naming the
+// pod it is about when it has one.
+func (e *nodeEvents) finding(f finding.Finding) {
+	eventType := string(f.Severity)
+	if eventType == "" {
+		eventType = corev1.EventTypeWarning
+	}
+	if !e.limits.allow(eventType, f.Reason, time.Now()) {
+		return
+	}
+	msg := f.Message
+	if f.PodUID != "" && e.pods != nil {
+		if ns, name, ok := e.pods.PodName(f.PodUID); ok {
+			msg += "; pod " + ns + "/" + name
+		}
+	}
+	e.record(eventType, f.Reason, msg)
+}
+
+// summarise records, every summaryInterval, one event for the events the
+// rate limit kept back, until ctx ends.
+func (e *nodeEvents) summarise(ctx context.Context) {
+	t := time.NewTicker(e.summaryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if msg := e.limits.summary(now); msg != "" {
+				e.record(corev1.EventTypeWarning, "EventsSuppressed", msg)
+			}
+		}
+	}
+}
+
+// shutdown stops event delivery; what is queued is dropped.
+func (e *nodeEvents) shutdown() { e.broadcaster.Shutdown() }
+
+// eventLimiter sits in front of client-go's event recorder. That recorder's
+// spam filter drops, silently, every event past its burst about one object
+// and type; this limiter is a little stricter (five tokens under the same
+// refill), so it is the one that refuses, and it counts what it refuses, by
+// reason, for a metric and one summary event. The summary always fits in
+// the recorder's five spare tokens.
+type eventLimiter struct {
+	mu         sync.Mutex
+	limiters   map[string]*rate.Limiter // per event type, as client-go keys them
+	qps        rate.Limit
+	burst      int
+	suppressed map[string]int
+	since      time.Time
+	metric     *prometheus.CounterVec
+}
+
+func newEventLimiter(qps float32, clientGoBurst int, reg prometheus.Registerer) *eventLimiter {
+	l := &eventLimiter{
+		limiters: map[string]*rate.Limiter{}, qps: rate.Limit(qps), burst: max(clientGoBurst-5, 1),
+		suppressed: map[string]int{},
+		metric: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nodeguard_events_suppressed_total",
+			Help: "Events not sent to the API server because the node's event rate limit was spent, by reason; summarised in an EventsSuppressed event.",
+		}, []string{"reason"}),
+	}
+	reg.MustRegister(l.metric)
+	return l
+}
+
+// allow takes a token for an event, or counts it as suppressed.
+func (l *eventLimiter) allow(eventType, reason string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lim, ok := l.limiters[eventType]
+	if !ok {
+		lim = rate.NewLimiter(l.qps, l.burst)
+		l.limiters[eventType] = lim
+	}
+	if lim.AllowN(now, 1) {
+		return true
+	}
+	if len(l.suppressed) == 0 {
+		l.since = now
+	}
+	l.suppressed[reason]++
+	l.metric.WithLabelValues(reason).Inc()
+	return false
+}
+
+// summary returns the message of an EventsSuppressed event for what was
+// suppressed since the last summary, and starts counting afresh; "" when
+// nothing was.
+func (l *eventLimiter) summary(now time.Time) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.suppressed) == 0 {
+		return ""
+	}
+	total := 0
+	parts := make([]string, 0, len(l.suppressed))
+	for reason, n := range l.suppressed {
+		total += n
+		parts = append(parts, fmt.Sprintf("%s x%d", reason, n))
+	}
+	sort.Strings(parts)
+	msg := fmt.Sprintf("%d events over the node's rate limit were not sent between %s and %s: %s; the agent's log and nodeguard_events_total have them all",
+		total, l.since.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), strings.Join(parts, ", "))
+	l.suppressed = map[string]int{}
+	return msg
+}
