@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,15 +9,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap"
-
 	"github.com/nodeguard/nodeguard/internal/agent"
-	"github.com/nodeguard/nodeguard/pkg/checks"
 	"github.com/nodeguard/nodeguard/pkg/checks/all"
-	"github.com/nodeguard/nodeguard/pkg/checks/kmsg"
-	"github.com/nodeguard/nodeguard/pkg/finding"
-	"github.com/nodeguard/nodeguard/pkg/reporter"
 )
 
 // checkOnce runs the enabled checks on this machine for a moment, with no
@@ -36,35 +28,12 @@ func checkOnce(args []string, stdout io.Writer) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	// One look at this machine: every kernel record since boot, no state
-	// kept, nothing sent anywhere.
-	if k, ok := cfg.CheckConfigs[kmsg.Name].(*kmsg.Config); ok {
-		k.StartAtEnd = false
-		k.BacklogLookback = finding.Duration{Duration: 100 * 365 * 24 * time.Hour}
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	log := zap.NewNop()
-	env := checks.Env{Log: log, ProcPath: cfg.ProcPath, SysPath: cfg.SysPath, Metrics: prometheus.NewRegistry(), Now: time.Now}
-	built, err := agent.BuildChecks(cfg, all.Registry, env)
+	result, err := agent.CheckOnce(ctx, cfg, all.Registry, wait)
 	if err != nil {
 		return false, err
 	}
-	running, owned := built.Running, built.Owned
-	snap := reporter.NewSnapshot()
-	rep := reporter.New(log, owned, snap)
-	rep.Start(reporter.NotProbed(owned), time.Time{})
-	for _, f := range built.Healthy(true) {
-		f.Time = time.Now()
-		rep.Report(f)
-	}
-	runCtx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	(&checks.Supervisor{Checks: running, Emit: rep.Report, Log: log}).Run(runCtx, time.Second)
-	if ctx.Err() != nil {
-		return false, errors.New("interrupted")
-	}
-	result := snap.Result()
 	if cfg.Output == "json" {
 		err = result.WriteJSON(stdout)
 	} else {

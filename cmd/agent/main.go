@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -18,20 +17,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/nodeguard/nodeguard/internal/agent"
-	"github.com/nodeguard/nodeguard/pkg/checks"
 	"github.com/nodeguard/nodeguard/pkg/checks/all"
 	"github.com/nodeguard/nodeguard/pkg/checks/kmsg"
 	"github.com/nodeguard/nodeguard/pkg/config"
-	"github.com/nodeguard/nodeguard/pkg/kube"
-	"github.com/nodeguard/nodeguard/pkg/logrules"
-	"github.com/nodeguard/nodeguard/pkg/remediation"
-	"github.com/nodeguard/nodeguard/pkg/reporter"
+	"github.com/nodeguard/nodeguard/pkg/logging"
 )
 
 // shutdownGrace bounds shutdown after SIGTERM; the DaemonSet's grace period
@@ -187,6 +179,10 @@ func (o *options) load() (*config.Config, error) {
 	return cfg, nil
 }
 
+func newLogger(cfg *config.Config) (*zap.Logger, error) {
+	return logging.New(cfg.LogTo, cfg.LogFormat)
+}
+
 func run(args []string) error {
 	opts, err := parseFlags(args)
 	if err != nil {
@@ -208,196 +204,19 @@ func run(args []string) error {
 	defer stop()
 	agent.ApplyCgroupMemoryLimit(log)
 
-	restConfig, err := clusterConfig(cfg)
+	clients, err := agent.Connect(cfg)
 	if err != nil {
 		return err
-	}
-	if restConfig == nil {
-		cfg.Standalone = true
-	}
-	if cfg.NodeName == "" {
-		if !cfg.Standalone {
-			return errors.New("no node name: set --node-name, nodeName in the config, or $NODE_NAME")
-		}
-		cfg.NodeName, _ = os.Hostname()
 	}
 	log = log.With(zap.String("node", cfg.NodeName))
-
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	env := checks.Env{
-		Log: log, NodeName: cfg.NodeName, ProcPath: cfg.ProcPath, SysPath: cfg.SysPath,
-		StateDir: cfg.StateDir, Metrics: reg, Now: time.Now,
-	}
-	var (
-		client, watches kube.Client
-		leases          *kube.LeaseWatcher
-	)
-	if !cfg.Standalone {
-		clients, err := kube.NewClients(restConfig)
-		if err != nil {
-			return fmt.Errorf("making the API client: %w", err)
-		}
-		client, watches = clients.Requests, clients.Watches
-		leases = kube.NewLeaseWatcher(watches, cfg.NodeName)
-		env.Lease = leases
-	}
-	built, err := agent.BuildChecks(cfg, all.Registry, env)
+	deps := agent.Deps{Log: log, Metrics: reg, Clients: clients, Out: os.Stdout, BootTime: agent.BootTime(cfg.ProcPath)}
+	a, err := agent.Build(cfg, all.Registry, deps)
 	if err != nil {
 		return err
 	}
-	running, owned := built.Running, built.Owned
-	sup := &checks.Supervisor{Log: log, Metrics: checks.NewSupervisorMetrics(reg)}
-
-	metricsSink := reporter.NewMetricsSink(reg)
-	sinks := []reporter.Sink{metricsSink}
-	var (
-		nodeSink  *reporter.NodeSink
-		restarter *remediation.KubeletRestarter
-		taints    *remediation.TaintSink
-	)
-	if cfg.Standalone {
-		sinks = append(sinks, reporter.NewWriterSink(os.Stdout, cfg.Output))
-	} else {
-		pods := kube.NewPodIndex(watches, cfg.NodeName)
-		go pods.Run(ctx)
-		nodeSink = reporter.NewNodeSink(client, log, reg, reporter.NodeSinkOptions{
-			NodeName:         cfg.NodeName,
-			MinWriteInterval: cfg.Reporter.MinWriteInterval.Duration,
-			Heartbeat:        cfg.Reporter.Heartbeat.Duration,
-			EventQPS:         float32(cfg.Reporter.EventQPS),
-			EventBurst:       cfg.Reporter.EventBurst,
-			Pods:             pods,
-		})
-		sinks = append(sinks, nodeSink, logSink{log})
-		leases.Observe = nodeSink.ObserveAPI
-		leases.Confirm = client
-		leases.Log = log
-		go leases.Run(ctx)
-		if rk := cfg.Remediation.RestartKubelet; rk.Enabled {
-			restarter = remediation.NewKubeletRestarter(remediation.RestartKubeletOptions{
-				Unit: rk.Unit, When: rk.When, After: rk.After.Duration, Cooldown: rk.Cooldown.Duration, Timeout: rk.Timeout.Duration,
-			}, remediation.SystemdRestarter{}, kube.StaleLeases{Client: client, NodeName: cfg.NodeName}, log, reg)
-			sinks = append(sinks, restarter)
-		}
-		if len(cfg.Remediation.Taints) > 0 {
-			taints = remediation.NewTaintSink(client, cfg.NodeName, taintRules(cfg.Remediation.Taints), log)
-			sinks = append(sinks, taints)
-		}
-	}
-	rep := reporter.New(log, owned, sinks...)
-	if restarter != nil {
-		go restarter.Run(ctx, rep.Report)
-	}
-	if taints != nil {
-		go taints.Run(ctx)
-	}
-
-	// A check that cannot stay up for this long makes /healthz fail, so that
-	// the liveness probe restarts the pod (a dead source is no monitor).
-	health := newHealth(func() []string { return sup.Down(5 * time.Minute) })
-	if cfg.ListenAddress != "" {
-		srv := &http.Server{Addr: cfg.ListenAddress, Handler: handler(reg, health), ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("metrics server stopped", zap.Error(err))
-				health.fail("http", err)
-			}
-		}()
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			defer cancel()
-			srv.Shutdown(sctx)
-		}()
-	}
-
-	// The node sink outlives the signal until the checks have stopped, so
-	// that what they report while stopping still goes out.
-	sinkCtx, stopSink := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopSink()
-	sinkDone := make(chan struct{})
-	if nodeSink != nil {
-		go func() {
-			defer close(sinkDone)
-			if err := nodeSink.Run(sinkCtx); err != nil {
-				log.Error("node reporter stopped", zap.Error(err))
-			}
-			if ctx.Err() == nil {
-				health.fail("reporter", errors.New("the node reporter stopped"))
-			}
-		}()
-	} else {
-		close(sinkDone)
-	}
-	// The reporter starts from the Node's conditions, read once before any
-	// check runs, so that no finding can race the state it replaces.
-	var found []reporter.Condition
-	if nodeSink != nil {
-		if found, err = nodeSink.ReadConditions(ctx); err != nil {
-			log.Info("nodeguard stopped before the node could be read", zap.Error(err))
-			stopSink()
-			<-sinkDone
-			return nil
-		}
-	}
-	rep.Start(found, bootTime(cfg.ProcPath))
-	log.Info("nodeguard started", zap.Bool("standalone", cfg.Standalone), zap.Int("checks", len(running)))
-	if !cfg.KeepStartupPages {
-		go agent.ReleaseStartupPagesAfter(ctx, log)
-	}
-	sup.Checks, sup.Emit = running, rep.Report
-	stuck := sup.Run(ctx, shutdownGrace/2)
-	if len(stuck) > 0 {
-		log.Warn("checks did not stop in time", zap.Strings("checks", stuck))
-	}
-	stopSink()
-	select {
-	case <-sinkDone:
-	case <-time.After(shutdownGrace / 2):
-		log.Warn("node reporter did not stop in time")
-	}
-	log.Info("nodeguard stopped")
-	return nil
-}
-
-// taintRules turns the config's taint rules into remediation's.
-func taintRules(in []config.TaintRule) []remediation.TaintRule {
-	out := make([]remediation.TaintRule, len(in))
-	for i, r := range in {
-		out[i] = remediation.TaintRule{Condition: r.Condition, Key: r.Key, Effect: corev1.TaintEffect(r.Effect)}
-	}
-	return out
-}
-
-// clusterConfig returns the API client config, or nil for standalone.
-func clusterConfig(cfg *config.Config) (*rest.Config, error) {
-	if cfg.Standalone {
-		return nil, nil
-	}
-	path := cfg.Kubeconfig
-	if path == "" {
-		path = os.Getenv("KUBECONFIG")
-	}
-	var (
-		rc  *rest.Config
-		err error
-	)
-	if path != "" {
-		rc, err = clientcmd.BuildConfigFromFlags("", path)
-		if err != nil {
-			return nil, fmt.Errorf("loading kubeconfig %s: %w", path, err)
-		}
-	} else {
-		rc, err = rest.InClusterConfig()
-		if errors.Is(err, rest.ErrNotInCluster) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("loading the in-cluster config: %w", err)
-		}
-	}
-	kube.ForAgent(rc, float32(cfg.Reporter.ClientQPS), cfg.Reporter.ClientBurst)
-	return rc, nil
+	return a.Run(ctx, shutdownGrace)
 }
 
 // replay runs the kernel log rules over files and prints findings as JSON
@@ -420,29 +239,5 @@ func replay(args []string, stdin io.Reader, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	kcfg := cfg.CheckConfigs[kmsg.Name].(*kmsg.Config)
-	kcfg.NPDRules = append(kcfg.NPDRules, npdRules...)
-	out := reporter.NewWriterSink(stdout, "json")
-	rules, err := kcfg.Compile()
-	if err != nil {
-		return err
-	}
-	for _, name := range fs.Args() {
-		// A fresh engine per file: a report does not run on into the next.
-		engine := rules.Engine()
-		var r io.Reader = stdin
-		label := "stdin"
-		if name != "-" {
-			f, err := os.Open(name)
-			if err != nil {
-				return fmt.Errorf("replay: %w", err)
-			}
-			defer f.Close()
-			r, label = f, name
-		}
-		if err := logrules.Replay(r, label, engine, out.Finding); err != nil {
-			return fmt.Errorf("replay: %w", err)
-		}
-	}
-	return nil
+	return agent.Replay(cfg, npdRules, fs.Args(), stdin, stdout)
 }

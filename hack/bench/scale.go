@@ -178,7 +178,7 @@ func scale(c *testcluster.Cluster) error {
 	for i, name := range names {
 		sem <- struct{}{}
 		startedAt[i] = time.Now()
-		a, err := startNode(agentCtx, &wg, base, tokens[i], name, owned, healthy, cfg.Reporter, heartbeat)
+		a, err := startNode(agentCtx, &wg, base, tokens[i], name, owned, healthy, cfg, heartbeat)
 		if err != nil {
 			return err
 		}
@@ -634,9 +634,9 @@ func simulatedNode(name string) *corev1.Node {
 	}
 }
 
-// simNode is one simulated agent: what cmd/agent's run() wires when it
-// talks to an API server, minus the checks, the metrics sink and the HTTP
-// server.
+// simNode is one simulated agent: the reporting side internal/agent builds
+// for a node that talks to an API server, fed by simulated checks, with no
+// HTTP server.
 type simNode struct {
 	rep     *reporter.Reporter
 	sink    *reporter.NodeSink
@@ -644,8 +644,9 @@ type simNode struct {
 }
 
 func startNode(ctx context.Context, wg *sync.WaitGroup, base *rest.Config, token, name string,
-	owned []finding.ConditionDefault, healthy []finding.Finding, rc config.ReporterConfig, heartbeat time.Duration) (*simNode, error) {
-	// As cmd/agent's clusterConfig and run set it up.
+	owned []finding.ConditionDefault, healthy []finding.Finding, production *config.Config, heartbeat time.Duration) (*simNode, error) {
+	rc := production.Reporter
+	// As agent.ClusterConfig sets it up.
 	cfg := rest.CopyConfig(base)
 	cfg.BearerToken = token
 	kube.ForAgent(cfg, float32(rc.ClientQPS), rc.ClientBurst)
@@ -658,46 +659,33 @@ func startNode(ctx context.Context, wg *sync.WaitGroup, base *rest.Config, token
 	if err != nil {
 		return nil, err
 	}
-	client := clients.Requests
-	log := zap.NewNop()
+	nodeCfg := *production
+	nodeCfg.NodeName = name
+	nodeCfg.Reporter.Heartbeat = finding.Duration{Duration: heartbeat}
 	reg := prometheus.NewRegistry()
-	leases := kube.NewLeaseWatcher(clients.Watches, name)
-	pods := kube.NewPodIndex(clients.Watches, name)
-	sink := reporter.NewNodeSink(client, log, reg, reporter.NodeSinkOptions{
-		NodeName:         name,
-		MinWriteInterval: rc.MinWriteInterval.Duration,
-		Heartbeat:        heartbeat,
-		EventQPS:         float32(rc.EventQPS),
-		EventBurst:       rc.EventBurst,
-		Pods:             pods,
-	})
-	leases.Observe = sink.ObserveAPI
-	// leases.Confirm stays unset: it reads a Lease only once its watch has
-	// been silent for 30 s, which a renewing kubelet never lets happen, and
-	// the simulated Leases are never renewed, so it would measure a cluster
-	// whose kubelets all stopped (reads backing off to one per node per 5
-	// minutes).
-	rep := reporter.New(log, owned, sink)
-	wg.Add(4)
-	go func() { defer wg.Done(); pods.Run(ctx) }()
-	go func() { defer wg.Done(); leases.Run(ctx) }()
-	go func() { defer wg.Done(); sink.Run(ctx) }()
-	// As cmd/agent's run: the Node is read, then the checks report. Off
-	// this goroutine, so that the agents start side by side.
+	r := agent.BuildReporting(&nodeCfg, owned, agent.Deps{Log: zap.NewNop(), Metrics: reg, Clients: &clients, BootTime: time.Now().Add(-time.Hour)})
+	// The lease watch's Confirm stays unset: it reads a Lease only once its
+	// watch has been silent for 30 s, which a renewing kubelet never lets
+	// happen, and the simulated Leases are never renewed, so it would
+	// measure a cluster whose kubelets all stopped (reads backing off to
+	// one per node per 5 minutes).
+	r.Leases.Confirm = nil
+	wg.Add(1)
+	// Off this goroutine, so that the agents start side by side: the Node
+	// is read, then the checks report.
 	go func() {
 		defer wg.Done()
-		found, err := sink.ReadConditions(ctx)
-		if err != nil {
-			return
+		if err := r.Start(ctx, ctx, nil); err == nil {
+			now := time.Now()
+			for _, f := range healthy {
+				f.Time = now
+				r.Reporter.Report(f)
+			}
 		}
-		rep.Start(found, time.Now().Add(-time.Hour))
-		now := time.Now()
-		for _, f := range healthy {
-			f.Time = now
-			rep.Report(f)
-		}
+		<-ctx.Done()
+		r.Wait(time.Minute)
 	}()
-	return &simNode{rep: rep, sink: sink, metrics: reg}, nil
+	return &simNode{rep: r.Reporter, sink: r.Node, metrics: reg}, nil
 }
 
 // eventsByReason counts the events about the simulated nodes by reason.

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"fmt"
@@ -6,20 +6,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nodeguard/nodeguard/pkg/finding"
+	"github.com/nodeguard/nodeguard/pkg/reporter"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/procfs"
 	"go.uber.org/zap"
-
-	"github.com/nodeguard/nodeguard/pkg/config"
-	"github.com/nodeguard/nodeguard/pkg/finding"
-	"github.com/nodeguard/nodeguard/pkg/logging"
-	"github.com/nodeguard/nodeguard/pkg/reporter"
 )
-
-func newLogger(cfg *config.Config) (*zap.Logger, error) {
-	return logging.New(cfg.LogTo, cfg.LogFormat)
-}
 
 // logSink puts each finding in the agent's own log, so that journald and
 // container logs hold them even when the API server is away.
@@ -78,9 +71,9 @@ func handler(reg *prometheus.Registry, h *health) http.Handler {
 	return mux
 }
 
-// bootTime reads when the node booted; zero if it cannot be read, which
+// BootTime reads when the node booted; zero if it cannot be read, which
 // keeps every condition found in the API server.
-func bootTime(procPath string) time.Time {
+func BootTime(procPath string) time.Time {
 	fs, err := procfs.NewFS(procPath)
 	if err != nil {
 		return time.Time{}

@@ -1,0 +1,278 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/config"
+	"github.com/nodeguard/nodeguard/pkg/finding"
+	"github.com/nodeguard/nodeguard/pkg/kube"
+	"github.com/nodeguard/nodeguard/pkg/remediation"
+	"github.com/nodeguard/nodeguard/pkg/reporter"
+)
+
+// Deps are what the agent is built on besides its configuration.
+type Deps struct {
+	Log *zap.Logger
+	// Metrics is where every part registers its metrics, and what
+	// /metrics serves.
+	Metrics *prometheus.Registry
+	// Clients talk to the API server; nil runs standalone, printing
+	// findings to Out in cfg.Output's format.
+	Clients *kube.Clients
+	Out     io.Writer
+	// BootTime is when the node booted, for the rule on adopting the
+	// Node's conditions; zero keeps every condition found there.
+	BootTime time.Time
+	// Systemd restarts the kubelet when remediation asks; nil is the
+	// host's systemd over D-Bus.
+	Systemd remediation.UnitRestarter
+}
+
+// Agent is nodeguard assembled: the checks under their supervisor, and the
+// reporting side they feed.
+type Agent struct {
+	cfg        *config.Config
+	log        *zap.Logger
+	metrics    *prometheus.Registry
+	Checks     *Checks
+	Supervisor *checks.Supervisor
+	*Reporting
+	health *health
+}
+
+// Build assembles the agent from cfg and reg, the checks this binary
+// knows. Nothing runs until Run.
+func Build(cfg *config.Config, reg checks.Registry, deps Deps) (*Agent, error) {
+	if deps.Log == nil {
+		deps.Log = zap.NewNop()
+	}
+	if deps.Metrics == nil {
+		deps.Metrics = prometheus.NewRegistry()
+	}
+	leases := deps.leaseWatcher(cfg.NodeName)
+	env := checks.Env{
+		Log: deps.Log, NodeName: cfg.NodeName, ProcPath: cfg.ProcPath, SysPath: cfg.SysPath,
+		StateDir: cfg.StateDir, Metrics: deps.Metrics, Now: time.Now,
+	}
+	if leases != nil {
+		env.Lease = leases
+	}
+	built, err := BuildChecks(cfg, reg, env)
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{
+		cfg: cfg, log: deps.Log, metrics: deps.Metrics, Checks: built,
+		Supervisor: &checks.Supervisor{Log: deps.Log, Metrics: checks.NewSupervisorMetrics(deps.Metrics)},
+		Reporting:  buildReporting(cfg, built.Owned, deps, leases),
+	}
+	// A check that cannot stay up for this long makes /healthz fail, so that
+	// the liveness probe restarts the pod (a dead source is no monitor).
+	a.health = newHealth(func() []string { return a.Supervisor.Down(5 * time.Minute) })
+	return a, nil
+}
+
+// Handler serves /metrics and /healthz.
+func (a *Agent) Handler() http.Handler { return handler(a.metrics, a.health) }
+
+// Run runs the agent until ctx ends, then stops it within about grace: the
+// checks first, then the node sink, so that what the checks report while
+// stopping still goes out.
+func (a *Agent) Run(ctx context.Context, grace time.Duration) error {
+	if a.cfg.ListenAddress != "" {
+		srv := &http.Server{Addr: a.cfg.ListenAddress, Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.log.Error("metrics server stopped", zap.Error(err))
+				a.health.fail("http", err)
+			}
+		}()
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			srv.Shutdown(sctx)
+		}()
+	}
+	sinkCtx, stopSink := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSink()
+	if err := a.Reporting.Start(ctx, sinkCtx, func(err error) {
+		a.log.Error("node reporter stopped", zap.Error(err))
+		if ctx.Err() == nil {
+			a.health.fail("reporter", err)
+		}
+	}); err != nil {
+		a.log.Info("nodeguard stopped before the node could be read", zap.Error(err))
+		stopSink()
+		a.Reporting.Wait(grace / 2)
+		return nil
+	}
+	a.log.Info("nodeguard started", zap.Bool("standalone", a.Reporting.Node == nil), zap.Int("checks", len(a.Checks.Running)))
+	if !a.cfg.KeepStartupPages {
+		go ReleaseStartupPagesAfter(ctx, a.log)
+	}
+	a.Supervisor.Checks, a.Supervisor.Emit = a.Checks.Running, a.Reporter.Report
+	if stuck := a.Supervisor.Run(ctx, grace/2); len(stuck) > 0 {
+		a.log.Warn("checks did not stop in time", zap.Strings("checks", stuck))
+	}
+	stopSink()
+	if !a.Reporting.Wait(grace / 2) {
+		a.log.Warn("node reporter did not stop in time")
+	}
+	a.log.Info("nodeguard stopped")
+	return nil
+}
+
+// Reporting is the reporter, its sinks, and the informers and actions that
+// go with them: everything of the agent but the checks. hack/bench runs
+// it alone, fed by simulated checks.
+type Reporting struct {
+	Reporter *reporter.Reporter
+	// Node, Leases and the rest are nil when standalone.
+	Node      *reporter.NodeSink
+	Leases    *kube.LeaseWatcher
+	pods      *kube.PodIndex
+	restarter *remediation.KubeletRestarter
+	taints    *remediation.TaintSink
+	bootTime  time.Time
+
+	wg       sync.WaitGroup
+	nodeDone chan struct{}
+}
+
+// BuildReporting assembles the reporting side for the owned condition
+// types.
+func BuildReporting(cfg *config.Config, owned []finding.ConditionDefault, deps Deps) *Reporting {
+	if deps.Log == nil {
+		deps.Log = zap.NewNop()
+	}
+	if deps.Metrics == nil {
+		deps.Metrics = prometheus.NewRegistry()
+	}
+	return buildReporting(cfg, owned, deps, deps.leaseWatcher(cfg.NodeName))
+}
+
+func (d Deps) leaseWatcher(nodeName string) *kube.LeaseWatcher {
+	if d.Clients == nil {
+		return nil
+	}
+	w := kube.NewLeaseWatcher(d.Clients.Watches, nodeName)
+	w.Confirm, w.Log = d.Clients.Requests, d.Log
+	return w
+}
+
+func buildReporting(cfg *config.Config, owned []finding.ConditionDefault, deps Deps, leases *kube.LeaseWatcher) *Reporting {
+	r := &Reporting{Leases: leases, bootTime: deps.BootTime, nodeDone: make(chan struct{})}
+	sinks := []reporter.Sink{reporter.NewMetricsSink(deps.Metrics)}
+	if deps.Clients == nil {
+		out := deps.Out
+		if out == nil {
+			out = io.Discard
+		}
+		sinks = append(sinks, reporter.NewWriterSink(out, cfg.Output))
+		r.Reporter = reporter.New(deps.Log, owned, sinks...)
+		return r
+	}
+	client := deps.Clients.Requests
+	r.pods = kube.NewPodIndex(deps.Clients.Watches, cfg.NodeName)
+	r.Node = reporter.NewNodeSink(client, deps.Log, deps.Metrics, reporter.NodeSinkOptions{
+		NodeName:         cfg.NodeName,
+		MinWriteInterval: cfg.Reporter.MinWriteInterval.Duration,
+		Heartbeat:        cfg.Reporter.Heartbeat.Duration,
+		EventQPS:         float32(cfg.Reporter.EventQPS),
+		EventBurst:       cfg.Reporter.EventBurst,
+		Pods:             r.pods,
+	})
+	leases.Observe = r.Node.ObserveAPI
+	sinks = append(sinks, r.Node, logSink{deps.Log})
+	if rk := cfg.Remediation.RestartKubelet; rk.Enabled {
+		systemd := deps.Systemd
+		if systemd == nil {
+			systemd = remediation.SystemdRestarter{}
+		}
+		r.restarter = remediation.NewKubeletRestarter(remediation.RestartKubeletOptions{
+			Unit: rk.Unit, When: rk.When, After: rk.After.Duration, Cooldown: rk.Cooldown.Duration, Timeout: rk.Timeout.Duration,
+		}, systemd, kube.StaleLeases{Client: client, NodeName: cfg.NodeName}, deps.Log, deps.Metrics)
+		sinks = append(sinks, r.restarter)
+	}
+	if len(cfg.Remediation.Taints) > 0 {
+		r.taints = remediation.NewTaintSink(client, cfg.NodeName, taintRules(cfg.Remediation.Taints), deps.Log)
+		sinks = append(sinks, r.taints)
+	}
+	r.Reporter = reporter.New(deps.Log, owned, sinks...)
+	return r
+}
+
+// Start starts the informers and remediation (until ctx ends) and the node
+// sink (until sinkCtx ends; failed hears if it stops on its own), then
+// reads the Node once and starts the Reporter from its conditions, so that
+// no finding can race the state it replaces. It returns an error only when
+// ctx ended before the Node could be read.
+func (r *Reporting) Start(ctx, sinkCtx context.Context, failed func(error)) error {
+	if r.Node == nil {
+		close(r.nodeDone)
+		r.Reporter.Start(nil, r.bootTime)
+		return nil
+	}
+	r.run(func() { r.pods.Run(ctx) })
+	r.run(func() { r.Leases.Run(ctx) })
+	if r.restarter != nil {
+		r.run(func() { r.restarter.Run(ctx, r.Reporter.Report) })
+	}
+	if r.taints != nil {
+		r.run(func() { r.taints.Run(ctx) })
+	}
+	go func() {
+		defer close(r.nodeDone)
+		err := r.Node.Run(sinkCtx)
+		if err == nil {
+			err = errors.New("the node reporter stopped")
+		}
+		if failed != nil && sinkCtx.Err() == nil {
+			failed(fmt.Errorf("node reporter: %w", err))
+		}
+	}()
+	found, err := r.Node.ReadConditions(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the node's conditions: %w", err)
+	}
+	r.Reporter.Start(found, r.bootTime)
+	return nil
+}
+
+func (r *Reporting) run(f func()) {
+	r.wg.Add(1)
+	go func() { defer r.wg.Done(); f() }()
+}
+
+// Wait waits up to timeout for the node sink, and then the informers and
+// remediation, to stop; it says whether they did.
+func (r *Reporting) Wait(timeout time.Duration) bool {
+	done := make(chan struct{})
+	go func() { <-r.nodeDone; r.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
+}
+
+// taintRules turns the config's taint rules into remediation's.
+func taintRules(in []config.TaintRule) []remediation.TaintRule {
+	out := make([]remediation.TaintRule, len(in))
+	for i, r := range in {
+		out[i] = remediation.TaintRule{Condition: r.Condition, Key: r.Key, Effect: corev1.TaintEffect(r.Effect)}
+	}
+	return out
+}
