@@ -824,7 +824,7 @@ func (t *tracker) node(n *corev1.Node, update bool) {
 			continue
 		}
 		owned++
-		if (c.Type == "KernelDeadlock" || c.Type == "ContainerRuntimeUnresponsive") && c.Status == corev1.ConditionTrue {
+		if (string(c.Type) == finding.KernelDeadlock.Type || string(c.Type) == finding.ContainerRuntimeUnresponsive.Type) && c.Status == corev1.ConditionTrue {
 			burst++
 		}
 	}
@@ -853,7 +853,7 @@ func (t *tracker) node(n *corev1.Node, update bool) {
 	}
 	if t.marker != "" && burst == 2 && t.condAt[i].IsZero() {
 		for _, c := range n.Status.Conditions {
-			if c.Type == "KernelDeadlock" && strings.Contains(c.Message, t.marker) {
+			if string(c.Type) == finding.KernelDeadlock.Type && strings.Contains(c.Message, t.marker) {
 				t.condAt[i] = now
 				t.nCond++
 				t.checkBurstLocked()
