@@ -663,7 +663,10 @@ func startNode(ctx context.Context, wg *sync.WaitGroup, base *rest.Config, token
 	nodeCfg.NodeName = name
 	nodeCfg.Reporter.Heartbeat = finding.Duration{Duration: heartbeat}
 	reg := prometheus.NewRegistry()
-	r := agent.BuildReporting(&nodeCfg, owned, agent.Deps{Log: zap.NewNop(), Metrics: reg, Clients: &clients, BootTime: time.Now().Add(-time.Hour)})
+	r, err := agent.BuildReporting(&nodeCfg, owned, agent.Deps{Log: zap.NewNop(), Metrics: reg, Clients: &clients, BootTime: time.Now().Add(-time.Hour)})
+	if err != nil {
+		return nil, err
+	}
 	// The lease watch's Confirm stays unset: it reads a Lease only once its
 	// watch has been silent for 30 s, which a renewing kubelet never lets
 	// happen, and the simulated Leases are never renewed, so it would

@@ -72,10 +72,14 @@ func Build(cfg *config.Config, reg checks.Registry, deps Deps) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	reporting, err := buildReporting(cfg, built.Owned, deps, leases)
+	if err != nil {
+		return nil, err
+	}
 	a := &Agent{
 		cfg: cfg, log: deps.Log, metrics: deps.Metrics, Checks: built,
 		Supervisor: &checks.Supervisor{Log: deps.Log, Metrics: checks.NewSupervisorMetrics(deps.Metrics)},
-		Reporting:  buildReporting(cfg, built.Owned, deps, leases),
+		Reporting:  reporting,
 	}
 	// A check that cannot stay up for this long makes /healthz fail, so that
 	// the liveness probe restarts the pod (a dead source is no monitor).
@@ -152,7 +156,7 @@ type Reporting struct {
 
 // BuildReporting assembles the reporting side for the owned condition
 // types.
-func BuildReporting(cfg *config.Config, owned []finding.ConditionDefault, deps Deps) *Reporting {
+func BuildReporting(cfg *config.Config, owned []finding.ConditionDefault, deps Deps) (*Reporting, error) {
 	if deps.Log == nil {
 		deps.Log = zap.NewNop()
 	}
@@ -171,7 +175,7 @@ func (d Deps) leaseWatcher(nodeName string) *kube.LeaseWatcher {
 	return w
 }
 
-func buildReporting(cfg *config.Config, owned []finding.ConditionDefault, deps Deps, leases *kube.LeaseWatcher) *Reporting {
+func buildReporting(cfg *config.Config, owned []finding.ConditionDefault, deps Deps, leases *kube.LeaseWatcher) (*Reporting, error) {
 	r := &Reporting{Leases: leases, bootTime: deps.BootTime, nodeDone: make(chan struct{})}
 	sinks := []reporter.Sink{reporter.NewMetricsSink(deps.Metrics)}
 	if deps.Clients == nil {
@@ -181,18 +185,17 @@ func buildReporting(cfg *config.Config, owned []finding.ConditionDefault, deps D
 		}
 		sinks = append(sinks, reporter.NewWriterSink(out, cfg.Output))
 		r.Reporter = reporter.New(deps.Log, owned, sinks...)
-		return r
+		return r, nil
 	}
 	client := deps.Clients.Requests
 	r.pods = kube.NewPodIndex(deps.Clients.Watches, cfg.NodeName)
-	r.Node = reporter.NewNodeSink(client, deps.Log, deps.Metrics, reporter.NodeSinkOptions{
-		NodeName:         cfg.NodeName,
-		MinWriteInterval: cfg.Reporter.MinWriteInterval.Duration,
-		Heartbeat:        cfg.Reporter.Heartbeat.Duration,
-		EventQPS:         float32(cfg.Reporter.EventQPS),
-		EventBurst:       cfg.Reporter.EventBurst,
-		Pods:             r.pods,
-	})
+	opts := NodeSinkOptions(cfg.Reporter, cfg.NodeName)
+	opts.Pods = r.pods
+	node, err := reporter.NewNodeSink(client, deps.Log, deps.Metrics, opts)
+	if err != nil {
+		return nil, err
+	}
+	r.Node = node
 	leases.Observe = r.Node.ObserveAPI
 	sinks = append(sinks, r.Node, logSink{deps.Log})
 	if rk := cfg.Remediation.RestartKubelet; rk.Enabled {
@@ -210,7 +213,7 @@ func buildReporting(cfg *config.Config, owned []finding.ConditionDefault, deps D
 		sinks = append(sinks, r.taints)
 	}
 	r.Reporter = reporter.New(deps.Log, owned, sinks...)
-	return r
+	return r, nil
 }
 
 // Start starts the informers and remediation (until ctx ends) and the node
@@ -265,6 +268,18 @@ func (r *Reporting) Wait(timeout time.Duration) bool {
 		return true
 	case <-time.After(timeout):
 		return false
+	}
+}
+
+// NodeSinkOptions maps the reporter's configuration, whose defaults are
+// config.Default's, onto the node sink's options.
+func NodeSinkOptions(rc config.ReporterConfig, nodeName string) reporter.NodeSinkOptions {
+	return reporter.NodeSinkOptions{
+		NodeName:         nodeName,
+		MinWriteInterval: rc.MinWriteInterval.Duration,
+		Heartbeat:        rc.Heartbeat.Duration,
+		EventQPS:         float32(rc.EventQPS),
+		EventBurst:       rc.EventBurst,
 	}
 }
 

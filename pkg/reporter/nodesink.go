@@ -2,6 +2,7 @@ package reporter
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -71,25 +72,19 @@ type nodeSinkMetrics struct {
 }
 
 // NewNodeSink returns a sink for the node named in opts. Call Run to start
-// writing.
-func NewNodeSink(client kube.Client, log *zap.Logger, reg prometheus.Registerer, opts NodeSinkOptions) *NodeSink {
-	if opts.MinWriteInterval <= 0 {
-		opts.MinWriteInterval = time.Second
-	}
-	if opts.Heartbeat <= 0 {
-		opts.Heartbeat = 5 * time.Minute
+// writing. The settings a user configures (the write interval, the
+// heartbeat and the event limits) have their defaults in one place,
+// pkg/config, and must be set; the internal ones default here.
+func NewNodeSink(client kube.Client, log *zap.Logger, reg prometheus.Registerer, opts NodeSinkOptions) (*NodeSink, error) {
+	if opts.MinWriteInterval <= 0 || opts.Heartbeat <= 0 || opts.EventQPS <= 0 || opts.EventBurst <= 0 {
+		return nil, fmt.Errorf("node sink for %s: minWriteInterval %s, heartbeat %s, eventQPS %g and eventBurst %d must all be above zero",
+			opts.NodeName, opts.MinWriteInterval, opts.Heartbeat, opts.EventQPS, opts.EventBurst)
 	}
 	if opts.RequestTimeout <= 0 {
 		opts.RequestTimeout = 10 * time.Second
 	}
 	if opts.MaxRetryInterval <= 0 {
 		opts.MaxRetryInterval = 10 * time.Second
-	}
-	if opts.EventQPS <= 0 {
-		opts.EventQPS = 1.0 / 30
-	}
-	if opts.EventBurst <= 0 {
-		opts.EventBurst = 25
 	}
 	if opts.SummaryInterval <= 0 {
 		opts.SummaryInterval = 5 * time.Minute
@@ -114,7 +109,7 @@ func NewNodeSink(client kube.Client, log *zap.Logger, reg prometheus.Registerer,
 		maxRetry: opts.MaxRetryInterval, recovered: make(chan struct{}, 1)}
 	node.reach = newReachability(log, reg, events.record)
 	node.reach.onRecover = node.signalRecovered
-	return &NodeSink{opts: opts, log: log, node: node, events: events, metrics: m, wake: make(chan struct{}, 1)}
+	return &NodeSink{opts: opts, log: log, node: node, events: events, metrics: m, wake: make(chan struct{}, 1)}, nil
 }
 
 // ReadConditions reads the Node's conditions for the reporter to start

@@ -13,9 +13,12 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/nodeguard/nodeguard/pkg/config"
 	"github.com/nodeguard/nodeguard/pkg/finding"
+	"github.com/nodeguard/nodeguard/pkg/kube"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -196,7 +199,7 @@ func TestNodeSinkWritesTheAdoptedStateOnStart(t *testing.T) {
 		client := fake.NewClientset(node)
 		log := zaptest.NewLogger(t)
 		reg := prometheus.NewRegistry()
-		s := NewNodeSink(client, log, reg, NodeSinkOptions{NodeName: "n1"})
+		s := newTestSink(t, client, log, reg, NodeSinkOptions{NodeName: "n1"})
 		metrics := NewMetricsSink(reg)
 		stop := startFromNode(t, s, New(log, defaults, s, metrics), boot)
 		synctest.Wait()
@@ -291,7 +294,7 @@ func TestNodeSinkCoalescesBurstsAndBeatsWhenIdle(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
 		log := zaptest.NewLogger(t)
-		s := NewNodeSink(client, log, prometheus.NewRegistry(), NodeSinkOptions{
+		s := newTestSink(t, client, log, prometheus.NewRegistry(), NodeSinkOptions{
 			NodeName: "n1", MinWriteInterval: 500 * time.Millisecond, Heartbeat: time.Hour,
 		})
 		rep := New(log, []finding.ConditionDefault{{Type: "Flappy", Reason: "Fine", Message: "fine"}}, s)
@@ -338,7 +341,7 @@ func TestNodeSinkHeartbeat(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
 		log := zaptest.NewLogger(t)
-		s := NewNodeSink(client, log, prometheus.NewRegistry(),
+		s := newTestSink(t, client, log, prometheus.NewRegistry(),
 			NodeSinkOptions{NodeName: "n1", MinWriteInterval: 10 * time.Millisecond, Heartbeat: 10 * time.Second})
 		stop := startFromNode(t, s, New(log, []finding.ConditionDefault{{Type: "Quiet", Reason: "Fine", Message: "fine"}}, s), time.Time{})
 		time.Sleep(61 * time.Second)
@@ -360,7 +363,7 @@ func TestEventFloodIsCountedAndSummarised(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
 		log := zaptest.NewLogger(t)
-		s := NewNodeSink(client, log, prometheus.NewRegistry(), NodeSinkOptions{
+		s := newTestSink(t, client, log, prometheus.NewRegistry(), NodeSinkOptions{
 			NodeName: "n1", EventQPS: 0.001, EventBurst: 10, SummaryInterval: 300 * time.Millisecond,
 		})
 		rep := New(log, nil, s)
@@ -439,7 +442,7 @@ func TestWriteWaitingOutABackoffGoesWhenTheServerIsBack(t *testing.T) {
 			return false, nil, nil
 		})
 		log := zaptest.NewLogger(t)
-		s := NewNodeSink(client, log, prometheus.NewRegistry(),
+		s := newTestSink(t, client, log, prometheus.NewRegistry(),
 			NodeSinkOptions{NodeName: "n1", MinWriteInterval: 10 * time.Millisecond, Heartbeat: time.Hour, MaxRetryInterval: time.Hour})
 		defer startFromNode(t, s, New(log, []finding.ConditionDefault{{Type: "Quiet", Reason: "Fine", Message: "fine"}}, s), time.Time{})()
 		// Eight failures: the backoff, doubling from 100 ms, now waits at
@@ -467,7 +470,7 @@ func TestNodeSinkWritesWhatIsPendingWhenItStops(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
 		log := zaptest.NewLogger(t)
-		s := NewNodeSink(client, log, prometheus.NewRegistry(),
+		s := newTestSink(t, client, log, prometheus.NewRegistry(),
 			NodeSinkOptions{NodeName: "n1", MinWriteInterval: time.Hour, Heartbeat: time.Hour})
 		rep := New(log, []finding.ConditionDefault{{Type: "Late", Reason: "Fine", Message: "fine"}}, s)
 		stop := startFromNode(t, s, rep, time.Time{})
@@ -501,7 +504,7 @@ func TestServerErrorsKeepTheirBackoffWhileOtherRequestsSucceed(t *testing.T) {
 			return true, nil, apierrors.NewInternalError(errors.New("admission webhook failed"))
 		})
 		log := zaptest.NewLogger(t)
-		s := NewNodeSink(client, log, prometheus.NewRegistry(),
+		s := newTestSink(t, client, log, prometheus.NewRegistry(),
 			NodeSinkOptions{NodeName: "n1", MinWriteInterval: 10 * time.Millisecond, Heartbeat: time.Hour})
 		stop := startFromNode(t, s, New(log, []finding.ConditionDefault{{Type: "Quiet", Reason: "Fine", Message: "fine"}}, s), time.Time{})
 		for start := time.Now(); time.Since(start) < 3*time.Second; {
@@ -653,4 +656,28 @@ func TestHeartbeatJitterStaysWithinTheLastQuarterAndSpreads(t *testing.T) {
 			t.Errorf("heartbeatJitter(%s) spread only over [%s, %s]", d, lo, hi)
 		}
 	}
+}
+
+// newTestSink makes a node sink, filling the settings a test leaves zero
+// with the values a node gets by default (config.Default's).
+func newTestSink(t *testing.T, client kube.Client, log *zap.Logger, reg prometheus.Registerer, opts NodeSinkOptions) *NodeSink {
+	t.Helper()
+	d := config.Default(nil).Reporter
+	if opts.MinWriteInterval == 0 {
+		opts.MinWriteInterval = d.MinWriteInterval.Duration
+	}
+	if opts.Heartbeat == 0 {
+		opts.Heartbeat = d.Heartbeat.Duration
+	}
+	if opts.EventQPS == 0 {
+		opts.EventQPS = float32(d.EventQPS)
+	}
+	if opts.EventBurst == 0 {
+		opts.EventBurst = d.EventBurst
+	}
+	s, err := NewNodeSink(client, log, reg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

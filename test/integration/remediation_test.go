@@ -62,7 +62,7 @@ func runRemediation(t *testing.T, nodeName string, check checks.Check, sd *fakeS
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	sink := reporter.NewNodeSink(client, log, reg, reporter.NodeSinkOptions{NodeName: nodeName})
+	sink := newNodeSink(t, client, log, reg, nodeName)
 	sinks := []reporter.Sink{sink}
 	var restarter *remediation.KubeletRestarter
 	if enabled {

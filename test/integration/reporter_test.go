@@ -15,8 +15,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/nodeguard/nodeguard/internal/agent"
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/config"
 	"github.com/nodeguard/nodeguard/pkg/finding"
+	"github.com/nodeguard/nodeguard/pkg/kube"
 	"github.com/nodeguard/nodeguard/pkg/reporter"
 )
 
@@ -41,7 +44,7 @@ func (c *pushCheck) Run(ctx context.Context, emit func(finding.Finding)) error {
 
 // runAgent wires a check to the reporter and the API server sink the way
 // cmd/agent does, and stops them when the test ends.
-func runAgent(t *testing.T, nodeName string, check checks.Check, opts reporter.NodeSinkOptions) {
+func runAgent(t *testing.T, nodeName string, check checks.Check) {
 	t.Helper()
 	log := zaptest.NewLogger(t)
 	cfg := *cluster.Config
@@ -50,8 +53,7 @@ func runAgent(t *testing.T, nodeName string, check checks.Check, opts reporter.N
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts.NodeName = nodeName
-	sink := reporter.NewNodeSink(client, log, prometheus.NewRegistry(), opts)
+	sink := newNodeSink(t, client, log, prometheus.NewRegistry(), nodeName)
 	rep := reporter.New(log, check.Conditions(), sink)
 	runReporter(t, log, sink, rep, check)
 }
@@ -83,7 +85,7 @@ func TestFindingReachesNodeAndKubeletConditionsStay(t *testing.T) {
 		conds: []finding.ConditionDefault{{Type: "TestProblem", Reason: "NoTestProblem", Message: "all is well"}},
 		in:    make(chan finding.Finding),
 	}
-	runAgent(t, name, check, reporter.NodeSinkOptions{})
+	runAgent(t, name, check)
 
 	// On start the owned condition is written with its healthy default.
 	waitCondition(t, name, "TestProblem", corev1.ConditionFalse, 10*time.Second)
@@ -129,7 +131,7 @@ func TestConditionSurvivesAPIServerOutage(t *testing.T) {
 		conds: []finding.ConditionDefault{{Type: "TestProblem", Reason: "NoTestProblem", Message: "all is well"}},
 		in:    make(chan finding.Finding),
 	}
-	runAgent(t, name, check, reporter.NodeSinkOptions{})
+	runAgent(t, name, check)
 	waitCondition(t, name, "TestProblem", corev1.ConditionFalse, 10*time.Second)
 
 	if err := c.StopAPIServer(); err != nil {
@@ -188,7 +190,7 @@ func TestHostileKernelTextIsAcceptedByTheAPIServer(t *testing.T) {
 		conds: []finding.ConditionDefault{{Type: "TestProblem", Reason: "NoTestProblem", Message: "all is well"}},
 		in:    make(chan finding.Finding),
 	}
-	runAgent(t, name, check, reporter.NodeSinkOptions{})
+	runAgent(t, name, check)
 	waitCondition(t, name, "TestProblem", corev1.ConditionFalse, 10*time.Second)
 	hostile := "hostile \xff\xfe\x00 bytes " + strings.Repeat("é long kernel text ", 400)
 	check.in <- finding.Condition("TestProblem", finding.StatusTrue, "Hostile", hostile)
@@ -200,4 +202,14 @@ func TestHostileKernelTextIsAcceptedByTheAPIServer(t *testing.T) {
 			t.Errorf("%s message: %d bytes, valid UTF-8 %v, want at most %d, valid, marked as cut", what, len(msg), utf8.ValidString(msg), reporter.MaxMessageBytes)
 		}
 	}
+}
+
+// newNodeSink makes a node sink with the settings a node gets by default.
+func newNodeSink(t *testing.T, client kube.Client, log *zap.Logger, reg prometheus.Registerer, nodeName string) *reporter.NodeSink {
+	t.Helper()
+	s, err := reporter.NewNodeSink(client, log, reg, agent.NodeSinkOptions(config.Default(nil).Reporter, nodeName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
