@@ -121,7 +121,7 @@ func (c *Check) Conditions() []finding.ConditionDefault {
 // a write to a hung disk blocks in the kernel, and must not stop the mount
 // and diskstats checks from reporting.
 func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
-	st := &stuckState{emit: emit, now: c.now}
+	st := &stuckState{emit: emit, now: c.now, healthy: healthyIO(c.cfg.ProbeDirs)}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -174,6 +174,19 @@ type stuckState struct {
 	now     func() time.Time
 	why     map[string]string
 	emitted bool
+	// healthy is the message of a verdict of no problem; empty for the
+	// catalog's default.
+	healthy string
+}
+
+// healthyIO says, for a verdict of no problem, where the probe wrote: a
+// reader of the Node can then tell the probe's verdict from the default
+// published before it ran, and see which directories it covers.
+func healthyIO(dirs []string) string {
+	if len(dirs) == 0 {
+		return ""
+	}
+	return "writes complete in " + strings.Join(dirs, ", ") + ", and the node's disks complete I/O"
 }
 
 func (s *stuckState) set(source, why string) {
@@ -193,6 +206,9 @@ func (s *stuckState) set(source, why string) {
 		}
 	}
 	f := finding.DiskIOStuck.Healthy()
+	if s.healthy != "" {
+		f.Message = s.healthy
+	}
 	if len(problems) > 0 {
 		f = finding.Condition(finding.DiskIOStuck.Type, finding.StatusTrue, "DiskIOIsStuck", strings.Join(problems, "; "))
 	}

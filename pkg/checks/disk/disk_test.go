@@ -186,3 +186,18 @@ func TestRunReportsBothConditions(t *testing.T) {
 		t.Errorf("ReadonlyFilesystem %s, DiskIOStuck %s; want True and False", seen[finding.ReadonlyFilesystem.Type].Status, seen[finding.DiskIOStuck.Type].Status)
 	}
 }
+
+func TestHealthyIONamesTheProbedDirs(t *testing.T) {
+	for _, tc := range []struct {
+		dirs []string
+		want string
+	}{
+		{nil, ""},
+		{[]string{"/var/lib/kubelet"}, "writes complete in /var/lib/kubelet, and the node's disks complete I/O"},
+		{[]string{"/a", "/b"}, "writes complete in /a, /b, and the node's disks complete I/O"},
+	} {
+		if got := healthyIO(tc.dirs); got != tc.want {
+			t.Errorf("healthyIO(%q) = %q, want %q", tc.dirs, got, tc.want)
+		}
+	}
+}
