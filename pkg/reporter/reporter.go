@@ -84,7 +84,9 @@ func New(log *zap.Logger, owned []finding.ConditionDefault, sinks ...Sink) *Repo
 }
 
 // UniqueDefaults lists each owned type once, with the first owner's healthy
-// default.
+// default. The built-in checks take a shared type's default from
+// pkg/finding's catalog, so for them the order does not matter; only a
+// user's rule files could declare one type twice with different words.
 func UniqueDefaults(owned []finding.ConditionDefault) []finding.ConditionDefault {
 	var out []finding.ConditionDefault
 	for _, d := range owned {
