@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -108,20 +109,27 @@ func (a *Agent) Run(ctx context.Context, grace time.Duration) error {
 			srv.Shutdown(sctx)
 		}()
 	}
+	// The node sink outlives the signal until the checks have stopped, so
+	// that what they report while stopping still goes out.
 	sinkCtx, stopSink := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSink()
-	if err := a.Reporting.Start(ctx, sinkCtx, func(err error) {
-		a.log.Error("node reporter stopped", zap.Error(err))
-		if ctx.Err() == nil {
-			a.health.fail("reporter", err)
-		}
-	}); err != nil {
-		a.log.Info("nodeguard stopped before the node could be read", zap.Error(err))
-		stopSink()
-		a.Reporting.Wait(grace / 2)
-		return nil
-	}
 	a.log.Info("nodeguard started", zap.Bool("standalone", a.Reporting.Node == nil), zap.Int("checks", len(a.Checks.Running)))
+	// The checks start at once, not after the Node has been read: reading
+	// it waits out an API server outage, and detection must not. The
+	// reporter holds what they find until then.
+	started := make(chan struct{})
+	go func() {
+		defer close(started)
+		err := a.Reporting.Start(ctx, sinkCtx, func(err error) {
+			a.log.Error("node reporter stopped", zap.Error(err))
+			if ctx.Err() == nil {
+				a.health.fail("reporter", err)
+			}
+		})
+		if err != nil {
+			a.log.Info("stopped before the node could be read", zap.Error(err))
+		}
+	}()
 	if !a.cfg.KeepStartupPages {
 		go ReleaseStartupPagesAfter(ctx, a.log)
 	}
@@ -129,6 +137,7 @@ func (a *Agent) Run(ctx context.Context, grace time.Duration) error {
 	if stuck := a.Supervisor.Run(ctx, grace/2); len(stuck) > 0 {
 		a.log.Warn("checks did not stop in time", zap.Strings("checks", stuck))
 	}
+	<-started // Start returns once ctx has ended, if not before
 	stopSink()
 	if !a.Reporting.Wait(grace / 2) {
 		a.log.Warn("node reporter did not stop in time")
@@ -208,6 +217,14 @@ func buildReporting(cfg *config.Config, owned []finding.ConditionDefault, deps D
 		}, systemd, kube.StaleLeases{Client: client, NodeName: cfg.NodeName}, deps.Log, deps.Metrics)
 		sinks = append(sinks, r.restarter)
 	}
+	for _, t := range cfg.Remediation.Taints {
+		if !slices.ContainsFunc(owned, func(d finding.ConditionDefault) bool { return d.Type == t.Condition }) {
+			// The taint sink follows the reporter's conditions only: a
+			// typo or a disabled check would make the rule never apply.
+			deps.Log.Warn("a taint rule names a condition type no enabled check owns; it will never taint the node",
+				zap.String("condition", t.Condition), zap.String("taint", t.Key))
+		}
+	}
 	if len(cfg.Remediation.Taints) > 0 {
 		r.taints = remediation.NewTaintSink(client, cfg.NodeName, taintRules(cfg.Remediation.Taints), deps.Log)
 		sinks = append(sinks, r.taints)
@@ -218,9 +235,9 @@ func buildReporting(cfg *config.Config, owned []finding.ConditionDefault, deps D
 
 // Start starts the informers and remediation (until ctx ends) and the node
 // sink (until sinkCtx ends; failed hears if it stops on its own), then
-// reads the Node once and starts the Reporter from its conditions, so that
-// no finding can race the state it replaces. It returns an error only when
-// ctx ended before the Node could be read.
+// reads the Node once and starts the Reporter from its conditions (what
+// the checks reported meanwhile is applied over them). It returns an error
+// only when ctx ended before the Node could be read.
 func (r *Reporting) Start(ctx, sinkCtx context.Context, failed func(error)) error {
 	if r.Node == nil {
 		close(r.nodeDone)

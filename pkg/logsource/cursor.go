@@ -45,6 +45,10 @@ func (s CursorStore) Save(name, cursor string) error {
 	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
 		return fmt.Errorf("saving the cursor %s: %w", path, err)
 	}
+	// Not fsynced, on purpose: a save follows each reported line, and an
+	// fsync on a disk that hangs would stop the kernel log's reader just
+	// when the node is sick. After a power loss the file may be empty,
+	// which reads as no cursor: a start as on a new boot, not a failure.
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(cursor), 0o644); err != nil {
 		return fmt.Errorf("saving the cursor %s: %w", path, err)

@@ -47,8 +47,7 @@ func (f *JournalFollower) Run(ctx context.Context, after string, emit func(Line)
 			return fmt.Errorf("matching journal entries %s: %w", m, err)
 		}
 	}
-	switch {
-	case after != "":
+	if after != "" {
 		// Resume: step onto the entry last handled, so that Next gives
 		// the one after it. When the journal no longer holds that entry
 		// (rotated away), Next lands on the first one after where it was:
@@ -58,6 +57,17 @@ func (f *JournalFollower) Run(ctx context.Context, after string, emit func(Line)
 				_, err = j.Previous()
 			}
 		}
+		if err != nil {
+			// A cursor the journal cannot take (a damaged state file)
+			// would fail every restart the same way: start as without one.
+			if f.BadCursor != nil {
+				f.BadCursor(after, err)
+			}
+			after, err = "", nil
+		}
+	}
+	switch {
+	case after != "":
 	case f.FromStart:
 		err = j.SeekHead()
 	default:

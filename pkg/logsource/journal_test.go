@@ -115,9 +115,11 @@ func TestJournalFollowerResumesAfterACursor(t *testing.T) {
 		journaltest.Unit(base.Add(time.Second), "kubelet.service", "second"),
 		journaltest.Unit(base.Add(2*time.Second), "kubelet.service", "third"),
 	)
+	var bad []string
 	read := func(after string, n int) []Line {
 		t.Helper()
-		f := &JournalFollower{Dir: dir, Units: []string{"kubelet.service"}, FromStart: true, Poll: 50 * time.Millisecond}
+		f := &JournalFollower{Dir: dir, Units: []string{"kubelet.service"}, FromStart: true, Poll: 50 * time.Millisecond,
+			BadCursor: func(cursor string, err error) { bad = append(bad, cursor) }}
 		ctx, cancel := context.WithCancel(context.Background())
 		got := make(chan Line, 10)
 		done := make(chan error)
@@ -148,6 +150,9 @@ func TestJournalFollowerResumesAfterACursor(t *testing.T) {
 	}{
 		{"after the first", all[0].Cursor, []string{"second", "third"}},
 		{"after the second", all[1].Cursor, []string{"third"}},
+		// A damaged state file: read as without a cursor, not fail on
+		// every restart.
+		{"a cursor the journal cannot take", "not-a-cursor", []string{"first", "second", "third"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -159,5 +164,8 @@ func TestJournalFollowerResumesAfterACursor(t *testing.T) {
 				t.Errorf("read %v, want %v", texts, tt.want)
 			}
 		})
+	}
+	if strings.Join(bad, ",") != "not-a-cursor" {
+		t.Errorf("BadCursor heard of %q, want the bad cursor only", bad)
 	}
 }

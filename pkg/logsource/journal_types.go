@@ -34,6 +34,9 @@ type JournalFollower struct {
 	// Positioned, if set, is called once the journal is open and
 	// positioned: an entry written after it returns will be read.
 	Positioned func()
+	// BadCursor, if set, hears of a cursor given to Run that the journal
+	// could not seek to; the journal is then read as without one.
+	BadCursor func(cursor string, err error)
 }
 
 func (f *JournalFollower) describe() string {

@@ -141,8 +141,10 @@ func (s *NodeSink) Changed(Condition) { s.changed() }
 func (s *NodeSink) changed() {
 	s.mu.Lock()
 	s.generation++
-	s.mu.Unlock()
+	// Under the lock, as a write sets it back to 1: set after it, a 0
+	// could outlast a write that already took this generation.
 	s.metrics.synced.Set(0)
+	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
 	default:

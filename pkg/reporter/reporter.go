@@ -74,10 +74,22 @@ type Reporter struct {
 	stateMu sync.RWMutex
 	state   map[string]Condition
 	started bool
+
+	// Before Start, the checks already run (reading the Node may wait out
+	// an API server outage, and a log source must not fall behind): their
+	// condition findings wait in byCheck, their events here, and Start
+	// applies them over the state it starts from.
+	early        []finding.Finding
+	earlyDropped int
 }
 
+// maxEarlyEvents bounds the events kept before Start; a flood while the
+// Node cannot be read is logged past it, not kept.
+const maxEarlyEvents = 1000
+
 // New returns a reporter for the given owned condition types; a type may
-// appear once per check that owns it. Call Start before Report.
+// appear once per check that owns it. Findings reported before Start are
+// held and applied by Start.
 func New(log *zap.Logger, owned []finding.ConditionDefault, sinks ...Sink) *Reporter {
 	return &Reporter{log: log, sinks: sinks, defaults: UniqueDefaults(owned), now: time.Now,
 		byCheck: map[string]map[string]finding.Finding{}, state: map[string]Condition{}}
@@ -103,7 +115,8 @@ func UniqueDefaults(owned []finding.ConditionDefault) []finding.ConditionDefault
 // an agent restart does not make it flap, unless it turned True before
 // bootTime: a reboot ends the kernel problems of the boot before it. Any
 // other found state is kept too; an owned type not found starts at its
-// healthy default. Call it once, before the checks start.
+// healthy default. Call it once; what the checks reported before it is
+// applied after it.
 func (r *Reporter) Start(found []Condition, bootTime time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -128,6 +141,27 @@ func (r *Reporter) Start(found []Condition, bootTime time.Time) {
 	for _, s := range r.sinks {
 		s.Start(r)
 	}
+	// What the checks found while the Node was being read, as if it had
+	// come just after: their word wins over the state found on the Node.
+	for _, f := range r.early {
+		r.passEvent(f)
+	}
+	if r.earlyDropped > 0 {
+		r.log.Warn("events found before the Node could be read were over the limit kept; they are in this log only",
+			zap.Int("dropped", r.earlyDropped), zap.Int("kept", len(r.early)))
+	}
+	r.early, r.earlyDropped = nil, 0
+	for _, d := range r.defaults {
+		if sources := r.byCheck[d.Type]; len(sources) > 0 {
+			r.apply(d.Type, merge(sources))
+		}
+	}
+}
+
+func (r *Reporter) passEvent(f finding.Finding) {
+	for _, s := range r.sinks {
+		s.Event(f)
+	}
 }
 
 // Report takes one finding. A condition finding for a type no check owns is
@@ -136,8 +170,18 @@ func (r *Reporter) Report(f finding.Finding) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if f.Kind != finding.KindCondition {
-		for _, s := range r.sinks {
-			s.Event(f)
+		r.stateMu.RLock()
+		started := r.started
+		r.stateMu.RUnlock()
+		switch {
+		case started:
+			r.passEvent(f)
+		case len(r.early) < maxEarlyEvents:
+			r.early = append(r.early, f)
+		default:
+			r.earlyDropped++
+			r.log.Info("event found before the Node could be read, over the limit kept", zap.String("check", f.Check),
+				zap.String("reason", f.Reason), zap.String("message", f.Message), zap.String("source", f.Source))
 		}
 		return
 	}
@@ -152,16 +196,19 @@ func (r *Reporter) Report(f finding.Finding) {
 		r.byCheck[f.Type] = sources
 	}
 	sources[f.Check] = f
-	merged := merge(sources)
-
-	r.stateMu.Lock()
-	if !r.started {
-		r.stateMu.Unlock()
-		r.log.Error("dropped a condition finding reported before the reporter started",
-			zap.String("check", f.Check), zap.String("condition", f.Type))
-		return
+	r.stateMu.RLock()
+	started := r.started
+	r.stateMu.RUnlock()
+	if started {
+		r.apply(f.Type, merge(sources))
 	}
-	prev := r.state[f.Type]
+}
+
+// apply makes merged the state of its type and tells the sinks, unless it
+// changes nothing. r.mu is held.
+func (r *Reporter) apply(condType string, merged finding.Finding) {
+	r.stateMu.Lock()
+	prev := r.state[condType]
 	if sameState(prev.Finding, merged) {
 		r.stateMu.Unlock()
 		return
@@ -173,7 +220,7 @@ func (r *Reporter) Report(f finding.Finding) {
 			c.Since = r.now()
 		}
 	}
-	r.state[f.Type] = c
+	r.state[condType] = c
 	r.stateMu.Unlock()
 	for _, s := range r.sinks {
 		s.Changed(c)

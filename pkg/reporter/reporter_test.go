@@ -63,6 +63,51 @@ func TestReporterDropsRepeatsAndUnownedTypes(t *testing.T) {
 	}
 }
 
+// The checks run while the Node is being read (it may take an outage's
+// length): what they find meanwhile reaches the sinks at Start, over the
+// state found on the Node, and none of it before.
+func TestFindingsBeforeStartAreAppliedAtStart(t *testing.T) {
+	sink := &recordSink{}
+	owned := []finding.ConditionDefault{
+		{Type: "KernelDeadlock", Reason: "KernelHasNoDeadlock"},
+		{Type: "DiskIOStuck", Reason: "DiskIOIsFlowing"},
+		{Type: "NICDown", Reason: "NICIsUp"},
+	}
+	r := New(zaptest.NewLogger(t), owned, sink)
+	at := time.Unix(1000, 0)
+	early := func(f finding.Finding) {
+		at = at.Add(time.Second)
+		f.Check, f.Time = "c", at
+		r.Report(f)
+	}
+	early(finding.Event(finding.SeverityWarning, "OOMKilling", "during the wait"))
+	early(finding.Condition("DiskIOStuck", finding.StatusTrue, "DiskIOIsStuck", "first"))
+	early(finding.Condition("DiskIOStuck", finding.StatusTrue, "DiskIOIsStuck", "latest"))
+	early(finding.Condition("NICDown", finding.StatusFalse, "NICIsUp", "eth0 up"))
+	if sink.state != nil || len(sink.got) != 0 {
+		t.Fatalf("before Start the sinks got %+v (started %v), want nothing", sink.got, sink.state != nil)
+	}
+	// The Node held KernelDeadlock True from this boot and NICDown True:
+	// the first stays, the second is overruled by what the check found.
+	found := []Condition{
+		{Finding: finding.Condition("KernelDeadlock", finding.StatusTrue, "ContainerRuntimeHung", "hung"), Since: time.Unix(900, 0)},
+		{Finding: finding.Condition("NICDown", finding.StatusTrue, "NICIsDown", "eth0 down"), Since: time.Unix(900, 0)},
+	}
+	r.Start(found, time.Unix(800, 0))
+	var got []string
+	for _, f := range sink.got {
+		got = append(got, f.Reason+":"+f.Message)
+	}
+	if want := "OOMKilling:during the wait DiskIOIsStuck:latest NICIsUp:eth0 up"; strings.Join(got, " ") != want {
+		t.Errorf("at Start the sinks got %v, want %s", got, want)
+	}
+	for typ, want := range map[string]string{"KernelDeadlock": "True", "DiskIOStuck": "True", "NICDown": "False"} {
+		if c, _ := r.Condition(typ); string(c.Status) != want {
+			t.Errorf("%s after Start = %s, want %s", typ, c.Status, want)
+		}
+	}
+}
+
 func TestReporterMergesSourcesOfOneConditionType(t *testing.T) {
 	sink := &recordSink{}
 	owned := []finding.ConditionDefault{{Type: "ReadonlyFilesystem", Reason: "FilesystemIsNotReadOnly"}, {Type: "ReadonlyFilesystem", Reason: "MountsAreReadWrite"}}

@@ -470,3 +470,40 @@ func ensureNamespace(t *testing.T, name string) {
 		t.Fatal(err)
 	}
 }
+
+// An agent that starts while the API server is down detects all the same:
+// the checks do not wait for the Node to be read, and what they find
+// reaches the Node once the server is back.
+func TestDetectsWhileTheAPIServerIsDownAtStart(t *testing.T) {
+	c := needCluster(t)
+	needRoot(t, "writes records to /dev/kmsg")
+	const name = "down-at-start-node"
+	createNode(t, name)
+	if err := c.StopAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	up := false
+	t.Cleanup(func() {
+		if !up {
+			c.StartAPIServer()
+		}
+	})
+	_, _, stderr := startAgent(t, agentArgs(t, t.TempDir(), freshStart, "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address=off")...)
+	// The kernel log is read with no API server to be had.
+	waitReading(t, stderr, "/dev/kmsg")
+	pid := 100000 + rand.IntN(800000)
+	writeKmsg(t, fmt.Sprintf("<3>INFO: task containerd:%d blocked for more than 120 seconds.\n", pid))
+	marker := fmt.Sprintf("containerd:%d", pid)
+	time.Sleep(2 * time.Second) // found, and held, while the server is down
+	if err := c.StartAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	up = true
+	// The Node read backs off to 10 s between tries while the server is down.
+	_, took := waitEvent(t, name, "TaskHung", marker, 60*time.Second)
+	t.Logf("TaskHung event on the node %s after the API server was back", took)
+	node, _ := waitCondition(t, name, "KernelDeadlock", corev1.ConditionTrue, 30*time.Second)
+	if cond := condition(node, "KernelDeadlock"); !strings.Contains(cond.Message, marker) {
+		t.Errorf("KernelDeadlock = %s %q, want a message naming %s", cond.Reason, cond.Message, marker)
+	}
+}

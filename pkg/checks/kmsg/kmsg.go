@@ -224,6 +224,8 @@ func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 	if c.cfg.Journal {
 		follower := &logsource.JournalFollower{Dir: c.cfg.JournalDir, Matches: []string{"_TRANSPORT=kernel"}, Positioned: func() {
 			c.log.Info("reading the kernel log", zap.String("source", "journal"), zap.String("dir", c.cfg.JournalDir))
+		}, BadCursor: func(cursor string, err error) {
+			c.log.Warn("the saved journal cursor cannot be used; reading as on a first start", zap.String("cursor", cursor), zap.Error(err))
 		}}
 		// On a first start only entries logged after it; after a restart,
 		// from the last entry read.
