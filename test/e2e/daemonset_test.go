@@ -580,20 +580,28 @@ func metric(text, series string) float64 {
 func ownedConditions(t *testing.T) []string {
 	t.Helper()
 	re := regexp.MustCompile(`nodeguard_condition\{condition="([^"]+)"`)
-	seen := map[string]bool{}
-	for _, m := range re.FindAllStringSubmatch(get(t, metricsURL+"/metrics"), -1) {
-		seen[m[1]] = true
-	}
+	must := []string{"KernelDeadlock", "ContainerRuntimeUnresponsive", "DiskIOStuck", "KubeletLeaseStale", "NodeguardCheckStuck"}
 	var out []string
-	for k := range seen {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	for _, must := range []string{"KernelDeadlock", "ContainerRuntimeUnresponsive", "DiskIOStuck", "KubeletLeaseStale", "NodeguardCheckStuck"} {
-		if !seen[must] {
-			t.Fatalf("the agent does not say it owns %s; it owns %v", must, out)
+	// The condition series appear once the agent has read the Node, which
+	// its checks do not wait for: a pod may be Ready, and reading its
+	// kernel log, a moment before.
+	waitFor(t, 30*time.Second, "the agent's condition metrics", func() (bool, string) {
+		seen := map[string]bool{}
+		for _, m := range re.FindAllStringSubmatch(get(t, metricsURL+"/metrics"), -1) {
+			seen[m[1]] = true
 		}
-	}
+		out = out[:0]
+		for k := range seen {
+			out = append(out, k)
+		}
+		sort.Strings(out)
+		for _, m := range must {
+			if !seen[m] {
+				return false, fmt.Sprintf("it owns %v, not %s", out, m)
+			}
+		}
+		return true, ""
+	})
 	return out
 }
 
