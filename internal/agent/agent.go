@@ -55,12 +55,7 @@ type Agent struct {
 // Build assembles the agent from cfg and reg, the checks this binary
 // knows. Nothing runs until Run.
 func Build(cfg *config.Config, reg checks.Registry, deps Deps) (*Agent, error) {
-	if deps.Log == nil {
-		deps.Log = zap.NewNop()
-	}
-	if deps.Metrics == nil {
-		deps.Metrics = prometheus.NewRegistry()
-	}
+	deps = deps.withDefaults()
 	leases := deps.leaseWatcher(cfg.NodeName)
 	env := checks.Env{
 		Log: deps.Log, NodeName: cfg.NodeName, ProcPath: cfg.ProcPath, SysPath: cfg.SysPath,
@@ -140,7 +135,7 @@ func (a *Agent) Run(ctx context.Context, grace time.Duration) error {
 	<-started // Start returns once ctx has ended, if not before
 	stopSink()
 	if !a.Reporting.Wait(grace / 2) {
-		a.log.Warn("node reporter did not stop in time")
+		a.log.Warn("reporting (node sink, informers, remediation) did not stop in time")
 	}
 	a.log.Info("nodeguard stopped")
 	return nil
@@ -166,13 +161,20 @@ type Reporting struct {
 // BuildReporting assembles the reporting side for the owned condition
 // types.
 func BuildReporting(cfg *config.Config, owned []finding.ConditionDefault, deps Deps) (*Reporting, error) {
-	if deps.Log == nil {
-		deps.Log = zap.NewNop()
-	}
-	if deps.Metrics == nil {
-		deps.Metrics = prometheus.NewRegistry()
-	}
+	deps = deps.withDefaults()
 	return buildReporting(cfg, owned, deps, deps.leaseWatcher(cfg.NodeName))
+}
+
+// withDefaults fills what a caller may leave out: no log, and a registry of
+// its own.
+func (d Deps) withDefaults() Deps {
+	if d.Log == nil {
+		d.Log = zap.NewNop()
+	}
+	if d.Metrics == nil {
+		d.Metrics = prometheus.NewRegistry()
+	}
+	return d
 }
 
 func (d Deps) leaseWatcher(nodeName string) *kube.LeaseWatcher {

@@ -174,6 +174,12 @@ func writeHungTask(t *testing.T, n *testnode.Node, pid int) {
 		c := condition(t, n, "KernelDeadlock")
 		return c.Status == corev1.ConditionTrue, fmt.Sprintf("%+v", c)
 	})
+	// The kmsg rule runtime-task-hung: a hung containerd is an
+	// unresponsive runtime too, whatever the CRI probe says.
+	waitFor(t, time.Minute, "ContainerRuntimeUnresponsive=True naming "+want, func() (bool, string) {
+		c := condition(t, n, "ContainerRuntimeUnresponsive")
+		return c.Status == corev1.ConditionTrue && strings.Contains(c.Message, want), fmt.Sprintf("%+v", c)
+	})
 }
 
 // TestLivenessProbeRestartsStoppedAgent stops the agent's process; the

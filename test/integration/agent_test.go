@@ -159,6 +159,11 @@ func TestKmsgRecordBecomesEventAndCondition(t *testing.T) {
 	if c := condition(node, "KernelDeadlock"); !strings.Contains(c.Message, marker) || c.Reason != "ContainerRuntimeHung" {
 		t.Errorf("KernelDeadlock = %s %q, want reason ContainerRuntimeHung and a message naming %s", c.Reason, c.Message, marker)
 	}
+	// The kmsg rule runtime-task-hung raises the cri check's condition too.
+	node, _ = waitCondition(t, name, "ContainerRuntimeUnresponsive", corev1.ConditionTrue, 15*time.Second)
+	if c := condition(node, "ContainerRuntimeUnresponsive"); !strings.Contains(c.Message, marker) || c.Reason != "RuntimeTaskHung" {
+		t.Errorf("ContainerRuntimeUnresponsive = %s %q, want reason RuntimeTaskHung and a message naming %s", c.Reason, c.Message, marker)
+	}
 
 	// What an SRE reads: kubectl describe node shows both.
 	out, err := cluster.Kubectl(context.Background(), "describe", "node", name)
