@@ -207,7 +207,7 @@ func buildReporting(cfg *config.Config, owned []finding.ConditionDefault, deps D
 		return nil, err
 	}
 	r.Node = node
-	leases.Observe = r.Node.ObserveAPI
+	leases.Observe, leases.Reachable = r.Node.ObserveAPI, r.Node.APIReachable
 	sinks = append(sinks, r.Node, logSink{deps.Log})
 	if rk := cfg.Remediation.RestartKubelet; rk.Enabled {
 		systemd := deps.Systemd

@@ -217,6 +217,14 @@ func (c *Cluster) StopAPIServer() error {
 	return nil
 }
 
+// KillAPIServer kills kube-apiserver at once, as a crash or a lost control
+// plane would: no drain, in which the server refuses new requests while
+// open watches stay quiet.
+func (c *Cluster) KillAPIServer() error {
+	c.apiserver.Stop(0)
+	return nil
+}
+
 // Stop stops everything and removes the directory.
 func (c *Cluster) Stop() {
 	c.apiserver.Stop(stopGrace)

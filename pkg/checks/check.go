@@ -69,10 +69,10 @@ func (e Env) Sys() string {
 // LeaseView is a read-only view of this node's Lease in kube-node-lease,
 // kept by an informer the wiring owns.
 type LeaseView interface {
-	// NodeLease returns the Lease as last seen and whether it exists;
-	// current says whether the view is up to date (the agent reaches the
-	// API server).
-	NodeLease() (lease *coordinationv1.Lease, exists, current bool)
+	// NodeLease returns the Lease as last seen and whether it exists, and
+	// since when the view has been up to date (the agent reaching the API
+	// server): zero while it is not.
+	NodeLease() (lease *coordinationv1.Lease, exists bool, currentSince time.Time)
 }
 
 // Validator is implemented by check configurations that have rules beyond

@@ -117,9 +117,15 @@ type listWatcher[L runtime.Object] interface {
 // than by client-go's informer factory, which links informers and listers
 // for every API group and costs the agent megabytes of resident binary.
 // observe, when not nil, is told the result of every list and watch.
-// client tells the reflector whether it can stream a watch-list (the fake
-// clientset cannot), as client-go's generated informers do.
 func SelectedInformer[L runtime.Object](client Client, objs listWatcher[L], selector string, obj runtime.Object, observe func(error)) cache.SharedIndexInformer {
+	return cache.NewSharedIndexInformer(selectedListWatch(client, objs, selector, observe), obj, 0, cache.Indexers{})
+}
+
+// selectedListWatch lists and watches the objects of objs that match the
+// field selector, telling observe (when not nil) the result of every
+// request. client tells the reflector whether it can stream a watch-list
+// (the fake clientset cannot), as client-go's generated informers do.
+func selectedListWatch[L runtime.Object](client Client, objs listWatcher[L], selector string, observe func(error)) cache.ListerWatcher {
 	if observe == nil {
 		observe = func(error) {}
 	}
@@ -137,5 +143,5 @@ func SelectedInformer[L runtime.Object](client Client, objs listWatcher[L], sele
 			return w, err
 		},
 	}
-	return cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, client), obj, 0, cache.Indexers{})
+	return cache.ToListWatcherWithWatchListSemantics(lw, client)
 }

@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/cache"
 
 	"go.uber.org/zap"
@@ -21,15 +22,20 @@ import (
 // NodeLeaseNamespace is where kubelets keep their heartbeat Leases.
 const NodeLeaseNamespace = "kube-node-lease"
 
-// LeaseWatcher keeps this node's Lease from an informer limited to that one
+// LeaseWatcher keeps this node's Lease from a reflector limited to that one
 // object, and whether its view of the API server is current: the last list
-// or watch succeeded and no watch has failed since.
+// or watch succeeded and no request has failed since.
 type LeaseWatcher struct {
-	informer cache.SharedIndexInformer
-	name     string
+	reflector *cache.Reflector
+	store     cache.Store
+	name      string
 	// Observe, when set before Run, is told the result of every list and
 	// watch, for the agent's view of the API server's reachability.
 	Observe func(error)
+	// Reachable, when set before Run, is the agent's wider view of the API
+	// server (every request it makes, not only this watch's): whether it
+	// answers, and since when. The view is current only while both agree.
+	Reachable func() (up bool, since time.Time)
 	// Confirm, when set before Run, reads the Lease directly once the watch
 	// has brought nothing for confirmAfter. A kubelet renews every 10 s, so
 	// silence means either a kubelet that stopped, which the read
@@ -46,8 +52,12 @@ type LeaseWatcher struct {
 	confirmEvery time.Duration
 
 	mu        sync.Mutex
+	synced    bool
 	lastOK    time.Time
 	lastError time.Time
+	// upSince is when the view last became current: the first success
+	// after a failure, or the first list.
+	upSince   time.Time
 	lastEvent time.Time
 	// read is the Lease as Confirm last read it; nextRead is when it may
 	// read again.
@@ -55,6 +65,16 @@ type LeaseWatcher struct {
 	nextRead time.Time
 	backoff  time.Duration
 }
+
+// watchBackoff is how the reflector retries a failed list or watch. client-go's
+// default grows to 30 s with as much again of jitter, so after an outage of
+// a minute the watch came back up to a minute after the API server did, and
+// the kubelet's renewals in between went unseen (the 30 s direct read saw
+// them first). A watch of one small object that cannot return within a
+// kubelet's renew interval (10 s) is no use for judging renewals; at 1,000
+// nodes a try every 4 to 6 s is some 200 small requests a second at a
+// recovering API server, against the kubelets' own 1,000 renewals every 10 s.
+var watchBackoff = wait.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.5, Steps: 10, Cap: 4 * time.Second}
 
 // maxReadBackoff bounds the wait between reads of a Lease that stays
 // unrenewed, so that a cluster whose kubelets all stopped costs the API
@@ -65,18 +85,30 @@ const maxReadBackoff = 5 * time.Minute
 func NewLeaseWatcher(client Client, nodeName string) *LeaseWatcher {
 	w := &LeaseWatcher{name: nodeName, confirmAfter: 30 * time.Second, confirmEvery: 10 * time.Second}
 	sel := fields.OneTermEqualSelector("metadata.name", nodeName).String()
-	w.informer = SelectedInformer(client, client.CoordinationV1().Leases(NodeLeaseNamespace), sel, &coordinationv1.Lease{}, w.record)
-	w.informer.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
-		w.record(err)
-		cache.DefaultWatchErrorHandler(ctx, r, err)
-	})
-	// Every event is news from the server.
-	w.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { w.event() },
-		UpdateFunc: func(any, any) { w.event() },
-		DeleteFunc: func(any) { w.event() },
-	})
+	w.store = &leaseStore{Store: cache.NewStore(cache.MetaNamespaceKeyFunc), w: w}
+	b := watchBackoff
+	w.reflector = cache.NewReflectorWithOptions(selectedListWatch(client, client.CoordinationV1().Leases(NodeLeaseNamespace), sel, w.record),
+		&coordinationv1.Lease{}, w.store, cache.ReflectorOptions{Name: "lease " + NodeLeaseNamespace + "/" + nodeName, Backoff: &b})
 	return w
+}
+
+// leaseStore is the reflector's store; every change it is told of is news
+// from the server, and a Replace is a completed list.
+type leaseStore struct {
+	cache.Store
+	w *LeaseWatcher
+}
+
+func (s *leaseStore) Add(obj any) error    { s.w.event(); return s.Store.Add(obj) }
+func (s *leaseStore) Update(obj any) error { s.w.event(); return s.Store.Update(obj) }
+func (s *leaseStore) Delete(obj any) error { s.w.event(); return s.Store.Delete(obj) }
+func (s *leaseStore) Replace(list []any, rv string) error {
+	err := s.Store.Replace(list, rv)
+	s.w.mu.Lock()
+	s.w.synced = true
+	s.w.mu.Unlock()
+	s.w.event()
+	return err
 }
 
 func (w *LeaseWatcher) record(err error) {
@@ -85,11 +117,15 @@ func (w *LeaseWatcher) record(err error) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	now := time.Now()
 	if err != nil {
-		w.lastError = time.Now()
-	} else {
-		w.lastOK = time.Now()
+		w.lastError = now
+		return
 	}
+	if w.lastOK.IsZero() || w.lastError.After(w.lastOK) {
+		w.upSince = now
+	}
+	w.lastOK = now
 }
 
 func (w *LeaseWatcher) event() {
@@ -105,7 +141,7 @@ func (w *LeaseWatcher) Run(ctx context.Context) {
 	if w.Confirm != nil {
 		go w.confirm(ctx)
 	}
-	w.informer.RunWithContext(ctx)
+	w.reflector.RunWithContext(ctx)
 }
 
 // confirm reads the Lease whenever the watch has been silent for
@@ -122,12 +158,12 @@ func (w *LeaseWatcher) confirm(ctx context.Context) {
 		}
 		now := time.Now()
 		w.mu.Lock()
-		due := now.Sub(w.lastEvent) >= w.confirmAfter && !now.Before(w.nextRead)
+		due := now.Sub(w.lastEvent) >= w.confirmAfter && !now.Before(w.nextRead) && w.synced
 		w.mu.Unlock()
-		if !due || !w.informer.HasSynced() {
+		if !due {
 			continue
 		}
-		before, _, _ := w.NodeLease()
+		before, _ := w.stored()
 		reqCtx, cancel := context.WithTimeout(ctx, w.confirmEvery)
 		lease, err := leases.Get(reqCtx, w.name, metav1.GetOptions{})
 		cancel()
@@ -151,25 +187,45 @@ func (w *LeaseWatcher) confirm(ctx context.Context) {
 	}
 }
 
-// NodeLease returns the Lease as last seen and whether it exists; current
-// is false until the first list and after a failed list or watch, until
-// the next success.
-func (w *LeaseWatcher) NodeLease() (lease *coordinationv1.Lease, exists, current bool) {
+// NodeLease returns the Lease as last seen and whether it exists, and
+// since when the view has been current: zero until the first list, and
+// while a list, watch or (with Reachable) any request of the agent's fails.
+// After an outage that is when the server answered again, which is as soon
+// as any kubelet could have renewed.
+func (w *LeaseWatcher) NodeLease() (lease *coordinationv1.Lease, exists bool, currentSince time.Time) {
 	w.mu.Lock()
-	current = w.informer.HasSynced() && !w.lastOK.IsZero() && !w.lastError.After(w.lastOK)
-	w.mu.Unlock()
-	obj, ok, err := w.informer.GetStore().GetByKey(NodeLeaseNamespace + "/" + w.name)
-	if err != nil || !ok {
-		return nil, false, current
+	if w.synced && !w.lastOK.IsZero() && !w.lastError.After(w.lastOK) {
+		currentSince = w.upSince
 	}
-	lease = obj.(*coordinationv1.Lease)
+	w.mu.Unlock()
+	if w.Reachable != nil && !currentSince.IsZero() {
+		up, since := w.Reachable()
+		switch {
+		case !up:
+			currentSince = time.Time{}
+		case since.After(currentSince):
+			currentSince = since
+		}
+	}
+	lease, exists = w.stored()
+	return lease, exists, currentSince
+}
+
+// stored is the newer of the Lease the watch brought and the one Confirm
+// read.
+func (w *LeaseWatcher) stored() (*coordinationv1.Lease, bool) {
+	obj, ok, err := w.store.GetByKey(NodeLeaseNamespace + "/" + w.name)
+	if err != nil || !ok {
+		return nil, false
+	}
+	lease := obj.(*coordinationv1.Lease)
 	w.mu.Lock()
 	read := w.read
 	w.mu.Unlock()
 	if read != nil && renewedLater(read, lease) {
-		return read, true, current
+		return read, true
 	}
-	return lease, true, current
+	return lease, true
 }
 
 func renewedLater(a, b *coordinationv1.Lease) bool {

@@ -40,7 +40,7 @@ func TestLeaseWatcherReadsPastAStalledWatch(t *testing.T) {
 	}
 	confirming, watchOnly := start(true), start(false)
 	renewTime := func(w *LeaseWatcher) time.Time {
-		if l, ok, _ := w.NodeLease(); ok && l.Spec.RenewTime != nil {
+		if l, ok, since := w.NodeLease(); ok && !since.IsZero() && l.Spec.RenewTime != nil {
 			return l.Spec.RenewTime.Time
 		}
 		return time.Time{}

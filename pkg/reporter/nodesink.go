@@ -124,6 +124,10 @@ func (s *NodeSink) ReadConditions(ctx context.Context) ([]Condition, error) {
 // requests are observed already; other users (the Lease watch) call this.
 func (s *NodeSink) ObserveAPI(err error) { s.node.reach.observe(err) }
 
+// APIReachable says whether the agent's requests reach the API server, and
+// since when they have after an outage (zero when there has been none).
+func (s *NodeSink) APIReachable() (up bool, since time.Time) { return s.node.reach.state() }
+
 // Start takes the reporter's state; the first write carries all of it.
 func (s *NodeSink) Start(state State) {
 	s.mu.Lock()

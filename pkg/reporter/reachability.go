@@ -31,6 +31,16 @@ type reachability struct {
 	down    bool
 	since   time.Time
 	lastErr error
+	// upSince is when the last outage ended; zero before any.
+	upSince time.Time
+}
+
+// state says whether the server answers, and since when it has since an
+// outage (zero when there has been none).
+func (r *reachability) state() (up bool, since time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return !r.down, r.upSince
 }
 
 // minOutageEvent is the shortest outage worth an event on the Node. Shorter
@@ -92,7 +102,7 @@ func (r *reachability) observeSent(sent time.Time, err error) {
 	case err != nil:
 		r.lastErr = err
 	case r.down:
-		r.down = false
+		r.down, r.upSince = false, now
 		r.up.Set(1)
 		r.outages.Inc()
 		if r.onRecover != nil {

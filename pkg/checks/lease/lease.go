@@ -70,6 +70,15 @@ func (c *Check) Conditions() []finding.ConditionDefault {
 	return []finding.ConditionDefault{finding.KubeletLeaseStale}
 }
 
+// missingGrace is how long a missing Lease may go unreported once the view
+// is current: the default threshold, half the default lease.
+func (c *Check) missingGrace() time.Duration {
+	if c.cfg.Threshold.Duration > 0 {
+		return c.cfg.Threshold.Duration
+	}
+	return 20 * time.Second
+}
+
 // Run looks at the Lease every period until ctx ends.
 func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 	if c.lease == nil {
@@ -82,13 +91,19 @@ func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 }
 
 func (c *Check) probe() ([]finding.Finding, error) {
-	lease, exists, current := c.lease.NodeLease()
-	if !current {
+	lease, exists, currentSince := c.lease.NodeLease()
+	if currentSince.IsZero() {
 		// The agent cannot see the API server either: that is the
 		// network's or the control plane's problem, not the kubelet's.
 		return nil, checks.ErrNoData
 	}
+	now := c.now()
 	if !exists {
+		// Just after the view became current (the agent's start, the end of
+		// an outage) a kubelet may not have written its Lease yet.
+		if now.Sub(currentSince) < c.missingGrace() {
+			return nil, checks.ErrNoData
+		}
 		return []finding.Finding{finding.Condition(finding.KubeletLeaseStale.Type, finding.StatusTrue, "KubeletLeaseMissing",
 			"the node has no Lease in kube-node-lease: the kubelet has not registered or cannot write it")}, nil
 	}
@@ -103,8 +118,15 @@ func (c *Check) probe() ([]finding.Finding, error) {
 	if lease.Spec.RenewTime == nil {
 		return []finding.Finding{finding.Condition(finding.KubeletLeaseStale.Type, finding.StatusTrue, "KubeletLeaseNeverRenewed", "the node's Lease has no renewTime")}, nil
 	}
-	age := c.now().Sub(lease.Spec.RenewTime.Time)
-	if age > threshold {
+	// No kubelet could renew before the agent's view became current: after
+	// an API server outage every node's Lease is old at once, and judging
+	// it then would raise KubeletLeaseStale on the whole fleet. A kubelet
+	// gets the threshold from the server's return, as from a renewal.
+	since := lease.Spec.RenewTime.Time
+	if currentSince.After(since) {
+		since = currentSince
+	}
+	if age := now.Sub(since); age > threshold {
 		return []finding.Finding{finding.Condition(finding.KubeletLeaseStale.Type, finding.StatusTrue, "KubeletLeaseStale",
 			fmt.Sprintf("kubelet last renewed its lease at %s, more than %s ago, while this agent reaches the API server: the kubelet, not the network, is failing",
 				lease.Spec.RenewTime.UTC().Format(time.RFC3339), threshold))}, nil

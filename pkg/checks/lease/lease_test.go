@@ -13,12 +13,13 @@ import (
 )
 
 type fakeView struct {
-	lease           *coordinationv1.Lease
-	exists, current bool
+	lease        *coordinationv1.Lease
+	exists       bool
+	currentSince time.Time
 }
 
-func (f fakeView) NodeLease() (*coordinationv1.Lease, bool, bool) {
-	return f.lease, f.exists, f.current
+func (f fakeView) NodeLease() (*coordinationv1.Lease, bool, time.Time) {
+	return f.lease, f.exists, f.currentSince
 }
 
 func leaseRenewed(ago time.Duration, durationSeconds int32, now time.Time) *coordinationv1.Lease {
@@ -28,19 +29,27 @@ func leaseRenewed(ago time.Duration, durationSeconds int32, now time.Time) *coor
 
 func TestKubeletLeaseStale(t *testing.T) {
 	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	// long ago: the view has been current for an hour.
+	long := now.Add(-time.Hour)
 	tests := []struct {
 		name      string
 		view      fakeView
 		threshold time.Duration
 		want      string // status:reason, or "" for no finding
 	}{
-		{"fresh", fakeView{leaseRenewed(5*time.Second, 40, now), true, true}, 0, "False:KubeletLeaseFresh"},
-		{"stale past half the lease", fakeView{leaseRenewed(21*time.Second, 40, now), true, true}, 0, "True:KubeletLeaseStale"},
-		{"a short lease has a short threshold", fakeView{leaseRenewed(5*time.Second, 8, now), true, true}, 0, "True:KubeletLeaseStale"},
-		{"configured threshold", fakeView{leaseRenewed(21*time.Second, 40, now), true, true}, time.Minute, "False:KubeletLeaseFresh"},
-		{"missing lease", fakeView{nil, false, true}, 0, "True:KubeletLeaseMissing"},
+		{"fresh", fakeView{leaseRenewed(5*time.Second, 40, now), true, long}, 0, "False:KubeletLeaseFresh"},
+		{"stale past half the lease", fakeView{leaseRenewed(21*time.Second, 40, now), true, long}, 0, "True:KubeletLeaseStale"},
+		{"a short lease has a short threshold", fakeView{leaseRenewed(5*time.Second, 8, now), true, long}, 0, "True:KubeletLeaseStale"},
+		{"configured threshold", fakeView{leaseRenewed(21*time.Second, 40, now), true, long}, time.Minute, "False:KubeletLeaseFresh"},
+		{"missing lease", fakeView{nil, false, long}, 0, "True:KubeletLeaseMissing"},
 		// The agent cannot reach the API server: say nothing about the kubelet.
-		{"agent cut off too", fakeView{leaseRenewed(time.Hour, 40, now), true, false}, 0, ""},
+		{"agent cut off too", fakeView{leaseRenewed(time.Hour, 40, now), true, time.Time{}}, 0, ""},
+		// The server is back after a minute's outage: no kubelet could
+		// renew during it, and this one has had 5 s since.
+		{"just after an outage", fakeView{leaseRenewed(time.Minute, 40, now), true, now.Add(-5 * time.Second)}, 0, "False:KubeletLeaseFresh"},
+		// ... and one that has not renewed in the threshold since is stale.
+		{"a threshold after an outage", fakeView{leaseRenewed(time.Minute, 40, now), true, now.Add(-21 * time.Second)}, 0, "True:KubeletLeaseStale"},
+		{"missing just after start", fakeView{nil, false, now.Add(-time.Second)}, 0, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
