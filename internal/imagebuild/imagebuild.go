@@ -1,7 +1,7 @@
 // Package imagebuild makes container images from files on this machine,
 // with no Docker engine and no base image to pull: nodeguard's own image
-// (`make image`) and the pause image the node e2e harness tags as
-// containerd's sandbox image. go-containerregistry writes the manifest,
+// (`make image`) and the pause image the test harnesses (the node e2e
+// harness, testcontainerd) tag as containerd's sandbox image. go-containerregistry writes the manifest,
 // config and OCI layout, so that nothing here hand-writes an image format;
 // the one layer's content is an ordinary tar of the files the image needs.
 package imagebuild
@@ -10,6 +10,8 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -300,9 +302,35 @@ func Write(spec Spec, binary, out, ref string) (int, error) {
 	return len(files), WriteArchive(out, ref, img)
 }
 
-// Pause describes the node e2e harness's pause image (hack/pause), a static
+// Pause describes the test harnesses' pause image (hack/pause), a static
 // program.
 var Pause = Spec{Binary: "/pause", Entrypoint: []string{"/pause"}, User: "65535:65535"}
+
+// BuildPause builds hack/pause from nodeguard's module (the one the go
+// command finds from the working directory) and writes its image, named
+// ref, as an OCI archive in dir; it returns the archive's path.
+func BuildPause(ctx context.Context, dir, ref string) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("finding the module: %w", err)
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("not inside nodeguard's module")
+	}
+	bin := filepath.Join(dir, "pause")
+	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./hack/pause")
+	build.Dir = filepath.Dir(mod)
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building hack/pause: %w\n%s", err, out)
+	}
+	archive := filepath.Join(dir, "pause.tar")
+	if _, err := Write(Pause, bin, archive, ref); err != nil {
+		return "", err
+	}
+	return archive, nil
+}
 
 // Labels returns the OCI labels for spec's image at version and revision.
 func Labels(spec Spec, version, revision string) map[string]string {

@@ -485,19 +485,8 @@ state = "/run/containerd/state"
 // importPause builds hack/pause, makes its image and imports it as the
 // sandbox image.
 func (n *Node) importPause(ctx context.Context) error {
-	src, err := moduleRoot()
+	archive, err := imagebuild.BuildPause(ctx, n.Dir, PauseImage)
 	if err != nil {
-		return err
-	}
-	bin := filepath.Join(n.Dir, "pause")
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./hack/pause")
-	build.Dir = src
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("building hack/pause: %w\n%s", err, out)
-	}
-	archive := filepath.Join(n.Dir, "pause.tar")
-	if _, err := imagebuild.Write(imagebuild.Pause, bin, archive, PauseImage); err != nil {
 		return err
 	}
 	return n.ImportImage(ctx, archive)
@@ -513,18 +502,6 @@ func (n *Node) ImportImage(ctx context.Context, archive string) error {
 		return fmt.Errorf("ctr images import %s: %w\n%s", archive, err, out)
 	}
 	return nil
-}
-
-func moduleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("finding the module: %w", err)
-	}
-	mod := strings.TrimSpace(string(out))
-	if mod == "" || mod == os.DevNull {
-		return "", errors.New("not inside nodeguard's module")
-	}
-	return filepath.Dir(mod), nil
 }
 
 func (n *Node) startKubelet() error {

@@ -128,6 +128,13 @@ func condition(node *corev1.Node, t string) *corev1.NodeCondition {
 // returns the node and how long it took.
 func waitCondition(t *testing.T, name, condType string, status corev1.ConditionStatus, timeout time.Duration) (*corev1.Node, time.Duration) {
 	t.Helper()
+	return waitConditionIs(t, name, condType, fmt.Sprint(status), timeout, func(c *corev1.NodeCondition) bool { return c.Status == status })
+}
+
+// waitConditionIs polls the node until ok holds of its condition (what
+// says what ok wants), and returns the node and how long it took.
+func waitConditionIs(t *testing.T, name, condType, what string, timeout time.Duration, ok func(*corev1.NodeCondition) bool) (*corev1.Node, time.Duration) {
+	t.Helper()
 	start := time.Now()
 	var last *corev1.Node
 	for time.Since(start) < timeout {
@@ -136,7 +143,7 @@ func waitCondition(t *testing.T, name, condType string, status corev1.ConditionS
 		cancel()
 		if err == nil {
 			last = node
-			if c := condition(node, condType); c != nil && c.Status == status {
+			if c := condition(node, condType); c != nil && ok(c) {
 				return node, time.Since(start)
 			}
 		}
@@ -147,8 +154,11 @@ func waitCondition(t *testing.T, name, condType string, status corev1.ConditionS
 		for _, c := range last.Status.Conditions {
 			have = append(have, fmt.Sprintf("%s=%s(%s)", c.Type, c.Status, c.Reason))
 		}
+		if c := condition(last, condType); c != nil {
+			have = append(have, fmt.Sprintf("%s's message: %q", condType, c.Message))
+		}
 	}
-	t.Fatalf("node %s: condition %s did not become %s within %s; conditions: %s", name, condType, status, timeout, strings.Join(have, " "))
+	t.Fatalf("node %s: condition %s did not become %s within %s; conditions: %s", name, condType, what, timeout, strings.Join(have, " "))
 	return nil, 0
 }
 
