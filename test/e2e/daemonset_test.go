@@ -17,11 +17,14 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	criclient "k8s.io/cri-client/pkg"
 
 	"github.com/nodeguard/nodeguard/internal/testnode"
 )
@@ -124,6 +127,13 @@ func TestKustomizeDaemonSet(t *testing.T) {
 		waitLog(t, n, pod, `"check":"cri","reason":"ContainerRuntimeIsResponsive"`)
 		if m := get(t, metricsURL+"/metrics"); metric(m, `nodeguard_check_errors_total{check="cri",how="error"}`) > 0 {
 			t.Errorf("the cri check failed: %s", grep(m, `check="cri"`))
+		}
+		// The sandbox probe, at start: a sandbox of the node's own pause
+		// image started and removed through the real runtime, and none
+		// of its sandboxes left behind.
+		waitLog(t, n, pod, `"check":"cri".*starts and removes a pod sandbox of `+regexp.QuoteMeta(testnode.PauseImage))
+		if left := probeSandboxes(t, n); len(left) > 0 {
+			t.Errorf("the sandbox probe left sandboxes behind: %v", left)
 		}
 	})
 
@@ -676,6 +686,29 @@ func memoryStat(t *testing.T, path string) map[string]int64 {
 				out[k] = n
 			}
 		}
+	}
+	return out
+}
+
+// probeSandboxes lists, through the node's runtime, the sandboxes that
+// carry the cri check's probe label.
+func probeSandboxes(t *testing.T, n *testnode.Node) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rs, err := criclient.NewRemoteRuntimeServiceBuilder().WithEndpoint("unix://" + n.ContainerdSocket).
+		WithConnectionTimeout(10 * time.Second).WithTracerProvider(trace.TracerProvider(nil)).Build(ctx)
+	if err != nil {
+		t.Fatalf("connecting to the node's containerd: %v", err)
+	}
+	defer rs.Close(context.Background())
+	sandboxes, err := rs.ListPodSandbox(ctx, &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{"nodeguard.io/probe": "sandbox"}})
+	if err != nil {
+		t.Fatalf("listing the node's sandboxes: %v", err)
+	}
+	var out []string
+	for _, sb := range sandboxes {
+		out = append(out, sb.GetMetadata().GetNamespace()+"/"+sb.GetMetadata().GetName()+" "+sb.GetState().String())
 	}
 	return out
 }
