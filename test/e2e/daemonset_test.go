@@ -362,6 +362,63 @@ func TestMemoryUnderFlood(t *testing.T) {
 	}
 }
 
+// TestNoLeaseVerdictAfterAControlPlaneOutage stops the API server for 60 s,
+// longer than the kubelet's 40 s Lease, and starts it again. No kubelet could
+// renew meanwhile, on any node: KubeletLeaseStale must not be raised while
+// the real kubelet renews on its next try.
+func TestNoLeaseVerdictAfterAControlPlaneOutage(t *testing.T) {
+	n := needNode(t)
+	ctx := context.Background()
+	pod := currentPod(t, n)
+	if c := condition(t, n, "KubeletLeaseStale"); c.Status != corev1.ConditionFalse {
+		t.Fatalf("KubeletLeaseStale is %s before the outage: %s", c.Status, c.Message)
+	}
+	stale := regexp.MustCompile(`"condition":"KubeletLeaseStale","status":"True"`)
+	logs := func() string {
+		b, _ := n.PodLogs(namespace, pod.Name, string(pod.UID), "nodeguard")
+		return b
+	}
+	before := len(stale.FindAllString(logs(), -1))
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			n.Cluster.StartAPIServer()
+		}
+	})
+	stopped := time.Now()
+	if err := n.Cluster.StopAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(60 * time.Second)
+	if err := n.Cluster.StartAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	restarted = true
+	back := time.Now()
+	t.Logf("kube-apiserver down %.0f s (stopped, then started again)", back.Sub(stopped).Seconds())
+	var renewed time.Duration
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		if renewed == 0 {
+			if l, err := n.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, n.Name, metav1.GetOptions{}); err == nil &&
+				l.Spec.RenewTime != nil && l.Spec.RenewTime.After(back) {
+				renewed = l.Spec.RenewTime.Sub(back)
+			}
+		}
+		if c := condition(t, n, "KubeletLeaseStale"); c.Status == corev1.ConditionTrue {
+			t.Fatalf("KubeletLeaseStale True %.0f s after the API server came back: %s", time.Since(back).Seconds(), c.Message)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if renewed == 0 {
+		t.Fatalf("the kubelet did not renew its Lease in 90 s after the API server came back; kubelet log:\n%s", n.Log("kubelet"))
+	}
+	t.Logf("the kubelet renewed its Lease %.1f s after the API server came back", renewed.Seconds())
+	if after := stale.FindAllString(logs(), -1); len(after) > before {
+		t.Errorf("the agent set KubeletLeaseStale True across the outage: %s", after[len(after)-1])
+	}
+}
+
 // TestHelmDaemonSet replaces the kustomize deployment by the Helm chart
 // with default values but the image, and checks the same basics.
 func TestHelmDaemonSet(t *testing.T) {
