@@ -40,7 +40,9 @@ func Start() (*Containerd, error) {
 		return nil, fmt.Errorf("making containerd's directory: %w", err)
 	}
 	c := &Containerd{Dir: dir, Socket: filepath.Join(dir, "c.sock"), bin: bin}
-	// NetworkReady needs a CNI config to load; its plugins are never run.
+	// NetworkReady needs a CNI config to load; its plugins are never run
+	// (pods run on the host's network). A pod's processes may not get an
+	// oom_score_adj below the tests' own: this machine may refuse it.
 	cni := filepath.Join(dir, "cni")
 	if err := os.MkdirAll(cni, 0o755); err != nil {
 		os.RemoveAll(dir)
@@ -60,6 +62,7 @@ state = "%[1]s/state"
 [plugins."io.containerd.internal.v1.opt"]
   path = "%[1]s/opt"
 [plugins."io.containerd.grpc.v1.cri"]
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "native"
   [plugins."io.containerd.grpc.v1.cri".cni]
