@@ -15,7 +15,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/checks/cri"
 	"github.com/nodeguard/nodeguard/pkg/config"
+	"github.com/nodeguard/nodeguard/pkg/cripods"
 	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/kube"
 	"github.com/nodeguard/nodeguard/pkg/remediation"
@@ -149,7 +151,7 @@ type Reporting struct {
 	// Node, Leases and the rest are nil when standalone.
 	Node      *reporter.NodeSink
 	Leases    *kube.LeaseWatcher
-	pods      *kube.PodIndex
+	pods      *cripods.Names
 	restarter *remediation.KubeletRestarter
 	taints    *remediation.TaintSink
 	bootTime  time.Time
@@ -199,7 +201,9 @@ func buildReporting(cfg *config.Config, owned []finding.ConditionDefault, deps D
 		return r, nil
 	}
 	client := deps.Clients.Requests
-	r.pods = kube.NewPodIndex(deps.Clients.Watches, cfg.NodeName)
+	// Events name an OOM kill's pod as the runtime knows it: the agent
+	// need not watch the node's pods on the API server for that.
+	r.pods = cripods.New(criEndpoint(cfg), cripods.Options{})
 	opts := NodeSinkOptions(cfg.Reporter, cfg.NodeName)
 	opts.Pods = r.pods
 	node, err := reporter.NewNodeSink(client, deps.Log, deps.Metrics, opts)
@@ -246,7 +250,7 @@ func (r *Reporting) Start(ctx, sinkCtx context.Context, failed func(error)) erro
 		r.Reporter.Start(nil, r.bootTime)
 		return nil
 	}
-	r.run(func() { r.pods.Run(ctx) })
+	r.run(func() { <-ctx.Done(); r.pods.Close() })
 	r.run(func() { r.Leases.Run(ctx) })
 	if r.restarter != nil {
 		r.run(func() { r.restarter.Run(ctx, r.Reporter.Report) })
@@ -300,6 +304,16 @@ func NodeSinkOptions(rc config.ReporterConfig, nodeName string) reporter.NodeSin
 		EventQPS:         float32(rc.EventQPS),
 		EventBurst:       rc.EventBurst,
 	}
+}
+
+// criEndpoint is the container runtime's CRI socket as the cri check is
+// configured, whether it runs or not, so that the agent has one setting and
+// one default for it.
+func criEndpoint(cfg *config.Config) string {
+	if c, ok := cfg.CheckConfigs[cri.Name].(*cri.Config); ok {
+		return c.Endpoint
+	}
+	return cri.DefaultConfig().Endpoint
 }
 
 // taintRules turns the config's taint rules into remediation's.

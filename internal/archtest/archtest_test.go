@@ -71,6 +71,8 @@ func TestImportRules(t *testing.T) {
 			"a log source reads lines; what they mean is the checks' and the rules' business"},
 		{"pkg/kube", []string{module},
 			"the API clients and informers serve the checks and the reporter alike"},
+		{"pkg/cripods", []string{module, "k8s.io/client-go", "k8s.io/api", "k8s.io/apimachinery"},
+			"the pods as the node's container runtime knows them, over CRI alone: no check, no API server"},
 	} {
 		for _, p := range list(t, module+rule.pkgs) {
 			for _, dep := range p.Deps {

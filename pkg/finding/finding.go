@@ -51,9 +51,11 @@ type Finding struct {
 	// Source names where the finding came from when that helps a reader find
 	// the evidence, e.g. "/dev/kmsg seq 1234" or "kern.log:88".
 	Source string `json:"line,omitempty"`
-	// PodUID names the pod a finding is about (an OOM kill's victim), so
-	// that the reporter can add the pod's namespace and name.
-	PodUID string `json:"podUID,omitempty"`
+	// PodUID and ContainerID name the pod and container a finding is about
+	// (an OOM kill's victim, from its memory cgroup), so that the reporter
+	// can add the names the container runtime knows them by.
+	PodUID      string `json:"podUID,omitempty"`
+	ContainerID string `json:"containerID,omitempty"`
 }
 
 // Event builds an event finding.

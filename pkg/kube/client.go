@@ -17,7 +17,7 @@ import (
 )
 
 // Client is the part of the API the agent uses: nodes, their status and
-// events, the pods on this node, and node Leases. kubernetes.Interface
+// events, and node Leases. kubernetes.Interface
 // (and so the fake clientset) satisfies it. The agent builds only these two
 // groups' clients because linking the whole clientset, with a typed client
 // and apply configurations for every API group, adds tens of megabytes to

@@ -182,18 +182,19 @@ func (e *Engine) countReached(r *compiled, at time.Time) bool {
 }
 
 func (e *Engine) finding(r *compiled, l Line) finding.Finding {
-	msg, podUID := strings.TrimSpace(l.Text), ""
+	msg, podUID, containerID := strings.TrimSpace(l.Text), "", ""
 	if r.Attribute == "oom" {
-		msg, podUID = e.oom.describe(msg, l.Time)
+		msg, podUID, containerID = e.oom.describe(msg, l.Time)
 	}
 	f := finding.Finding{
-		Kind:     r.Kind,
-		Reason:   r.Reason,
-		Message:  msg,
-		Severity: finding.SeverityWarning,
-		Time:     l.Time,
-		Source:   l.Source,
-		PodUID:   podUID,
+		Kind:        r.Kind,
+		Reason:      r.Reason,
+		Message:     msg,
+		Severity:    finding.SeverityWarning,
+		Time:        l.Time,
+		Source:      l.Source,
+		PodUID:      podUID,
+		ContainerID: containerID,
 	}
 	if r.Kind == finding.KindCondition {
 		f.Type = r.Condition

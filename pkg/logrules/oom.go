@@ -82,10 +82,10 @@ func (o *oomContext) repeat(text string, at time.Time) bool {
 var killedProcess = regexp.MustCompile(`Killed process (\d+) \(([^)]*)\)`)
 
 // describe adds the victim's cgroup, pod and container to the kill line's
-// message when the context belongs to this kill, returns the pod's UID if
-// the cgroup shows one, and then forgets the context, unless it is a
+// message when the context belongs to this kill, returns the pod's UID and
+// the container's ID where the cgroup shows them, and then forgets the context, unless it is a
 // memory.oom.group's, which holds for each kill of the group.
-func (o *oomContext) describe(msg string, at time.Time) (string, string) {
+func (o *oomContext) describe(msg string, at time.Time) (text, podUID, containerID string) {
 	ctx := *o
 	m := killedProcess.FindStringSubmatch(msg)
 	if !ctx.group {
@@ -95,10 +95,10 @@ func (o *oomContext) describe(msg string, at time.Time) (string, string) {
 		}
 	}
 	if ctx.memcg == "" || at.Sub(ctx.at) > oomContextTTL || at.Before(ctx.at) {
-		return msg, ""
+		return msg, "", ""
 	}
 	if m != nil && ctx.pid != "" && ctx.pid != m[1] {
-		return msg, ""
+		return msg, "", ""
 	}
 	var b strings.Builder
 	b.WriteString(msg)
@@ -110,7 +110,7 @@ func (o *oomContext) describe(msg string, at time.Time) (string, string) {
 	if container != "" {
 		fmt.Fprintf(&b, "; container ID %s", container)
 	}
-	return b.String(), pod
+	return b.String(), pod, container
 }
 
 var (

@@ -230,6 +230,14 @@ func TestOOMAttribution(t *testing.T) {
 				if got[i].PodUID != wantUID {
 					t.Errorf("event %d PodUID %q, want %q", i, got[i].PodUID, wantUID)
 				}
+				// And the container ID, which the reporter names it by.
+				wantCID := ""
+				if strings.Contains(got[i].Message, "container ID "+testCID) {
+					wantCID = testCID
+				}
+				if got[i].ContainerID != wantCID {
+					t.Errorf("event %d ContainerID %q, want %q", i, got[i].ContainerID, wantCID)
+				}
 			}
 			if tt.name == "a later report is not part of the group" && strings.Contains(got[1].Message, testUID) {
 				t.Errorf("second report's kill %q kept the first report's group", got[1].Message)

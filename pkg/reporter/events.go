@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -20,17 +21,32 @@ import (
 	"github.com/nodeguard/nodeguard/pkg/kube"
 )
 
-// PodLookup names the pod with a UID; kube.PodIndex is one.
+// PodLookup names a pod by UID and its container by ID, as the container
+// runtime knows them (cripods.Names is one). It may have to ask, so it
+// answers by ctx's end or fails.
 type PodLookup interface {
-	PodName(uid string) (namespace, name string, ok bool)
+	PodName(ctx context.Context, podUID, containerID string) (namespace, name, container string, err error)
 }
+
+// podLookupDeadline is how long an event waits for its pod's name: the
+// runtime answers in milliseconds when it is well, and an event about a
+// sick node must not wait on a runtime that is not.
+const podLookupDeadline = 2 * time.Second
 
 // nodeEvents sends events about the Node through client-go's event
 // recorder, which aggregates similar events and retries them, behind a rate
 // limit of its own that counts and summarises what it holds back.
 type nodeEvents struct {
-	nodeName    string
-	pods        PodLookup
+	nodeName string
+	log      *zap.Logger
+	pods     PodLookup
+	// lookups are the events waiting for their pod's name; stopLookups
+	// ends their wait, at shutdown, so that they go out without it.
+	lookups     sync.WaitGroup
+	lookupCtx   context.Context
+	stopLookups context.CancelFunc
+	mu          sync.Mutex
+	stopped     bool // at shutdown; no lookup starts after it
 	broadcaster record.EventBroadcaster
 	recorder    record.EventRecorder
 	limits      *eventLimiter
@@ -38,7 +54,7 @@ type nodeEvents struct {
 	summaryInterval time.Duration
 }
 
-func newNodeEvents(client kube.Client, reg prometheus.Registerer, opts NodeSinkOptions) *nodeEvents {
+func newNodeEvents(client kube.Client, log *zap.Logger, reg prometheus.Registerer, opts NodeSinkOptions) *nodeEvents {
 	broadcaster := record.NewBroadcaster(record.WithCorrelatorOptions(record.CorrelatorOptions{
 		QPS:       opts.EventQPS,
 		BurstSize: opts.EventBurst,
@@ -46,9 +62,13 @@ func newNodeEvents(client kube.Client, reg prometheus.Registerer, opts NodeSinkO
 	// Recording starts now, not in Run, so that no event emitted before Run
 	// starts is dropped for want of a watcher.
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	lookupCtx, stopLookups := context.WithCancel(context.Background())
 	return &nodeEvents{
 		nodeName:        opts.NodeName,
+		log:             log,
 		pods:            opts.Pods,
+		lookupCtx:       lookupCtx,
+		stopLookups:     stopLookups,
 		broadcaster:     broadcaster,
 		recorder:        broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "nodeguard", Host: opts.NodeName}),
 		limits:          newEventLimiter(opts.EventQPS, opts.EventBurst, reg),
@@ -68,8 +88,9 @@ func (e *nodeEvents) record(eventType, reason, message string) {
 	e.recorder.Event(e.nodeRef(), eventType, reason, Truncate(message, MaxMessageBytes))
 }
 
-// finding sends an event finding, if the rate limit lets it, naming the
-// pod it is about when it has one.
+// finding sends an event finding, if the rate limit lets it. One about a
+// pod is sent once the pod is named, from a goroutine of its own, since a
+// sink must not block; the rate limit bounds how many wait at once.
 func (e *nodeEvents) finding(f finding.Finding) {
 	eventType := string(f.Severity)
 	if eventType == "" {
@@ -78,13 +99,36 @@ func (e *nodeEvents) finding(f finding.Finding) {
 	if !e.limits.allow(eventType, f.Reason, time.Now()) {
 		return
 	}
-	msg := f.Message
-	if f.PodUID != "" && e.pods != nil {
-		if ns, name, ok := e.pods.PodName(f.PodUID); ok {
-			msg += "; pod " + ns + "/" + name
-		}
+	e.mu.Lock()
+	if f.PodUID == "" || e.pods == nil || e.stopped {
+		e.mu.Unlock()
+		e.record(eventType, f.Reason, f.Message)
+		return
 	}
-	e.record(eventType, f.Reason, msg)
+	e.lookups.Add(1)
+	e.mu.Unlock()
+	go func() {
+		defer e.lookups.Done()
+		e.record(eventType, f.Reason, e.named(f))
+	}()
+}
+
+// named is f's message with its pod's namespace and name and its
+// container's name added, or as it is if the runtime cannot say in time.
+func (e *nodeEvents) named(f finding.Finding) string {
+	ctx, cancel := context.WithTimeout(e.lookupCtx, podLookupDeadline)
+	defer cancel()
+	ns, name, container, err := e.pods.PodName(ctx, f.PodUID, f.ContainerID)
+	if err != nil {
+		e.log.Debug("event sent without its pod's name", zap.String("reason", f.Reason),
+			zap.String("podUID", f.PodUID), zap.String("containerID", f.ContainerID), zap.Error(err))
+		return f.Message
+	}
+	msg := f.Message + "; pod " + ns + "/" + name
+	if container != "" {
+		msg += ", container " + container
+	}
+	return msg
 }
 
 // summarise records, every summaryInterval, one event for the events the
@@ -104,8 +148,16 @@ func (e *nodeEvents) summarise(ctx context.Context) {
 	}
 }
 
-// shutdown stops event delivery; what is queued is dropped.
-func (e *nodeEvents) shutdown() { e.broadcaster.Shutdown() }
+// shutdown stops event delivery: the events waiting for a pod's name are
+// recorded without it, and what is queued is dropped.
+func (e *nodeEvents) shutdown() {
+	e.mu.Lock()
+	e.stopped = true
+	e.mu.Unlock()
+	e.stopLookups()
+	e.lookups.Wait()
+	e.broadcaster.Shutdown()
+}
 
 // eventLimiter sits in front of client-go's event recorder. That recorder's
 // spam filter drops, silently, every event past its burst about one object

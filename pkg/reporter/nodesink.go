@@ -41,7 +41,8 @@ type NodeSinkOptions struct {
 	// SummaryInterval is how often events suppressed by the rate limit are
 	// summarised in one EventsSuppressed event.
 	SummaryInterval time.Duration
-	// Pods, when set, names the pod of a finding that carries a pod UID.
+	// Pods, when set, names the pod and container of an event finding that
+	// carries a pod UID.
 	Pods PodLookup
 }
 
@@ -104,7 +105,7 @@ func NewNodeSink(client kube.Client, log *zap.Logger, reg prometheus.Registerer,
 		}),
 	}
 	reg.MustRegister(m.writes, m.synced, m.last)
-	events := newNodeEvents(client, reg, opts)
+	events := newNodeEvents(client, log, reg, opts)
 	node := &nodeClient{client: client, name: opts.NodeName, log: log, requestTimeout: opts.RequestTimeout,
 		maxRetry: opts.MaxRetryInterval, recovered: make(chan struct{}, 1)}
 	node.reach = newReachability(log, reg, events.record)

@@ -444,6 +444,130 @@ func TestEventFloodIsCountedAndSummarised(t *testing.T) {
 	})
 }
 
+// fakePods names the pods in it, after delay; unknown ones fail.
+type fakePods struct {
+	delay time.Duration
+	pods  map[string][3]string // by pod UID + "/" + container ID
+}
+
+func (p fakePods) PodName(ctx context.Context, podUID, containerID string) (string, string, string, error) {
+	select {
+	case <-time.After(p.delay):
+	case <-ctx.Done():
+		return "", "", "", ctx.Err()
+	}
+	n, ok := p.pods[podUID+"/"+containerID]
+	if !ok {
+		return "", "", "", errors.New("unknown pod")
+	}
+	return n[0], n[1], n[2], nil
+}
+
+func TestEventsNameThePodAndContainer(t *testing.T) {
+	oom := func(uid, cid string) finding.Finding {
+		f := finding.Event(finding.SeverityWarning, "OOMKilling", "Killed process 7 (hog); pod UID "+uid)
+		f.PodUID, f.ContainerID = uid, cid
+		return f
+	}
+	for _, tt := range []struct {
+		name  string
+		pods  fakePods
+		event finding.Finding
+		want  string
+		// sent is when the event reaches the API server, after it was
+		// reported.
+		sent time.Duration
+	}{
+		{
+			name:  "pod and container",
+			pods:  fakePods{delay: 10 * time.Millisecond, pods: map[string][3]string{"u1/c1": {"ns1", "memhog", "hog"}}},
+			event: oom("u1", "c1"),
+			want:  "Killed process 7 (hog); pod UID u1; pod ns1/memhog, container hog",
+			sent:  10 * time.Millisecond,
+		},
+		{
+			name:  "pod only",
+			pods:  fakePods{pods: map[string][3]string{"u1/": {"ns1", "memhog", ""}}},
+			event: oom("u1", ""),
+			want:  "Killed process 7 (hog); pod UID u1; pod ns1/memhog",
+		},
+		{
+			name:  "a pod the runtime does not know",
+			pods:  fakePods{},
+			event: oom("u2", "c2"),
+			want:  "Killed process 7 (hog); pod UID u2",
+		},
+		{
+			name:  "a runtime that does not answer in time",
+			pods:  fakePods{delay: time.Hour, pods: map[string][3]string{"u1/c1": {"ns1", "memhog", "hog"}}},
+			event: oom("u1", "c1"),
+			want:  "Killed process 7 (hog); pod UID u1",
+			sent:  podLookupDeadline,
+		},
+		{
+			name:  "no pod: not asked",
+			pods:  fakePods{delay: time.Hour},
+			event: finding.Event(finding.SeverityWarning, "TaskHung", "blocked"),
+			want:  "blocked",
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
+				log := zaptest.NewLogger(t, zaptest.Level(zap.DebugLevel))
+				s := newTestSink(t, client, log, prometheus.NewRegistry(), NodeSinkOptions{NodeName: "n1", Pods: tt.pods})
+				rep := New(log, nil, s)
+				defer startFromNode(t, s, rep, time.Time{})()
+				start := time.Now()
+				rep.Report(tt.event)
+				if took := time.Since(start); took != 0 {
+					t.Errorf("Report held the reporter %s", took)
+				}
+				for {
+					synctest.Wait()
+					list, err := client.CoreV1().Events("").List(context.Background(), metav1.ListOptions{})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if len(list.Items) > 0 {
+						if got := list.Items[0].Message; got != tt.want {
+							t.Errorf("event message %q, want %q", got, tt.want)
+						}
+						if took := time.Since(start); took != tt.sent {
+							t.Errorf("event sent %s after the report, want %s", took, tt.sent)
+						}
+						return
+					}
+					if time.Since(start) > time.Minute {
+						t.Fatal("no event in a minute")
+					}
+					time.Sleep(time.Millisecond)
+				}
+			})
+		})
+	}
+}
+
+// An event waiting for its pod's name at shutdown goes out without it, at
+// once.
+func TestShutdownSendsEventsWaitingForTheirPod(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
+		log := zaptest.NewLogger(t)
+		s := newTestSink(t, client, log, prometheus.NewRegistry(), NodeSinkOptions{NodeName: "n1", Pods: fakePods{delay: time.Hour}})
+		rep := New(log, nil, s)
+		stop := startFromNode(t, s, rep, time.Time{})
+		f := finding.Event(finding.SeverityWarning, "OOMKilling", "Killed process 7 (hog)")
+		f.PodUID = "u1"
+		rep.Report(f)
+		start := time.Now()
+		stop()
+		if took := time.Since(start); took != 0 {
+			t.Errorf("shutdown waited %s for the pod's name", took)
+		}
+	})
+}
+
 func TestRetryCapByAnswer(t *testing.T) {
 	n := &nodeClient{maxRetry: 10 * time.Second}
 	gr := schema.GroupResource{Resource: "nodes"}

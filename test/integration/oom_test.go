@@ -16,6 +16,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/nodeguard/nodeguard/internal/imagebuild"
 )
 
 // memhogSource waits for a line on stdin, then touches memory until the OOM
@@ -157,38 +160,68 @@ func TestRealMemoryCgroupOOMKillIsOneEvent(t *testing.T) {
 	}
 }
 
-// TestOOMEventNamesThePodKnownToTheAPIServer: the kernel names a pod by UID;
-// the event names it by namespace/name too.
-func TestOOMEventNamesThePodKnownToTheAPIServer(t *testing.T) {
+// TestOOMEventNamesThePodFromTheContainerRuntime: a real OOM kill in a
+// real container, run by containerd in a pod sandbox as the kubelet runs
+// one (its cgroup laid out as the kubelet's cgroupfs driver lays it out).
+// The kernel names the pod by UID and the container by ID; the event names
+// the pod's namespace and name and the container's, which the agent asks
+// of the runtime after the container has died. No pod exists on the API
+// server, and the agent may not read pods there.
+func TestOOMEventNamesThePodFromTheContainerRuntime(t *testing.T) {
 	needCluster(t)
-	needRoot(t, "writes records to /dev/kmsg")
-	const name = "oom-pod-node"
-	createNode(t, name)
-	ctx := context.Background()
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "java-app-7d9f", Namespace: metav1.NamespaceDefault},
-		Spec:       corev1.PodSpec{NodeName: name, Containers: []corev1.Container{{Name: "app", Image: "example.invalid/app:1"}}},
-	}
-	pod, err := cluster.Client.CoreV1().Pods(metav1.NamespaceDefault).Create(ctx, pod, metav1.CreateOptions{})
-	if err != nil {
+	needRoot(t, "runs containerd and a container that the OOM killer ends")
+	memoryCgroupRoot(t)
+	ctd, rt, _ := podRuntime(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	hogDir := t.TempDir()
+	src := filepath.Join(hogDir, "main.go")
+	if err := os.WriteFile(src, []byte(memhogSource), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		cluster.Client.CoreV1().Pods(metav1.NamespaceDefault).Delete(context.Background(), pod.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
-	})
-	_, _, stderr := startAgent(t, agentArgs(t, t.TempDir(), freshStart, "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address=off")...)
+	const image = "nodeguard.test/memhog:1"
+	// In the container, stdin is empty: memhog starts at once.
+	spec := imagebuild.Spec{Binary: "/memhog", Entrypoint: []string{"/memhog"}}
+	if err := ctd.ImportProgram(ctx, spec, src, image); err != nil {
+		t.Fatal(err)
+	}
+	uid := randomUID()
+	pod := runCRIPod(t, rt, "ns1", "memhog", uid)
+	hog := pod.createContainer(t, rt, "hog", image, &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20})
+
+	const name = "oom-pod-node"
+	createNode(t, name)
+	config := freshStart + fmt.Sprintf("  cri:\n    endpoint: unix://%s\n", ctd.Socket)
+	_, _, stderr := startAgent(t, agentArgs(t, t.TempDir(), config, "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address=off")...)
 	waitCondition(t, name, "KernelDeadlock", corev1.ConditionFalse, 20*time.Second)
 	waitReading(t, stderr, "/dev/kmsg")
 
-	pid := 100000 + rand.IntN(800000)
-	memcg := fmt.Sprintf("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod%s.slice/cri-containerd-%064x.scope",
-		strings.ReplaceAll(string(pod.UID), "-", "_"), rand.Uint64())
-	writeKmsg(t, fmt.Sprintf("<6>oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=%s,task_memcg=%s,task=java,pid=%d,uid=1000\n", memcg, memcg, pid))
-	writeKmsg(t, fmt.Sprintf("<3>Memory cgroup out of memory: Killed process %d (java) total-vm:4000kB, anon-rss:3000kB, file-rss:0kB, shmem-rss:0kB, UID:1000 pgtables:100kB oom_score_adj:999\n", pid))
-	ev, _ := waitEvent(t, name, "OOMKilling", fmt.Sprintf("Killed process %d (java)", pid), 15*time.Second)
-	for _, want := range []string{"pod UID " + string(pod.UID), "pod default/java-app-7d9f"} {
+	if err := rt.StartContainer(ctx, hog); err != nil {
+		t.Fatalf("starting container hog: %v", err)
+	}
+	ev, took := waitEvent(t, name, "OOMKilling", "container ID "+hog, 20*time.Second)
+	t.Logf("OOMKilling event %s after the container started: %s", took, ev.Message)
+	for _, want := range []string{"(memhog)", "pod UID " + uid, "; pod ns1/memhog, container hog"} {
 		if !strings.Contains(ev.Message, want) {
 			t.Errorf("OOMKilling message lacks %q: %s", want, ev.Message)
+		}
+	}
+	// The kill was the container's, as the runtime says too.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		st, err := rt.ContainerStatus(ctx, hog, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := st.GetStatus()
+		if s.GetState() == runtimeapi.ContainerState_CONTAINER_EXITED {
+			if s.GetReason() != "OOMKilled" {
+				t.Errorf("container hog exited with reason %q, want OOMKilled", s.GetReason())
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container hog is %s (%s) 10 s after the OOM kill, want exited", s.GetState(), s.GetReason())
 		}
 	}
 }
