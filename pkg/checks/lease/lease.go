@@ -76,8 +76,11 @@ func (c *Check) missingGrace() time.Duration {
 	if c.cfg.Threshold.Duration > 0 {
 		return c.cfg.Threshold.Duration
 	}
-	return 20 * time.Second
+	return defaultLeaseDuration / 2
 }
+
+// defaultLeaseDuration is the kubelet's, for a Lease that does not say.
+const defaultLeaseDuration = 40 * time.Second
 
 // Run looks at the Lease every period until ctx ends.
 func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
@@ -109,7 +112,7 @@ func (c *Check) probe() ([]finding.Finding, error) {
 	}
 	threshold := c.cfg.Threshold.Duration
 	if threshold == 0 {
-		duration := 40 * time.Second
+		duration := defaultLeaseDuration
 		if lease.Spec.LeaseDurationSeconds != nil && *lease.Spec.LeaseDurationSeconds > 0 {
 			duration = time.Duration(*lease.Spec.LeaseDurationSeconds) * time.Second
 		}
