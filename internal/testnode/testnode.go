@@ -606,6 +606,21 @@ func (n *Node) spawn(name string, cmd *exec.Cmd) error {
 	return nil
 }
 
+// Signal sends sig to the node's component name (containerd, kubelet,
+// kube-controller-manager, ...): SIGSTOP hangs it as a deadlock would, with
+// its sockets open, and SIGCONT ends that.
+func (n *Node) Signal(name string, sig syscall.Signal) error {
+	for _, p := range n.procs {
+		if p.name == name {
+			if err := p.Cmd.Process.Signal(sig); err != nil {
+				return fmt.Errorf("sending %s to %s: %w", sig, name, err)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("sending %s to %s: the node runs no such component", sig, name)
+}
+
 func (n *Node) logPath(name string) string { return filepath.Join(n.Dir, name+".log") }
 
 // Log returns the end of a component's log (kubelet, containerd,
