@@ -18,6 +18,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"go.uber.org/zap"
+
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 // NodeLeaseNamespace is where kubelets keep their heartbeat Leases.
@@ -297,11 +299,7 @@ func (s StaleLeases) OtherStaleLeases(ctx context.Context) (stale, total int, er
 			continue
 		}
 		total++
-		duration := 40 * time.Second
-		if l.Spec.LeaseDurationSeconds != nil && *l.Spec.LeaseDurationSeconds > 0 {
-			duration = time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second
-		}
-		if now.Sub(l.Spec.RenewTime.Time) > duration/2 {
+		if now.Sub(l.Spec.RenewTime.Time) > finding.LeaseStaleAfter(l.Spec.LeaseDurationSeconds) {
 			stale++
 		}
 	}

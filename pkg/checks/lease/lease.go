@@ -90,16 +90,13 @@ func (c *Check) Conditions() []finding.ConditionDefault {
 }
 
 // missingGrace is how long a missing Lease may go unreported once the view
-// is current: the default threshold, half the default lease.
+// is current: the threshold of a default Lease.
 func (c *Check) missingGrace() time.Duration {
 	if c.cfg.Threshold.Duration > 0 {
 		return c.cfg.Threshold.Duration
 	}
-	return defaultLeaseDuration / 2
+	return finding.LeaseStaleAfter(nil)
 }
-
-// defaultLeaseDuration is the kubelet's, for a Lease that does not say.
-const defaultLeaseDuration = 40 * time.Second
 
 // Run looks at the Lease every period until ctx ends.
 func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
@@ -168,11 +165,7 @@ func (c *Check) judge() ([]finding.Finding, error) {
 	}
 	threshold := c.cfg.Threshold.Duration
 	if threshold == 0 {
-		duration := defaultLeaseDuration
-		if lease.Spec.LeaseDurationSeconds != nil && *lease.Spec.LeaseDurationSeconds > 0 {
-			duration = time.Duration(*lease.Spec.LeaseDurationSeconds) * time.Second
-		}
-		threshold = duration / 2
+		threshold = finding.LeaseStaleAfter(lease.Spec.LeaseDurationSeconds)
 	}
 	if lease.Spec.RenewTime == nil {
 		return []finding.Finding{finding.Condition(finding.KubeletLeaseStale.Type, finding.StatusTrue, "KubeletLeaseNeverRenewed", "the node's Lease has no renewTime")}, nil
