@@ -16,10 +16,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nodeguard/nodeguard/internal/testnode"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/nodeguard/nodeguard/internal/testnode"
 )
 
 // The failures nodeguard exists for, caused for real on the node, each
