@@ -34,6 +34,11 @@ func main() {
 	args := os.Args[1:]
 	var err error
 	switch {
+	case len(args) > 0 && (args[0] == "version" || args[0] == "--version" || args[0] == "-version"):
+		currentBuild().print(os.Stdout)
+		return
+	case len(args) > 0 && args[0] == "help":
+		err = run([]string{"-h"})
 	case len(args) > 0 && args[0] == "replay":
 		err = replay(args[1:], os.Stdin, os.Stdout)
 	case len(args) > 0 && args[0] == "check":
@@ -45,10 +50,11 @@ func main() {
 	default:
 		err = run(args)
 	}
+	if errors.Is(err, flag.ErrHelp) {
+		return // asked for, and printed
+	}
 	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "nodeguard:", err)
-		}
+		fmt.Fprintln(os.Stderr, "nodeguard:", err)
 		os.Exit(2)
 	}
 }
@@ -120,8 +126,13 @@ func parse(fs *flag.FlagSet, args []string) error {
 	fs.SetOutput(io.Discard)
 	err := fs.Parse(args)
 	if errors.Is(err, flag.ErrHelp) {
-		fs.SetOutput(os.Stderr)
-		fmt.Fprintf(os.Stderr, "Usage of %s:\n", fs.Name())
+		// Asked for: on stdout, as kubectl and helm print theirs.
+		fs.SetOutput(os.Stdout)
+		if fs.Name() == "nodeguard" {
+			fmt.Fprint(os.Stdout, usage)
+		} else {
+			fmt.Fprintf(os.Stdout, "Usage of %s:\n", fs.Name())
+		}
 		fs.PrintDefaults()
 	}
 	return err
@@ -210,7 +221,7 @@ func run(args []string) error {
 	}
 	log = log.With(zap.String("node", cfg.NodeName))
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), currentBuild().collector())
 	deps := agent.Deps{Log: log, Metrics: reg, Clients: clients, Out: os.Stdout, BootTime: agent.BootTime(cfg.ProcPath)}
 	a, err := agent.Build(cfg, all.Registry, deps)
 	if err != nil {

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/nodeguard/nodeguard/pkg/checks/all"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // agentBin is the nodeguard binary, built once by TestMain.
@@ -32,7 +34,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	agentBin = filepath.Join(dir, "nodeguard")
-	build := exec.Command("go", "build", "-o", agentBin, ".")
+	// As make build stamps it, so that the test sees the version it set.
+	build := exec.Command("go", "build", "-ldflags=-X main.version="+testVersion, "-o", agentBin, ".")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building the agent:", err)
@@ -514,4 +517,51 @@ func TestListenAddressOffInConfig(t *testing.T) {
 	a.waitLog(t, "nodeguard started")
 	time.Sleep(200 * time.Millisecond) // time for a failed listen to be logged
 	a.stop(t)
+}
+
+const testVersion = "v0.0.0-test"
+
+// Help and version follow kubectl's and helm's conventions: asked for, they
+// print to stdout and exit 0; the help names every subcommand.
+func TestHelpAndVersion(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--help"}, []string{"nodeguard check", "nodeguard replay", "nodeguard version", "-config"}},
+		{[]string{"-h"}, []string{"nodeguard check", "nodeguard replay"}},
+		{[]string{"help"}, []string{"nodeguard check", "nodeguard replay", "-kubeconfig"}},
+		{[]string{"replay", "-h"}, []string{"Usage of nodeguard replay"}},
+		{[]string{"version"}, []string{"nodeguard " + testVersion, "go version: go1.", "revision:"}},
+		{[]string{"--version"}, []string{"nodeguard " + testVersion}},
+	} {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			stdout, stderr, code := runAgent(t, "", tt.args...)
+			if code != 0 {
+				t.Fatalf("exit code %d, want 0; stderr:\n%s", code, stderr)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(stdout, w) {
+					t.Errorf("stdout does not say %q:\n%s", w, stdout)
+				}
+			}
+		})
+	}
+}
+
+func TestBuildInfoGauge(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	b := build{Version: "v1.2.3", Revision: "abc", GoVersion: "go1.26.0", Date: "unknown"}
+	reg.MustRegister(b.collector())
+	got, err := testutil.GatherAndCount(reg, "nodeguard_build_info")
+	if err != nil || got != 1 {
+		t.Fatalf("nodeguard_build_info series: %d, %v", got, err)
+	}
+	want := `# HELP nodeguard_build_info 1, labelled with the version, revision and Go version nodeguard was built from.
+# TYPE nodeguard_build_info gauge
+nodeguard_build_info{goversion="go1.26.0",revision="abc",version="v1.2.3"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "nodeguard_build_info"); err != nil {
+		t.Error(err)
+	}
 }
