@@ -240,7 +240,7 @@ func (c *Check) expireEvery() time.Duration { return max(c.cfg.ExpireInterval.Du
 // resuming from the cursor saved under cursor (none when empty). text, if
 // set, picks the kernel's message out of a line, or says it is not one.
 func (c *Check) follow(ctx context.Context, emit func(finding.Finding), src logsource.Source, what, cursor string, text func(string) (string, bool)) error {
-	g := logrules.NewGuarded(c.rules.Engine())
+	g := logrules.NewGuarded(c.rules.Engine(), emit)
 	var resume *logsource.Resume
 	if cursor != "" {
 		resume = c.cursors.Resume(cursor, c.log)
@@ -249,6 +249,9 @@ func (c *Check) follow(ctx context.Context, emit func(finding.Finding), src logs
 		g.ExpireTo(c.now(), emit)
 		resume.Flush()
 	})()
+	// Before the ticker stops: a report being read when the check stops
+	// (`nodeguard check` ending its wait) is reported with what it had.
+	defer g.Stop(emit)
 	err := logsource.Follow(ctx, src, resume, func(l logsource.Line) bool {
 		msg, ok := l.Text, true
 		if text != nil {

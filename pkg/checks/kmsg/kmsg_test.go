@@ -82,10 +82,15 @@ func TestCheckTurnsRecordsIntoFindings(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := runCheck(t, c, 3)
-	if got[0].Reason != "TaskHung" || got[1].Type != "KernelDeadlock" || got[1].Status != finding.StatusTrue {
-		t.Errorf("hung kubelet gave %+v and %+v, want a TaskHung event and KernelDeadlock=True", got[0], got[1])
+	// The hung task's report goes out once it has gone quiet, after the OOM
+	// kill's line, which ends no report.
+	oom, hung, deadlock := got[0], got[1], got[2]
+	if hung.Reason != "TaskHung" || deadlock.Type != "KernelDeadlock" || deadlock.Status != finding.StatusTrue {
+		t.Errorf("hung kubelet gave %+v and %+v, want a TaskHung event and KernelDeadlock=True", hung, deadlock)
 	}
-	oom := got[2]
+	if hung.Source != "kmsg seq 2" {
+		t.Errorf("TaskHung source %q, want its own line's, kmsg seq 2", hung.Source)
+	}
 	for _, want := range []string{"4242", "java", "0d1a2b3c-4d5e-6f70-8192-a3b4c5d6e7f8", strings.Repeat("ab", 32)} {
 		if !strings.Contains(oom.Message, want) {
 			t.Errorf("OOMKilling message %q lacks %q", oom.Message, want)
