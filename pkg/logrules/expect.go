@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"sort"
@@ -68,6 +69,9 @@ func LoadExpectations(path string) (Expectations, error) {
 // ParseExpectations is LoadExpectations of raw, read from path.
 func ParseExpectations(path string, raw []byte) (Expectations, error) {
 	bad := func(offset int64, entry, field string, err error) error {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			err = fmt.Errorf("the file ends inside the object: %w", err)
+		}
 		return &ExpectError{File: path, Line: lineAt(raw, offset), Entry: entry, Field: field, Err: err}
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
@@ -102,6 +106,9 @@ func ParseExpectations(path string, raw []byte) (Expectations, error) {
 	}
 	if _, err := dec.Token(); err != nil {
 		return nil, bad(syntaxOffset(err, dec.InputOffset()), "", "", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, bad(dec.InputOffset(), "", "", errors.New("more after the object"))
 	}
 	return out, nil
 }

@@ -56,7 +56,8 @@ func TestParseExpectationsErrors(t *testing.T) {
 		{"negative count", "{\n \"a.log\": {\"required\": [],\n  \"counts\": {\"X\": -1}}\n}", `:3: entry "a.log": field counts.X: -1 is negative`},
 		{"empty name", "{\"a.log\": {\"required\": [\"\"]}}", `:1: entry "a.log": field required[0]: an empty name`},
 		{"named twice", "{\"a.log\": {\"required\": []},\n\"a.log\": {\"required\": []}}", `:2: entry "a.log": named twice`},
-		{"cut short", "{\"a.log\": {\"required\": [", `:1: entry "a.log": unexpected EOF`},
+		{"cut short", "{\"a.log\": {\"required\": [", `:1: entry "a.log": the file ends inside the object: unexpected EOF`},
+		{"more after it", "{\"a.log\": {\"required\": []}}\n}", `:2: more after the object`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
