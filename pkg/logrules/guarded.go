@@ -47,6 +47,15 @@ func (g *Guarded) Feed(l Line, source string, emit func(finding.Finding)) {
 	}
 }
 
+// Holding reports whether a report's findings are held: a source that saves
+// its place must not save one past the report's first line until they
+// are out, or a restart would lose them.
+func (g *Guarded) Holding() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.e.InReport()
+}
+
 func (g *Guarded) endQuiet() {
 	g.mu.Lock()
 	defer g.mu.Unlock()

@@ -247,7 +247,11 @@ func (c *Check) follow(ctx context.Context, emit func(finding.Finding), src logs
 	}
 	defer checks.Every(ctx, c.expireEvery(), func(time.Time) {
 		g.ExpireTo(c.now(), emit)
-		resume.Flush()
+		// Not past a report whose findings are still held: a restart then
+		// reads it again (and may report it twice) rather than never.
+		if !g.Holding() {
+			resume.Flush()
+		}
 	})()
 	// Before the ticker stops: a report being read when the check stops
 	// (`nodeguard check` ending its wait) is reported with what it had.
@@ -269,7 +273,7 @@ func (c *Check) follow(ctx context.Context, emit func(finding.Finding), src logs
 			reported = true
 			emit(f)
 		})
-		return reported
+		return reported && !g.Holding()
 	})
 	if err != nil {
 		return fmt.Errorf("following %s: %w", what, err)

@@ -254,3 +254,49 @@ func TestKernelRulesReadOnlyTheKernelLog(t *testing.T) {
 		t.Errorf("Validate = %v, want an error naming rules[0].source", err)
 	}
 }
+
+// TestPositionNotSavedPastHeldReport: while a report's findings wait for
+// its end, the saved position stays before its first line, even when a
+// later line reports at once; a restart then reads the report again rather
+// than never.
+func TestPositionNotSavedPastHeldReport(t *testing.T) {
+	now := time.Now()
+	env := checks.Env{Log: zaptest.NewLogger(t), StateDir: t.TempDir()}
+	src := feedSource{records: []record{
+		{seq: 4, text: "eth0: renamed from veth1234", at: now},
+		{seq: 5, text: "INFO: task dd:881 blocked for more than 120 seconds.", at: now},
+		{seq: 6, text: "EXT4-fs error (device sda1): ext4_find_entry:1436: inode #2: comm dd: reading directory lblock 0", at: now},
+	}}
+	c, err := New(DefaultConfig(), env, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	position := func() string {
+		b, _ := os.ReadFile(filepath.Join(env.StateDir, "kmsg-position.json"))
+		return string(b)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	got := make(chan finding.Finding, 10)
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx, func(f finding.Finding) { got <- f }) }()
+	defer func() { cancel(); <-done }()
+	for _, want := range []string{"Ext4Error", "TaskHung"} {
+		select {
+		case f := <-got:
+			if f.Reason != want {
+				t.Fatalf("got %s, want %s next", f.Reason, want)
+			}
+			if want == "Ext4Error" {
+				// The position of a reporting line is saved once its
+				// findings are handed on; give that time, well within
+				// the report's quiet period.
+				time.Sleep(logrules.ReportQuiet / 4)
+				if p := position(); p == "6" || p == "5" {
+					t.Errorf("position %q saved while the hung task's report at 5 is held", p)
+				}
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no %s", want)
+		}
+	}
+}
