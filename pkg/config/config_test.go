@@ -21,7 +21,7 @@ import (
 const (
 	topFields      = "checks, keepStartupPages, kubeconfig, listenAddress, logFormat, logTo, nodeName, output, procPath, remediation, reporter, standalone, stateDir, sysPath"
 	reporterFields = "clientBurst, clientQPS, eventBurst, eventQPS, heartbeat, minWriteInterval"
-	ruleFields     = "attribute, clearAfter, condition, contains, exclude, group, kind, minCount, name, pattern, reason, source, window"
+	ruleFields     = "attribute, clearAfter, condition, contains, details, exclude, group, kind, minCount, name, pattern, reason, source, window"
 )
 
 // kmsgFields lists the kmsg section's fields as the error names them; it is
@@ -259,6 +259,23 @@ var badConfigs = []struct {
 		line:  6,
 		field: "checks.kmsg.rules[0].condition",
 		want:  "config FILE:6: field checks.kmsg.rules[0].condition: no condition of that type is declared; add it under conditions (value DiskBroken)",
+	},
+	{
+		name: "user rule detail that captures nothing",
+		yaml: `checks:
+  kmsg:
+    rules:
+    - name: fw
+      kind: event
+      reason: FirmwareFault
+      pattern: 'firmware fault'
+      details:
+      - label: code
+        pattern: 'code 0x[0-9a-f]+'
+`,
+		line:  10,
+		field: "checks.kmsg.rules[0].details[0].pattern",
+		want:  "config FILE:10: field checks.kmsg.rules[0].details[0].pattern: a detail's pattern needs a (group) that captures the fact (value code 0x[0-9a-f]+)",
 	},
 	{
 		name:  "unknown field in a user rule",
@@ -586,9 +603,10 @@ func TestLoadUserRuleReplacesDefault(t *testing.T) {
 	}
 }
 
+// feedReasons feeds one line and ends the report it may begin.
 func feedReasons(e *logrules.Engine, text string, at time.Time) []string {
 	var reasons []string
-	for _, f := range e.Feed(logrules.Line{Text: text, Time: at}, nil) {
+	for _, f := range e.Flush(e.Feed(logrules.Line{Text: text, Time: at}, nil)) {
 		reasons = append(reasons, f.Reason)
 	}
 	return reasons
