@@ -41,6 +41,9 @@ type Engine struct {
 	// and lineFound a copy of those findings while a report begins.
 	made      []*compiled
 	lineFound []finding.Finding
+	// storms are the runs of identical problem lines being counted, by
+	// their text.
+	storms map[string]*storm
 }
 
 type activeCondition struct {
@@ -89,6 +92,7 @@ func (s *RuleSet) Engine() *Engine {
 		groupSeen:  map[string]time.Time{},
 		counts:     map[string][]time.Time{},
 		active:     map[string]activeCondition{},
+		storms:     map[string]*storm{},
 	}
 }
 
@@ -161,7 +165,9 @@ func (e *Engine) Feed(l Line, out []finding.Finding) []finding.Finding {
 	}
 	began := false
 	if len(out) > start {
-		out, began = e.beginReport(l, out, start)
+		if out, began = e.beginReport(l, out, start); !began {
+			out = e.dedup(l, out, start)
+		}
 		e.made = e.made[:0]
 	}
 	if e.rep.open {
@@ -203,7 +209,7 @@ func (e *Engine) Flush(out []finding.Finding) []finding.Finding {
 	if e.rep.open {
 		out = e.rep.end(out)
 	}
-	return out
+	return e.endStorms(time.Time{}, out)
 }
 
 // sameProblem reports whether this line already made an event with r's
@@ -273,6 +279,7 @@ func (e *Engine) Expire(now time.Time, out []finding.Finding) []finding.Finding 
 	if e.rep.open && e.rep.ended(now) {
 		out = e.rep.end(out)
 	}
+	out = e.endStorms(now, out)
 	for condType, a := range e.active {
 		if now.Sub(a.last) < a.clearAfter {
 			continue
