@@ -166,15 +166,21 @@ func ReplayExpect(cfg *config.Config, npdRules, expectPaths, logs []string, stdo
 	return failed, nil
 }
 
-func replayRules(cfg *config.Config, npdRules []string) (*logrules.RuleSet, error) {
+// replayRules compiles the kmsg check's rules, with npdRules added, and
+// returns what makes an engine over them as the check would.
+func replayRules(cfg *config.Config, npdRules []string) (func() *logrules.Engine, error) {
 	kcfg := cfg.CheckConfigs[kmsg.Name].(*kmsg.Config)
 	kcfg.NPDRules = append(kcfg.NPDRules, npdRules...)
-	return kcfg.Compile()
+	rules, err := kcfg.Compile()
+	if err != nil {
+		return nil, err
+	}
+	return func() *logrules.Engine { return kcfg.Engine(rules) }, nil
 }
 
 // replayFile replays one log, - for stdin, through a fresh engine: a report
 // does not run on into the next file.
-func replayFile(rules *logrules.RuleSet, name string, stdin io.Reader, emit func(finding.Finding)) error {
+func replayFile(engine func() *logrules.Engine, name string, stdin io.Reader, emit func(finding.Finding)) error {
 	r, label := stdin, "stdin"
 	if name != "-" {
 		f, err := os.Open(name)
@@ -184,7 +190,7 @@ func replayFile(rules *logrules.RuleSet, name string, stdin io.Reader, emit func
 		defer f.Close()
 		r, label = f, name
 	}
-	if err := logrules.Replay(r, label, rules.Engine(), emit); err != nil {
+	if err := logrules.Replay(r, label, engine(), emit); err != nil {
 		return fmt.Errorf("replay: %w", err)
 	}
 	return nil

@@ -48,6 +48,13 @@ var badConfigs = []struct {
 	want  string
 }{
 	{
+		name:  "negative dedup window",
+		yaml:  "checks:\n  kmsg:\n    dedupWindow: -1m\n",
+		line:  3,
+		field: "checks.kmsg.dedupWindow",
+		want:  `config FILE:3: field checks.kmsg.dedupWindow: "-1m" is negative`,
+	},
+	{
 		name:  "reason counting occurrences without a window",
 		yaml:  "reporter:\n  reasons:\n    NICLinkDown:\n      minOccurrences: 3\n",
 		line:  3,

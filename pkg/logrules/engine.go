@@ -42,8 +42,9 @@ type Engine struct {
 	made      []*compiled
 	lineFound []finding.Finding
 	// storms are the runs of identical problem lines being counted, by
-	// their text.
-	storms map[string]*storm
+	// their text, each for dedupWindow.
+	storms      map[string]*storm
+	dedupWindow time.Duration
 }
 
 type activeCondition struct {
@@ -87,12 +88,13 @@ func Compile(rules []Rule, conditions []finding.ConditionDefault) (*RuleSet, err
 // counts, no active conditions.
 func (s *RuleSet) Engine() *Engine {
 	return &Engine{
-		rules:      s.rules,
-		conditions: s.conditions,
-		groupSeen:  map[string]time.Time{},
-		counts:     map[string][]time.Time{},
-		active:     map[string]activeCondition{},
-		storms:     map[string]*storm{},
+		rules:       s.rules,
+		conditions:  s.conditions,
+		groupSeen:   map[string]time.Time{},
+		counts:      map[string][]time.Time{},
+		active:      map[string]activeCondition{},
+		storms:      map[string]*storm{},
+		dedupWindow: DefaultDedupWindow,
 	}
 }
 

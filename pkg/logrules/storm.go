@@ -8,14 +8,15 @@ import (
 	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
-// DedupWindow is how long identical lines are one storm. A driver that
-// prints the same error ten thousand times, or a conntrack table that stays
-// full, makes its events on the storm's first line, and one event more, the
-// storm's summary, with the count of the lines it stood for and their first
-// and last time, when the window ends: DedupWindow after the first line, at
-// the next identical line or at Expire, whichever comes first; or at Flush.
-// An identical line after that begins a new storm.
-const DedupWindow = 5 * time.Minute
+// DefaultDedupWindow is how long identical lines are one storm unless the
+// engine is told otherwise (SetDedupWindow). A driver that prints the same
+// error ten thousand times, or a conntrack table that stays full, makes its
+// events on the storm's first line, and one event more, the storm's
+// summary, with the count of the lines it stood for and their first and
+// last time, when the window ends: that long after the first line, at the
+// next identical line or at Expire, whichever comes first; or at Flush. An
+// identical line after that begins a new storm.
+const DefaultDedupWindow = 5 * time.Minute
 
 // maxStorms bounds the storms followed at once; a line that would begin
 // one more is reported as any other.
@@ -35,8 +36,11 @@ type storm struct {
 // report: a repeat of a storm's line makes no event (its conditions pass,
 // since they say a state, not a count), and other lines may begin a storm.
 func (e *Engine) dedup(l Line, out []finding.Finding, start int) []finding.Finding {
+	if e.dedupWindow <= 0 {
+		return out
+	}
 	s, ok := e.storms[l.Text]
-	if ok && l.Time.Sub(s.first) < DedupWindow && !l.Time.Before(s.first) {
+	if ok && l.Time.Sub(s.first) < e.dedupWindow && !l.Time.Before(s.first) {
 		s.repeats++
 		s.last, s.lastSource = l.Time, l.Source
 		keep := out[:start]
@@ -95,7 +99,7 @@ func (e *Engine) endStorms(now time.Time, out []finding.Finding) []finding.Findi
 	}
 	var ended []string
 	for text, s := range e.storms {
-		if now.IsZero() || now.Sub(s.first) >= DedupWindow {
+		if now.IsZero() || now.Sub(s.first) >= e.dedupWindow {
 			ended = append(ended, text)
 		}
 	}
@@ -107,3 +111,8 @@ func (e *Engine) endStorms(now time.Time, out []finding.Finding) []finding.Findi
 	}
 	return out
 }
+
+// SetDedupWindow sets how long identical lines are one storm; zero or less
+// reports every line. A storm being counted keeps the window it began with
+// only until the next line or Expire judges it by the new one.
+func (e *Engine) SetDedupWindow(d time.Duration) { e.dedupWindow = d }

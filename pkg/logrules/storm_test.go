@@ -41,15 +41,15 @@ func TestStorms(t *testing.T) {
 		{"the window ends at the next identical line", []step{
 			{0, full, false, []string{"ConntrackFull", "ConntrackExhausted=True"}},
 			{sec, full, false, []string{"ConntrackExhausted=True"}},
-			{DedupWindow, full, false, []string{"ConntrackFull x1 from 1970-01-01T00:16:40Z to 1970-01-01T00:16:41Z", "ConntrackFull", "ConntrackExhausted=True"}},
-			{DedupWindow + sec, "", true, nil},
+			{DefaultDedupWindow, full, false, []string{"ConntrackFull x1 from 1970-01-01T00:16:40Z to 1970-01-01T00:16:41Z", "ConntrackFull", "ConntrackExhausted=True"}},
+			{DefaultDedupWindow + sec, "", true, nil},
 		}},
 		{"the window ends at Expire", []step{
 			{0, nic, false, []string{"NICError"}},
 			{sec, nic, false, nil},
-			{DedupWindow - sec, "", false, nil},
-			{DedupWindow, "", false, []string{"NICError x1 from 1970-01-01T00:16:40Z to 1970-01-01T00:16:41Z"}},
-			{DedupWindow + sec, nic, false, []string{"NICError"}},
+			{DefaultDedupWindow - sec, "", false, nil},
+			{DefaultDedupWindow, "", false, []string{"NICError x1 from 1970-01-01T00:16:40Z to 1970-01-01T00:16:41Z"}},
+			{DefaultDedupWindow + sec, nic, false, []string{"NICError"}},
 		}},
 		{"interleaved storms are each their own", []step{
 			{0, nic, false, []string{"NICError"}},
@@ -133,4 +133,16 @@ func newEngineWith(t *testing.T, rules []Rule, conds []finding.ConditionDefault)
 		t.Fatal(err)
 	}
 	return e
+}
+
+func TestDedupWindowOff(t *testing.T) {
+	e := newEngineWith(t, []Rule{event("nic", "NICError", "ring error", `ring error`)}, nil)
+	e.SetDedupWindow(0)
+	n := 0
+	for i := range 5 {
+		n += len(e.Feed(Line{Text: "eth0: ring error", Time: time.Unix(int64(i), 0)}, nil))
+	}
+	if n += len(e.Flush(nil)); n != 5 {
+		t.Errorf("with the window off, 5 identical lines made %d events", n)
+	}
 }

@@ -300,3 +300,25 @@ func TestPositionNotSavedPastHeldReport(t *testing.T) {
 		}
 	}
 }
+
+// TestStormSummaryGoesOutLive: identical lines are one event, and the
+// storm's summary goes out at the expiry tick after its window.
+func TestStormSummaryGoesOutLive(t *testing.T) {
+	now := time.Now()
+	const line = "nvme nvme0: I/O 512 QID 3 timeout, aborting"
+	src := feedSource{records: []record{{seq: 1, text: line, at: now}, {seq: 2, text: line, at: now}, {seq: 3, text: line, at: now}}}
+	cfg := DefaultConfig()
+	cfg.DedupWindow = finding.Duration{Duration: 500 * time.Millisecond}
+	cfg.ExpireInterval = finding.Duration{Duration: time.Second}
+	c, err := New(cfg, checks.Env{Log: zaptest.NewLogger(t)}, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := runCheck(t, c, 2)
+	if got[0].Message != line || got[0].Count != 0 {
+		t.Errorf("first finding %+v, want the line itself", got[0])
+	}
+	if got[1].Reason != "NVMeTimeout" || got[1].Count != 2 || !strings.Contains(got[1].Message, "; 2 more times, identical, from ") || got[1].Source != "kmsg seq 3" {
+		t.Errorf("summary %+v, want the 2 repeats counted, from the last one's line", got[1])
+	}
+}
