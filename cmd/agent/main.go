@@ -40,7 +40,11 @@ func main() {
 	case len(args) > 0 && args[0] == "help":
 		err = run([]string{"-h"})
 	case len(args) > 0 && args[0] == "replay":
-		err = replay(args[1:], os.Stdin, os.Stdout)
+		var failed bool
+		failed, err = replay(args[1:], os.Stdin, os.Stdout, os.Stderr)
+		if err == nil && failed {
+			os.Exit(1)
+		}
 	case len(args) > 0 && args[0] == "check":
 		var problem bool
 		problem, err = checkOnce(args[1:], os.Stdout)
@@ -231,24 +235,34 @@ func run(args []string) error {
 }
 
 // replay runs the kernel log rules over files and prints findings as JSON
-// lines: how users test rules, and how the corpus tests run.
-func replay(args []string, stdin io.Reader, stdout io.Writer) error {
+// lines: how users test rules, and how the corpus tests run. With --expect
+// it judges the files against expectations instead, and failed says that
+// one did not pass.
+func replay(args []string, stdin io.Reader, stdout, stderr io.Writer) (failed bool, err error) {
 	fs := flag.NewFlagSet("nodeguard replay", flag.ContinueOnError)
 	configPath := fs.String("config", "", "YAML config file whose kmsg rules to use")
-	var npdRules []string
+	var npdRules, expect []string
 	fs.Func("npd-rules", "node-problem-detector log monitor file whose rules to add; may repeat", func(s string) error {
 		npdRules = append(npdRules, s)
 		return nil
 	})
+	fs.Func("expect", "expectations file (a corpus's expect.json) to judge the logs by, instead of printing findings; may repeat, later files adding to earlier ones", func(s string) error {
+		expect = append(expect, s)
+		return nil
+	})
 	if err := parse(fs, args); err != nil {
-		return err
+		return false, err
 	}
-	if fs.NArg() == 0 {
-		return errors.New("replay: name one or more files, or - for standard input")
+	if fs.NArg() == 0 && len(expect) == 0 {
+		return false, errors.New("replay: name one or more files, or - for standard input")
 	}
 	cfg, err := config.Load(*configPath, all.Registry)
 	if err != nil {
-		return err
+		return false, err
 	}
-	return agent.Replay(cfg, npdRules, fs.Args(), stdin, stdout)
+	if len(expect) > 0 {
+		n, err := agent.ReplayExpect(cfg, npdRules, expect, fs.Args(), stdout, stderr)
+		return n > 0, err
+	}
+	return false, agent.Replay(cfg, npdRules, fs.Args(), stdin, stdout)
 }

@@ -303,6 +303,7 @@ func NodeSinkOptions(rc config.ReporterConfig, nodeName string) reporter.NodeSin
 		Heartbeat:        rc.Heartbeat.Duration,
 		EventQPS:         float32(rc.EventQPS),
 		EventBurst:       rc.EventBurst,
+		Reasons:          rc.Reasons,
 	}
 }
 

@@ -71,7 +71,7 @@ func newNodeEvents(client kube.Client, log *zap.Logger, reg prometheus.Registere
 		stopLookups:     stopLookups,
 		broadcaster:     broadcaster,
 		recorder:        broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "nodeguard", Host: opts.NodeName}),
-		limits:          newEventLimiter(opts.EventQPS, opts.EventBurst, reg),
+		limits:          newEventLimiter(opts.EventQPS, opts.EventBurst, opts.Reasons, reg),
 		summaryInterval: opts.SummaryInterval,
 	}
 }
@@ -96,7 +96,7 @@ func (e *nodeEvents) finding(f finding.Finding) {
 	if eventType == "" {
 		eventType = corev1.EventTypeWarning
 	}
-	if !e.limits.allow(eventType, f.Reason, time.Now()) {
+	if !e.limits.allow(eventType, f.Reason, max(f.Count, 1), time.Now()) {
 		return
 	}
 	e.mu.Lock()
@@ -164,34 +164,90 @@ func (e *nodeEvents) shutdown() {
 // and type; this limiter is a little stricter (five tokens under the same
 // refill), so it is the one that refuses, and it counts what it refuses, by
 // reason, for a metric and one summary event. The summary always fits in
-// the recorder's five spare tokens.
+// the recorder's five spare tokens. Before that limit come the user's
+// settings per reason: off, a minimum of occurrences within a window, and
+// an hourly budget, whose refusals are counted and summarised the same way.
 type eventLimiter struct {
 	mu         sync.Mutex
 	limiters   map[string]*rate.Limiter // per event type, as client-go keys them
 	qps        rate.Limit
 	burst      int
+	reasons    map[string]*reasonLimit
 	suppressed map[string]int
 	since      time.Time
 	metric     *prometheus.CounterVec
+	held       *prometheus.CounterVec
 }
 
-func newEventLimiter(qps float32, clientGoBurst int, reg prometheus.Registerer) *eventLimiter {
+// reasonLimit is one reason's settings and what they keep.
+type reasonLimit struct {
+	policy finding.EventPolicy
+	// seen are the occurrences within the window, for minOccurrences.
+	seen   []time.Time
+	budget *rate.Limiter
+}
+
+func newEventLimiter(qps float32, clientGoBurst int, reasons map[string]finding.EventPolicy, reg prometheus.Registerer) *eventLimiter {
 	l := &eventLimiter{
 		limiters: map[string]*rate.Limiter{}, qps: rate.Limit(qps), burst: max(clientGoBurst-5, 1),
+		reasons:    map[string]*reasonLimit{},
 		suppressed: map[string]int{},
 		metric: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodeguard_events_suppressed_total",
-			Help: "Events not sent to the API server because the node's event rate limit was spent, by reason; summarised in an EventsSuppressed event.",
+			Help: "Events not sent to the API server because the node's event rate limit, or their reason's eventsPerHour, was spent, by reason; summarised in an EventsSuppressed event.",
 		}, []string{"reason"}),
+		held: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nodeguard_events_held_total",
+			Help: "Events not sent to the API server as reporter.reasons asks, by reason and why: disabled (enabled: false) or minOccurrences (fewer than that within the window so far).",
+		}, []string{"reason", "why"}),
 	}
-	reg.MustRegister(l.metric)
+	for reason, p := range reasons {
+		rl := &reasonLimit{policy: p}
+		if p.EventsPerHour > 0 {
+			// The whole hour's budget may go in a burst, then it refills
+			// evenly.
+			rl.budget = rate.NewLimiter(rate.Every(time.Hour/time.Duration(p.EventsPerHour)), p.EventsPerHour)
+		}
+		l.reasons[reason] = rl
+	}
+	reg.MustRegister(l.metric, l.held)
 	return l
 }
 
-// allow takes a token for an event, or counts it as suppressed.
-func (l *eventLimiter) allow(eventType, reason string, now time.Time) bool {
+// allow says whether an event that stands for n occurrences may be sent:
+// its reason's settings first, then the node's rate limit, whose token it
+// takes. What is refused is counted.
+func (l *eventLimiter) allow(eventType, reason string, n int, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if rl := l.reasons[reason]; rl != nil {
+		p := rl.policy
+		if p.Enabled != nil && !*p.Enabled {
+			l.held.WithLabelValues(reason, "disabled").Add(float64(n))
+			return false
+		}
+		if p.MinOccurrences > 1 {
+			keep := rl.seen[:0]
+			for _, t := range rl.seen {
+				if now.Sub(t) < p.Window.Duration {
+					keep = append(keep, t)
+				}
+			}
+			for range min(n, p.MinOccurrences) {
+				keep = append(keep, now)
+			}
+			if len(keep) < p.MinOccurrences {
+				rl.seen = keep
+				l.held.WithLabelValues(reason, "minOccurrences").Add(float64(n))
+				return false
+			}
+			rl.seen = keep[:0]
+		}
+		if rl.budget != nil && !rl.budget.AllowN(now, 1) {
+			l.suppressLocked(reason, now)
+			return false
+		}
+	}
 	lim, ok := l.limiters[eventType]
 	if !ok {
 		lim = rate.NewLimiter(l.qps, l.burst)
@@ -200,12 +256,16 @@ func (l *eventLimiter) allow(eventType, reason string, now time.Time) bool {
 	if lim.AllowN(now, 1) {
 		return true
 	}
+	l.suppressLocked(reason, now)
+	return false
+}
+
+func (l *eventLimiter) suppressLocked(reason string, now time.Time) {
 	if len(l.suppressed) == 0 {
 		l.since = now
 	}
 	l.suppressed[reason]++
 	l.metric.WithLabelValues(reason).Inc()
-	return false
 }
 
 // summary returns the message of an EventsSuppressed event for what was
@@ -224,7 +284,7 @@ func (l *eventLimiter) summary(now time.Time) string {
 		parts = append(parts, fmt.Sprintf("%s x%d", reason, n))
 	}
 	sort.Strings(parts)
-	msg := fmt.Sprintf("%d events over the node's rate limit were not sent between %s and %s: %s; the agent's log and nodeguard_events_total have them all",
+	msg := fmt.Sprintf("%d events over the node's rate limit or their reason's hourly budget were not sent between %s and %s: %s; the agent's log and nodeguard_events_total have them all",
 		total, l.since.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), strings.Join(parts, ", "))
 	l.suppressed = map[string]int{}
 	return msg

@@ -38,6 +38,9 @@ type NodeSinkOptions struct {
 	// events.
 	EventQPS   float32
 	EventBurst int
+	// Reasons are the user's settings per event reason (config's
+	// reporter.reasons): on or off, minimum occurrences, hourly budget.
+	Reasons map[string]finding.EventPolicy
 	// SummaryInterval is how often events suppressed by the rate limit are
 	// summarised in one EventsSuppressed event.
 	SummaryInterval time.Duration
