@@ -38,6 +38,13 @@ func TestOOMKilledPodNamedOnTheNode(t *testing.T) {
 	n := needNode(t)
 	ctx := context.Background()
 	testPodImage(t, n)
+	// The flood test before this one spent the agent's event budget for
+	// the Node, which refills over minutes: a new pod starts with it whole.
+	before := currentPod(t, n)
+	if out, err := n.Kubectl(ctx, "-n", namespace, "rollout", "restart", "daemonset/"+dsName); err != nil {
+		t.Fatalf("rollout restart: %v\n%s", err, out)
+	}
+	waitLog(t, n, waitDaemonSetReady(t, n, before.Name), `"nodeguard started"`)
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns1"}}
 	if _, err := n.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
