@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -206,6 +207,9 @@ func buildReporting(cfg *config.Config, owned []finding.ConditionDefault, deps D
 	r.pods = cripods.New(criEndpoint(cfg), cripods.Options{})
 	opts := NodeSinkOptions(cfg.Reporter, cfg.NodeName)
 	opts.Pods = r.pods
+	if cfg.StateDir != "" {
+		opts.SpoolDir = filepath.Join(cfg.StateDir, "events")
+	}
 	node, err := reporter.NewNodeSink(client, deps.Log, deps.Metrics, opts)
 	if err != nil {
 		return nil, err
@@ -303,6 +307,7 @@ func NodeSinkOptions(rc config.ReporterConfig, nodeName string) reporter.NodeSin
 		Heartbeat:        rc.Heartbeat.Duration,
 		EventQPS:         float32(rc.EventQPS),
 		EventBurst:       rc.EventBurst,
+		SpoolSize:        rc.EventSpoolSize,
 	}
 }
 

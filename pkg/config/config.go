@@ -65,6 +65,9 @@ type ReporterConfig struct {
 	// event type (Warning, Normal), as client-go's spam filter keys them.
 	EventQPS   float64 `json:"eventQPS,omitempty"`
 	EventBurst int     `json:"eventBurst,omitempty"`
+	// EventSpoolSize bounds the events kept (under stateDir) until the API
+	// server has them.
+	EventSpoolSize int `json:"eventSpoolSize,omitempty"`
 	// ClientQPS and ClientBurst limit the agent's API client as a whole.
 	ClientQPS   float64 `json:"clientQPS,omitempty"`
 	ClientBurst int     `json:"clientBurst,omitempty"`
@@ -113,6 +116,7 @@ func Default(registry checks.Registry) *Config {
 			MinWriteInterval: finding.Duration{Duration: time.Second},
 			EventQPS:         1.0 / 30,
 			EventBurst:       25,
+			EventSpoolSize:   1000,
 			ClientQPS:        5,
 			ClientBurst:      10,
 		},
@@ -260,6 +264,7 @@ func (c *Config) Validate() error {
 		{"reporter.minWriteInterval", c.Reporter.MinWriteInterval.Duration > 0, c.Reporter.MinWriteInterval},
 		{"reporter.eventQPS", c.Reporter.EventQPS > 0, c.Reporter.EventQPS},
 		{"reporter.eventBurst", c.Reporter.EventBurst > 0, c.Reporter.EventBurst},
+		{"reporter.eventSpoolSize", c.Reporter.EventSpoolSize > 0, c.Reporter.EventSpoolSize},
 		{"reporter.clientQPS", c.Reporter.ClientQPS > 0, c.Reporter.ClientQPS},
 		{"reporter.clientBurst", c.Reporter.ClientBurst > 0, c.Reporter.ClientBurst},
 	}
