@@ -52,8 +52,13 @@ const (
 	// the last agent, so that its older records go first; a disk that
 	// hangs must not hold back the new ones for longer.
 	loadWait = 2 * time.Second
-	// spoolRetry is how soon a failed spool write is tried again.
+	// spoolRetry is how soon a failed or put-off spool write is tried
+	// again.
 	spoolRetry = time.Second
+	// rewriteInterval is the least time between two writes of one
+	// record's file: a crash loses at most this much of a repeating
+	// event's count, never a record.
+	rewriteInterval = time.Second
 )
 
 // nodeEvents delivers the events about the Node. Every event goes the same
@@ -120,9 +125,9 @@ type nodeEvents struct {
 	lastSummary time.Time
 	buckets     map[string]*tokenBucket
 	lastSeq     uint64
-	// onDisk is what the persister has written: each record's Seq and the
+	// onDisk is what the persister has written: by each record's Seq,
 	// gen of the version in its file.
-	onDisk map[uint64]uint64
+	onDisk map[uint64]onDisk
 }
 
 // spoolEntry is a record and its place in the delivery.
@@ -187,7 +192,7 @@ func newNodeEvents(client kube.Client, log *zap.Logger, reg prometheus.Registere
 		wakeSend: make(chan struct{}, 1), wakePersist: make(chan struct{}, 1),
 		recovered: make(chan struct{}, 1), loaded: make(chan struct{}),
 		byKey: map[string]*spoolEntry{}, similar: map[string]*similarMessages{},
-		buckets: map[string]*tokenBucket{}, onDisk: map[uint64]uint64{},
+		buckets: map[string]*tokenBucket{}, onDisk: map[uint64]onDisk{},
 	}
 	e.lastSeq = uint64(e.now().UnixNano())
 	return e
@@ -744,12 +749,12 @@ func (e *nodeEvents) persist(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			e.persistOnce()
+			e.persistOnce(true)
 			return
 		case <-e.wakePersist:
 		case <-retry.C:
 		}
-		if !e.persistOnce() {
+		if !e.persistOnce(false) {
 			retry.Reset(spoolRetry)
 		}
 	}
@@ -783,7 +788,7 @@ func (e *nodeEvents) load() {
 			// file, and this one gets a number of its own.
 			en.rec.Seq = e.nextSeq()
 		} else {
-			e.onDisk[rec.Seq] = en.gen
+			e.onDisk[rec.Seq] = onDisk{gen: en.gen}
 		}
 		if rec.Seq > e.lastSeq {
 			e.lastSeq = rec.Seq
@@ -804,8 +809,11 @@ func (e *nodeEvents) load() {
 }
 
 // persistOnce writes the records whose file is missing or stale and
-// removes the files of those sent; it says whether all went well.
-func (e *nodeEvents) persistOnce() bool {
+// removes the files of those sent; it says whether all is on disk. Only
+// the final pass rewrites a file written less than rewriteInterval ago.
+func (e *nodeEvents) persistOnce(final bool) bool {
+	now := e.now()
+	later := false
 	e.mu.Lock()
 	if e.disk.dir == "" {
 		e.mu.Unlock()
@@ -819,7 +827,15 @@ func (e *nodeEvents) persistOnce() bool {
 	wanted := make(map[uint64]bool, len(e.pending))
 	for _, en := range e.pending {
 		wanted[en.rec.Seq] = true
-		if e.onDisk[en.rec.Seq] != en.gen {
+		d, ok := e.onDisk[en.rec.Seq]
+		switch {
+		case ok && d.gen == en.gen:
+		case ok && !final && now.Sub(d.at) < rewriteInterval:
+			// A repeat's new count waits: a flood of one event would
+			// otherwise rewrite and sync its file thousands of times a
+			// second. New records are written at once.
+			later = true
+		default:
 			writes = append(writes, en.rec)
 			gens = append(gens, en.gen)
 		}
@@ -831,7 +847,7 @@ func (e *nodeEvents) persistOnce() bool {
 	}
 	e.mu.Unlock()
 	if len(writes) == 0 && len(removes) == 0 {
-		return true
+		return !later
 	}
 	var errs []error
 	wrote := make([]bool, len(writes))
@@ -856,7 +872,7 @@ func (e *nodeEvents) persistOnce() bool {
 	e.mu.Lock()
 	for i, rec := range writes {
 		if wrote[i] {
-			e.onDisk[rec.Seq] = gens[i]
+			e.onDisk[rec.Seq] = onDisk{gen: gens[i], at: now}
 		}
 	}
 	for i, seq := range removes {
@@ -869,7 +885,13 @@ func (e *nodeEvents) persistOnce() bool {
 		e.log.Warn("writing the event spool failed; will retry", zap.String("dir", e.disk.dir), zap.Error(err))
 		return false
 	}
-	return true
+	return !later
+}
+
+// onDisk is the version of a record in its file, and when it was written.
+type onDisk struct {
+	gen uint64
+	at  time.Time
 }
 
 // tokenBucket is the node's event rate limit for one event type, as

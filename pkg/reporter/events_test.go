@@ -467,3 +467,26 @@ func TestEventNameIsAnObjectName(t *testing.T) {
 		}
 	}
 }
+
+// earlySink is a recordSink that takes events before Start.
+type earlySink struct{ recordSink }
+
+func (*earlySink) TakesEventsBeforeStart() {}
+
+// Events found before the Node is read reach an early sink at once, and
+// the others at Start; each sink gets each event once.
+func TestEarlyEventSinksGetEventsBeforeStart(t *testing.T) {
+	early, late := &earlySink{}, &recordSink{}
+	r := New(zaptest.NewLogger(t), nil, early, late)
+	r.Report(finding.Event(finding.SeverityWarning, "TaskHung", "before"))
+	if len(early.got) != 1 || len(late.got) != 0 {
+		t.Fatalf("before Start: early sink %d events, other %d; want 1 and 0", len(early.got), len(late.got))
+	}
+	r.Start(nil, time.Time{})
+	r.Report(finding.Event(finding.SeverityWarning, "TaskHung", "after"))
+	for name, got := range map[string][]finding.Finding{"early": early.got, "other": late.got} {
+		if len(got) != 2 || got[0].Message != "before" || got[1].Message != "after" {
+			t.Errorf("%s sink got %v, want before then after, once each", name, got)
+		}
+	}
+}

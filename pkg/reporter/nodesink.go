@@ -147,6 +147,10 @@ func (s *NodeSink) Start(state State) {
 	s.changed()
 }
 
+// TakesEventsBeforeStart marks the sink as an EarlyEventSink: an event
+// needs none of the state Start brings.
+func (s *NodeSink) TakesEventsBeforeStart() {}
+
 // Event spools an event about the Node for the API server.
 func (s *NodeSink) Event(f finding.Finding) { s.events.finding(f) }
 
