@@ -71,6 +71,14 @@ func Build(cfg *config.Config, reg checks.Registry, deps Deps) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	var degraded *degradedCheck
+	if cfg.ReportDegraded {
+		// Run by the supervisor like any check; what it watches is
+		// filled in below, once built.
+		degraded = &degradedCheck{period: degradedPeriod, now: time.Now}
+		built.Running = append(built.Running, degraded)
+		built.Owned = reporter.UniqueDefaults(append(built.Owned, finding.Degraded))
+	}
 	reporting, err := buildReporting(cfg, built.Owned, deps, leases)
 	if err != nil {
 		return nil, err
@@ -79,6 +87,12 @@ func Build(cfg *config.Config, reg checks.Registry, deps Deps) (*Agent, error) {
 		cfg: cfg, log: deps.Log, metrics: deps.Metrics, Checks: built,
 		Supervisor: &checks.Supervisor{Log: deps.Log, Metrics: checks.NewSupervisorMetrics(deps.Metrics)},
 		Reporting:  reporting,
+	}
+	if degraded != nil {
+		degraded.down = a.Supervisor.DownPastBackoff
+		if reporting.Node != nil {
+			degraded.dropped = reporting.Node.EventDropped
+		}
 	}
 	// A check that cannot stay up for this long makes /healthz fail, so that
 	// the liveness probe restarts the pod (a dead source is no monitor).

@@ -43,9 +43,12 @@ type Config struct {
 	StateDir string `json:"stateDir,omitempty"`
 	// KeepStartupPages keeps the pages of the agent's binary that start-up
 	// touched mapped, rather than giving them back 30 s after start.
-	KeepStartupPages bool              `json:"keepStartupPages,omitempty"`
-	Reporter         ReporterConfig    `json:"reporter"`
-	Remediation      RemediationConfig `json:"remediation"`
+	KeepStartupPages bool `json:"keepStartupPages,omitempty"`
+	// ReportDegraded publishes NodeguardDegraded, the agent's own health,
+	// on the Node.
+	ReportDegraded bool              `json:"reportDegraded,omitempty"`
+	Reporter       ReporterConfig    `json:"reporter"`
+	Remediation    RemediationConfig `json:"remediation"`
 	// Checks holds each check's section, keyed by check name. Every section
 	// takes "enabled" besides the check's own fields.
 	Checks map[string]json.RawMessage `json:"checks,omitempty"`

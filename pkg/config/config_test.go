@@ -19,7 +19,7 @@ import (
 )
 
 const (
-	topFields      = "checks, keepStartupPages, kubeconfig, listenAddress, logFormat, logTo, nodeName, output, procPath, remediation, reporter, standalone, stateDir, sysPath"
+	topFields      = "checks, keepStartupPages, kubeconfig, listenAddress, logFormat, logTo, nodeName, output, procPath, remediation, reportDegraded, reporter, standalone, stateDir, sysPath"
 	reporterFields = "clientBurst, clientQPS, eventBurst, eventQPS, eventSpoolSize, heartbeat, minWriteInterval"
 	ruleFields     = "attribute, clearAfter, condition, contains, exclude, group, kind, minCount, name, pattern, reason, source, window"
 )

@@ -123,8 +123,10 @@ type nodeEvents struct {
 	// summary is the pending EventsSuppressed record, if any.
 	summary     *spoolEntry
 	lastSummary time.Time
-	buckets     map[string]*tokenBucket
-	lastSeq     uint64
+	// lastDrop is when an event last found the spool full.
+	lastDrop time.Time
+	buckets  map[string]*tokenBucket
+	lastSeq  uint64
 	// onDisk is what the persister has written: by each record's Seq,
 	// gen of the version in its file.
 	onDisk map[uint64]onDisk
@@ -375,6 +377,7 @@ func (e *nodeEvents) full() bool {
 // in the one pending summary record.
 func (e *nodeEvents) suppress(reason string, at time.Time) {
 	e.metrics.suppressed.WithLabelValues(reason).Inc()
+	e.lastDrop = e.now()
 	s := e.summary
 	if s == nil {
 		s = &spoolEntry{rec: eventRecord{V: spoolVersion, Type: corev1.EventTypeWarning, Reason: "EventsSuppressed",
@@ -401,6 +404,13 @@ func (e *nodeEvents) summaryMessage(rec *eventRecord) string {
 	sort.Strings(parts)
 	return fmt.Sprintf("%d events were not sent: the node's event spool (%d events) was full between %s and %s: %s; the agent's log and nodeguard_events_total have them all",
 		total, e.capacity, rec.Since.UTC().Format(time.RFC3339), rec.Last.UTC().Format(time.RFC3339), strings.Join(parts, ", "))
+}
+
+// lastDropped is when an event last found the spool full; zero if never.
+func (e *nodeEvents) lastDropped() time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.lastDrop
 }
 
 // nextSeq numbers records by the time they are made, so that the records

@@ -147,6 +147,10 @@ func (s *NodeSink) Start(state State) {
 	s.changed()
 }
 
+// EventDropped is when an event last found the event spool full (zero if
+// never), for the agent's own health.
+func (s *NodeSink) EventDropped() time.Time { return s.events.lastDropped() }
+
 // TakesEventsBeforeStart marks the sink as an EarlyEventSink: an event
 // needs none of the state Start brings.
 func (s *NodeSink) TakesEventsBeforeStart() {}

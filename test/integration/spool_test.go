@@ -58,7 +58,7 @@ func newSpoolRun(t *testing.T, node string, spoolSize int) *spoolRun {
 	if err := os.WriteFile(r.logFile, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	config := fmt.Sprintf("reporter:\n  eventQPS: 1\n  eventBurst: 25\n  eventSpoolSize: %d\nchecks:\n  kmsg:\n    devKmsg: false\n    files: [{path: %s}]\n",
+	config := fmt.Sprintf("keepStartupPages: true\nreporter:\n  eventQPS: 1\n  eventBurst: 25\n  eventSpoolSize: %d\nchecks:\n  kmsg:\n    devKmsg: false\n    files: [{path: %s}]\n",
 		spoolSize, r.logFile)
 	r.args = append(onlyCheck(t, "kmsg"), agentArgs(t, r.state, config,
 		"--kubeconfig="+cluster.Kubeconfig, "--node-name="+node, "--listen-address="+r.addr)...)
@@ -399,4 +399,49 @@ func TestCorruptSpoolFilesAreSkippedAndCounted(t *testing.T) {
 		t.Errorf("/healthz = %q, %v", body, err)
 	}
 	r.waitMetric(t, "nodeguard_event_spool_records", 0)
+}
+
+// NodeguardDegraded (reportDegraded) goes True when the kernel log cannot be
+// read, and False once it can again. The test runs as root, whom no file
+// mode stops, so the log file is made unreadable by putting a directory in
+// its place: every read fails (EISDIR), the kmsg check fails at each
+// restart, and once it has been down past the supervisor's longest backoff
+// (2 minutes) the agent says so.
+func TestDegradedWhileTheKernelLogCannotBeRead(t *testing.T) {
+	needCluster(t)
+	const name = "degraded-node"
+	createNode(t, name)
+	dir := t.TempDir()
+	logFile := filepath.Join(dir, "kern.log")
+	if err := os.WriteFile(logFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	config := "reportDegraded: true\nchecks:\n  kmsg:\n    devKmsg: false\n    files: [{path: " + logFile + "}]\n"
+	_, _, stderr := startAgent(t, append(onlyCheck(t, "kmsg"), agentArgs(t, t.TempDir(), config,
+		"--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address=off")...)...)
+	waitCondition(t, name, "NodeguardDegraded", corev1.ConditionFalse, 30*time.Second)
+	waitReading(t, stderr, logFile)
+
+	if err := os.Remove(logFile); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(logFile, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	node, took := waitCondition(t, name, "NodeguardDegraded", corev1.ConditionTrue, 5*time.Minute)
+	t.Logf("NodeguardDegraded True %s after the kernel log became unreadable: %s", took.Round(time.Second), condition(node, "NodeguardDegraded").Message)
+	if msg := condition(node, "NodeguardDegraded").Message; !strings.Contains(msg, "kmsg") {
+		t.Errorf("message %q does not name the kmsg check", msg)
+	}
+
+	if err := os.Remove(logFile); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(logFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The next restart (the backoff is up to 2 minutes by now) reads it,
+	// and a check counts as up after a minute's run.
+	_, took = waitCondition(t, name, "NodeguardDegraded", corev1.ConditionFalse, 5*time.Minute)
+	t.Logf("NodeguardDegraded False %s after the kernel log could be read again", took.Round(time.Second))
 }
