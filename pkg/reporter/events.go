@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"slices"
@@ -846,7 +847,11 @@ func (e *nodeEvents) persistOnce(final bool) bool {
 			// second. New records are written at once.
 			later = true
 		default:
-			writes = append(writes, en.rec)
+			rec := en.rec
+			// The summary's counts go on changing under e.mu while the
+			// copy is encoded without it.
+			rec.Suppressed = maps.Clone(rec.Suppressed)
+			writes = append(writes, rec)
 			gens = append(gens, en.gen)
 		}
 	}
