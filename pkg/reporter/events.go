@@ -117,6 +117,9 @@ type nodeEvents struct {
 	stopped bool // at shutdown; no lookup starts after it
 	// pending are the records owed to the API server, by Seq.
 	pending []*spoolEntry
+	// queued counts the pending records that are not the agent's own,
+	// which the cap applies to.
+	queued int
 	// byKey holds, by aggregation key, the newest record of each event
 	// still pending or recently delivered, for repeats to add to.
 	byKey   map[string]*spoolEntry
@@ -287,6 +290,7 @@ func (e *nodeEvents) add(eventType, reason, message string, at time.Time) {
 			en.rec.Seq = e.nextSeq()
 			en.pending = true
 			e.pending = append(e.pending, en)
+			e.queued++
 		}
 		e.changed()
 		return
@@ -308,6 +312,9 @@ func (e *nodeEvents) enqueue(en *spoolEntry) {
 	en.pending = true
 	en.gen = 1
 	e.pending = append(e.pending, en)
+	if !en.rec.Own {
+		e.queued++
+	}
 	e.changed()
 }
 
@@ -364,15 +371,7 @@ func (e *nodeEvents) remember(key string, en *spoolEntry, at time.Time) {
 
 // full says whether the spool has no room for another event; the agent's
 // own records do not count.
-func (e *nodeEvents) full() bool {
-	n := 0
-	for _, en := range e.pending {
-		if !en.rec.Own {
-			n++
-		}
-	}
-	return n >= e.capacity
-}
+func (e *nodeEvents) full() bool { return e.queued >= e.capacity }
 
 // suppress counts an event the spool had no room for, in the metric and
 // in the one pending summary record.
@@ -669,6 +668,9 @@ func (e *nodeEvents) unqueue(en *spoolEntry) {
 	en.pending = false
 	if i := slices.Index(e.pending, en); i >= 0 {
 		e.pending = slices.Delete(e.pending, i, i+1)
+		if !en.rec.Own {
+			e.queued--
+		}
 	}
 }
 
@@ -805,6 +807,9 @@ func (e *nodeEvents) load() {
 			e.lastSeq = rec.Seq
 		}
 		e.pending = append(e.pending, en)
+		if !rec.Own {
+			e.queued++
+		}
 		if rec.Key != "" && e.byKey[rec.Key] == nil {
 			e.byKey[rec.Key] = en
 		}

@@ -243,14 +243,14 @@ func TestEventsOfAnAPIServerOutageReachTheNode(t *testing.T) {
 	r := newSpoolRun(t, "spool-outage-node", 1000)
 	cmd, _ := r.start(t)
 	waitCondition(t, r.node, "KernelDeadlock", corev1.ConditionFalse, 20*time.Second)
-	rssBefore := rssKiB(t, cmd.Process.Pid)
+	rssBefore, heapBefore := rssKiB(t, cmd.Process.Pid), r.metric("go_memstats_heap_inuse_bytes")/1024
 
 	start := stopAPIServer(t, c)
 	down := time.Now()
 	// Spread over the outage but its last 10 s.
 	written := r.write(t, 0, 50, (outage-10*time.Second)/50)
 	r.waitMetric(t, "nodeguard_event_spool_records", 50)
-	rssDuring := rssKiB(t, cmd.Process.Pid)
+	rssDuring, heapDuring := rssKiB(t, cmd.Process.Pid), r.metric("go_memstats_heap_inuse_bytes")/1024
 	if files, err := os.ReadDir(filepath.Join(r.state, "events")); err != nil || len(files) != 50 {
 		t.Errorf("spool files during the outage: %d (%v), want 50", len(files), err)
 	}
@@ -261,9 +261,9 @@ func TestEventsOfAnAPIServerOutageReachTheNode(t *testing.T) {
 	// Burst 25, then one a second: about 25 s, plus the agent's backoff
 	// (up to 10 s) before its first try after the return.
 	got, took := r.waitDelivered(t, 50, 3*time.Minute)
-	rssAfter := rssKiB(t, cmd.Process.Pid)
-	t.Logf("API server down %s; 50 problems spooled; all on the Node %s after its return; agent RSS %d KiB before, %d with the spool full, %d after (race-detector build)",
-		back.Sub(down).Round(time.Second), took.Round(100*time.Millisecond), rssBefore, rssDuring, rssAfter)
+	rssAfter, heapAfter := rssKiB(t, cmd.Process.Pid), r.metric("go_memstats_heap_inuse_bytes")/1024
+	t.Logf("API server down %s; 50 problems spooled; all on the Node %s after its return; agent RSS %d KiB before, %d with the spool full, %d after; Go heap in use %.0f, %.0f, %.0f KiB (race-detector build)",
+		back.Sub(down).Round(time.Second), took.Round(100*time.Millisecond), rssBefore, rssDuring, rssAfter, heapBefore, heapDuring, heapAfter)
 	checkOnce(t, got, 50)
 	var late []string
 	for id, evs := range got {
