@@ -690,6 +690,8 @@ func (e *nodeEvents) send(ctx context.Context, rec *eventRecord) error {
 	if !apierrors.IsAlreadyExists(err) {
 		return err
 	}
+	e.log.Info("the event was on the API server already, sent before a restart; it is not created again",
+		zap.String("event", rec.Name), zap.String("reason", rec.Reason))
 	return e.patch(ctx, rec)
 }
 
