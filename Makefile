@@ -12,8 +12,14 @@ TAGS ?= $(shell test -e /usr/include/systemd/sd-journal.h && echo journald)
 SHELL := bash
 .PHONY: build run test test-e2e deps lint test-binaries fuzz bench corpus demo image clean
 
+# What `nodeguard version` and nodeguard_build_info say.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+BUILD_DATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+STAMP := -X main.version=$(VERSION) -X main.revision=$(REVISION) -X main.buildDate=$(BUILD_DATE)
+
 build:
-	$(GO) build -tags "$(TAGS)" -o $(BIN) ./cmd/agent
+	$(GO) build -tags "$(TAGS)" -ldflags="$(STAMP)" -o $(BIN) ./cmd/agent
 
 # Runs the agent on this machine without a cluster, printing findings as
 # they happen. Reading /dev/kmsg needs root where kernel.dmesg_restrict=1.
@@ -54,10 +60,8 @@ lint:
 # libraries it loads, copied from this machine's Debian packages.
 IMAGE ?= bin/nodeguard-image.tar
 IMAGE_REF ?= docker.io/nodeguard/nodeguard:dev
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
-REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 image: deps
-	$(GO) build -tags journald -trimpath -ldflags="-s -w" -o bin/image/nodeguard ./cmd/agent
+	$(GO) build -tags journald -trimpath -ldflags="-s -w $(STAMP)" -o bin/image/nodeguard ./cmd/agent
 	$(GO) run ./hack/image -binary bin/image/nodeguard -o $(IMAGE) -ref $(IMAGE_REF) -version $(VERSION) -revision $(REVISION)
 
 test-binaries:

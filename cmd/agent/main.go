@@ -34,8 +34,17 @@ func main() {
 	args := os.Args[1:]
 	var err error
 	switch {
+	case len(args) > 0 && (args[0] == "version" || args[0] == "--version" || args[0] == "-version"):
+		currentBuild().print(os.Stdout)
+		return
+	case len(args) > 0 && args[0] == "help":
+		err = run([]string{"-h"})
 	case len(args) > 0 && args[0] == "replay":
-		err = replay(args[1:], os.Stdin, os.Stdout)
+		var failed bool
+		failed, err = replay(args[1:], os.Stdin, os.Stdout, os.Stderr)
+		if err == nil && failed {
+			os.Exit(1)
+		}
 	case len(args) > 0 && args[0] == "check":
 		var problem bool
 		problem, err = checkOnce(args[1:], os.Stdout)
@@ -45,10 +54,11 @@ func main() {
 	default:
 		err = run(args)
 	}
+	if errors.Is(err, flag.ErrHelp) {
+		return // asked for, and printed
+	}
 	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "nodeguard:", err)
-		}
+		fmt.Fprintln(os.Stderr, "nodeguard:", err)
 		os.Exit(2)
 	}
 }
@@ -120,8 +130,13 @@ func parse(fs *flag.FlagSet, args []string) error {
 	fs.SetOutput(io.Discard)
 	err := fs.Parse(args)
 	if errors.Is(err, flag.ErrHelp) {
-		fs.SetOutput(os.Stderr)
-		fmt.Fprintf(os.Stderr, "Usage of %s:\n", fs.Name())
+		// Asked for: on stdout, as kubectl and helm print theirs.
+		fs.SetOutput(os.Stdout)
+		if fs.Name() == "nodeguard" {
+			fmt.Fprint(os.Stdout, usage)
+		} else {
+			fmt.Fprintf(os.Stdout, "Usage of %s:\n", fs.Name())
+		}
 		fs.PrintDefaults()
 	}
 	return err
@@ -210,7 +225,7 @@ func run(args []string) error {
 	}
 	log = log.With(zap.String("node", cfg.NodeName))
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), currentBuild().collector())
 	deps := agent.Deps{Log: log, Metrics: reg, Clients: clients, Out: os.Stdout, BootTime: agent.BootTime(cfg.ProcPath)}
 	a, err := agent.Build(cfg, all.Registry, deps)
 	if err != nil {
@@ -220,24 +235,34 @@ func run(args []string) error {
 }
 
 // replay runs the kernel log rules over files and prints findings as JSON
-// lines: how users test rules, and how the corpus tests run.
-func replay(args []string, stdin io.Reader, stdout io.Writer) error {
+// lines: how users test rules, and how the corpus tests run. With --expect
+// it judges the files against expectations instead, and failed says that
+// one did not pass.
+func replay(args []string, stdin io.Reader, stdout, stderr io.Writer) (failed bool, err error) {
 	fs := flag.NewFlagSet("nodeguard replay", flag.ContinueOnError)
 	configPath := fs.String("config", "", "YAML config file whose kmsg rules to use")
-	var npdRules []string
+	var npdRules, expect []string
 	fs.Func("npd-rules", "node-problem-detector log monitor file whose rules to add; may repeat", func(s string) error {
 		npdRules = append(npdRules, s)
 		return nil
 	})
+	fs.Func("expect", "expectations file (a corpus's expect.json) to judge the logs by, instead of printing findings; may repeat, later files adding to earlier ones", func(s string) error {
+		expect = append(expect, s)
+		return nil
+	})
 	if err := parse(fs, args); err != nil {
-		return err
+		return false, err
 	}
-	if fs.NArg() == 0 {
-		return errors.New("replay: name one or more files, or - for standard input")
+	if fs.NArg() == 0 && len(expect) == 0 {
+		return false, errors.New("replay: name one or more files, or - for standard input")
 	}
 	cfg, err := config.Load(*configPath, all.Registry)
 	if err != nil {
-		return err
+		return false, err
 	}
-	return agent.Replay(cfg, npdRules, fs.Args(), stdin, stdout)
+	if len(expect) > 0 {
+		n, err := agent.ReplayExpect(cfg, npdRules, expect, fs.Args(), stdout, stderr)
+		return n > 0, err
+	}
+	return false, agent.Replay(cfg, npdRules, fs.Args(), stdin, stdout)
 }

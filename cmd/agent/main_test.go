@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +21,8 @@ import (
 	"time"
 
 	"github.com/nodeguard/nodeguard/pkg/checks/all"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // agentBin is the nodeguard binary, built once by TestMain.
@@ -32,7 +35,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	agentBin = filepath.Join(dir, "nodeguard")
-	build := exec.Command("go", "build", "-o", agentBin, ".")
+	// As make build stamps it, so that the test sees the version it set.
+	build := exec.Command("go", "build", "-ldflags=-X main.version="+testVersion, "-o", agentBin, ".")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building the agent:", err)
@@ -514,4 +518,238 @@ func TestListenAddressOffInConfig(t *testing.T) {
 	a.waitLog(t, "nodeguard started")
 	time.Sleep(200 * time.Millisecond) // time for a failed listen to be logged
 	a.stop(t)
+}
+
+// sharedCorpus is the team's kernel log corpus, outside this module, and
+// sharedExtra this project's expectations added to it.
+const (
+	sharedCorpus = "../../../shared/testdata/kmsg"
+	sharedExtra  = "../../pkg/logrules/kernelrules/testdata/shared-kmsg-expect.json"
+)
+
+func TestReplayExpect(t *testing.T) {
+	if _, err := os.Stat(filepath.Join(sharedCorpus, "expect.json")); err != nil {
+		t.Skipf("shared kernel log corpus not available at %s: %v", sharedCorpus, err)
+	}
+	sharedExpect := filepath.Join(sharedCorpus, "expect.json")
+	logFile := writeFile(t, "kern.log", kernelLog)
+	dir := filepath.Dir(logFile)
+	wrong := filepath.Join(dir, "wrong.json")
+	if err := os.WriteFile(wrong, []byte(`{"kern.log": {"required": ["OOMKilling", "KernelOops"], "counts": {"TaskHung": 2},
+		"contains": {"OOMKilling": ["pod UID"]}, "optional": ["TaskHung", "KernelDeadlock", "ContainerRuntimeUnresponsive"]}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vendor := writeFile(t, "vendor.yaml", `checks:
+  kmsg:
+    rules:
+    - name: acme-fw-fault
+      kind: event
+      reason: AcmeFirmwareFault
+      contains: "acme_nic"
+      pattern: 'acme_nic \S+: firmware fault'
+`)
+	vendorLog := filepath.Join(dir, "acme.log")
+	if err := os.WriteFile(vendorLog, []byte("[  9.000000] acme_nic 0000:3b:00.0: firmware fault 0x17, resetting\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vendorExpect := filepath.Join(dir, "acme.json")
+	if err := os.WriteFile(vendorExpect, []byte(`{"acme.log": {"required": ["AcmeFirmwareFault"], "contains": {"AcmeFirmwareFault": ["0x17"]}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		args     []string
+		code     int
+		stdout   []string // lines stdout must hold
+		stderrIn string   // what stderr must hold; "" for empty
+	}{
+		{
+			name: "the shared corpus passes", args: []string{"--expect", sharedExpect, "--expect", sharedExtra},
+			stdout: []string{"ok   " + filepath.Join(sharedCorpus, "oops-old.log"), "10 passed, 0 failed"},
+		},
+		{
+			name: "a wrong expectation fails, naming the file and why", args: []string{"--expect", wrong, logFile}, code: 1,
+			stdout: []string{
+				"FAIL " + logFile + `: missing KernelOops; TaskHung: 1 found, 2 expected; OOMKilling: no message holds "pod UID"`,
+				"0 passed, 1 failed",
+			},
+			stderrIn: logFile + ":1 found OOMKilling: Out of memory: Killed process 1234",
+		},
+		{
+			name: "a log without an entry fails", args: []string{"--expect", vendorExpect, logFile}, code: 1,
+			stdout:   []string{"FAIL " + logFile + `: no entry "kern.log" in ` + vendorExpect},
+			stderrIn: "found TaskHung",
+		},
+		{
+			name: "a vendor rule from the config", args: []string{"--config", vendor, "--expect", vendorExpect},
+			stdout: []string{"ok   " + vendorLog, "1 passed, 0 failed"},
+		},
+		{
+			name: "the vendor rule needs its config", args: []string{"--expect", vendorExpect}, code: 1,
+			stdout: []string{"FAIL " + vendorLog + ": missing AcmeFirmwareFault; AcmeFirmwareFault: no message holds \"0x17\""},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			stdout, stderr, code := runAgent(t, "", append([]string{"replay"}, tt.args...)...)
+			if code != tt.code {
+				t.Errorf("exit code %d, want %d; stdout:\n%s\nstderr:\n%s", code, tt.code, stdout, stderr)
+			}
+			lines := strings.Split(stdout, "\n")
+			for _, want := range tt.stdout {
+				if !slices.Contains(lines, want) {
+					t.Errorf("stdout lacks the line\n  %s\nstdout:\n%s", want, stdout)
+				}
+			}
+			if tt.stderrIn == "" && stderr != "" || !strings.Contains(stderr, tt.stderrIn) {
+				t.Errorf("stderr:\n%s\nwant it to hold %q", stderr, tt.stderrIn)
+			}
+		})
+	}
+}
+
+func TestReplayExpectBadInput(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	unknownKey := write("unknown.json", "{\n \"a.log\": {\n  \"required\": [],\n  \"contain\": {}\n }\n}\n")
+	badType := write("type.json", "{\n \"a.log\": {\"counts\": {\"X\": \"one\"}}\n}\n")
+	noLog := write("nolog.json", `{"absent.log": {"required": []}}`)
+	log := write("a.log", "[ 1.0] hello\n")
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown key", []string{"--expect", unknownKey, log}, "nodeguard: expect " + unknownKey + `:4: entry "a.log": field contain: is not one of required, optional, counts, contains`},
+		{"wrong type", []string{"--expect", badType, log}, "nodeguard: expect " + badType + `:2: entry "a.log": field counts: is string, want a whole number`},
+		{"missing expect file", []string{"--expect", filepath.Join(dir, "none.json")}, "nodeguard: reading expectations: open " + filepath.Join(dir, "none.json")},
+		{"entry without its log", []string{"--expect", noLog}, "nodeguard: expect " + noLog + `: entry "absent.log": no log to judge: stat ` + filepath.Join(dir, "absent.log")},
+		{"missing log named", []string{"--expect", noLog, filepath.Join(dir, "gone.log")}, "nodeguard: replay: open " + filepath.Join(dir, "gone.log")},
+		{"standard input", []string{"--expect", noLog, "-"}, "nodeguard: replay: --expect judges files by name; standard input has none"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			stdout, stderr, code := runAgent(t, "", append([]string{"replay"}, tt.args...)...)
+			if code != 2 {
+				t.Errorf("exit code %d, want 2", code)
+			}
+			if stdout != "" {
+				t.Errorf("stdout is not empty:\n%s", stdout)
+			}
+			if line := oneLine(t, stderr); !strings.HasPrefix(line, tt.want) {
+				t.Errorf("stderr:\n got  %s\n want %s...", line, tt.want)
+			}
+		})
+	}
+}
+
+// TestTestingRulesDocExample runs the worked example of
+// docs/testing-rules.md: its config, sample logs and expectations, and the
+// two console sessions, so that the page shows what the command does.
+func TestTestingRulesDocExample(t *testing.T) {
+	raw, err := os.ReadFile("../../docs/testing-rules.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(raw)
+	block := func(after string) string {
+		t.Helper()
+		_, rest, ok := strings.Cut(doc, after)
+		if !ok {
+			t.Fatalf("docs/testing-rules.md has no %q", after)
+		}
+		body, _, _ := strings.Cut(rest, "```")
+		return body
+	}
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "rules-test"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	put := func(name, content string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("nodeguard.yaml", block("```yaml\n# nodeguard.yaml\n"))
+	// The first console block shows the files, each after its `$ cat`.
+	files := strings.Split(block("```console\n$ cat "), "\n$ cat ")
+	for _, f := range files {
+		name, content, _ := strings.Cut(f, "\n")
+		put(name, content)
+	}
+	if len(files) != 3 {
+		t.Fatalf("the example shows %d files, want the two logs and expect.json", len(files))
+	}
+	for _, session := range []struct {
+		command string
+		args    []string
+		code    int
+	}{
+		{"$ nodeguard replay --config nodeguard.yaml --expect rules-test/expect.json\n", []string{"--config", "nodeguard.yaml", "--expect", "rules-test/expect.json"}, 0},
+		{"$ nodeguard replay --expect rules-test/expect.json 2>&1; echo \"exit $?\"\n", []string{"--expect", "rules-test/expect.json"}, 1},
+	} {
+		want := block(session.command)
+		cmd := exec.Command(agentBin, append([]string{"replay"}, session.args...)...)
+		cmd.Dir, cmd.Env = dir, agentEnv()
+		out, _ := cmd.CombinedOutput()
+		got := string(out)
+		if session.code != 0 {
+			got += fmt.Sprintf("exit %d\n", cmd.ProcessState.ExitCode())
+		}
+		if cmd.ProcessState.ExitCode() != session.code || got != want {
+			t.Errorf("%s printed (exit %d)\n%s\nthe page shows\n%s", session.command, cmd.ProcessState.ExitCode(), got, want)
+		}
+	}
+}
+
+const testVersion = "v0.0.0-test"
+
+// Help and version follow kubectl's and helm's conventions: asked for, they
+// print to stdout and exit 0; the help names every subcommand.
+func TestHelpAndVersion(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--help"}, []string{"nodeguard check", "nodeguard replay", "nodeguard version", "-config"}},
+		{[]string{"-h"}, []string{"nodeguard check", "nodeguard replay"}},
+		{[]string{"help"}, []string{"nodeguard check", "nodeguard replay", "-kubeconfig"}},
+		{[]string{"replay", "-h"}, []string{"Usage of nodeguard replay"}},
+		{[]string{"version"}, []string{"nodeguard " + testVersion, "go version: go1.", "revision:"}},
+		{[]string{"--version"}, []string{"nodeguard " + testVersion}},
+	} {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			stdout, stderr, code := runAgent(t, "", tt.args...)
+			if code != 0 {
+				t.Fatalf("exit code %d, want 0; stderr:\n%s", code, stderr)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(stdout, w) {
+					t.Errorf("stdout does not say %q:\n%s", w, stdout)
+				}
+			}
+		})
+	}
+}
+
+func TestBuildInfoGauge(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	b := build{Version: "v1.2.3", Revision: "abc", GoVersion: "go1.26.0", Date: "unknown"}
+	reg.MustRegister(b.collector())
+	got, err := testutil.GatherAndCount(reg, "nodeguard_build_info")
+	if err != nil || got != 1 {
+		t.Fatalf("nodeguard_build_info series: %d, %v", got, err)
+	}
+	want := `# HELP nodeguard_build_info 1, labelled with the version, revision and Go version nodeguard was built from.
+# TYPE nodeguard_build_info gauge
+nodeguard_build_info{goversion="go1.26.0",revision="abc",version="v1.2.3"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "nodeguard_build_info"); err != nil {
+		t.Error(err)
+	}
 }

@@ -322,6 +322,7 @@ func NodeSinkOptions(rc config.ReporterConfig, nodeName string) reporter.NodeSin
 		EventQPS:         float32(rc.EventQPS),
 		EventBurst:       rc.EventBurst,
 		SpoolSize:        rc.EventSpoolSize,
+		Reasons:          rc.Reasons,
 	}
 }
 

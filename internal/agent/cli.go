@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
@@ -84,29 +86,112 @@ func ClusterConfig(cfg *config.Config) (*rest.Config, error) {
 // named files, - for stdin, and prints findings as JSON lines: how users
 // test rules, and how the corpus tests run.
 func Replay(cfg *config.Config, npdRules, names []string, stdin io.Reader, stdout io.Writer) error {
-	kcfg := cfg.CheckConfigs[kmsg.Name].(*kmsg.Config)
-	kcfg.NPDRules = append(kcfg.NPDRules, npdRules...)
-	out := reporter.NewWriterSink(stdout, "json")
-	rules, err := kcfg.Compile()
+	rules, err := replayRules(cfg, npdRules)
 	if err != nil {
 		return err
 	}
+	out := reporter.NewWriterSink(stdout, "json")
 	for _, name := range names {
-		// A fresh engine per file: a report does not run on into the next.
-		engine := rules.Engine()
-		var r io.Reader = stdin
-		label := "stdin"
-		if name != "-" {
-			f, err := os.Open(name)
-			if err != nil {
-				return fmt.Errorf("replay: %w", err)
-			}
-			defer f.Close()
-			r, label = f, name
+		if err := replayFile(rules, name, stdin, out.Finding); err != nil {
+			return err
 		}
-		if err := logrules.Replay(r, label, engine, out.Finding); err != nil {
+	}
+	return nil
+}
+
+// ReplayExpect judges each log, replayed as Replay does, against its entry
+// (by file name) in the expectations files, merged in order, and prints one
+// line per log, "ok   LOG" or "FAIL LOG: why; why", and a closing
+// "N passed, N failed", as the corpus tools do; a failed log's findings go
+// to stderr, for whoever must fix it. With no logs named it judges every
+// entry's file, beside the first expectations file. It returns how many
+// failed; an error is bad input (a bad expectations file, a missing log).
+func ReplayExpect(cfg *config.Config, npdRules, expectPaths, logs []string, stdout, stderr io.Writer) (failed int, err error) {
+	if len(expectPaths) == 0 {
+		return 0, errors.New("replay: no expectations file")
+	}
+	expect := logrules.Expectations{}
+	for _, p := range expectPaths {
+		more, err := logrules.LoadExpectations(p)
+		if err != nil {
+			return 0, err
+		}
+		expect.Merge(more)
+	}
+	if len(logs) == 0 {
+		dir := filepath.Dir(expectPaths[0])
+		for _, name := range expect.Names() {
+			path := filepath.Join(dir, name)
+			if _, err := os.Stat(path); err != nil {
+				return 0, &logrules.ExpectError{File: expectPaths[0], Entry: name, Err: fmt.Errorf("no log to judge: %w", err)}
+			}
+			logs = append(logs, path)
+		}
+	}
+	rules, err := replayRules(cfg, npdRules)
+	if err != nil {
+		return 0, err
+	}
+	passed := 0
+	for _, log := range logs {
+		if log == "-" {
+			return 0, errors.New("replay: --expect judges files by name; standard input has none")
+		}
+		var found []finding.Finding
+		if err := replayFile(rules, log, nil, func(f finding.Finding) { found = append(found, f) }); err != nil {
+			return 0, err
+		}
+		var why []string
+		if spec, ok := expect[filepath.Base(log)]; ok {
+			why = logrules.Judge(spec, found)
+		} else {
+			why = []string{fmt.Sprintf("no entry %q in %s", filepath.Base(log), strings.Join(expectPaths, ", "))}
+		}
+		if len(why) == 0 {
+			passed++
+			fmt.Fprintf(stdout, "ok   %s\n", log)
+			continue
+		}
+		failed++
+		fmt.Fprintf(stdout, "FAIL %s: %s\n", log, strings.Join(why, "; "))
+		for _, f := range found {
+			name := f.Reason
+			if f.Kind == finding.KindCondition {
+				name = f.Type + "=" + string(f.Status)
+			}
+			fmt.Fprintf(stderr, "  %s found %s: %s\n", f.Source, name, f.Message)
+		}
+	}
+	fmt.Fprintf(stdout, "%d passed, %d failed\n", passed, failed)
+	return failed, nil
+}
+
+// replayRules compiles the kmsg check's rules, with npdRules added, and
+// returns what makes an engine over them as the check would.
+func replayRules(cfg *config.Config, npdRules []string) (func() *logrules.Engine, error) {
+	kcfg := cfg.CheckConfigs[kmsg.Name].(*kmsg.Config)
+	kcfg.NPDRules = append(kcfg.NPDRules, npdRules...)
+	rules, err := kcfg.Compile()
+	if err != nil {
+		return nil, err
+	}
+	return func() *logrules.Engine { return kcfg.Engine(rules) }, nil
+}
+
+// replayFile replays one log, - for stdin, through a fresh engine: a report
+// does not run on into the next file.
+func replayFile(engine func() *logrules.Engine, name string, stdin io.Reader, emit func(finding.Finding)) error {
+	r, label := stdin, "stdin"
+	if name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
 			return fmt.Errorf("replay: %w", err)
 		}
+		defer f.Close()
+		r, label = f, name
+	}
+	if err := logrules.Replay(r, label, engine(), emit); err != nil {
+		return fmt.Errorf("replay: %w", err)
 	}
 	return nil
 }

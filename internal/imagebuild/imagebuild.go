@@ -306,10 +306,21 @@ func Write(spec Spec, binary, out, ref string) (int, error) {
 // program.
 var Pause = Spec{Binary: "/pause", Entrypoint: []string{"/pause"}, User: "65535:65535"}
 
-// BuildPause builds hack/pause from nodeguard's module (the one the go
-// command finds from the working directory) and writes its image, named
-// ref, as an OCI archive in dir; it returns the archive's path.
+// TestPod describes the tests' workload image (hack/testpod), a static
+// program whose first argument says what it does.
+var TestPod = Spec{Binary: "/testpod", Entrypoint: []string{"/testpod"}}
+
+// BuildPause builds hack/pause and writes its image, named ref, as an OCI
+// archive in dir; it returns the archive's path.
 func BuildPause(ctx context.Context, dir, ref string) (string, error) {
+	return BuildProgram(ctx, dir, Pause, "./hack/pause", ref)
+}
+
+// BuildProgram builds pkg, a main package of nodeguard's module (the one
+// the go command finds from the working directory) named from the module's
+// root, as a static program, and writes the image spec describes of it,
+// named ref, as an OCI archive in dir; it returns the archive's path.
+func BuildProgram(ctx context.Context, dir string, spec Spec, pkg, ref string) (string, error) {
 	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil {
 		return "", fmt.Errorf("finding the module: %w", err)
@@ -318,16 +329,17 @@ func BuildPause(ctx context.Context, dir, ref string) (string, error) {
 	if mod == "" || mod == os.DevNull {
 		return "", errors.New("not inside nodeguard's module")
 	}
-	bin := filepath.Join(dir, "pause")
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./hack/pause")
+	name := path.Base(spec.Binary)
+	bin := filepath.Join(dir, name)
+	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, pkg)
 	build.Dir = filepath.Dir(mod)
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building hack/pause: %w\n%s", err, out)
+		return "", fmt.Errorf("building %s: %w\n%s", pkg, err, out)
 	}
-	archive := filepath.Join(dir, "pause.tar")
-	if _, err := Write(Pause, bin, archive, ref); err != nil {
-		return "", err
+	archive := filepath.Join(dir, name+".tar")
+	if _, err := Write(spec, bin, archive, ref); err != nil {
+		return "", fmt.Errorf("making the image of %s: %w", pkg, err)
 	}
 	return archive, nil
 }

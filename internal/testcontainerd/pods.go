@@ -34,24 +34,18 @@ func (c *Containerd) Runtime(ctx context.Context) (internalapi.RuntimeService, e
 	return rt, nil
 }
 
-// ImportProgram builds target (a Go package or file) as a static binary,
-// makes the image spec describes of it, named ref, and imports it where
-// CRI finds images.
-func (c *Containerd) ImportProgram(ctx context.Context, spec imagebuild.Spec, target, ref string) error {
+// ImportProgram builds pkg (a main package of nodeguard's module, such as
+// "./hack/testpod") into the image spec describes, named ref, and imports
+// it where CRI finds images.
+func (c *Containerd) ImportProgram(ctx context.Context, spec imagebuild.Spec, pkg, ref string) error {
 	dir, err := os.MkdirTemp(c.Dir, "image")
 	if err != nil {
-		return fmt.Errorf("making a directory for the image of %s: %w", target, err)
+		return fmt.Errorf("making a directory for the image of %s: %w", pkg, err)
 	}
 	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, filepath.Base(spec.Binary))
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, target)
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("building %s: %w\n%s", target, err, out)
-	}
-	archive := filepath.Join(dir, "image.tar")
-	if _, err := imagebuild.Write(spec, bin, archive, ref); err != nil {
-		return fmt.Errorf("making the image of %s: %w", target, err)
+	archive, err := imagebuild.BuildProgram(ctx, dir, spec, pkg, ref)
+	if err != nil {
+		return err
 	}
 	out, err := exec.CommandContext(ctx, "ctr", "--address", c.Socket, "--namespace", "k8s.io", "images", "import", archive).CombinedOutput()
 	if err != nil {

@@ -42,6 +42,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/nodeguard/nodeguard/internal/imagebuild"
 	"github.com/nodeguard/nodeguard/internal/testcluster"
@@ -89,6 +90,10 @@ type Node struct {
 	// Journald says whether a real systemd-journald runs for the node,
 	// storing the kernel's messages where the DaemonSet mounts the journal.
 	Journald bool
+	// KubeletRelay carries every connection of the kubelet's to the API
+	// server, and nobody else's: Blackhole cuts the kubelet off while the
+	// node and the agent stay connected.
+	KubeletRelay *Relay
 
 	logf      func(format string, args ...any)
 	holder    *exec.Cmd
@@ -115,6 +120,9 @@ type record struct {
 	// shims outlive a killed run in it.
 	MountNS string            `json:"mountNS"`
 	Sysctls map[string]string `json:"sysctls"`
+	// KubeletMount is the host path of the loop filesystem that holds the
+	// kubelet's root dir.
+	KubeletMount string `json:"kubeletMount,omitempty"`
 }
 
 // Options change the node.
@@ -169,6 +177,9 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 	if err := n.startControlPlane(); err != nil {
 		return nil, err
 	}
+	if err := n.mountKubeletDir(); err != nil {
+		return nil, err
+	}
 	if err := n.startNamespace(); err != nil {
 		return nil, err
 	}
@@ -200,9 +211,9 @@ func preflight() error {
 			return fmt.Errorf("%w: %s is not in %s (run hack/build-test-binaries.sh)", ErrSkip, name, bin)
 		}
 	}
-	for _, name := range []string{"containerd", "containerd-shim-runc-v2", "runc", "ctr", "nsenter", "unshare", "ip"} {
+	for _, name := range []string{"containerd", "containerd-shim-runc-v2", "runc", "ctr", "nsenter", "unshare", "ip", "mkfs.ext4", "fsfreeze"} {
 		if _, err := exec.LookPath(name); err != nil {
-			return fmt.Errorf("%w: %s is not installed (hack/install-test-deps.sh installs containerd, runc, util-linux and iproute2)", ErrSkip, name)
+			return fmt.Errorf("%w: %s is not installed (hack/install-test-deps.sh installs containerd, runc, util-linux, e2fsprogs and iproute2)", ErrSkip, name)
 		}
 	}
 	for _, plugin := range []string{"bridge", "host-local", "loopback"} {
@@ -347,7 +358,7 @@ func (n *Node) startNamespace() error {
 			return err
 		}
 	}
-	script := fmt.Sprintf("set -e; mount --bind %[1]s/var/lib /var/lib; mount --bind %[1]s/run /run; mount --bind %[1]s/var/log /var/log; echo ready; exec sleep infinity", n.Root)
+	script := fmt.Sprintf("set -e; mount --rbind %[1]s/var/lib /var/lib; mount --bind %[1]s/run /run; mount --bind %[1]s/var/log /var/log; echo ready; exec sleep infinity", n.Root)
 	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -373,6 +384,79 @@ func (n *Node) startNamespace() error {
 	}
 	n.record.MountNS, _ = os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", cmd.Process.Pid))
 	return n.writeRecord()
+}
+
+// kubeletDirSize is the size of the loop filesystem of the kubelet's root
+// dir: pods' emptyDirs and the agent's probe directory are all it holds.
+const kubeletDirSize = 1 << 30
+
+// mountKubeletDir puts the kubelet's root dir on a filesystem of its own, a
+// loop-mounted ext4 image, so that a test can freeze it (FreezeKubeletDir)
+// as a dead disk would stop, with nothing else of the machine's affected.
+// It is mounted on the host, under the node's directory, so that a clean-up
+// can thaw and unmount it after the node's namespace is gone.
+func (n *Node) mountKubeletDir() error {
+	img := filepath.Join(n.Dir, "kubelet.img")
+	f, err := os.Create(img)
+	if err != nil {
+		return fmt.Errorf("making the kubelet dir's image: %w", err)
+	}
+	err = f.Truncate(kubeletDirSize)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("sizing the kubelet dir's image: %w", err)
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img).CombinedOutput(); err != nil {
+		return fmt.Errorf("mkfs.ext4 %s: %w\n%s", img, err, out)
+	}
+	dir := filepath.Join(n.Root, "var/lib/kubelet")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if out, err := exec.Command("mount", "-o", "loop", img, dir).CombinedOutput(); err != nil {
+		return fmt.Errorf("loop-mounting the kubelet dir's image: %w\n%s", err, out)
+	}
+	n.record.KubeletMount = dir
+	return n.writeRecord()
+}
+
+// FreezeKubeletDir freezes the filesystem of the kubelet's root dir
+// (fsfreeze): every write to it, pods' emptyDirs included, blocks until
+// ThawKubeletDir, while reads and the kubelet's status go on.
+func (n *Node) FreezeKubeletDir() error {
+	if out, err := exec.Command("fsfreeze", "--freeze", n.record.KubeletMount).CombinedOutput(); err != nil {
+		return fmt.Errorf("fsfreeze --freeze %s: %w\n%s", n.record.KubeletMount, err, out)
+	}
+	return nil
+}
+
+// ThawKubeletDir ends FreezeKubeletDir; thawing what is not frozen is no
+// error.
+func (n *Node) ThawKubeletDir() error {
+	if n.record.KubeletMount == "" {
+		return nil
+	}
+	out, err := exec.Command("fsfreeze", "--unfreeze", n.record.KubeletMount).CombinedOutput()
+	if err != nil && !strings.Contains(string(out), "Invalid argument") {
+		return fmt.Errorf("fsfreeze --unfreeze %s: %w\n%s", n.record.KubeletMount, err, out)
+	}
+	return nil
+}
+
+// unmountKubeletDir thaws and detaches the kubelet dir's filesystem; its
+// loop device goes with it (autoclear).
+func (n *Node) unmountKubeletDir() {
+	dir := n.record.KubeletMount
+	if dir == "" {
+		return
+	}
+	if err := n.ThawKubeletDir(); err != nil {
+		n.logf("testnode: %v", err)
+	}
+	if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+		n.logf("testnode: umount %s: %v %s; detaching it instead", dir, err, out)
+		exec.Command("umount", "--lazy", dir).Run()
+	}
 }
 
 // inNamespace runs name inside the node's mount namespace.
@@ -492,6 +576,19 @@ func (n *Node) importPause(ctx context.Context) error {
 	return n.ImportImage(ctx, archive)
 }
 
+// TestPodImage is the tests' workload image (hack/testpod), imported by
+// ImportTestPod: its container's args say what it does.
+const TestPodImage = "nodeguard.test/testpod:e2e"
+
+// ImportTestPod builds hack/testpod and imports its image as TestPodImage.
+func (n *Node) ImportTestPod(ctx context.Context) error {
+	archive, err := imagebuild.BuildProgram(ctx, n.Dir, imagebuild.TestPod, "./hack/testpod", TestPodImage)
+	if err != nil {
+		return err
+	}
+	return n.ImportImage(ctx, archive)
+}
+
 // ImportImage imports an OCI image archive into the node's containerd,
 // where the kubelet finds it (no image can be pulled here: pods must use
 // a tag that is not latest, or imagePullPolicy IfNotPresent or Never).
@@ -513,6 +610,22 @@ func (n *Node) startKubelet() error {
 	kc := filepath.Join(n.Dir, "kubelet.kubeconfig")
 	if _, err := n.Cluster.UserConfig("system:node:"+n.Name, []string{"system:nodes"}, kc); err != nil {
 		return fmt.Errorf("writing the kubelet's kubeconfig: %w", err)
+	}
+	// On the API server's address, which its serving certificate names.
+	relay, err := NewRelay(net.JoinHostPort(n.Cluster.Host, "0"), net.JoinHostPort(n.Cluster.Host, strconv.Itoa(n.Cluster.APIPort)))
+	if err != nil {
+		return err
+	}
+	n.KubeletRelay = relay
+	kubeconfig, err := clientcmd.LoadFromFile(kc)
+	if err != nil {
+		return fmt.Errorf("reading the kubelet's kubeconfig: %w", err)
+	}
+	for _, c := range kubeconfig.Clusters {
+		c.Server = "https://" + relay.Addr()
+	}
+	if err := clientcmd.WriteToFile(*kubeconfig, kc); err != nil {
+		return fmt.Errorf("pointing the kubelet's kubeconfig at its relay: %w", err)
 	}
 	ports, err := testcluster.FreePorts(1)
 	if err != nil {
@@ -606,6 +719,21 @@ func (n *Node) spawn(name string, cmd *exec.Cmd) error {
 	return nil
 }
 
+// Signal sends sig to the node's component name (containerd, kubelet,
+// kube-controller-manager, ...): SIGSTOP hangs it as a deadlock would, with
+// its sockets open, and SIGCONT ends that.
+func (n *Node) Signal(name string, sig syscall.Signal) error {
+	for _, p := range n.procs {
+		if p.name == name {
+			if err := p.Cmd.Process.Signal(sig); err != nil {
+				return fmt.Errorf("sending %s to %s: %w", sig, name, err)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("sending %s to %s: the node runs no such component", sig, name)
+}
+
 func (n *Node) logPath(name string) string { return filepath.Join(n.Dir, name+".log") }
 
 // Log returns the end of a component's log (kubelet, containerd,
@@ -624,12 +752,20 @@ func (n *Node) tail(name string) string {
 // restores what the node changed on the host, then removes its directory
 // (NODEGUARD_KEEP_TESTNODE keeps it, for reading the logs).
 func (n *Node) Stop() {
+	// A frozen filesystem would hold every process writing to it, and the
+	// kills below, forever.
+	if err := n.ThawKubeletDir(); err != nil {
+		n.logf("testnode: %v", err)
+	}
 	for i := len(n.procs) - 1; i >= 0; i-- {
 		p := n.procs[i]
 		if p.name == "containerd" || p.name == "systemd-journald" {
 			continue
 		}
 		p.Stop(15 * time.Second)
+	}
+	if n.KubeletRelay != nil {
+		n.KubeletRelay.Close()
 	}
 	// The pods' containers, and containerd's shims, outlive the kubelet
 	// and containerd.
@@ -660,8 +796,12 @@ func (n *Node) Stop() {
 // cleanHost removes the cgroups and the bridge and puts the sysctls back;
 // it is also the clean-up of a dead run.
 func (n *Node) cleanHost() {
+	if err := n.ThawKubeletDir(); err != nil {
+		n.logf("testnode: %v", err)
+	}
 	killCgroupTree(n.CgroupRoot)
 	killNamespace(n.record.MountNS, 0)
+	n.unmountKubeletDir()
 	for _, h := range cgroupHierarchies() {
 		removeCgroupTree(filepath.Join(h, n.CgroupRoot))
 	}

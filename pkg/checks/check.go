@@ -73,6 +73,9 @@ type LeaseView interface {
 	// since when the view has been up to date (the agent reaching the API
 	// server): zero while it is not.
 	NodeLease() (lease *coordinationv1.Lease, exists bool, currentSince time.Time)
+	// Reread reads the Lease from the API server now, so that what
+	// NodeLease returns next is no older than the call.
+	Reread(ctx context.Context) error
 }
 
 // Validator is implemented by check configurations that have rules beyond

@@ -74,6 +74,8 @@ type ReporterConfig struct {
 	// ClientQPS and ClientBurst limit the agent's API client as a whole.
 	ClientQPS   float64 `json:"clientQPS,omitempty"`
 	ClientBurst int     `json:"clientBurst,omitempty"`
+	// Reasons hold, by event reason, what to send of it to the Node.
+	Reasons map[string]finding.EventPolicy `json:"reasons,omitempty"`
 }
 
 // RemediationConfig holds the opt-in actions nodeguard takes on the node.
@@ -295,6 +297,9 @@ func (c *Config) Validate() error {
 			return &Error{Field: field + ".effect", Reason: fmt.Sprintf("%q is not NoSchedule, PreferNoSchedule or NoExecute", tr.Effect)}
 		}
 	}
+	if err := validateReasons(c.Reporter.Reasons); err != nil {
+		return err
+	}
 	for _, p := range positive {
 		if !p.ok {
 			reason := fmt.Sprintf("%v must be above zero", p.value)
@@ -383,4 +388,28 @@ func startsWithAny(s string, prefixes ...string) bool {
 		}
 	}
 	return false
+}
+
+// validateReasons checks the per-reason event settings, in the order of the
+// reasons' names so that the first mistake is always the same one.
+func validateReasons(reasons map[string]finding.EventPolicy) error {
+	names := make([]string, 0, len(reasons))
+	for name := range reasons {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		p, field := reasons[name], "reporter.reasons."+name
+		switch {
+		case p.MinOccurrences < 0:
+			return &Error{Field: field + ".minOccurrences", Reason: fmt.Sprintf("%d is negative", p.MinOccurrences)}
+		case p.MinOccurrences > 1 && p.Window.Duration <= 0:
+			return &Error{Field: field + ".window", Reason: fmt.Sprintf("minOccurrences %d needs a window above zero, such as 10m", p.MinOccurrences)}
+		case p.MinOccurrences <= 1 && p.Window.Duration != 0:
+			return &Error{Field: field + ".window", Reason: "a window counts minOccurrences, which is not above 1"}
+		case p.EventsPerHour < 0:
+			return &Error{Field: field + ".eventsPerHour", Reason: fmt.Sprintf("%d is negative", p.EventsPerHour)}
+		}
+	}
+	return nil
 }

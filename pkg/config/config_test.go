@@ -20,8 +20,8 @@ import (
 
 const (
 	topFields      = "checks, keepStartupPages, kubeconfig, listenAddress, logFormat, logTo, nodeName, output, procPath, remediation, reportDegraded, reporter, standalone, stateDir, sysPath"
-	reporterFields = "clientBurst, clientQPS, eventBurst, eventQPS, eventSpoolSize, heartbeat, minWriteInterval"
-	ruleFields     = "attribute, clearAfter, condition, contains, exclude, group, kind, minCount, name, pattern, reason, source, window"
+	reporterFields = "clientBurst, clientQPS, eventBurst, eventQPS, eventSpoolSize, heartbeat, minWriteInterval, reasons"
+	ruleFields     = "attribute, clearAfter, condition, contains, details, exclude, group, kind, minCount, name, pattern, reason, source, window"
 )
 
 // kmsgFields lists the kmsg section's fields as the error names them; it is
@@ -47,6 +47,55 @@ var badConfigs = []struct {
 	field string
 	want  string
 }{
+	{
+		name:  "negative dedup window",
+		yaml:  "checks:\n  kmsg:\n    dedupWindow: -1m\n",
+		line:  3,
+		field: "checks.kmsg.dedupWindow",
+		want:  `config FILE:3: field checks.kmsg.dedupWindow: "-1m" is negative`,
+	},
+	{
+		name:  "reason counting occurrences without a window",
+		yaml:  "reporter:\n  reasons:\n    NICLinkDown:\n      minOccurrences: 3\n",
+		line:  3,
+		field: "reporter.reasons.NICLinkDown.window",
+		want:  "config FILE:3: field reporter.reasons.NICLinkDown.window: minOccurrences 3 needs a window above zero, such as 10m",
+	},
+	{
+		name:  "reason window without minOccurrences",
+		yaml:  "reporter:\n  reasons:\n    IOError:\n      window: 10m\n",
+		line:  4,
+		field: "reporter.reasons.IOError.window",
+		want:  "config FILE:4: field reporter.reasons.IOError.window: a window counts minOccurrences, which is not above 1",
+	},
+	{
+		name:  "negative reason budget",
+		yaml:  "reporter:\n  reasons:\n    IOError:\n      eventsPerHour: -1\n",
+		line:  4,
+		field: "reporter.reasons.IOError.eventsPerHour",
+		want:  "config FILE:4: field reporter.reasons.IOError.eventsPerHour: -1 is negative",
+	},
+	{
+		name:  "negative minOccurrences",
+		yaml:  "reporter:\n  reasons:\n    IOError:\n      minOccurrences: -2\n",
+		line:  4,
+		field: "reporter.reasons.IOError.minOccurrences",
+		want:  "config FILE:4: field reporter.reasons.IOError.minOccurrences: -2 is negative",
+	},
+	{
+		name:  "misspelt reason setting",
+		yaml:  "reporter:\n  reasons:\n    IOError:\n      eventsPerHr: 5\n",
+		line:  4,
+		field: "reporter.reasons.IOError.eventsPerHr",
+		want:  "config FILE:4: field reporter.reasons.IOError.eventsPerHr: unknown field; known fields here: enabled, eventsPerHour, minOccurrences, window",
+	},
+	{
+		name:  "reason setting of the wrong type",
+		yaml:  "reporter:\n  reasons:\n    IOError:\n      enabled: sometimes\n",
+		line:  4,
+		field: "reporter.reasons.IOError.enabled",
+		want:  `config FILE:4: field reporter.reasons.IOError.enabled: "sometimes" is not true or false`,
+	},
 	{
 		name:  "unknown top-level field",
 		yaml:  "nodeName: a\nbogus: 1\n",
@@ -261,6 +310,23 @@ var badConfigs = []struct {
 		want:  "config FILE:6: field checks.kmsg.rules[0].condition: no condition of that type is declared; add it under conditions (value DiskBroken)",
 	},
 	{
+		name: "user rule detail that captures nothing",
+		yaml: `checks:
+  kmsg:
+    rules:
+    - name: fw
+      kind: event
+      reason: FirmwareFault
+      pattern: 'firmware fault'
+      details:
+      - label: code
+        pattern: 'code 0x[0-9a-f]+'
+`,
+		line:  10,
+		field: "checks.kmsg.rules[0].details[0].pattern",
+		want:  "config FILE:10: field checks.kmsg.rules[0].details[0].pattern: a detail's pattern needs a (group) that captures the fact (value code 0x[0-9a-f]+)",
+	},
+	{
 		name:  "unknown field in a user rule",
 		yaml:  "checks:\n  kmsg:\n    rules:\n    - name: disk\n      patern: x\n",
 		line:  5,
@@ -470,6 +536,12 @@ func TestLoadValues(t *testing.T) {
 			func(c *config.Config) bool { return !c.Enabled[kmsg.Name] },
 		},
 		{"later document ignored", "output: json\n---\noutput: xml\n", func(c *config.Config) bool { return c.Output == "json" }},
+		{"per-reason settings", "reporter:\n  reasons:\n    NICLinkDown: {minOccurrences: 3, window: 10m}\n    Ext4Warning: {enabled: false}\n    IOError: {eventsPerHour: 20}\n",
+			func(c *config.Config) bool {
+				r := c.Reporter.Reasons
+				return r["NICLinkDown"].MinOccurrences == 3 && r["NICLinkDown"].Window.Duration == 10*time.Minute &&
+					r["Ext4Warning"].Enabled != nil && !*r["Ext4Warning"].Enabled && r["IOError"].EventsPerHour == 20
+			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := config.Load(writeConfig(t, tc.yaml), all.Registry)
@@ -586,9 +658,10 @@ func TestLoadUserRuleReplacesDefault(t *testing.T) {
 	}
 }
 
+// feedReasons feeds one line and ends the report it may begin.
 func feedReasons(e *logrules.Engine, text string, at time.Time) []string {
 	var reasons []string
-	for _, f := range e.Feed(logrules.Line{Text: text, Time: at}, nil) {
+	for _, f := range e.Flush(e.Feed(logrules.Line{Text: text, Time: at}, nil)) {
 		reasons = append(reasons, f.Reason)
 	}
 	return reasons

@@ -1,5 +1,7 @@
 package finding
 
+import "time"
+
 // The condition types nodeguard writes, each with its healthy reason and
 // message. Every check that raises a type takes it from here, so that two
 // checks sharing a type (the cri probe and the kernel's hung runtime tasks,
@@ -43,4 +45,20 @@ func Catalog() []ConditionDefault {
 		ContainerRuntimeUnresponsive, KubeletLeaseStale, KubeletUnhealthy, DiskIOStuck,
 		NICDown, NICFlapping, ClusterDNSUnreachable, CheckStuck,
 	}
+}
+
+// DefaultLeaseDuration is the kubelet's node Lease duration, for a Lease
+// that does not say.
+const DefaultLeaseDuration = 40 * time.Second
+
+// LeaseStaleAfter is how old a node Lease's renewTime may be before the
+// kubelet counts as not renewing: half its duration (durationSeconds, nil
+// or zero for the default), twice the kubelet's renew interval, which is a
+// quarter of the duration.
+func LeaseStaleAfter(durationSeconds *int32) time.Duration {
+	d := DefaultLeaseDuration
+	if durationSeconds != nil && *durationSeconds > 0 {
+		d = time.Duration(*durationSeconds) * time.Second
+	}
+	return d / 2
 }

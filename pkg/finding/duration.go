@@ -36,3 +36,18 @@ func ParseDuration(s string) (time.Duration, error) {
 	}
 	return v, nil
 }
+
+// EventPolicy is what a user asks of one reason's events on their way to
+// the Node: whether to send them at all, how many must happen within a
+// window before one is sent, and how many may be sent in an hour.
+type EventPolicy struct {
+	// Enabled false sends none; unset sends them.
+	Enabled *bool `json:"enabled,omitempty"`
+	// MinOccurrences within Window make one event, the last of them, and
+	// the count starts over; 0 or 1 sends each.
+	MinOccurrences int      `json:"minOccurrences,omitempty"`
+	Window         Duration `json:"window,omitempty"`
+	// EventsPerHour is the reason's budget, beside the node's rate limit;
+	// 0 sets none.
+	EventsPerHour int `json:"eventsPerHour,omitempty"`
+}

@@ -56,6 +56,10 @@ type Finding struct {
 	// can add the names the container runtime knows them by.
 	PodUID      string `json:"podUID,omitempty"`
 	ContainerID string `json:"containerID,omitempty"`
+	// Count is how many occurrences an event stands for when it is more
+	// than one: the summary of a storm of identical log lines, whose first
+	// was an event of its own. Zero means one.
+	Count int `json:"count,omitempty"`
 }
 
 // Event builds an event finding.

@@ -6,6 +6,7 @@ package kube
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -17,6 +18,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"go.uber.org/zap"
+
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 // NodeLeaseNamespace is where kubelets keep their heartbeat Leases.
@@ -64,6 +67,10 @@ type LeaseWatcher struct {
 	read     *coordinationv1.Lease
 	nextRead time.Time
 	backoff  time.Duration
+	// readAt is when read was made, by Confirm or Reread; readMissing says
+	// it found no Lease.
+	readAt      time.Time
+	readMissing bool
 }
 
 // watchBackoff is how the reflector retries a failed list or watch. client-go's
@@ -178,13 +185,41 @@ func (w *LeaseWatcher) confirm(ctx context.Context) {
 		// stopped kubelet, a missing Lease, an unreachable server) waits
 		// twice as long as the last before the next.
 		if err == nil && (before == nil || renewedLater(lease, before)) {
-			w.read, w.backoff = lease, w.confirmEvery
+			w.read, w.readAt, w.readMissing, w.backoff = lease, time.Now(), false, w.confirmEvery
 		} else {
 			w.backoff = min(max(2*w.backoff, w.confirmEvery), maxReadBackoff)
 		}
 		w.nextRead = now.Add(w.backoff)
 		w.mu.Unlock()
 	}
+}
+
+// Reread reads the Lease from the API server now, for a verdict that must
+// not rest on a quiet watch alone: while a server drains before it stops it
+// refuses new requests (the kubelet's renewals among them) while the open
+// watch stays up and quiet, so an old Lease is news only once a read made
+// after it went old has found it so. A read that fails leaves the view as
+// it was. Without Confirm there is nothing to read with, and the watch's
+// word stands.
+func (w *LeaseWatcher) Reread(ctx context.Context) error {
+	if w.Confirm == nil {
+		return nil
+	}
+	lease, err := w.Confirm.CoordinationV1().Leases(NodeLeaseNamespace).Get(ctx, w.name, metav1.GetOptions{})
+	now := time.Now()
+	switch {
+	case apierrors.IsNotFound(err):
+		w.mu.Lock()
+		w.read, w.readAt, w.readMissing = nil, now, true
+		w.mu.Unlock()
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading the Lease %s/%s: %w", NodeLeaseNamespace, w.name, err)
+	}
+	w.mu.Lock()
+	w.read, w.readAt, w.readMissing = lease, now, false
+	w.mu.Unlock()
+	return nil
 }
 
 // NodeLease returns the Lease as last seen and whether it exists, and
@@ -215,13 +250,22 @@ func (w *LeaseWatcher) NodeLease() (lease *coordinationv1.Lease, exists bool, cu
 // read.
 func (w *LeaseWatcher) stored() (*coordinationv1.Lease, bool) {
 	obj, ok, err := w.store.GetByKey(NodeLeaseNamespace + "/" + w.name)
+	w.mu.Lock()
+	read, readMissing, readAt, lastEvent := w.read, w.readMissing, w.readAt, w.lastEvent
+	w.mu.Unlock()
+	// A direct read newer than the watch's last news is the server's word
+	// on the Lease, even where the watch has it otherwise.
+	newer := readAt.After(lastEvent)
 	if err != nil || !ok {
+		if newer && read != nil {
+			return read, true
+		}
 		return nil, false
 	}
 	lease := obj.(*coordinationv1.Lease)
-	w.mu.Lock()
-	read := w.read
-	w.mu.Unlock()
+	if newer && readMissing {
+		return nil, false
+	}
 	if read != nil && renewedLater(read, lease) {
 		return read, true
 	}
@@ -255,11 +299,7 @@ func (s StaleLeases) OtherStaleLeases(ctx context.Context) (stale, total int, er
 			continue
 		}
 		total++
-		duration := 40 * time.Second
-		if l.Spec.LeaseDurationSeconds != nil && *l.Spec.LeaseDurationSeconds > 0 {
-			duration = time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second
-		}
-		if now.Sub(l.Spec.RenewTime.Time) > duration/2 {
+		if now.Sub(l.Spec.RenewTime.Time) > finding.LeaseStaleAfter(l.Spec.LeaseDurationSeconds) {
 			stale++
 		}
 	}

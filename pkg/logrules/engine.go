@@ -19,9 +19,15 @@ const endOfReport = "---[ end "
 
 // Engine runs rules over lines, one line at a time, keeping only the small
 // state that multi-line reports need (no look-back buffer): the time each
-// group last matched, the OOM kill being reported, match counts for rules
-// that need several, and the conditions that clear after a quiet period.
-// It is not safe for concurrent use.
+// group last matched, the OOM kill being reported, the report being read,
+// match counts for rules that need several, and the conditions that clear
+// after a quiet period. It is not safe for concurrent use.
+//
+// A match of a rule with details begins a report: what its line made is
+// held, the lines after it are searched for the details alone, and the
+// findings go out, once, when the report ends: at a `---[ end` line, when
+// the next report begins, after ReportQuiet without a line or GroupWindow
+// in all (on the next line, or at Expire), or at Flush.
 type Engine struct {
 	rules      []*compiled
 	conditions []finding.ConditionDefault
@@ -30,6 +36,15 @@ type Engine struct {
 	// active holds, for condition rules that clear, when each last matched.
 	active map[string]activeCondition
 	oom    oomContext
+	rep    report
+	// made is the rule of each finding the line being fed has made so far,
+	// and lineFound a copy of those findings while a report begins.
+	made      []*compiled
+	lineFound []finding.Finding
+	// storms are the runs of identical problem lines being counted, by
+	// their text, each for dedupWindow.
+	storms      map[string]*storm
+	dedupWindow time.Duration
 }
 
 type activeCondition struct {
@@ -73,11 +88,13 @@ func Compile(rules []Rule, conditions []finding.ConditionDefault) (*RuleSet, err
 // counts, no active conditions.
 func (s *RuleSet) Engine() *Engine {
 	return &Engine{
-		rules:      s.rules,
-		conditions: s.conditions,
-		groupSeen:  map[string]time.Time{},
-		counts:     map[string][]time.Time{},
-		active:     map[string]activeCondition{},
+		rules:       s.rules,
+		conditions:  s.conditions,
+		groupSeen:   map[string]time.Time{},
+		counts:      map[string][]time.Time{},
+		active:      map[string]activeCondition{},
+		storms:      map[string]*storm{},
+		dedupWindow: DefaultDedupWindow,
 	}
 }
 
@@ -111,7 +128,11 @@ func (e *Engine) Conditions() []finding.ConditionDefault {
 // and allocates nothing.
 func (e *Engine) Feed(l Line, out []finding.Finding) []finding.Finding {
 	text := l.Text
-	if strings.Contains(text, endOfReport) {
+	if e.rep.open && e.rep.ended(l.Time) {
+		out = e.rep.end(out)
+	}
+	endMark := strings.Contains(text, endOfReport)
+	if endMark {
 		clear(e.groupSeen)
 	}
 	e.oom.observe(text, l.Time)
@@ -142,8 +163,55 @@ func (e *Engine) Feed(l Line, out []finding.Finding) []finding.Finding {
 			continue
 		}
 		out = append(out, e.finding(r, l))
+		e.made = append(e.made, r)
+	}
+	began := false
+	if len(out) > start {
+		if out, began = e.beginReport(l, out, start); !began {
+			out = e.dedup(l, out, start)
+		}
+		e.made = e.made[:0]
+	}
+	if e.rep.open {
+		if !began {
+			e.rep.observe(l)
+		}
+		if endMark || e.rep.lines >= maxReportLines {
+			out = e.rep.end(out)
+		}
 	}
 	return out
+}
+
+// beginReport holds what this line made, out[start:], when one of its rules
+// has details: the report open until now ends first, and its findings take
+// the place of this line's in out.
+func (e *Engine) beginReport(l Line, out []finding.Finding, start int) ([]finding.Finding, bool) {
+	if !slices.ContainsFunc(e.made, func(r *compiled) bool { return len(r.details) > 0 }) {
+		return out, false
+	}
+	// The whole line waits, not only the finding with details, so that
+	// what one line made still goes out together and in its order.
+	e.lineFound = append(e.lineFound[:0], out[start:]...)
+	out = out[:start]
+	if e.rep.open {
+		out = e.rep.end(out)
+	}
+	e.rep.begin(l, e.lineFound, e.made)
+	clear(e.lineFound)
+	return out, true
+}
+
+// InReport reports whether a report is open, its findings held.
+func (e *Engine) InReport() bool { return e.rep.open }
+
+// Flush ends the open report, if any, and appends its findings to out: for
+// the end of a replayed log, or a source that has gone quiet.
+func (e *Engine) Flush(out []finding.Finding) []finding.Finding {
+	if e.rep.open {
+		out = e.rep.end(out)
+	}
+	return e.endStorms(time.Time{}, out)
 }
 
 // sameProblem reports whether this line already made an event with r's
@@ -207,8 +275,13 @@ func (e *Engine) finding(r *compiled, l Line) finding.Finding {
 	return f
 }
 
-// Expire sets False each condition whose quiet period has passed by now.
+// Expire ends the open report if it has been quiet for ReportQuiet by now,
+// and sets False each condition whose quiet period has passed.
 func (e *Engine) Expire(now time.Time, out []finding.Finding) []finding.Finding {
+	if e.rep.open && e.rep.ended(now) {
+		out = e.rep.end(out)
+	}
+	out = e.endStorms(now, out)
 	for condType, a := range e.active {
 		if now.Sub(a.last) < a.clearAfter {
 			continue

@@ -1,6 +1,7 @@
 package logrules
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -124,6 +125,32 @@ func FuzzParseCgroupPath(f *testing.F) {
 		}
 		if container != "" && !strings.Contains(path, container) {
 			t.Fatalf("ParseCgroupPath(%q) container ID %q is not in the path", path, container)
+		}
+	})
+}
+
+// FuzzParseExpectations: an expectations file is a user's input to
+// `replay --expect`; whatever it holds, parsing returns expectations or an
+// *ExpectError whose line lies within the file, and never panics.
+func FuzzParseExpectations(f *testing.F) {
+	for _, p := range []string{kernelCorpus + "/expect.json", sharedCorpus + "/expect.json", "kernelrules/testdata/shared-kmsg-expect.json"} {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Add([]byte(`{"a.log": {"required": ["X"], "counts": {"X": -1}}}`))
+	f.Add([]byte("{\n\"a\": {\"contain\": 1}}"))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		_, err := ParseExpectations("e.json", raw)
+		if err == nil {
+			return
+		}
+		var ee *ExpectError
+		if !errors.As(err, &ee) {
+			t.Fatalf("error %v (%T) is no *ExpectError", err, err)
+		}
+		if lines := strings.Count(string(raw), "\n") + 1; ee.Line < 1 || ee.Line > lines {
+			t.Fatalf("error names line %d of a %d-line file: %v", ee.Line, lines, err)
 		}
 	})
 }

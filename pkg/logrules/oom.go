@@ -27,6 +27,14 @@ type oomContext struct {
 	// victim is the pid of the report's first kill and when it was logged.
 	victim   string
 	victimAt time.Time
+	// constraint is the kernel's word for what ran out (CONSTRAINT_MEMCG,
+	// CONSTRAINT_NONE for the whole machine, ...), and limit the memory
+	// cgroup's limit from its "memory: usage U, limit L" line.
+	constraint string
+	limit      string
+	// dumping is set from the report's first line to its kill: only then is
+	// a line looked at for the limit, which the benign line never pays for.
+	dumping bool
 }
 
 // oomContextTTL bounds how far apart, in log time, the context line and the
@@ -34,6 +42,15 @@ type oomContext struct {
 const oomContextTTL = 30 * time.Second
 
 func (o *oomContext) observe(text string, at time.Time) {
+	if o.dumping && o.limit == "" {
+		// The memory cgroup's usage line; the memory+swap and kmem lines
+		// after it start otherwise.
+		if _, rest, ok := strings.Cut(text, "memory: usage "); ok && !strings.Contains(text, "+swap") {
+			_, lim, _ := strings.Cut(rest, "limit ")
+			o.limit, _, _ = strings.Cut(lim, ",")
+			return
+		}
+	}
 	// Every line passes here: two searches rule out nearly all of them
 	// before the four below.
 	if !strings.Contains(text, "oom") && !strings.Contains(text, "Task") {
@@ -41,10 +58,15 @@ func (o *oomContext) observe(text string, at time.Time) {
 	}
 	switch {
 	case strings.Contains(text, "invoked oom-killer:"):
-		*o = oomContext{at: at}
+		*o = oomContext{at: at, dumping: true}
 	case strings.Contains(text, "oom-kill:"):
 		_, fields, _ := strings.Cut(text, "oom-kill:")
-		*o = oomContext{at: at}
+		// The limit came earlier in the same dump, if this is one.
+		limit := ""
+		if o.dumping {
+			limit = o.limit
+		}
+		*o = oomContext{at: at, dumping: true, limit: limit}
 		for kv := range strings.SplitSeq(fields, ",") {
 			k, v, _ := strings.Cut(kv, "=")
 			switch k {
@@ -54,17 +76,29 @@ func (o *oomContext) observe(text string, at time.Time) {
 				o.task = v
 			case "pid":
 				o.pid = v
+			case "constraint":
+				o.constraint = v
 			}
 		}
 	case strings.Contains(text, "Task in ") && strings.Contains(text, " killed as a result of limit of "):
 		_, rest, _ := strings.Cut(text, "Task in ")
 		memcg, _, _ := strings.Cut(rest, " killed as a result of limit of ")
-		*o = oomContext{memcg: memcg, at: at}
+		// Only a memory cgroup's limit kills this way.
+		*o = oomContext{memcg: memcg, at: at, dumping: true, constraint: "CONSTRAINT_MEMCG"}
 	case strings.Contains(text, "Tasks in ") && strings.Contains(text, oomGroupKill):
 		_, rest, _ := strings.Cut(text, "Tasks in ")
 		memcg, _, _ := strings.Cut(rest, oomGroupKill)
-		*o = oomContext{memcg: memcg, at: at, group: true, victim: o.victim, victimAt: o.victimAt}
+		*o = oomContext{memcg: memcg, at: at, group: true, victim: o.victim, victimAt: o.victimAt,
+			constraint: o.constraint, limit: o.limit}
 	}
+}
+
+// constraintWords says a kernel constraint the way the message does.
+var constraintWords = map[string]string{
+	"CONSTRAINT_NONE":          "global",
+	"CONSTRAINT_MEMCG":         "memcg",
+	"CONSTRAINT_CPUSET":        "cpuset",
+	"CONSTRAINT_MEMORY_POLICY": "memory policy",
 }
 
 const oomGroupKill = " are going to be killed due to memory.oom.group"
@@ -89,7 +123,9 @@ func (o *oomContext) describe(msg string, at time.Time) (text, podUID, container
 	ctx := *o
 	m := killedProcess.FindStringSubmatch(msg)
 	if !ctx.group {
-		*o = oomContext{}
+		// The constraint and limit stay for a memory.oom.group's kills,
+		// which follow the victim's with no dump of their own.
+		*o = oomContext{constraint: ctx.constraint, limit: ctx.limit}
 		if m != nil {
 			o.victim, o.victimAt = m[1], at
 		}
@@ -109,6 +145,12 @@ func (o *oomContext) describe(msg string, at time.Time) (text, podUID, container
 	}
 	if container != "" {
 		fmt.Fprintf(&b, "; container ID %s", container)
+	}
+	if w := constraintWords[ctx.constraint]; w != "" {
+		fmt.Fprintf(&b, "; constraint %s", w)
+	}
+	if ctx.limit != "" {
+		fmt.Fprintf(&b, "; memcg limit %s", ctx.limit)
 	}
 	return b.String(), pod, container
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"github.com/nodeguard/nodeguard/pkg/finding"
@@ -17,7 +18,8 @@ const maxLineBytes = 1 << 20
 // Replay runs the engine over a kernel log read from r, in any mix of the
 // /dev/kmsg record, dmesg and plain forms, and calls emit for each finding.
 // Time windows use the lines' own timestamps; a line without one takes the
-// time of the line before it. name labels each finding's source line.
+// time of the line before it. name labels each finding's source line. A
+// report still open at the end of the log ends there.
 func Replay(r io.Reader, name string, e *Engine, emit func(finding.Finding)) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), maxLineBytes)
@@ -36,15 +38,26 @@ func Replay(r io.Reader, name string, e *Engine, emit func(finding.Finding)) err
 		if p.HasTime {
 			now = time.Unix(0, 0).UTC().Add(p.Monotonic)
 		}
+		// Each line names itself: a report's findings go out on a later
+		// line than the one that made them, and name the one that did. A
+		// clear is due at the line that shows its quiet period over.
+		where := name + ":" + strconv.Itoa(n)
 		buf = e.Expire(now, buf[:0])
-		buf = e.Feed(Line{Text: p.Text, Time: now}, buf)
+		for i := range buf {
+			if buf[i].Source == "" {
+				buf[i].Source = where
+			}
+		}
+		buf = e.Feed(Line{Text: p.Text, Time: now, Source: where}, buf)
 		for _, f := range buf {
-			f.Source = fmt.Sprintf("%s:%d", name, n)
 			emit(f)
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("reading %s after line %d: %w", name, n, err)
+	}
+	for _, f := range e.Flush(buf[:0]) {
+		emit(f)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package logrules
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -47,7 +48,35 @@ type Rule struct {
 	// Attribute names extra work done on a match: "oom" adds the killed
 	// task's memory cgroup, pod UID and container ID.
 	Attribute string `json:"attribute,omitempty"`
+	// Details are facts that the lines after a match tell about it, such as
+	// the task and function an oops names a line or two below its first.
+	// A rule with details begins a report: its finding, and whatever else
+	// its line made, waits until the report ends (see Engine) and then says
+	// the first line followed by each detail found, in this order.
+	Details []Detail `json:"details,omitempty"`
 }
+
+// Detail is one fact a report's later lines may hold: the first Max lines
+// of the report that contain Contains and match Pattern (and not Exclude)
+// each give Format expanded with Pattern's submatches, and the message
+// names them after Label.
+type Detail struct {
+	Label    string `json:"label"`
+	Contains string `json:"contains,omitempty"`
+	Pattern  string `json:"pattern"`
+	Exclude  string `json:"exclude,omitempty"`
+	// Format is a regexp.Expand template ("$1", "${comm} pid ${pid}");
+	// empty takes the first submatch. Runs of white space in the result are
+	// made one space: the kernel pads its columns.
+	Format string `json:"format,omitempty"`
+	// Max is how many lines may give the fact (stack frames: a few);
+	// zero means one.
+	Max int `json:"max,omitempty"`
+}
+
+// maxDetailValues bounds Max, and with it what one report may add to a
+// message.
+const maxDetailValues = 16
 
 // RuleError is a bad rule: which rule and which field.
 type RuleError struct {
@@ -64,6 +93,13 @@ func (e *RuleError) Error() string {
 
 type compiled struct {
 	Rule
+	re      *regexp.Regexp
+	exclude *regexp.Regexp
+	details []compiledDetail
+}
+
+type compiledDetail struct {
+	Detail
 	re      *regexp.Regexp
 	exclude *regexp.Regexp
 }
@@ -120,7 +156,48 @@ func compile(i int, r Rule) (*compiled, error) {
 	if r.ClearAfter.Duration > 0 && r.Kind != finding.KindCondition {
 		return nil, bad("clearAfter", r.ClearAfter.String(), "only condition rules clear")
 	}
+	for j, d := range r.Details {
+		cd, field, value, err := compileDetail(d)
+		if err != nil {
+			return nil, bad(fmt.Sprintf("details[%d].%s", j, field), value, err.Error())
+		}
+		c.details = append(c.details, cd)
+	}
 	return c, nil
+}
+
+// compileDetail checks a detail and compiles its patterns; on error it names
+// the field at fault and its value.
+func compileDetail(d Detail) (compiledDetail, string, string, error) {
+	if d.Label == "" {
+		return compiledDetail{}, "label", "", errors.New("a detail needs a label, the word the message puts before it")
+	}
+	if d.Pattern == "" {
+		return compiledDetail{}, "pattern", "", errors.New("a detail needs a pattern")
+	}
+	re, err := regexp.Compile(d.Pattern)
+	if err != nil {
+		return compiledDetail{}, "pattern", d.Pattern, err
+	}
+	if re.NumSubexp() == 0 {
+		return compiledDetail{}, "pattern", d.Pattern, errors.New("a detail's pattern needs a (group) that captures the fact")
+	}
+	if d.Max < 0 || d.Max > maxDetailValues {
+		return compiledDetail{}, "max", fmt.Sprint(d.Max), fmt.Errorf("must be 0 to %d", maxDetailValues)
+	}
+	if d.Contains == "" {
+		d.Contains = RequiredLiteral(d.Pattern)
+	}
+	if d.Format == "" {
+		d.Format = "$1"
+	}
+	cd := compiledDetail{Detail: d, re: re}
+	if d.Exclude != "" {
+		if cd.exclude, err = regexp.Compile(d.Exclude); err != nil {
+			return compiledDetail{}, "exclude", d.Exclude, err
+		}
+	}
+	return cd, "", "", nil
 }
 
 // Merge returns the default rules with the user's: a user rule replaces the

@@ -2,6 +2,7 @@ package logrules
 
 import (
 	"errors"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -37,7 +38,7 @@ func TestMerge(t *testing.T) {
 		{
 			name: "replace by name keeps the position", user: []Rule{replacedB}, wantNames: []string{"a", "b", "c"},
 			check: func(t *testing.T, got []Rule) {
-				if got[1] != replacedB {
+				if !reflect.DeepEqual(got[1], replacedB) {
 					t.Errorf("rule b = %+v, want the user's %+v", got[1], replacedB)
 				}
 			},
@@ -63,7 +64,7 @@ func TestMerge(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			before := slices.Clone(defaults)
 			got, err := Merge(defaults, tt.user, tt.disable)
-			if !slices.Equal(defaults, before) {
+			if !reflect.DeepEqual(defaults, before) {
 				t.Errorf("Merge changed its defaults argument: %v", names(defaults))
 			}
 			if tt.wantErr != "" {

@@ -1,6 +1,7 @@
 package logrules
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -58,7 +59,9 @@ func TestEnginesOfOneRuleSetRunConcurrently(t *testing.T) {
 		wg.Go(func() {
 			e := set.Engine()
 			for j := range 100 {
-				found[i] += len(e.Feed(Line{Text: "INFO: task dd:1 blocked for more than 120 seconds.", Time: time.Unix(int64(j), 0)}, nil))
+				// Each line its own, so that none is a storm's repeat.
+				line := fmt.Sprintf("INFO: task dd:%d blocked for more than 120 seconds.", j)
+				found[i] += len(e.Feed(Line{Text: line, Time: time.Unix(int64(j), 0)}, nil))
 			}
 		})
 	}

@@ -94,6 +94,7 @@ type nodeEvents struct {
 	requestTimeout  time.Duration
 	maxRetry        time.Duration
 	capacity        int
+	gate            *reasonGate // guarded by mu
 	summaryInterval time.Duration
 	qps             float64
 	burst           int
@@ -163,7 +164,7 @@ func newEventMetrics(reg prometheus.Registerer) eventMetrics {
 	m := eventMetrics{
 		suppressed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodeguard_events_suppressed_total",
-			Help: "Events not sent to the API server because the event spool was full, by reason; summarised in an EventsSuppressed event.",
+			Help: "Events not sent to the API server because the event spool was full or their reason's eventsPerHour was spent, by reason; summarised in an EventsSuppressed event.",
 		}, []string{"reason"}),
 		invalid: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodeguard_events_invalid_total",
@@ -191,7 +192,7 @@ func newNodeEvents(client kube.Client, log *zap.Logger, reg prometheus.Registere
 	e := &nodeEvents{
 		nodeName: opts.NodeName, log: log, client: client, pods: opts.Pods,
 		requestTimeout: opts.RequestTimeout, maxRetry: opts.MaxRetryInterval,
-		capacity: opts.SpoolSize, summaryInterval: opts.SummaryInterval,
+		capacity: opts.SpoolSize, summaryInterval: opts.SummaryInterval, gate: newReasonGate(opts.Reasons, reg),
 		qps: float64(opts.EventQPS), burst: opts.EventBurst,
 		disk: spoolDir{dir: opts.SpoolDir}, spoolPath: opts.SpoolDir, now: time.Now, metrics: newEventMetrics(reg),
 		lookupCtx: lookupCtx, stopLookups: stopLookups,
@@ -233,6 +234,15 @@ func (e *nodeEvents) finding(f finding.Finding) {
 		at = e.now()
 	}
 	e.mu.Lock()
+	switch e.gate.admit(f.Reason, max(f.Count, 1), e.now()) {
+	case held:
+		e.mu.Unlock()
+		return
+	case overBudget:
+		e.suppress(f.Reason, at, false)
+		e.mu.Unlock()
+		return
+	}
 	if f.PodUID == "" || e.pods == nil || e.stopped {
 		e.add(eventType, f.Reason, f.Message, at)
 		e.mu.Unlock()
@@ -275,7 +285,7 @@ func (e *nodeEvents) add(eventType, reason, message string, at time.Time) {
 	message = Truncate(message, MaxMessageBytes)
 	if en := e.byKey[key]; en != nil {
 		if !en.pending && e.full() {
-			e.suppress(reason, at)
+			e.suppress(reason, at, true)
 			return
 		}
 		en.rec.Count++
@@ -296,7 +306,7 @@ func (e *nodeEvents) add(eventType, reason, message string, at time.Time) {
 		return
 	}
 	if e.full() {
-		e.suppress(reason, at)
+		e.suppress(reason, at, true)
 		return
 	}
 	en := &spoolEntry{rec: eventRecord{V: spoolVersion, Type: eventType, Reason: reason, Message: message,
@@ -373,11 +383,14 @@ func (e *nodeEvents) remember(key string, en *spoolEntry, at time.Time) {
 // own records do not count.
 func (e *nodeEvents) full() bool { return e.queued >= e.capacity }
 
-// suppress counts an event the spool had no room for, in the metric and
-// in the one pending summary record.
-func (e *nodeEvents) suppress(reason string, at time.Time) {
+// suppress counts an event not spooled, for want of room in the spool
+// (spoolFull) or of its reason's hourly budget, in the metric and in the
+// one pending summary record.
+func (e *nodeEvents) suppress(reason string, at time.Time, spoolFull bool) {
 	e.metrics.suppressed.WithLabelValues(reason).Inc()
-	e.lastDrop = e.now()
+	if spoolFull {
+		e.lastDrop = e.now()
+	}
 	s := e.summary
 	if s == nil {
 		s = &spoolEntry{rec: eventRecord{V: spoolVersion, Type: corev1.EventTypeWarning, Reason: "EventsSuppressed",
@@ -402,7 +415,7 @@ func (e *nodeEvents) summaryMessage(rec *eventRecord) string {
 		parts = append(parts, fmt.Sprintf("%s x%d", reason, n))
 	}
 	sort.Strings(parts)
-	return fmt.Sprintf("%d events were not sent: the node's event spool (%d events) was full between %s and %s: %s; the agent's log and nodeguard_events_total have them all",
+	return fmt.Sprintf("%d events were not sent, the node's event spool (%d events) full or their reason's hourly budget spent, between %s and %s: %s; the agent's log and nodeguard_events_total have them all",
 		total, e.capacity, rec.Since.UTC().Format(time.RFC3339), rec.Last.UTC().Format(time.RFC3339), strings.Join(parts, ", "))
 }
 

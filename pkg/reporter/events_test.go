@@ -490,3 +490,84 @@ func TestEarlyEventSinksGetEventsBeforeStart(t *testing.T) {
 		}
 	}
 }
+
+// TestReasonPolicies: the per-reason settings decide before an event is
+// spooled, and count what they hold back.
+func TestReasonPolicies(t *testing.T) {
+	off := false
+	type event struct {
+		d     time.Duration
+		count int
+	}
+	tests := []struct {
+		name   string
+		policy finding.EventPolicy
+		events []event
+		want   []admission
+		// held is what the metric counts in the end.
+		held    float64
+		heldWhy string
+	}{
+		{name: "no settings", events: []event{{0, 1}, {1, 1}}, want: []admission{admitted, admitted}},
+		{name: "disabled", policy: finding.EventPolicy{Enabled: &off}, events: []event{{0, 1}, {1, 3}},
+			want: []admission{held, held}, held: 4, heldWhy: "disabled"},
+		{name: "the third within the window is sent, and the count starts over",
+			policy: finding.EventPolicy{MinOccurrences: 3, Window: finding.Duration{Duration: 10 * time.Minute}},
+			events: []event{{0, 1}, {time.Minute, 1}, {2 * time.Minute, 1}, {3 * time.Minute, 1}},
+			want:   []admission{held, held, admitted, held}, held: 3, heldWhy: "minOccurrences"},
+		{name: "occurrences older than the window do not count",
+			policy: finding.EventPolicy{MinOccurrences: 2, Window: finding.Duration{Duration: 10 * time.Minute}},
+			events: []event{{0, 1}, {10 * time.Minute, 1}, {11 * time.Minute, 1}},
+			want:   []admission{held, held, admitted}, held: 2, heldWhy: "minOccurrences"},
+		{name: "a storm's summary counts its lines",
+			policy: finding.EventPolicy{MinOccurrences: 5, Window: finding.Duration{Duration: time.Minute}},
+			events: []event{{0, 1}, {time.Second, 40}},
+			want:   []admission{held, admitted}, held: 1, heldWhy: "minOccurrences"},
+		{name: "an hour's budget, then refilled evenly", policy: finding.EventPolicy{EventsPerHour: 2},
+			events: []event{{0, 1}, {1, 1}, {2, 1}, {30 * time.Minute, 1}, {30*time.Minute + 1, 1}},
+			want:   []admission{admitted, admitted, overBudget, admitted, overBudget}},
+	}
+	t0 := time.Unix(10_000, 0)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newReasonGate(map[string]finding.EventPolicy{"IOError": tt.policy}, prometheus.NewRegistry())
+			for i, ev := range tt.events {
+				if got := g.admit("IOError", ev.count, t0.Add(ev.d)); got != tt.want[i] {
+					t.Errorf("event %d (at %v, count %d): %v, want %v", i, ev.d, ev.count, got, tt.want[i])
+				}
+			}
+			if tt.heldWhy != "" {
+				if got := testutil.ToFloat64(g.held.WithLabelValues("IOError", tt.heldWhy)); got != tt.held {
+					t.Errorf("held (%s) = %v, want %v", tt.heldWhy, got, tt.held)
+				}
+			}
+			// Another reason has none of these settings.
+			if g.admit("NICLinkDown", 1, t0) != admitted {
+				t.Error("a reason without settings was refused")
+			}
+		})
+	}
+}
+
+// What a reason's hourly budget refuses is counted and summarised with
+// what the spool had no room for.
+func TestReasonBudgetIsSuppressedAndSummarised(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newEventServer("")
+		s, rep := runEventSink(t, srv, NodeSinkOptions{NodeName: "n1",
+			Reasons: map[string]finding.EventPolicy{"IOError": {EventsPerHour: 3}}})
+		for i := range 10 {
+			rep.Report(finding.Event(finding.SeverityWarning, "IOError", fmt.Sprintf("I/O error, sector %d", i)))
+		}
+		waitFor(t, time.Minute, "the summary", func() bool { return len(srv.events(t, "EventsSuppressed")) == 1 })
+		if n := len(srv.events(t, "IOError")); n != 3 {
+			t.Errorf("%d IOError events, want the budget's 3", n)
+		}
+		if got := testutil.ToFloat64(s.events.metrics.suppressed.WithLabelValues("IOError")); got != 7 {
+			t.Errorf("suppressed %v, want 7", got)
+		}
+		if !s.EventDropped().IsZero() {
+			t.Error("a budget's refusals counted as the spool dropping events")
+		}
+	})
+}

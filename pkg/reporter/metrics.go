@@ -62,11 +62,13 @@ func (m *MetricsSink) Start(state State) {
 	}
 }
 
-// Event counts an event, and a disk error by its device too.
+// Event counts an event, and a disk error by its device too: as many as it
+// stands for, so that a storm's summary counts every line of the storm.
 func (m *MetricsSink) Event(f finding.Finding) {
-	m.events.WithLabelValues(f.Reason).Inc()
+	n := float64(max(f.Count, 1))
+	m.events.WithLabelValues(f.Reason).Add(n)
 	if diskReasons[f.Reason] {
-		m.diskErrors.WithLabelValues(DiskDevice(f.Message), f.Reason).Inc()
+		m.diskErrors.WithLabelValues(DiskDevice(f.Message), f.Reason).Add(n)
 	}
 }
 

@@ -38,6 +38,9 @@ type NodeSinkOptions struct {
 	// over the limit wait in the spool for their turn.
 	EventQPS   float32
 	EventBurst int
+	// Reasons are the user's settings per event reason (config's
+	// reporter.reasons): on or off, minimum occurrences, hourly budget.
+	Reasons map[string]finding.EventPolicy
 	// SpoolDir keeps the events not yet written across agent restarts;
 	// empty keeps them in memory only.
 	SpoolDir string

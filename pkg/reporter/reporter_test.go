@@ -308,6 +308,11 @@ func TestMetricsSink(t *testing.T) {
 	r.Report(finding.Condition("KernelDeadlock", finding.StatusTrue, "Hung", ""))
 	r.Report(finding.Event(finding.SeverityWarning, "OOMKilling", ""))
 	r.Report(finding.Event(finding.SeverityWarning, "OOMKilling", ""))
+	// A storm's summary counts every line it stands for.
+	storm := finding.Event(finding.SeverityWarning, "IOError", "I/O error, dev sdb, sector 8; 41 more times, identical, ...")
+	storm.Count = 41
+	r.Report(finding.Event(finding.SeverityWarning, "IOError", "I/O error, dev sdb, sector 8"))
+	r.Report(storm)
 	tests := []struct {
 		metric prometheus.Collector
 		want   float64
@@ -316,6 +321,8 @@ func TestMetricsSink(t *testing.T) {
 		{m.conditions.WithLabelValues("KernelDeadlock", "False"), 0},
 		{m.conditions.WithLabelValues("KernelDeadlock", "Unknown"), 0},
 		{m.events.WithLabelValues("OOMKilling"), 2},
+		{m.events.WithLabelValues("IOError"), 42},
+		{m.diskErrors.WithLabelValues("sdb", "IOError"), 42},
 	}
 	for i, tt := range tests {
 		if got := testutil.ToFloat64(tt.metric); got != tt.want {

@@ -1,29 +1,11 @@
 package reporter
 
-import (
-	"strings"
-	"unicode/utf8"
-)
+import "github.com/nodeguard/nodeguard/pkg/finding"
 
-// MaxMessageBytes is the longest message nodeguard sends: an Event's note is
-// limited to 1 KiB, and condition messages are kept to the same size so that
-// `kubectl describe node` stays readable.
-const MaxMessageBytes = 1024
+// MaxMessageBytes is the longest message nodeguard sends; the rule engine
+// keeps a report's summary within the same limit, so both take it from
+// pkg/finding.
+const MaxMessageBytes = finding.MaxMessageBytes
 
-// Truncate makes s valid UTF-8 and at most max bytes, cutting on a rune
-// boundary and marking the cut, so that kernel text never gets a write
-// rejected by the API server.
-func Truncate(s string, max int) string {
-	if !utf8.ValidString(s) {
-		s = strings.ToValidUTF8(s, "\uFFFD")
-	}
-	if len(s) <= max {
-		return s
-	}
-	const mark = "…"
-	cut := max - len(mark)
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + mark
-}
+// Truncate is finding.Truncate, under the name the reporter's sinks use.
+func Truncate(s string, max int) string { return finding.Truncate(s, max) }

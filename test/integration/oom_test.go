@@ -21,28 +21,6 @@ import (
 	"github.com/nodeguard/nodeguard/internal/imagebuild"
 )
 
-// memhogSource waits for a line on stdin, then touches memory until the OOM
-// killer ends it. Waiting lets the test move it into the cgroup first.
-const memhogSource = `package main
-
-import (
-	"bufio"
-	"os"
-)
-
-func main() {
-	bufio.NewReader(os.Stdin).ReadString('\n')
-	var keep [][]byte
-	for {
-		b := make([]byte, 1<<20)
-		for i := range b {
-			b[i] = 1
-		}
-		keep = append(keep, b)
-	}
-}
-`
-
 // memoryCgroupRoot finds a writable memory cgroup hierarchy: cgroup v1's
 // memory controller, or the v2 unified hierarchy with memory enabled.
 func memoryCgroupRoot(t *testing.T) (root string, v2 bool) {
@@ -103,12 +81,9 @@ func TestRealMemoryCgroupOOMKillIsOneEvent(t *testing.T) {
 	}
 
 	hogDir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(hogDir, "main.go"), []byte(memhogSource), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	build := exec.Command("go", "build", "-o", filepath.Join(hogDir, "memhog"), filepath.Join(hogDir, "main.go"))
+	build := exec.Command("go", "build", "-o", filepath.Join(hogDir, "testpod"), "github.com/nodeguard/nodeguard/hack/testpod")
 	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building memhog: %v\n%s", err, out)
+		t.Fatalf("building hack/testpod: %v\n%s", err, out)
 	}
 
 	const name = "oom-node"
@@ -117,7 +92,8 @@ func TestRealMemoryCgroupOOMKillIsOneEvent(t *testing.T) {
 	waitCondition(t, name, "KernelDeadlock", corev1.ConditionFalse, 20*time.Second)
 	waitReading(t, stderr, "/dev/kmsg")
 
-	hog := exec.Command(filepath.Join(hogDir, "memhog"))
+	// It waits for a line on stdin, once in the cgroup.
+	hog := exec.Command(filepath.Join(hogDir, "testpod"), "memhog")
 	stdin, err := hog.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -134,7 +110,7 @@ func TestRealMemoryCgroupOOMKillIsOneEvent(t *testing.T) {
 	err = hog.Wait()
 	t.Logf("memhog (pid %d) ended: %v", pid, err)
 
-	marker := fmt.Sprintf("Killed process %d (memhog)", pid)
+	marker := fmt.Sprintf("Killed process %d (testpod)", pid)
 	ev, took := waitEvent(t, name, "OOMKilling", marker, 15*time.Second)
 	t.Logf("OOMKilling event %s after memhog died: %s", took, ev.Message)
 	for _, want := range []string{podUID, containerID} {
@@ -175,15 +151,11 @@ func TestOOMEventNamesThePodFromTheContainerRuntime(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	hogDir := t.TempDir()
-	src := filepath.Join(hogDir, "main.go")
-	if err := os.WriteFile(src, []byte(memhogSource), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	const image = "nodeguard.test/memhog:1"
 	// In the container, stdin is empty: memhog starts at once.
-	spec := imagebuild.Spec{Binary: "/memhog", Entrypoint: []string{"/memhog"}}
-	if err := ctd.ImportProgram(ctx, spec, src, image); err != nil {
+	spec := imagebuild.TestPod
+	spec.Entrypoint = append(spec.Entrypoint, "memhog")
+	if err := ctd.ImportProgram(ctx, spec, "./hack/testpod", image); err != nil {
 		t.Fatal(err)
 	}
 	uid := randomUID()
@@ -202,7 +174,7 @@ func TestOOMEventNamesThePodFromTheContainerRuntime(t *testing.T) {
 	}
 	ev, took := waitEvent(t, name, "OOMKilling", "container ID "+hog, 20*time.Second)
 	t.Logf("OOMKilling event %s after the container started: %s", took, ev.Message)
-	for _, want := range []string{"(memhog)", "pod UID " + uid, "; pod ns1/memhog, container hog"} {
+	for _, want := range []string{"(testpod)", "pod UID " + uid, "; pod ns1/memhog, container hog"} {
 		if !strings.Contains(ev.Message, want) {
 			t.Errorf("OOMKilling message lacks %q: %s", want, ev.Message)
 		}

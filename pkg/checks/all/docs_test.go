@@ -93,6 +93,7 @@ func TestConfigurationDoc(t *testing.T) {
 	}{
 		{"top level", reflect.TypeFor[config.Config](), []string{"checks"}},
 		{"reporter", reflect.TypeFor[config.ReporterConfig](), nil},
+		{"reporter.reasons.REASON", reflect.TypeFor[finding.EventPolicy](), nil},
 		{"remediation", reflect.TypeFor[config.RemediationConfig](), nil},
 		{"remediation.restartKubelet", reflect.TypeFor[config.RestartKubeletConfig](), nil},
 		{"remediation.taints[]", reflect.TypeFor[config.TaintRule](), nil},

@@ -183,9 +183,12 @@ func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 	units := make([]string, 0, len(c.units))
 	for u, set := range c.units {
 		units = append(units, u)
-		g := logrules.NewGuarded(set.Engine())
+		g := logrules.NewGuarded(set.Engine(), emit)
 		guarded[u] = g
 		defer checks.Every(ctx, expireInterval, func(now time.Time) { g.ExpireTo(now, emit) })()
+		// Before the ticker stops: a report being read when the check
+		// stops is reported with what it had.
+		defer g.Stop(emit)
 	}
 	slices.Sort(units)
 	follower := &logsource.JournalFollower{Dir: c.cfg.Dir, Units: units, FromStart: c.cfg.FromStart, Positioned: func() {

@@ -68,6 +68,9 @@ type Config struct {
 	// ExpireInterval is how often conditions with a quiet period are
 	// re-evaluated.
 	ExpireInterval finding.Duration `json:"expireInterval,omitempty"`
+	// DedupWindow is how long identical problem lines are one storm, one
+	// event and a summary; "0" reports each line.
+	DedupWindow finding.Duration `json:"dedupWindow,omitempty"`
 }
 
 // FileSource is one kernel log file to follow.
@@ -83,7 +86,16 @@ func DefaultConfig() *Config {
 	return &Config{
 		ExpireInterval:  finding.Duration{Duration: 10 * time.Second},
 		BacklogLookback: finding.Duration{Duration: 10 * time.Minute},
+		DedupWindow:     finding.Duration{Duration: logrules.DefaultDedupWindow},
 	}
+}
+
+// Engine returns a fresh engine over rules (this config's, compiled) with
+// the config's settings for it.
+func (c *Config) Engine(rules *logrules.RuleSet) *logrules.Engine {
+	e := rules.Engine()
+	e.SetDedupWindow(c.DedupWindow.Duration)
+	return e
 }
 
 // Validate compiles the rules so that a bad one fails at start, naming it:
@@ -240,15 +252,22 @@ func (c *Check) expireEvery() time.Duration { return max(c.cfg.ExpireInterval.Du
 // resuming from the cursor saved under cursor (none when empty). text, if
 // set, picks the kernel's message out of a line, or says it is not one.
 func (c *Check) follow(ctx context.Context, emit func(finding.Finding), src logsource.Source, what, cursor string, text func(string) (string, bool)) error {
-	g := logrules.NewGuarded(c.rules.Engine())
+	g := logrules.NewGuarded(c.cfg.Engine(c.rules), emit)
 	var resume *logsource.Resume
 	if cursor != "" {
 		resume = c.cursors.Resume(cursor, c.log)
 	}
 	defer checks.Every(ctx, c.expireEvery(), func(time.Time) {
 		g.ExpireTo(c.now(), emit)
-		resume.Flush()
+		// Not past a report whose findings are still held: a restart then
+		// reads it again (and may report it twice) rather than never.
+		if !g.Holding() {
+			resume.Flush()
+		}
 	})()
+	// Before the ticker stops: a report being read when the check stops
+	// (`nodeguard check` ending its wait) is reported with what it had.
+	defer g.Stop(emit)
 	err := logsource.Follow(ctx, src, resume, func(l logsource.Line) bool {
 		msg, ok := l.Text, true
 		if text != nil {
@@ -266,7 +285,7 @@ func (c *Check) follow(ctx context.Context, emit func(finding.Finding), src logs
 			reported = true
 			emit(f)
 		})
-		return reported
+		return reported && !g.Holding()
 	})
 	if err != nil {
 		return fmt.Errorf("following %s: %w", what, err)

@@ -82,10 +82,15 @@ func TestCheckTurnsRecordsIntoFindings(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := runCheck(t, c, 3)
-	if got[0].Reason != "TaskHung" || got[1].Type != "KernelDeadlock" || got[1].Status != finding.StatusTrue {
-		t.Errorf("hung kubelet gave %+v and %+v, want a TaskHung event and KernelDeadlock=True", got[0], got[1])
+	// The hung task's report goes out once it has gone quiet, after the OOM
+	// kill's line, which ends no report.
+	oom, hung, deadlock := got[0], got[1], got[2]
+	if hung.Reason != "TaskHung" || deadlock.Type != "KernelDeadlock" || deadlock.Status != finding.StatusTrue {
+		t.Errorf("hung kubelet gave %+v and %+v, want a TaskHung event and KernelDeadlock=True", hung, deadlock)
 	}
-	oom := got[2]
+	if hung.Source != "kmsg seq 2" {
+		t.Errorf("TaskHung source %q, want its own line's, kmsg seq 2", hung.Source)
+	}
 	for _, want := range []string{"4242", "java", "0d1a2b3c-4d5e-6f70-8192-a3b4c5d6e7f8", strings.Repeat("ab", 32)} {
 		if !strings.Contains(oom.Message, want) {
 			t.Errorf("OOMKilling message %q lacks %q", oom.Message, want)
@@ -247,5 +252,73 @@ func TestKernelRulesReadOnlyTheKernelLog(t *testing.T) {
 	cfg.Rules = []logrules.Rule{{Name: "x", Source: "journald:kubelet.service", Kind: finding.KindEvent, Reason: "X", Pattern: "x"}}
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "rules[0].source") {
 		t.Errorf("Validate = %v, want an error naming rules[0].source", err)
+	}
+}
+
+// TestPositionNotSavedPastHeldReport: while a report's findings wait for
+// its end, the saved position stays before its first line, even when a
+// later line reports at once; a restart then reads the report again rather
+// than never.
+func TestPositionNotSavedPastHeldReport(t *testing.T) {
+	now := time.Now()
+	env := checks.Env{Log: zaptest.NewLogger(t), StateDir: t.TempDir()}
+	src := feedSource{records: []record{
+		{seq: 4, text: "eth0: renamed from veth1234", at: now},
+		{seq: 5, text: "INFO: task dd:881 blocked for more than 120 seconds.", at: now},
+		{seq: 6, text: "EXT4-fs error (device sda1): ext4_find_entry:1436: inode #2: comm dd: reading directory lblock 0", at: now},
+	}}
+	c, err := New(DefaultConfig(), env, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	position := func() string {
+		b, _ := os.ReadFile(filepath.Join(env.StateDir, "kmsg-position.json"))
+		return string(b)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	got := make(chan finding.Finding, 10)
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx, func(f finding.Finding) { got <- f }) }()
+	defer func() { cancel(); <-done }()
+	for _, want := range []string{"Ext4Error", "TaskHung"} {
+		select {
+		case f := <-got:
+			if f.Reason != want {
+				t.Fatalf("got %s, want %s next", f.Reason, want)
+			}
+			if want == "Ext4Error" {
+				// The position of a reporting line is saved once its
+				// findings are handed on; give that time, well within
+				// the report's quiet period.
+				time.Sleep(logrules.ReportQuiet / 4)
+				if p := position(); p == "6" || p == "5" {
+					t.Errorf("position %q saved while the hung task's report at 5 is held", p)
+				}
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no %s", want)
+		}
+	}
+}
+
+// TestStormSummaryGoesOutLive: identical lines are one event, and the
+// storm's summary goes out at the expiry tick after its window.
+func TestStormSummaryGoesOutLive(t *testing.T) {
+	now := time.Now()
+	const line = "nvme nvme0: I/O 512 QID 3 timeout, aborting"
+	src := feedSource{records: []record{{seq: 1, text: line, at: now}, {seq: 2, text: line, at: now}, {seq: 3, text: line, at: now}}}
+	cfg := DefaultConfig()
+	cfg.DedupWindow = finding.Duration{Duration: 500 * time.Millisecond}
+	cfg.ExpireInterval = finding.Duration{Duration: time.Second}
+	c, err := New(cfg, checks.Env{Log: zaptest.NewLogger(t)}, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := runCheck(t, c, 2)
+	if got[0].Message != line || got[0].Count != 0 {
+		t.Errorf("first finding %+v, want the line itself", got[0])
+	}
+	if got[1].Reason != "NVMeTimeout" || got[1].Count != 2 || !strings.Contains(got[1].Message, "; 2 more times, identical, from ") || got[1].Source != "kmsg seq 3" {
+		t.Errorf("summary %+v, want the 2 repeats counted, from the last one's line", got[1])
 	}
 }

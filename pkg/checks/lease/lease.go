@@ -54,12 +54,31 @@ type Check struct {
 	log   *zap.Logger
 	lease checks.LeaseView
 	now   func() time.Time
+
+	// stale says the last verdict was a stale Lease, confirmed by a read.
+	stale bool
+	// rereadWait grows while rereads fail; nextReread is when the next
+	// may be made.
+	rereadWait time.Duration
+	nextReread time.Time
 }
+
+// rereadTimeout bounds the read that confirms a stale Lease, within the
+// probe's own deadline.
+const rereadTimeout = 4 * time.Second
+
+// maxRereadWait bounds the wait between reads that fail: through a drain
+// the server refuses them at once, and at 1,000 nodes a read a second each
+// would be 1,000 refused connections a second.
+const maxRereadWait = 8 * time.Second
 
 // New builds the check.
 func New(cfg *Config, env checks.Env) *Check {
 	if env.Now == nil {
 		env.Now = time.Now
+	}
+	if env.Log == nil {
+		env.Log = zap.NewNop()
 	}
 	return &Check{cfg: cfg, log: env.Log, lease: env.Lease, now: env.Now}
 }
@@ -71,16 +90,13 @@ func (c *Check) Conditions() []finding.ConditionDefault {
 }
 
 // missingGrace is how long a missing Lease may go unreported once the view
-// is current: the default threshold, half the default lease.
+// is current: the threshold of a default Lease.
 func (c *Check) missingGrace() time.Duration {
 	if c.cfg.Threshold.Duration > 0 {
 		return c.cfg.Threshold.Duration
 	}
-	return defaultLeaseDuration / 2
+	return finding.LeaseStaleAfter(nil)
 }
-
-// defaultLeaseDuration is the kubelet's, for a Lease that does not say.
-const defaultLeaseDuration = 40 * time.Second
 
 // Run looks at the Lease every period until ctx ends.
 func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
@@ -88,12 +104,49 @@ func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 		<-ctx.Done()
 		return nil
 	}
-	return checks.RunLogged(ctx, c.log, "reading the lease", c.cfg.Period.Duration, c.cfg.Period.Duration,
-		func(context.Context) ([]finding.Finding, error) { return c.probe() },
-		emit)
+	return checks.RunLogged(ctx, c.log, "reading the lease", c.cfg.Period.Duration, max(c.cfg.Period.Duration, rereadTimeout+time.Second),
+		c.probe, emit)
 }
 
-func (c *Check) probe() ([]finding.Finding, error) {
+// probe judges the Lease as the view has it, and a verdict of a kubelet
+// that stopped renewing only after a read made now agrees: a watch that is
+// up and quiet is no proof that the server takes writes (a draining server
+// refuses the kubelet's renewals and keeps open watches), and a read that
+// fails means this agent cannot reach the server either.
+func (c *Check) probe(ctx context.Context) ([]finding.Finding, error) {
+	fs, err := c.judge()
+	if err != nil || !isStale(fs) {
+		c.stale = false
+		return fs, err
+	}
+	if c.stale {
+		return fs, nil
+	}
+	now := c.now()
+	if now.Before(c.nextReread) {
+		return nil, checks.ErrNoData
+	}
+	readCtx, cancel := context.WithTimeout(ctx, rereadTimeout)
+	err = c.lease.Reread(readCtx)
+	cancel()
+	if err != nil {
+		c.rereadWait = min(max(2*c.rereadWait, c.cfg.Period.Duration), maxRereadWait)
+		c.nextReread = now.Add(c.rereadWait)
+		c.log.Debug("a stale Lease is not confirmed: the read failed", zap.Error(err))
+		return nil, checks.ErrNoData
+	}
+	c.rereadWait, c.nextReread = 0, time.Time{}
+	fs, err = c.judge()
+	c.stale = err == nil && isStale(fs)
+	return fs, err
+}
+
+func isStale(fs []finding.Finding) bool {
+	return len(fs) == 1 && fs[0].Status == finding.StatusTrue
+}
+
+// judge is the verdict on the Lease as the view has it now.
+func (c *Check) judge() ([]finding.Finding, error) {
 	lease, exists, currentSince := c.lease.NodeLease()
 	if currentSince.IsZero() {
 		// The agent cannot see the API server either: that is the
@@ -112,11 +165,7 @@ func (c *Check) probe() ([]finding.Finding, error) {
 	}
 	threshold := c.cfg.Threshold.Duration
 	if threshold == 0 {
-		duration := defaultLeaseDuration
-		if lease.Spec.LeaseDurationSeconds != nil && *lease.Spec.LeaseDurationSeconds > 0 {
-			duration = time.Duration(*lease.Spec.LeaseDurationSeconds) * time.Second
-		}
-		threshold = duration / 2
+		threshold = finding.LeaseStaleAfter(lease.Spec.LeaseDurationSeconds)
 	}
 	if lease.Spec.RenewTime == nil {
 		return []finding.Finding{finding.Condition(finding.KubeletLeaseStale.Type, finding.StatusTrue, "KubeletLeaseNeverRenewed", "the node's Lease has no renewTime")}, nil

@@ -1,6 +1,8 @@
 package lease
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +22,31 @@ type fakeView struct {
 
 func (f fakeView) NodeLease() (*coordinationv1.Lease, bool, time.Time) {
 	return f.lease, f.exists, f.currentSince
+}
+
+// Reread finds what the view already holds.
+func (f fakeView) Reread(context.Context) error { return nil }
+
+// rereadView is a view whose direct read finds a Lease other than the
+// watch's, or fails.
+type rereadView struct {
+	fakeView
+	read  *coordinationv1.Lease
+	err   error
+	reads int
+}
+
+func (v *rereadView) NodeLease() (*coordinationv1.Lease, bool, time.Time) {
+	return v.fakeView.NodeLease()
+}
+
+func (v *rereadView) Reread(context.Context) error {
+	v.reads++
+	if v.err != nil {
+		return v.err
+	}
+	v.lease = v.read
+	return nil
 }
 
 func leaseRenewed(ago time.Duration, durationSeconds int32, now time.Time) *coordinationv1.Lease {
@@ -56,7 +83,7 @@ func TestKubeletLeaseStale(t *testing.T) {
 			cfg := DefaultConfig()
 			cfg.Threshold = finding.Duration{Duration: tt.threshold}
 			c := New(cfg, checks.Env{Lease: tt.view, Now: func() time.Time { return now }})
-			got, err := c.probe()
+			got, err := c.probe(context.Background())
 			if tt.want == "" {
 				if err != checks.ErrNoData {
 					t.Errorf("probe = %v, %v; want ErrNoData", got, err)
@@ -73,5 +100,57 @@ func TestKubeletLeaseStale(t *testing.T) {
 				t.Errorf("message %q does not say when the lease was last renewed", got[0].Message)
 			}
 		})
+	}
+}
+
+// A stale Lease in a quiet watch is reported only once a direct read agrees:
+// a draining API server refuses the kubelet's renewals while the agent's
+// open watch stays up, and refuses the read too.
+func TestStaleLeaseIsConfirmedByARead(t *testing.T) {
+	start := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	now := start
+	long := start.Add(-time.Hour)
+	stale := leaseRenewed(30*time.Second, 40, start)
+	view := &rereadView{fakeView: fakeView{stale, true, long}, err: errors.New("connection refused")}
+	c := New(DefaultConfig(), checks.Env{Lease: view, Now: func() time.Time { return now }})
+	probe := func() string {
+		t.Helper()
+		fs, err := c.probe(context.Background())
+		if errors.Is(err, checks.ErrNoData) {
+			return ""
+		}
+		if err != nil || len(fs) != 1 {
+			t.Fatalf("probe = %v, %v", fs, err)
+		}
+		return string(fs[0].Status) + ":" + fs[0].Reason
+	}
+	// The read fails: no verdict, and the next read waits 1, 2, then 4 s.
+	for i, wantReads := range []int{1, 2, 2, 3, 3, 3} {
+		if got := probe(); got != "" {
+			t.Fatalf("probe %d with the read refused = %s, want no verdict", i, got)
+		}
+		if view.reads != wantReads {
+			t.Fatalf("after probe %d: %d reads, want %d", i, view.reads, wantReads)
+		}
+		now = now.Add(time.Second)
+	}
+	// The server answers, and the kubelet had renewed: healthy.
+	view.err, view.read = nil, leaseRenewed(time.Second, 40, now)
+	now = now.Add(4 * time.Second)
+	if got := probe(); got != "False:KubeletLeaseFresh" {
+		t.Fatalf("after a read finding a renewal: %s, want False:KubeletLeaseFresh", got)
+	}
+	// Renewals stop; the read agrees the Lease is old: stale, and the
+	// verdict holds without reading again each period.
+	view.lease, view.read = stale, stale
+	reads := view.reads
+	for i := 0; i < 3; i++ {
+		if got := probe(); got != "True:KubeletLeaseStale" {
+			t.Fatalf("with the read agreeing: %s, want True:KubeletLeaseStale", got)
+		}
+		now = now.Add(time.Second)
+	}
+	if view.reads != reads+1 {
+		t.Errorf("%d reads to confirm one stale verdict, want 1", view.reads-reads)
 	}
 }

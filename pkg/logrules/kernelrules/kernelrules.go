@@ -28,6 +28,44 @@ const containerRuntimeTasks = `(?:dockerd|docker|containerd|containerd-shim[\w-]
 // empty virtual CD drive (sr0) or floppy (fd0) on a VM fails every probe.
 const notBlockDevices = `\b(?:dev|device) (?:sr|fd)\d+\b`
 
+// What a report's later lines tell, as details of its first line's rule.
+// A frame is "name+0xOFF/0xLEN", maybe with a module, after an old kernel's
+// "[<address>]"; "?" marks one the unwinder only guessed.
+// frame captures the function and the module (with its space before it).
+const frame = `([\w.]+)\+0x[0-9a-f]+/0x[0-9a-f]+( \[[\w-]+\])?`
+
+// where captures a frame whole, offsets and module, as RIP names it.
+const where = `([\w.]+\+0x[0-9a-f]+/0x[0-9a-f]+(?: \[[\w-]+\])?)`
+
+var (
+	// "CPU: 6 PID: 31337 Comm: kworker/6:2 Tainted: ..."; 6.x kernels put
+	// "UID: N" before PID. A task name may hold spaces.
+	taskDetail = logrules.Detail{Label: "task", Contains: "Comm: ",
+		Pattern: `CPU: \d+ (?:UID: \d+ )?PID: (\d+) Comm: (.+?)(?: +(?:Not tainted|Tainted:).*)?$`, Format: "$2 pid $1"}
+	// Where the CPU was: x86's RIP (IP on old 32/64-bit kernels).
+	ripDetail = logrules.Detail{Label: "RIP", Contains: "IP: ",
+		Pattern: `\bR?IP: (?:\d{4}:)?(?:\[<[0-9a-f]+>\] +)*` + where}
+	// arm64's program counter.
+	pcDetail = logrules.Detail{Label: "pc", Contains: "pc : ", Pattern: `^pc : ` + where}
+	// The taint flags, "G           OE" before the version, or 6.x's
+	// "[W]=WARN, [O]=OOT_MODULE" on a line of their own. RHEL puts dashes
+	// between the flags and the version.
+	taintDetail = logrules.Detail{Label: "tainted", Contains: "Tainted: ",
+		Pattern: `Tainted: (?:([A-Z](?: +[A-Z]+)*) +(?:-+ +)?\d|(\[[A-Z]\]=\w+(?:, \[[A-Z]\]=\w+)*))`, Format: "$1$2"}
+	// A hung task's first frames that are not the scheduler putting it to
+	// sleep: where it waits (io_schedule, jbd2_journal_commit_transaction).
+	stackDetail = logrules.Detail{Label: "stack", Contains: "+0x",
+		Pattern: `^\s*(?:\[<[0-9a-f]+>\] )?` + frame, Format: "$1$2",
+		Exclude: `^\s*(?:\[<[0-9a-f]+>\] )?(?:\? |(?:__)?schedule\+|schedule_\w+\+|__switch_to|context_switch|preempt_schedule|ret_from_fork|kthread\+)`,
+		Max:     4}
+	// An RCU stall's stalled CPUs ("3-....: (5249 ticks this GP)"; "3:" on
+	// old kernels), the tasks blocking the grace period, and its age.
+	rcuCPUsDetail  = logrules.Detail{Label: "stalled CPUs", Contains: ": (", Pattern: `^(?:rcu:)?\s+(\d+)(?:-\S*)?: \(`, Max: 16}
+	rcuTasksDetail = logrules.Detail{Label: "blocking tasks", Contains: "Tasks blocked on",
+		Pattern: `Tasks blocked on level-\d+ rcu_node \([^)]*\):((?: P\d+\S*)+)`}
+	rcuAgeDetail = logrules.Detail{Label: "grace period", Contains: " jiffies", Pattern: `\bt=(\d+) jiffies`, Format: "$1 jiffies old"}
+)
+
 func event(name, reason, contains, pattern string) logrules.Rule {
 	return logrules.Rule{Name: name, Source: "kmsg", Kind: finding.KindEvent, Reason: reason, Contains: contains, Pattern: pattern}
 }
@@ -69,13 +107,19 @@ func Rules() []logrules.Rule {
 	oops := func(name, contains, pattern string) logrules.Rule {
 		r := event(name, "KernelOops", contains, pattern)
 		r.Group = "oops"
+		r.Details = []logrules.Detail{taskDetail, ripDetail, pcDetail, taintDetail}
 		return r
 	}
 	lockup := func(name, contains, pattern string) logrules.Rule {
 		r := event(name, "SoftLockup", contains, pattern)
 		r.Group = "lockup"
+		r.Details = []logrules.Detail{taskDetail, ripDetail, pcDetail}
 		return r
 	}
+	hungTask := event("hung-task", "TaskHung", "blocked for more than", `INFO: task .+:\d+ blocked for more than \d+ seconds`)
+	hungTask.Details = []logrules.Detail{stackDetail}
+	rcuStall := event("rcu-stall", "RCUStall", " stall", `rcu\w*:? (?:INFO: )?(?:\w+ )?(?:self-)?detected (?:expedited )?stalls? on`)
+	rcuStall.Details = []logrules.Detail{rcuCPUsDetail, rcuTasksDetail, rcuAgeDetail}
 	oom := event("oom-kill", "OOMKilling", "Killed process", `Killed process \d+ \(`)
 	oom.Attribute = "oom"
 	frequentUnregister := logrules.Rule{
@@ -91,6 +135,9 @@ func Rules() []logrules.Rule {
 			Contains: "Kernel panic", Pattern: `Kernel panic - not syncing`,
 			// The panic's closing marker repeats its message.
 			Exclude: `---\[ end Kernel panic`,
+			// The reason follows "not syncing:" on the line itself; the
+			// task is the one that panicked (khungtaskd for a hung task).
+			Details: []logrules.Detail{taskDetail},
 		},
 		oops("oops", "Oops", `\bOops(?::| -) `),
 		oops("null-deref", "BUG: kernel NULL pointer", `BUG: kernel NULL pointer dereference`),
@@ -103,7 +150,7 @@ func Rules() []logrules.Rule {
 		oops("invalid-opcode", "invalid opcode", `invalid opcode: \d+`),
 		oops("divide-error", "divide error", `divide error: \d+ \[#\d+\]`),
 		// A task name may hold spaces: a Java thread "C2 CompilerThre".
-		event("hung-task", "TaskHung", "blocked for more than", `INFO: task .+:\d+ blocked for more than \d+ seconds`),
+		hungTask,
 		{
 			Name: "runtime-hung", Source: "kmsg", Kind: finding.KindCondition, Condition: finding.KernelDeadlock.Type,
 			Reason: "ContainerRuntimeHung", Contains: "blocked for more than",
@@ -111,7 +158,7 @@ func Rules() []logrules.Rule {
 		},
 		lockup("soft-lockup", "soft lockup", `BUG: soft lockup - CPU#\d+ stuck for`),
 		lockup("hard-lockup", "hard LOCKUP", `[Ww]atchdog detected hard LOCKUP on cpu`),
-		event("rcu-stall", "RCUStall", " stall", `rcu\w*:? (?:INFO: )?(?:\w+ )?(?:self-)?detected (?:expedited )?stalls? on`),
+		rcuStall,
 		{
 			Name: "io-error", Source: "kmsg", Kind: finding.KindEvent, Reason: "IOError", Contains: "I/O error",
 			Pattern: `(?:\bI/O error, dev \S+|Buffer I/O error on (?:dev|device) \S+|end_request: I/O error)`,
