@@ -662,6 +662,9 @@ func startNode(ctx context.Context, wg *sync.WaitGroup, base *rest.Config, token
 	nodeCfg := *production
 	nodeCfg.NodeName = name
 	nodeCfg.Reporter.Heartbeat = finding.Duration{Duration: heartbeat}
+	// The simulated agents share one process and one disk: each keeps its
+	// event spool in memory, not all in one stateDir.
+	nodeCfg.StateDir = ""
 	reg := prometheus.NewRegistry()
 	r, err := agent.BuildReporting(&nodeCfg, owned, agent.Deps{Log: zap.NewNop(), Metrics: reg, Clients: &clients, BootTime: time.Now().Add(-time.Hour)})
 	if err != nil {

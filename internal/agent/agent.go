@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -70,6 +71,14 @@ func Build(cfg *config.Config, reg checks.Registry, deps Deps) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	var degraded *degradedCheck
+	if cfg.ReportDegraded {
+		// Run by the supervisor like any check; what it watches is
+		// filled in below, once built.
+		degraded = &degradedCheck{period: degradedPeriod, now: time.Now}
+		built.Running = append(built.Running, degraded)
+		built.Owned = reporter.UniqueDefaults(append(built.Owned, finding.Degraded))
+	}
 	reporting, err := buildReporting(cfg, built.Owned, deps, leases)
 	if err != nil {
 		return nil, err
@@ -78,6 +87,12 @@ func Build(cfg *config.Config, reg checks.Registry, deps Deps) (*Agent, error) {
 		cfg: cfg, log: deps.Log, metrics: deps.Metrics, Checks: built,
 		Supervisor: &checks.Supervisor{Log: deps.Log, Metrics: checks.NewSupervisorMetrics(deps.Metrics)},
 		Reporting:  reporting,
+	}
+	if degraded != nil {
+		degraded.down = a.Supervisor.DownPastBackoff
+		if reporting.Node != nil {
+			degraded.dropped = reporting.Node.EventDropped
+		}
 	}
 	// A check that cannot stay up for this long makes /healthz fail, so that
 	// the liveness probe restarts the pod (a dead source is no monitor).
@@ -206,6 +221,9 @@ func buildReporting(cfg *config.Config, owned []finding.ConditionDefault, deps D
 	r.pods = cripods.New(criEndpoint(cfg), cripods.Options{})
 	opts := NodeSinkOptions(cfg.Reporter, cfg.NodeName)
 	opts.Pods = r.pods
+	if cfg.StateDir != "" {
+		opts.SpoolDir = filepath.Join(cfg.StateDir, "events")
+	}
 	node, err := reporter.NewNodeSink(client, deps.Log, deps.Metrics, opts)
 	if err != nil {
 		return nil, err
@@ -303,6 +321,7 @@ func NodeSinkOptions(rc config.ReporterConfig, nodeName string) reporter.NodeSin
 		Heartbeat:        rc.Heartbeat.Duration,
 		EventQPS:         float32(rc.EventQPS),
 		EventBurst:       rc.EventBurst,
+		SpoolSize:        rc.EventSpoolSize,
 		Reasons:          rc.Reasons,
 	}
 }

@@ -113,6 +113,15 @@ func (s *Supervisor) Down(after time.Duration) []string {
 	return out
 }
 
+// DownPastBackoff lists the checks that have not stayed running for longer
+// than the longest wait between two restarts: restarted more than once, and
+// failing still. A source that cannot be read (the kernel log, the journal)
+// ends its check's run, so it shows here too.
+func (s *Supervisor) DownPastBackoff() []string {
+	// Run sets MaxBackoff before it starts any check, the caller's too.
+	return s.Down(s.MaxBackoff)
+}
+
 // SupervisorMetrics are the per-check health metrics.
 type SupervisorMetrics struct {
 	stuck    *prometheus.GaugeVec

@@ -43,9 +43,12 @@ type Config struct {
 	StateDir string `json:"stateDir,omitempty"`
 	// KeepStartupPages keeps the pages of the agent's binary that start-up
 	// touched mapped, rather than giving them back 30 s after start.
-	KeepStartupPages bool              `json:"keepStartupPages,omitempty"`
-	Reporter         ReporterConfig    `json:"reporter"`
-	Remediation      RemediationConfig `json:"remediation"`
+	KeepStartupPages bool `json:"keepStartupPages,omitempty"`
+	// ReportDegraded publishes NodeguardDegraded, the agent's own health,
+	// on the Node.
+	ReportDegraded bool              `json:"reportDegraded,omitempty"`
+	Reporter       ReporterConfig    `json:"reporter"`
+	Remediation    RemediationConfig `json:"remediation"`
 	// Checks holds each check's section, keyed by check name. Every section
 	// takes "enabled" besides the check's own fields.
 	Checks map[string]json.RawMessage `json:"checks,omitempty"`
@@ -65,6 +68,9 @@ type ReporterConfig struct {
 	// event type (Warning, Normal), as client-go's spam filter keys them.
 	EventQPS   float64 `json:"eventQPS,omitempty"`
 	EventBurst int     `json:"eventBurst,omitempty"`
+	// EventSpoolSize bounds the events kept (under stateDir) until the API
+	// server has them.
+	EventSpoolSize int `json:"eventSpoolSize,omitempty"`
 	// ClientQPS and ClientBurst limit the agent's API client as a whole.
 	ClientQPS   float64 `json:"clientQPS,omitempty"`
 	ClientBurst int     `json:"clientBurst,omitempty"`
@@ -115,6 +121,7 @@ func Default(registry checks.Registry) *Config {
 			MinWriteInterval: finding.Duration{Duration: time.Second},
 			EventQPS:         1.0 / 30,
 			EventBurst:       25,
+			EventSpoolSize:   1000,
 			ClientQPS:        5,
 			ClientBurst:      10,
 		},
@@ -262,6 +269,7 @@ func (c *Config) Validate() error {
 		{"reporter.minWriteInterval", c.Reporter.MinWriteInterval.Duration > 0, c.Reporter.MinWriteInterval},
 		{"reporter.eventQPS", c.Reporter.EventQPS > 0, c.Reporter.EventQPS},
 		{"reporter.eventBurst", c.Reporter.EventBurst > 0, c.Reporter.EventBurst},
+		{"reporter.eventSpoolSize", c.Reporter.EventSpoolSize > 0, c.Reporter.EventSpoolSize},
 		{"reporter.clientQPS", c.Reporter.ClientQPS > 0, c.Reporter.ClientQPS},
 		{"reporter.clientBurst", c.Reporter.ClientBurst > 0, c.Reporter.ClientBurst},
 	}

@@ -19,8 +19,8 @@ import (
 )
 
 const (
-	topFields      = "checks, keepStartupPages, kubeconfig, listenAddress, logFormat, logTo, nodeName, output, procPath, remediation, reporter, standalone, stateDir, sysPath"
-	reporterFields = "clientBurst, clientQPS, eventBurst, eventQPS, heartbeat, minWriteInterval, reasons"
+	topFields      = "checks, keepStartupPages, kubeconfig, listenAddress, logFormat, logTo, nodeName, output, procPath, remediation, reportDegraded, reporter, standalone, stateDir, sysPath"
+	reporterFields = "clientBurst, clientQPS, eventBurst, eventQPS, eventSpoolSize, heartbeat, minWriteInterval, reasons"
 	ruleFields     = "attribute, clearAfter, condition, contains, details, exclude, group, kind, minCount, name, pattern, reason, source, window"
 )
 

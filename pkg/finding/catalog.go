@@ -32,6 +32,10 @@ var (
 		Message: "the cluster DNS answers"}
 	CheckStuck = ConditionDefault{Type: "NodeguardCheckStuck", Reason: "ChecksRunning",
 		Message: "every check's probes finish within their deadlines"}
+	// Degraded is the agent's own health, off unless reportDegraded is
+	// set, so it is not in the Catalog of what every node gets.
+	Degraded = ConditionDefault{Type: "NodeguardDegraded", Reason: "AgentHealthy",
+		Message: "every check runs and the event spool has room"}
 )
 
 // Catalog lists the condition types above, in the order the docs list them.

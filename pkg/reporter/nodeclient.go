@@ -98,7 +98,12 @@ func (n *nodeClient) patchStatus(ctx context.Context, conds []corev1.NodeConditi
 }
 
 // retryCap is the most to wait before retrying after err.
-func (n *nodeClient) retryCap(err error) time.Duration {
+func (n *nodeClient) retryCap(err error) time.Duration { return retryCapFor(err, n.maxRetry) }
+
+// retryCapFor is the most to wait before retrying a request after err:
+// maxRetry while the server cannot be reached or asks to slow down, far
+// longer after an answer that retrying soon will not change.
+func retryCapFor(err error, maxRetry time.Duration) time.Duration {
 	var status apierrors.APIStatus
 	if errors.As(err, &status) && !unreachable(err) {
 		switch status.Status().Code {
@@ -107,7 +112,7 @@ func (n *nodeClient) retryCap(err error) time.Duration {
 			return refusedRetryInterval
 		}
 	}
-	return n.maxRetry
+	return maxRetry
 }
 
 // waitToRetry waits out the backoff after err and returns the next one,

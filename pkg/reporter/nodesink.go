@@ -33,16 +33,22 @@ type NodeSinkOptions struct {
 	// requests a second at a recovering server. A sign that the server is
 	// back (the Lease watch getting through) ends the wait at once.
 	MaxRetryInterval time.Duration
-	// EventQPS and EventBurst rate-limit events about the Node per event type,
-	// as client-go's spam filter keys them; client-go also aggregates similar
-	// events.
+	// EventQPS and EventBurst rate-limit the writes of events about the
+	// Node per event type, as client-go's spam filter keys them. Events
+	// over the limit wait in the spool for their turn.
 	EventQPS   float32
 	EventBurst int
 	// Reasons are the user's settings per event reason (config's
 	// reporter.reasons): on or off, minimum occurrences, hourly budget.
 	Reasons map[string]finding.EventPolicy
-	// SummaryInterval is how often events suppressed by the rate limit are
+	// SpoolDir keeps the events not yet written across agent restarts;
+	// empty keeps them in memory only.
+	SpoolDir string
+	// SpoolSize is the most events the spool holds; more are counted and
 	// summarised in one EventsSuppressed event.
+	SpoolSize int
+	// SummaryInterval is the least time between two EventsSuppressed
+	// summaries; the counts add up in the pending one meanwhile.
 	SummaryInterval time.Duration
 	// Pods, when set, names the pod and container of an event finding that
 	// carries a pod UID.
@@ -80,9 +86,9 @@ type nodeSinkMetrics struct {
 // heartbeat and the event limits) have their defaults in one place,
 // pkg/config, and must be set; the internal ones default here.
 func NewNodeSink(client kube.Client, log *zap.Logger, reg prometheus.Registerer, opts NodeSinkOptions) (*NodeSink, error) {
-	if opts.MinWriteInterval <= 0 || opts.Heartbeat <= 0 || opts.EventQPS <= 0 || opts.EventBurst <= 0 {
-		return nil, fmt.Errorf("node sink for %s: minWriteInterval %s, heartbeat %s, eventQPS %g and eventBurst %d must all be above zero",
-			opts.NodeName, opts.MinWriteInterval, opts.Heartbeat, opts.EventQPS, opts.EventBurst)
+	if opts.MinWriteInterval <= 0 || opts.Heartbeat <= 0 || opts.EventQPS <= 0 || opts.EventBurst <= 0 || opts.SpoolSize <= 0 {
+		return nil, fmt.Errorf("node sink for %s: minWriteInterval %s, heartbeat %s, eventQPS %g, eventBurst %d and eventSpoolSize %d must all be above zero",
+			opts.NodeName, opts.MinWriteInterval, opts.Heartbeat, opts.EventQPS, opts.EventBurst, opts.SpoolSize)
 	}
 	if opts.RequestTimeout <= 0 {
 		opts.RequestTimeout = 10 * time.Second
@@ -112,7 +118,11 @@ func NewNodeSink(client kube.Client, log *zap.Logger, reg prometheus.Registerer,
 	node := &nodeClient{client: client, name: opts.NodeName, log: log, requestTimeout: opts.RequestTimeout,
 		maxRetry: opts.MaxRetryInterval, recovered: make(chan struct{}, 1)}
 	node.reach = newReachability(log, reg, events.record)
-	node.reach.onRecover = node.signalRecovered
+	node.reach.onRecover = func() {
+		node.signalRecovered()
+		events.signalRecovered()
+	}
+	events.reach = node.reach
 	return &NodeSink{opts: opts, log: log, node: node, events: events, metrics: m, wake: make(chan struct{}, 1)}, nil
 }
 
@@ -140,7 +150,15 @@ func (s *NodeSink) Start(state State) {
 	s.changed()
 }
 
-// Event records an event about the Node.
+// EventDropped is when an event last found the event spool full (zero if
+// never), for the agent's own health.
+func (s *NodeSink) EventDropped() time.Time { return s.events.lastDropped() }
+
+// TakesEventsBeforeStart marks the sink as an EarlyEventSink: an event
+// needs none of the state Start brings.
+func (s *NodeSink) TakesEventsBeforeStart() {}
+
+// Event spools an event about the Node for the API server.
 func (s *NodeSink) Event(f finding.Finding) { s.events.finding(f) }
 
 // Changed marks the conditions for a write.
@@ -163,15 +181,15 @@ func (s *NodeSink) changed() {
 // stops, inside the agent's shutdown grace.
 const finalWriteTimeout = 1500 * time.Millisecond
 
-// Run writes the node status until ctx ends, then writes once more what is
-// still pending, and stops event delivery. Nothing is written before the
+// Run writes the node status and delivers the events until ctx ends, then
+// writes once more what status is still pending, and leaves the events not
+// yet delivered in the spool for the next agent. Nothing is written before the
 // reporter has started, so that no write can overwrite conditions it has
 // not read from the Node yet. Cancel ctx only once nothing will report any
 // more (the checks have stopped), so that the last findings go out.
 func (s *NodeSink) Run(ctx context.Context) error {
-	defer s.events.shutdown()
 	var wg sync.WaitGroup
-	wg.Go(func() { s.events.summarise(ctx) })
+	wg.Go(func() { s.events.run(ctx) })
 	defer wg.Wait()
 	defer s.flush()
 

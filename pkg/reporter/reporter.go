@@ -49,6 +49,20 @@ type Sink interface {
 	Changed(c Condition)
 }
 
+// EarlyEventSink is a Sink that takes events before Start as well: the
+// node sink spools them to disk at once, so that an agent killed before it
+// could read the Node (an API server outage at start) loses none of them.
+// Its other calls keep Sink's order.
+type EarlyEventSink interface {
+	Sink
+	TakesEventsBeforeStart()
+}
+
+func early(s Sink) bool {
+	_, ok := s.(EarlyEventSink)
+	return ok
+}
+
 // Reporter merges and dedupes condition findings and passes the changes and
 // every event to its sinks. It is the one owner of the condition state:
 // sinks read it (State) rather than keep their own copy.
@@ -144,10 +158,14 @@ func (r *Reporter) Start(found []Condition, bootTime time.Time) {
 	// What the checks found while the Node was being read, as if it had
 	// come just after: their word wins over the state found on the Node.
 	for _, f := range r.early {
-		r.passEvent(f)
+		for _, s := range r.sinks {
+			if !early(s) {
+				s.Event(f)
+			}
+		}
 	}
 	if r.earlyDropped > 0 {
-		r.log.Warn("events found before the Node could be read were over the limit kept; they are in this log only",
+		r.log.Warn("events found before the Node could be read were over the limit kept; the metrics and the other sinks but the node's event spool miss them, this log has them",
 			zap.Int("dropped", r.earlyDropped), zap.Int("kept", len(r.early)))
 	}
 	r.early, r.earlyDropped = nil, 0
@@ -173,12 +191,20 @@ func (r *Reporter) Report(f finding.Finding) {
 		r.stateMu.RLock()
 		started := r.started
 		r.stateMu.RUnlock()
+		if !started {
+			for _, s := range r.sinks {
+				if early(s) {
+					s.Event(f)
+				}
+			}
+		}
 		switch {
 		case started:
 			r.passEvent(f)
 		case len(r.early) < maxEarlyEvents:
 			r.early = append(r.early, f)
 		default:
+			// The early sinks (the node's spool) have it all the same.
 			r.earlyDropped++
 			r.log.Info("event found before the Node could be read, over the limit kept", zap.String("check", f.Check),
 				zap.String("reason", f.Reason), zap.String("message", f.Message), zap.String("source", f.Source))

@@ -411,46 +411,6 @@ func TestNodeSinkHeartbeat(t *testing.T) {
 	})
 }
 
-func TestEventFloodIsCountedAndSummarised(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
-		log := zaptest.NewLogger(t)
-		s := newTestSink(t, client, log, prometheus.NewRegistry(), NodeSinkOptions{
-			NodeName: "n1", EventQPS: 0.001, EventBurst: 10, SummaryInterval: 300 * time.Millisecond,
-		})
-		rep := New(log, nil, s)
-		defer startFromNode(t, s, rep, time.Time{})()
-		for i := range 100 {
-			reason := "OOMKilling"
-			if i%10 == 0 {
-				reason = "TaskHung"
-			}
-			rep.Report(finding.Event(finding.SeverityWarning, reason, "flood "+strconv.Itoa(i)))
-		}
-		if got := testutil.ToFloat64(s.events.limits.metric.WithLabelValues("OOMKilling")) + testutil.ToFloat64(s.events.limits.metric.WithLabelValues("TaskHung")); got != 95 {
-			t.Errorf("%v events counted as suppressed, want 95 (burst 10 less the 5 kept for the summary)", got)
-		}
-		time.Sleep(time.Second)
-		synctest.Wait()
-		list, err := client.CoreV1().Events("").List(context.Background(), metav1.ListOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var summaries []string
-		for _, e := range list.Items {
-			if e.Reason == "EventsSuppressed" {
-				summaries = append(summaries, e.Message)
-			}
-		}
-		if len(summaries) != 1 {
-			t.Fatalf("%d EventsSuppressed events among %d, want 1: %q", len(summaries), len(list.Items), summaries)
-		}
-		if summary := summaries[0]; !strings.Contains(summary, "95 events") || !strings.Contains(summary, "OOMKilling x") || !strings.Contains(summary, "TaskHung x") {
-			t.Errorf("summary %q", summary)
-		}
-	})
-}
-
 // fakePods names the pods in it, after delay; unknown ones fail.
 type fakePods struct {
 	delay time.Duration
@@ -850,6 +810,9 @@ func newTestSink(t *testing.T, client kube.Client, log *zap.Logger, reg promethe
 	}
 	if opts.EventBurst == 0 {
 		opts.EventBurst = d.EventBurst
+	}
+	if opts.SpoolSize == 0 {
+		opts.SpoolSize = d.EventSpoolSize
 	}
 	s, err := NewNodeSink(client, log, reg, opts)
 	if err != nil {

@@ -96,8 +96,9 @@ func TestMonitoringKitUsesOnlyMetricsTheAgentExports(t *testing.T) {
 		}
 	}
 
-	// An agent that has seen OOM kills (more than its event burst), a disk
-	// error, and a CRI endpoint that does not answer.
+	// An agent that has seen OOM kills (more at once than its event spool,
+	// of one, holds), a disk error, and a CRI endpoint that does not
+	// answer.
 	const name = "monitoring-node"
 	createNode(t, name)
 	dir := t.TempDir()
@@ -105,7 +106,7 @@ func TestMonitoringKitUsesOnlyMetricsTheAgentExports(t *testing.T) {
 	os.WriteFile(kernLog, nil, 0o644)
 	os.WriteFile(notASocket, nil, 0o644)
 	addr := freeAddr(t)
-	config := fmt.Sprintf("checks:\n  kmsg:\n    startAtEnd: true\n    files: [{path: %s}]\n  cri:\n    endpoint: unix://%s\n    period: 500ms\n    timeout: 200ms\n", kernLog, notASocket)
+	config := fmt.Sprintf("reporter:\n  eventSpoolSize: 1\nchecks:\n  kmsg:\n    startAtEnd: true\n    files: [{path: %s}]\n  cri:\n    endpoint: unix://%s\n    period: 500ms\n    timeout: 200ms\n", kernLog, notASocket)
 	_, _, stderr := startAgent(t, agentArgs(t, t.TempDir(), config, "--kubeconfig="+cluster.Kubeconfig, "--node-name="+name, "--listen-address="+addr)...)
 	waitCondition(t, name, "KernelDeadlock", corev1.ConditionFalse, 20*time.Second)
 	waitReading(t, stderr, kernLog)

@@ -137,8 +137,7 @@ func TestConditionSurvivesAPIServerOutage(t *testing.T) {
 	if err := c.StopAPIServer(); err != nil {
 		t.Fatal(err)
 	}
-	// A 60 s outage while findings arrive; client-go retries an event for
-	// up to 12 tries 10 s apart, which covers it.
+	// A 60 s outage while findings arrive; the event waits in the spool.
 	restarted := false
 	t.Cleanup(func() {
 		if !restarted {
@@ -164,7 +163,8 @@ func TestConditionSurvivesAPIServerOutage(t *testing.T) {
 	if got := condition(node, "TestProblem"); got.Reason != "ProblemFound" || got.Message != "found during the outage" {
 		t.Errorf("after the outage the node holds %s/%q, want the newest finding ProblemFound/%q", got.Reason, got.Message, "found during the outage")
 	}
-	// client-go's event broadcaster retries on its own schedule (every 10 s).
+	// Event writes back off to 10 s apart, cut short when a request of the
+	// agent's gets through.
 	_, took = waitEvent(t, name, "DuringOutage", "while the API server was down", 30*time.Second)
 	t.Logf("outage event delivered %s after the API server was ready again", took)
 	// The outage itself, reported once the server answers, with its length.
