@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -184,7 +185,9 @@ outer:
 				continue outer
 			}
 		}
-		resp.Items = append(resp.Items, sb)
+		// A copy: gRPC encodes the answer after the lock is released,
+		// while StopPodSandbox may change the stored sandbox.
+		resp.Items = append(resp.Items, proto.Clone(sb).(*runtimeapi.PodSandbox))
 	}
 	return resp, nil
 }
