@@ -88,13 +88,12 @@ func Compile(rules []Rule, conditions []finding.ConditionDefault) (*RuleSet, err
 // counts, no active conditions.
 func (s *RuleSet) Engine() *Engine {
 	return &Engine{
-		rules:       s.rules,
-		conditions:  s.conditions,
-		groupSeen:   map[string]time.Time{},
-		counts:      map[string][]time.Time{},
-		active:      map[string]activeCondition{},
-		storms:      map[string]*storm{},
-		dedupWindow: DefaultDedupWindow,
+		rules:      s.rules,
+		conditions: s.conditions,
+		groupSeen:  map[string]time.Time{},
+		counts:     map[string][]time.Time{},
+		active:     map[string]activeCondition{},
+		storms:     map[string]*storm{},
 	}
 }
 

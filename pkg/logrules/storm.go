@@ -8,8 +8,11 @@ import (
 	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
-// DefaultDedupWindow is how long identical lines are one storm unless the
-// engine is told otherwise (SetDedupWindow). A driver that prints the same
+// DefaultDedupWindow is the kmsg check's window (checks.kmsg.dedupWindow)
+// in which identical lines are one storm; an engine has none until told
+// (SetDedupWindow), so that a service's log, whose lines repeat once per
+// attempt (the kubelet's "Failed to update lease" each renewal), is an
+// event per line that the Node's event counts. A driver that prints the same
 // error ten thousand times, or a conntrack table that stays full, makes its
 // events on the storm's first line, and one event more, the storm's
 // summary, with the count of the lines it stood for and their first and
@@ -112,7 +115,7 @@ func (e *Engine) endStorms(now time.Time, out []finding.Finding) []finding.Findi
 	return out
 }
 
-// SetDedupWindow sets how long identical lines are one storm; zero or less
-// reports every line. A storm being counted keeps the window it began with
+// SetDedupWindow sets how long identical lines are one storm; zero or less,
+// the default, reports every line. A storm being counted keeps the window it began with
 // only until the next line or Expire judges it by the new one.
 func (e *Engine) SetDedupWindow(d time.Duration) { e.dedupWindow = d }

@@ -132,6 +132,8 @@ func newEngineWith(t *testing.T, rules []Rule, conds []finding.ConditionDefault)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// As the kmsg check sets it; an engine has no window of its own.
+	e.SetDedupWindow(DefaultDedupWindow)
 	return e
 }
 

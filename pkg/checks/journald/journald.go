@@ -183,13 +183,7 @@ func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 	units := make([]string, 0, len(c.units))
 	for u, set := range c.units {
 		units = append(units, u)
-		e := set.Engine()
-		// A service repeats a line once per attempt (the kubelet's
-		// "Failed to update lease" every renewal): each is an occurrence
-		// that the Node's event counts as it comes, not a storm held back
-		// to one summary minutes later, which is for the kernel's drivers.
-		e.SetDedupWindow(0)
-		g := logrules.NewGuarded(e, emit)
+		g := logrules.NewGuarded(set.Engine(), emit)
 		guarded[u] = g
 		defer checks.Every(ctx, expireInterval, func(now time.Time) { g.ExpireTo(now, emit) })()
 		// Before the ticker stops: a report being read when the check

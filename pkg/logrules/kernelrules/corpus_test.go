@@ -37,6 +37,8 @@ func defaultEngine(t testing.TB) *logrules.Engine {
 	if err != nil {
 		t.Fatalf("built-in rules do not compile: %v", err)
 	}
+	// The kmsg check's default window, as replay uses it.
+	e.SetDedupWindow(logrules.DefaultDedupWindow)
 	return e
 }
 
