@@ -8,9 +8,9 @@ package finding
 // well, False while one of its Sources is True.
 type Aggregate struct {
 	Type string
-	// Reason and Message are its state while every source is False.
-	Reason  string
-	Message string
+	// Reason is its reason while every source is False; the message then
+	// names the sources checked.
+	Reason string
 	// Sources are nodeguard's condition types that make it False, in the
 	// order its reason prefers them.
 	Sources []ConditionDefault
@@ -27,16 +27,12 @@ type Aggregate struct {
 func Aggregates() []Aggregate {
 	return []Aggregate{
 		{Type: "KernelReady", Reason: "KernelIsReady",
-			Message: "nodeguard finds no kernel deadlock and no repeated unregister_netdevice",
 			Sources: []ConditionDefault{KernelDeadlock, FrequentUnregisterNetDevice}},
 		{Type: "ContainerRuntimeReady", Reason: "ContainerRuntimeIsReady",
-			Message: "nodeguard finds the container runtime and the kubelet answering",
 			Sources: []ConditionDefault{ContainerRuntimeUnresponsive, KubeletUnhealthy}},
 		{Type: "NetworkingReady", Reason: "NetworkingIsReady",
-			Message: "nodeguard finds the node's interfaces up and stable and the cluster DNS answering",
 			Sources: []ConditionDefault{NICDown, NICFlapping, ClusterDNSUnreachable}},
 		{Type: "StorageReady", Reason: "StorageIsReady",
-			Message: "nodeguard finds the filesystems writable and disk I/O completing",
 			Sources: []ConditionDefault{ReadonlyFilesystem, DiskIOStuck}},
 	}
 }

@@ -32,7 +32,7 @@ func TestAggregateFollowsItsSources(t *testing.T) {
 		reason  string
 		message string
 	}{
-		{"healthy", nil, finding.StatusTrue, "KernelIsReady", "nodeguard finds no kernel deadlock"},
+		{"healthy", nil, finding.StatusTrue, "KernelIsReady", "nodeguard's KernelDeadlock, FrequentUnregisterNetDevice are False"},
 		{"one source True", []finding.Finding{cond(finding.KernelDeadlock, finding.StatusTrue, "ContainerRuntimeHung", "task containerd:42 hung")},
 			finding.StatusFalse, "KernelDeadlock", "KernelDeadlock: task containerd:42 hung"},
 		{"the second source True: reason is the first in the mapping's order", []finding.Finding{
@@ -42,7 +42,7 @@ func TestAggregateFollowsItsSources(t *testing.T) {
 		{"raised and cleared", []finding.Finding{
 			cond(finding.KernelDeadlock, finding.StatusTrue, "ContainerRuntimeHung", "hung"),
 			cond(finding.KernelDeadlock, finding.StatusFalse, "KernelHasNoDeadlock", "gone"),
-		}, finding.StatusTrue, "KernelIsReady", "no kernel deadlock"},
+		}, finding.StatusTrue, "KernelIsReady", "are False"},
 		{"Unknown source", []finding.Finding{cond(finding.FrequentUnregisterNetDevice, finding.StatusUnknown, "NotProbed", "no word")},
 			finding.StatusUnknown, "FrequentUnregisterNetDevice", "FrequentUnregisterNetDevice: no word"},
 		{"True beats Unknown", []finding.Finding{

@@ -359,7 +359,15 @@ func (r *Reporter) derive(a finding.Aggregate) finding.Finding {
 	case len(unknown) > 0:
 		f = naming(finding.StatusUnknown, unknown)
 	default:
-		f = finding.Condition(a.Type, finding.StatusTrue, a.Reason, a.Message)
+		names := make([]string, len(a.Sources))
+		for i, src := range a.Sources {
+			names[i] = src.Type
+		}
+		verb := " is False"
+		if len(names) > 1 {
+			verb = " are False"
+		}
+		f = finding.Condition(a.Type, finding.StatusTrue, a.Reason, "nodeguard's "+strings.Join(names, ", ")+verb)
 	}
 	f.Check = AggregateCheck
 	return f
