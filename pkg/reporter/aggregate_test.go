@@ -153,7 +153,9 @@ const kernelReadyFields = `{"f:status":{"f:conditions":{"k:{\"type\":\"KernelRea
 func TestForeignWriterOfAnAggregateType(t *testing.T) {
 	aggs := finding.Aggregates()
 	kernelReady := func(reason string) []corev1.NodeCondition {
-		return []corev1.NodeCondition{{Type: "KernelReady", Status: corev1.ConditionTrue, Reason: reason}}
+		msg := map[string]string{"KernelIsReady": "nodeguard's KernelDeadlock is False", "KernelDeadlock": "KernelDeadlock: hung",
+			"FrequentUnregisterNetDevice": "FrequentUnregisterNetDevice: eth1"}[reason]
+		return []corev1.NodeCondition{{Type: "KernelReady", Status: corev1.ConditionTrue, Reason: reason, Message: msg}}
 	}
 	for _, tc := range []struct {
 		name    string
@@ -177,6 +179,8 @@ func TestForeignWriterOfAnAggregateType(t *testing.T) {
 		}, nil, "", ""},
 		{"no managedFields, a reason nodeguard writes", nil, kernelReady("FrequentUnregisterNetDevice"), "", ""},
 		{"no managedFields, another's reason", nil, kernelReady("SoftLockup"), "", "SoftLockup"},
+		{"no managedFields, nodeguard's reason in the EKS agent's words", nil, []corev1.NodeCondition{{Type: "KernelReady",
+			Status: corev1.ConditionTrue, Reason: "KernelIsReady", Message: "Monitoring for the Kernel system is active"}}, "", "KernelIsReady"},
 		{"no condition at all", nil, nil, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -26,8 +26,8 @@ type ForeignWriterError struct {
 	Node      string
 	Condition string
 	// Manager is the other writer's field manager, when the Node's
-	// managedFields name one; else Reason is the condition's reason,
-	// which is none nodeguard writes.
+	// managedFields name one; else Reason is the condition's reason, in
+	// words nodeguard does not write.
 	Manager string
 	Reason  string
 }
@@ -35,7 +35,7 @@ type ForeignWriterError struct {
 func (e *ForeignWriterError) Error() string {
 	who := fmt.Sprintf("field manager %q", e.Manager)
 	if e.Manager == "" {
-		who = fmt.Sprintf("a writer whose reason %q nodeguard never writes (the Node's managedFields name no manager for it)", e.Reason)
+		who = fmt.Sprintf("a writer whose reason %q and message are not nodeguard's (the Node's managedFields name no manager for it)", e.Reason)
 	}
 	return fmt.Sprintf("refusing to start: condition %s on node %s is written by %s, not by nodeguard; "+
 		"with reporter.aggregateConditions nodeguard must be its only writer (remove the other agent, such as the EKS node monitoring agent, "+
@@ -47,8 +47,9 @@ func (e *ForeignWriterError) Error() string {
 // on node that another writer owns, or nil. The Node's managedFields say
 // who wrote each condition: a manager other than nodeguard holding any
 // field of the condition is another writer. A condition that no manager
-// holds (managedFields cleared) is judged by its reason instead: one
-// nodeguard never writes for the type is another writer's.
+// holds (a Node whose managedFields were cleared, or never tracked) is
+// judged by its words instead: a reason and message nodeguard does not
+// write for the type are another writer's.
 func ForeignWriter(node *corev1.Node, aggs []finding.Aggregate) error {
 	if len(aggs) == 0 {
 		return nil
@@ -66,18 +67,23 @@ func ForeignWriter(node *corev1.Node, aggs []finding.Aggregate) error {
 				return &ForeignWriterError{Node: node.Name, Condition: a.Type, Manager: m}
 			}
 		}
-		if cond != nil && len(owners[a.Type]) == 0 && !writesReason(a, cond.Reason) {
+		if cond != nil && len(owners[a.Type]) == 0 && !writes(a, cond) {
 			return &ForeignWriterError{Node: node.Name, Condition: a.Type, Reason: cond.Reason}
 		}
 	}
 	return nil
 }
 
-// writesReason says whether nodeguard writes reason for the aggregate:
-// its healthy reason, or the name of a source type, which any of
-// nodeguard's checks may own on some node.
-func writesReason(a finding.Aggregate, reason string) bool {
-	return reason == a.Reason || slices.ContainsFunc(a.Sources, func(d finding.ConditionDefault) bool { return d.Type == reason })
+// writes says whether cond is in the words nodeguard writes for the
+// aggregate: its healthy reason with a message naming the types checked,
+// or a source type's name with a message beginning with it. The reason
+// alone would not do: nodeguard's healthy reasons are the EKS agent's.
+func writes(a finding.Aggregate, cond *corev1.NodeCondition) bool {
+	if cond.Reason == a.Reason {
+		return strings.HasPrefix(cond.Message, healthyAggregatePrefix)
+	}
+	return slices.ContainsFunc(a.Sources, func(d finding.ConditionDefault) bool { return d.Type == cond.Reason }) &&
+		strings.HasPrefix(cond.Message, cond.Reason+": ")
 }
 
 // conditionOwners maps each condition type in the managedFields to the

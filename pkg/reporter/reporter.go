@@ -367,11 +367,17 @@ func (r *Reporter) derive(a finding.Aggregate) finding.Finding {
 		if len(names) > 1 {
 			verb = " are False"
 		}
-		f = finding.Condition(a.Type, finding.StatusTrue, a.Reason, "nodeguard's "+strings.Join(names, ", ")+verb)
+		f = finding.Condition(a.Type, finding.StatusTrue, a.Reason, healthyAggregatePrefix+strings.Join(names, ", ")+verb)
 	}
 	f.Check = AggregateCheck
 	return f
 }
+
+// healthyAggregatePrefix begins a healthy aggregate's message, and
+// "TYPE: " an unhealthy one's: words no other writer of these types uses,
+// by which ForeignWriter knows nodeguard's own where managedFields do not
+// say.
+const healthyAggregatePrefix = "nodeguard's "
 
 // AggregateCheck is the Check of an aggregate condition's finding: the
 // reporter's, not a check's.

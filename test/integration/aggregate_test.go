@@ -172,35 +172,35 @@ func waitExit(t *testing.T, cmd *exec.Cmd, timeout time.Duration) int {
 	}
 }
 
-// TestRefusesToStartWhenAnotherWriterOwnsAnAggregate: a Node whose
-// KernelReady another field manager wrote (as the EKS node monitoring
-// agent does) makes the agent exit non-zero, naming the condition and the
-// manager, having written no condition. Once the condition is deleted the
-// agent starts, and a restart over its own earlier writes starts too.
-func TestRefusesToStartWhenAnotherWriterOwnsAnAggregate(t *testing.T) {
-	needCluster(t)
-	const name = "foreign-node"
-	createNode(t, name)
-	ctx := context.Background()
-	const other = "eks-node-monitoring-agent"
+// writeAsEKSAgent writes KernelReady on node as the EKS node monitoring
+// agent does, in its words and under its field manager.
+func writeAsEKSAgent(t *testing.T, name string) {
+	t.Helper()
 	now := metav1.Now()
 	patch, _ := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{{
 		Type: "KernelReady", Status: corev1.ConditionTrue, Reason: "KernelIsReady",
 		Message: "Monitoring for the Kernel system is active", LastHeartbeatTime: now, LastTransitionTime: now,
 	}}}})
-	if _, err := cluster.Client.CoreV1().Nodes().Patch(ctx, name, types.StrategicMergePatchType, patch,
-		metav1.PatchOptions{FieldManager: other}, "status"); err != nil {
+	if _, err := cluster.Client.CoreV1().Nodes().Patch(context.Background(), name, types.StrategicMergePatchType, patch,
+		metav1.PatchOptions{FieldManager: eksAgent}, "status"); err != nil {
 		t.Fatal(err)
 	}
+}
 
+const eksAgent = "eks-node-monitoring-agent"
+
+// refused starts the agent on node name, which must exit non-zero, and
+// returns what it printed.
+func refused(t *testing.T, name string) string {
+	t.Helper()
 	cmd, _, stderr, _ := startAggregateAgent(t, name)
 	code := waitExit(t, cmd, 30*time.Second)
 	out := stderr.String()
-	if code == 0 || !strings.Contains(out, "condition KernelReady on node "+name+` is written by field manager "`+other+`"`) {
-		t.Fatalf("the agent exited %d, want non-zero with an error naming KernelReady and %s; stderr:\n%s", code, other, out)
+	if code == 0 {
+		t.Fatalf("the agent exited 0 beside another writer of KernelReady; stderr:\n%s", out)
 	}
 	t.Logf("exit %d: %s", code, lastLine(out))
-	got, err := cluster.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	got, err := cluster.Client.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,6 +210,42 @@ func TestRefusesToStartWhenAnotherWriterOwnsAnAggregate(t *testing.T) {
 	if c := condition(got, "KernelReady"); c == nil || c.Message != "Monitoring for the Kernel system is active" {
 		t.Errorf("the other writer's KernelReady changed: %+v", c)
 	}
+	return out
+}
+
+// TestRefusesToStartWhenAnotherWriterOwnsAnAggregate: a Node whose
+// KernelReady another field manager wrote (as the EKS node monitoring
+// agent does) makes the agent exit non-zero, naming the condition and the
+// manager, having written no condition; so does one whose managedFields
+// say nothing, by the other writer's words. Once the condition is deleted
+// the agent starts, and a restart over its own earlier writes starts too.
+func TestRefusesToStartWhenAnotherWriterOwnsAnAggregate(t *testing.T) {
+	needCluster(t)
+	ctx := context.Background()
+	// A Node created with no field of its own (createNode's) gets no
+	// managedFields from later writes either (the API server does not
+	// start tracking an object created untracked); one a kubelet
+	// registers has labels from the start, and so managedFields.
+	const name = "foreign-node"
+	if _, err := cluster.Client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name,
+		Labels: map[string]string{"kubernetes.io/hostname": name}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cluster.Client.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	writeAsEKSAgent(t, name)
+	if out := refused(t, name); !strings.Contains(out, "condition KernelReady on node "+name+` is written by field manager "`+eksAgent+`"`) {
+		t.Errorf("the refusal does not name KernelReady and field manager %s:\n%s", eksAgent, out)
+	}
+
+	const bare = "foreign-node-untracked"
+	createNode(t, bare)
+	writeAsEKSAgent(t, bare)
+	if got, _ := cluster.Client.CoreV1().Nodes().Get(ctx, bare, metav1.GetOptions{}); len(got.ManagedFields) > 0 {
+		t.Fatalf("node %s has managedFields %v; this case is about a Node without", bare, got.ManagedFields)
+	}
+	if out := refused(t, bare); !strings.Contains(out, "condition KernelReady on node "+bare+` is written by a writer whose reason "KernelIsReady" and message are not nodeguard's`) {
+		t.Errorf("the refusal does not name KernelReady and the other writer's words:\n%s", out)
+	}
 
 	// The hand-over docs/consumers.md gives: delete the other writer's
 	// condition from the status.
@@ -217,10 +253,10 @@ func TestRefusesToStartWhenAnotherWriterOwnsAnAggregate(t *testing.T) {
 	if _, err := cluster.Client.CoreV1().Nodes().Patch(ctx, name, types.StrategicMergePatchType, del, metav1.PatchOptions{}, "status"); err != nil {
 		t.Fatal(err)
 	}
-	cmd, _, _, _ = startAggregateAgent(t, name)
+	cmd, _, _, _ := startAggregateAgent(t, name)
 	waitConditionIs(t, name, "KernelReady", "True KernelIsReady from nodeguard", 20*time.Second,
 		is(corev1.ConditionTrue, "KernelIsReady"))
-	got, _ = cluster.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	got, _ := cluster.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 	if err := reporter.ForeignWriter(got, aggregatesOf(got)); err != nil {
 		t.Errorf("after nodeguard's own write: %v", err)
 	}

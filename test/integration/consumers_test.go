@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -63,6 +64,19 @@ func TestConsumerObjectsAreAcceptedWithTheirRealCRDs(t *testing.T) {
 				defer cancel()
 				c.Kubectl(ctx, "delete", "--ignore-not-found", "-f", objPath)
 			})
+			// The validation is real: the same object with a field its CRD
+			// does not know is refused.
+			obj, err := os.ReadFile(objPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bad := filepath.Join(t.TempDir(), tc.object)
+			if err := os.WriteFile(bad, []byte(strings.Replace(string(obj), "\nspec:\n", "\nspec:\n  nodeguardUnknownField: 1\n", 1)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := c.Kubectl(ctx, "create", "--validate=strict", "--dry-run=server", "-f", bad); err == nil || !strings.Contains(out, "nodeguardUnknownField") {
+				t.Errorf("%s with an unknown field: %v, want refused naming it:\n%s", tc.object, err, out)
+			}
 			got, err := c.Kubectl(ctx, "get", tc.resource, "-o", "yaml")
 			if err != nil {
 				t.Fatalf("reading %s back: %v\n%s", tc.resource, err, got)
@@ -71,7 +85,7 @@ func TestConsumerObjectsAreAcceptedWithTheirRealCRDs(t *testing.T) {
 			// as unknown to the schema.
 			for _, want := range map[string][]string{
 				"nodehealthcheck.yaml":    {"type: FrequentUnregisterNetDevice", "duration: 45m", "minHealthy: 51%"},
-				"nodereadinessrule.yaml":  {"type: DiskIOStuck", "key: nodeguard.io/not-ready", "enforcementMode: continuous"},
+				"nodereadinessrule.yaml":  {"type: DiskIOStuck", "key: readiness.k8s.io/nodeguard", "enforcementMode: continuous"},
 				"karpenter-nodepool.yaml": {"kind: EC2NodeClass", "consolidateAfter: 1m"},
 			}[tc.object] {
 				if !strings.Contains(got, want) {
