@@ -21,7 +21,6 @@ import (
 
 	"github.com/nodeguard/nodeguard/internal/agent"
 	"github.com/nodeguard/nodeguard/pkg/checks/all"
-	"github.com/nodeguard/nodeguard/pkg/checks/kmsg"
 	"github.com/nodeguard/nodeguard/pkg/config"
 	"github.com/nodeguard/nodeguard/pkg/logging"
 )
@@ -104,7 +103,7 @@ func parseFlagsAs(name string, args []string, extra func(*flag.FlagSet)) (*optio
 	fs.StringVar(&o.procPath, "proc-path", "", "the host's /proc")
 	fs.StringVar(&o.sysPath, "sys-path", "", "the host's /sys")
 	fs.StringVar(&o.stateDir, "state-dir", "", "directory for state kept across restarts")
-	fs.Func("npd-rules", "node-problem-detector log monitor file (kernel-monitor.json) whose rules to add; may repeat", func(s string) error {
+	fs.Func("npd-rules", "node-problem-detector monitor file to run: a system log monitor (kernel-monitor.json), whose rules are added to the kernel log rules, or a custom plugin monitor (custom-plugin-monitor.json), whose plugins the plugins check runs; may repeat", func(s string) error {
 		o.npdRules = append(o.npdRules, s)
 		return nil
 	})
@@ -170,10 +169,6 @@ func (o *options) load() (*config.Config, error) {
 	if set["keep-startup-pages"] {
 		cfg.KeepStartupPages = o.keepPages
 	}
-	if len(o.npdRules) > 0 {
-		kcfg := cfg.CheckConfigs[kmsg.Name].(*kmsg.Config)
-		kcfg.NPDRules = append(kcfg.NPDRules, o.npdRules...)
-	}
 	if cfg.ListenAddress == "off" {
 		cfg.ListenAddress = ""
 	}
@@ -184,6 +179,9 @@ func (o *options) load() (*config.Config, error) {
 		if set["no-check."+reg.Name] && *o.disable[reg.Name] {
 			cfg.Enabled[reg.Name] = false
 		}
+	}
+	if err := agent.AddNPDFiles(cfg, o.npdRules); err != nil {
+		return nil, err
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
