@@ -205,6 +205,7 @@ func TestHangingPluginIsKilledWithItsGroup(t *testing.T) {
 			}
 			// The script's pid is its group's id.
 			groupGone(t, pids[0], pids...)
+			t.Logf("run ended after %s (timeout %s), group %d gone", o.took, tt.timeout, pids[0])
 		})
 	}
 }
