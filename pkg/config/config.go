@@ -234,6 +234,14 @@ func (c *Config) parse(path string, data []byte, registry checks.Registry) error
 	return nil
 }
 
+// The values Output, LogTo and LogFormat may take; the command line
+// completes its flags from these.
+var (
+	Outputs    = []string{"text", "json"}
+	LogTargets = []string{"stderr", "journald"}
+	LogFormats = []string{"json", "console"}
+)
+
 // Validate checks values that their types allow but nodeguard does not.
 func (c *Config) Validate() error {
 	oneOf := func(field, value string, allowed ...string) error {
@@ -243,9 +251,9 @@ func (c *Config) Validate() error {
 		return &Error{Field: field, Reason: fmt.Sprintf("%q is not one of %s", value, strings.Join(allowed, ", "))}
 	}
 	for _, err := range []error{
-		oneOf("output", c.Output, "text", "json"),
-		oneOf("logTo", c.LogTo, "stderr", "journald"),
-		oneOf("logFormat", c.LogFormat, "json", "console"),
+		oneOf("output", c.Output, Outputs...),
+		oneOf("logTo", c.LogTo, LogTargets...),
+		oneOf("logFormat", c.LogFormat, LogFormats...),
 	} {
 		if err != nil {
 			return err
