@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/procfs"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/nodeguard/nodeguard/internal/testproc"
 )
 
 // TestNPDCustomPluginSetsTheNodeCondition: an NPD custom plugin monitor,
@@ -120,7 +121,7 @@ func TestNPDCustomPluginSetsTheNodeCondition(t *testing.T) {
 		if len(groups) >= 3 {
 			var left []string
 			for _, g := range groups[:len(groups)-1] {
-				if ps := liveInGroup(g[0]); len(ps) > 0 {
+				if ps := testproc.InGroup(g[0]); len(ps) > 0 {
 					left = append(left, fmt.Sprintf("group %d: %v", g[0], ps))
 				}
 			}
@@ -180,24 +181,11 @@ func readGroups(t *testing.T, path string) [][]int {
 	return out
 }
 
-// liveInGroup lists the processes of process group pgid that have not
-// exited.
-func liveInGroup(pgid int) []int {
-	procs, _ := procfs.AllProcs()
-	var out []int
-	for _, p := range procs {
-		if st, err := p.Stat(); err == nil && st.State != "Z" && st.PGRP == pgid {
-			out = append(out, p.PID)
-		}
-	}
-	return out
-}
-
 // killLeftGroups kills what a failed test left of the hanging plugin's
 // groups.
 func killLeftGroups(t *testing.T, path string) {
 	for _, g := range readGroups(t, path) {
-		if len(liveInGroup(g[0])) > 0 {
+		if len(testproc.InGroup(g[0])) > 0 {
 			_ = syscall.Kill(-g[0], syscall.SIGKILL)
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/procfs"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/nodeguard/nodeguard/internal/testproc"
 	"github.com/nodeguard/nodeguard/pkg/checks"
 	"github.com/nodeguard/nodeguard/pkg/finding"
 )
@@ -93,7 +94,7 @@ func groupGone(t *testing.T, pgid int, pids ...int) {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Second)
 	for {
-		left := inGroup(pgid)
+		left := testproc.InGroup(pgid)
 		for _, pid := range pids {
 			if alive(pid) && !slices.Contains(left, pid) {
 				left = append(left, pid)
@@ -109,26 +110,13 @@ func groupGone(t *testing.T, pgid int, pids ...int) {
 	}
 }
 
-// inGroup lists the live (not zombie) processes whose process group is
-// pgid, from /proc.
-func inGroup(pgid int) []int {
-	procs, _ := procfs.AllProcs()
-	var out []int
-	for _, p := range procs {
-		if st, err := p.Stat(); err == nil && st.State != "Z" && st.PGRP == pgid {
-			out = append(out, p.PID)
-		}
-	}
-	return out
-}
-
 // cleanupGroup kills, should a test fail, what is left of a plugin's
 // process group (the plugin's pid is its id) and the pids it named.
 func cleanupGroup(pids []int) {
 	if len(pids) == 0 {
 		return
 	}
-	if len(inGroup(pids[0])) > 0 {
+	if len(testproc.InGroup(pids[0])) > 0 {
 		_ = syscall.Kill(-pids[0], syscall.SIGKILL)
 	}
 	for _, pid := range pids {
