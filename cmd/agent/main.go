@@ -22,7 +22,6 @@ import (
 
 	"github.com/nodeguard/nodeguard/internal/agent"
 	"github.com/nodeguard/nodeguard/pkg/checks/all"
-	"github.com/nodeguard/nodeguard/pkg/checks/kmsg"
 	"github.com/nodeguard/nodeguard/pkg/config"
 	"github.com/nodeguard/nodeguard/pkg/logging"
 )
@@ -156,7 +155,7 @@ func addAgentFlags(cmd *cobra.Command) *options {
 	fs.StringVar(&o.sysPath, "sys-path", "", "the host's /sys")
 	fs.StringVar(&o.stateDir, "state-dir", "", "directory for state kept across restarts")
 	// An array, not a slice: a slice flag would split a path at its commas.
-	fs.StringArrayVar(&o.npdRules, "npd-rules", nil, "node-problem-detector log monitor file (kernel-monitor.json) whose rules to add; may repeat")
+	fs.StringArrayVar(&o.npdRules, "npd-rules", nil, "node-problem-detector monitor file to run: a system log monitor (kernel-monitor.json), whose rules are added to the kernel log rules, or a custom plugin monitor (custom-plugin-monitor.json), whose plugins the plugins check runs; may repeat")
 	for _, reg := range all.Registry {
 		o.enable[reg.Name] = fs.Bool("check."+reg.Name, false, fmt.Sprintf("enable the %s check (default %v)", reg.Name, reg.DefaultEnabled))
 		o.disable[reg.Name] = fs.Bool("no-check."+reg.Name, false, "disable the "+reg.Name+" check")
@@ -206,10 +205,6 @@ func (o *options) load() (*config.Config, error) {
 	if set("keep-startup-pages") {
 		cfg.KeepStartupPages = o.keepPages
 	}
-	if len(o.npdRules) > 0 {
-		kcfg := cfg.CheckConfigs[kmsg.Name].(*kmsg.Config)
-		kcfg.NPDRules = append(kcfg.NPDRules, o.npdRules...)
-	}
 	if cfg.ListenAddress == "off" {
 		cfg.ListenAddress = ""
 	}
@@ -220,6 +215,9 @@ func (o *options) load() (*config.Config, error) {
 		if set("no-check."+reg.Name) && *o.disable[reg.Name] {
 			cfg.Enabled[reg.Name] = false
 		}
+	}
+	if err := agent.AddNPDFiles(cfg, o.npdRules); err != nil {
+		return nil, err
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err

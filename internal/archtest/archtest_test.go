@@ -67,6 +67,8 @@ func TestImportRules(t *testing.T) {
 			"the reporter serves findings from any source and knows no check"},
 		{"pkg/remediation/...", []string{module + "pkg/checks", module + "internal/"},
 			"remediation acts on the reporter's conditions, whoever raised them"},
+		{"pkg/fieldcheck", []string{module, "k8s.io/"},
+			"reading a document strictly needs the vocabulary, not the checks, clients or config that use it"},
 		{"pkg/logsource/...", []string{module},
 			"a log source reads lines; what they mean is the checks' and the rules' business"},
 		{"pkg/kube", []string{module},

@@ -17,6 +17,7 @@ import (
 	yamlv3 "sigs.k8s.io/yaml/goyaml.v3"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/fieldcheck"
 	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
@@ -143,26 +144,16 @@ func Default(registry checks.Registry) *Config {
 }
 
 // Error is a configuration error: the file and line when known, the field's
-// dotted path, and what is wrong.
-type Error struct {
-	File   string
-	Line   int
-	Field  string
-	Reason string
-}
+// dotted path, and what is wrong. It is the strict reader's error, said as
+// the config file's.
+type Error fieldcheck.Error
 
 func (e *Error) Error() string {
-	where := e.File
-	if where == "" {
-		where = "flags"
+	fe := fieldcheck.Error(*e)
+	if fe.File == "" {
+		fe.File = "flags"
 	}
-	if e.Line > 0 {
-		where += ":" + strconv.Itoa(e.Line)
-	}
-	if e.Field == "" {
-		return oneLine.Replace(fmt.Sprintf("config %s: %s", where, e.Reason))
-	}
-	return oneLine.Replace(fmt.Sprintf("config %s: field %s: %s", where, e.Field, e.Reason))
+	return oneLine.Replace("config " + fe.Error())
 }
 
 // oneLine escapes line breaks, which a key or value from the file may hold,
