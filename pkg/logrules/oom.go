@@ -41,19 +41,23 @@ type oomContext struct {
 // kill line of one OOM report may be.
 const oomContextTTL = 30 * time.Second
 
-func (o *oomContext) observe(text string, at time.Time) {
-	if o.dumping && o.limit == "" {
+// oomUsage begins a memory cgroup's usage line in an OOM report.
+const oomUsage = "memory: usage "
+
+// observe takes what a line tells of an OOM kill. The caller has searched
+// the line already: mentions says it holds "oom" or "Task", which every
+// line observe looks further at holds, and usage that it holds oomUsage.
+func (o *oomContext) observe(text string, at time.Time, mentions, usage bool) {
+	if o.dumping && o.limit == "" && usage {
 		// The memory cgroup's usage line; the memory+swap and kmem lines
 		// after it start otherwise.
-		if _, rest, ok := strings.Cut(text, "memory: usage "); ok && !strings.Contains(text, "+swap") {
+		if _, rest, ok := strings.Cut(text, oomUsage); ok && !strings.Contains(text, "+swap") {
 			_, lim, _ := strings.Cut(rest, "limit ")
 			o.limit, _, _ = strings.Cut(lim, ",")
 			return
 		}
 	}
-	// Every line passes here: two searches rule out nearly all of them
-	// before the four below.
-	if !strings.Contains(text, "oom") && !strings.Contains(text, "Task") {
+	if !mentions {
 		return
 	}
 	switch {
