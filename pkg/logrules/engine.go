@@ -51,6 +51,10 @@ type Engine struct {
 	// their text, each for dedupWindow.
 	storms      map[string]*storm
 	dedupWindow time.Duration
+	// due is, when dueKnown, a time before which no storm ends and no
+	// condition clears; it may be earlier than the first that does.
+	due      time.Time
+	dueKnown bool
 }
 
 type activeCondition struct {
@@ -359,7 +363,7 @@ func (e *Engine) finding(r *compiled, l Line) finding.Finding {
 		Message:     msg,
 		Severity:    finding.SeverityWarning,
 		Time:        l.Time,
-		Source:      l.Source,
+		Source:      l.where(),
 		PodUID:      podUID,
 		ContainerID: containerID,
 	}
@@ -369,6 +373,7 @@ func (e *Engine) finding(r *compiled, l Line) finding.Finding {
 		f.Severity = ""
 		if r.ClearAfter.Duration > 0 {
 			e.active[r.Condition] = activeCondition{last: l.Time, clearAfter: r.ClearAfter.Duration}
+			e.noteDue(l.Time.Add(r.ClearAfter.Duration))
 		}
 	}
 	return f
@@ -380,7 +385,12 @@ func (e *Engine) Expire(now time.Time, out []finding.Finding) []finding.Finding 
 	if e.rep.open && e.rep.ended(now) {
 		out = e.rep.end(out)
 	}
+	if e.dueKnown && now.Before(e.due) {
+		// Replay expires at every line: most have nothing due.
+		return out
+	}
 	out = e.endStorms(now, out)
+	defer e.setDue()
 	for condType, a := range e.active {
 		if now.Sub(a.last) < a.clearAfter {
 			continue
@@ -396,4 +406,25 @@ func (e *Engine) Expire(now time.Time, out []finding.Finding) []finding.Finding 
 		}
 	}
 	return out
+}
+
+// farFuture is due when nothing is: later than any log's time.
+var farFuture = time.Unix(1<<40, 0)
+
+// setDue finds when the first storm ends or condition clears.
+func (e *Engine) setDue() {
+	e.due, e.dueKnown = farFuture, true
+	for _, s := range e.storms {
+		e.noteDue(s.first.Add(e.dedupWindow))
+	}
+	for _, a := range e.active {
+		e.noteDue(a.last.Add(a.clearAfter))
+	}
+}
+
+// noteDue records that something ends or clears at t.
+func (e *Engine) noteDue(t time.Time) {
+	if e.dueKnown && t.Before(e.due) {
+		e.due = t
+	}
 }

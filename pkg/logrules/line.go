@@ -18,6 +18,18 @@ type Line struct {
 	Time time.Time
 	// Source names the line for a reader, e.g. "kern.log:12" or "kmsg:5501".
 	Source string
+	// Number, when not zero, is the line's number in Source, and what it
+	// makes names it "Source:Number": a reader that numbers its lines need
+	// not build a name for each.
+	Number int
+}
+
+// where names the line as a finding does.
+func (l Line) where() string {
+	if l.Number == 0 {
+		return l.Source
+	}
+	return l.Source + ":" + strconv.Itoa(l.Number)
 }
 
 // Format is the shape a kernel log line came in.

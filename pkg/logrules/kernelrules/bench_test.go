@@ -1,6 +1,8 @@
 package kernelrules
 
 import (
+	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"syscall"
@@ -141,4 +143,32 @@ func TestBenchLogBenign(t *testing.T) {
 	if n < 100 {
 		t.Errorf("the mixed log made only %d findings", n)
 	}
+}
+
+// BenchmarkReplay is `nodeguard replay` without the process: a 120k-line
+// dmesg log (1% problems), read, split, parsed and fed as replay does.
+func BenchmarkReplay(b *testing.B) {
+	var log bytes.Buffer
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range benchLines {
+		fmt.Fprintf(&log, "[%d.%06d] %s\n", i/200, (i%200)*5000, benchlog.Line(r, 100))
+	}
+	set, err := logrules.Compile(Rules(), Conditions())
+	if err != nil {
+		b.Fatal(err)
+	}
+	findings := 0
+	b.ReportAllocs()
+	cpu0 := cpuTime()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		e := set.Engine()
+		e.SetDedupWindow(logrules.DefaultDedupWindow)
+		if err := logrules.Replay(bytes.NewReader(log.Bytes()), "kern.log", e, func(finding.Finding) { findings++ }); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	reportRate(b, float64(b.N)*benchLines, cpuTime()-cpu0)
+	b.ReportMetric(float64(findings)/float64(b.N), "findings/op")
 }
