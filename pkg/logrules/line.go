@@ -70,9 +70,15 @@ func (p ParsedLine) Kernel() bool { return p.Program == "" || p.Program == "kern
 // ParseKernelLine detects the line's format and strips its framing. It never
 // fails: a line that is none of the framed forms is plain text.
 func ParseKernelLine(s string) ParsedLine {
-	s = strings.TrimRight(s, "\r\n")
-	if p, ok := parseKmsgRecord(s); ok {
-		return p
+	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r') {
+		s = s[:len(s)-1]
+	}
+	// A record begins with its priority, as strconv reads it; the test
+	// spares other lines a search for the record's ";".
+	if len(s) > 0 && ('0' <= s[0] && s[0] <= '9' || s[0] == '+') {
+		if p, ok := parseKmsgRecord(s); ok {
+			return p
+		}
 	}
 	if p, ok := parseDmesg(s); ok {
 		return p

@@ -183,11 +183,8 @@ func (m *matcher) scan(s string, h hits) {
 	}
 	for _, l := range m.short {
 		c := m.lits[l].text[0]
-		for _, b := range cases(c, m.lits[l].fold) {
-			if strings.IndexByte(s, b) >= 0 {
-				h.set(l)
-				break
-			}
+		if strings.IndexByte(s, c) >= 0 || (m.lits[l].fold && otherCase(c) != c && strings.IndexByte(s, otherCase(c)) >= 0) {
+			h.set(l)
 		}
 	}
 }

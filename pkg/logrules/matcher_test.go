@@ -160,3 +160,14 @@ func TestRequiredGroups(t *testing.T) {
 		}
 	}
 }
+
+// TestMatcherAllocatesNothing: not for one-byte literals either, nor folded
+// ones.
+func TestMatcherAllocatesNothing(t *testing.T) {
+	m := newMatcher(ruleLiterals)
+	h := make(hits, (len(ruleLiterals)+63)/64)
+	line := "XFS (dm-0): Ending clean mount; eth0: NIC Link is Down; QX"
+	if n := testing.AllocsPerRun(100, func() { clear(h); m.scan(line, h) }); n != 0 {
+		t.Errorf("scan made %v allocations", n)
+	}
+}
