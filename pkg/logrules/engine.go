@@ -190,7 +190,9 @@ func (e *Engine) Conditions() []finding.ConditionDefault {
 // Feed runs every rule over one line and appends what it finds to out. The
 // line is read once, for the literals of all rules at once; a rule's
 // pattern runs only on a line that holds its literals, and a line that
-// holds none costs that one pass and allocates nothing.
+// holds none costs that one pass and allocates nothing. Feed keeps nothing
+// of l's text: what its findings and state hold of it is copied, so that a
+// reader may hand it lines cut from a buffer it then reuses.
 func (e *Engine) Feed(l Line, out []finding.Finding) []finding.Finding {
 	text := l.Text
 	if e.rep.open && e.rep.ended(l.Time) {
@@ -353,7 +355,9 @@ func (e *Engine) countReached(r *compiled, at time.Time) bool {
 }
 
 func (e *Engine) finding(r *compiled, l Line) finding.Finding {
-	msg, podUID, containerID := strings.TrimSpace(l.Text), "", ""
+	// A copy: the line's text may be a reader's buffer, and the finding
+	// outlives the line.
+	msg, podUID, containerID := strings.Clone(strings.TrimSpace(l.Text)), "", ""
 	if r.Attribute == "oom" {
 		msg, podUID, containerID = e.oom.describe(msg, l.Time)
 	}

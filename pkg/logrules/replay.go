@@ -70,11 +70,13 @@ const lineChunk = 64 << 10
 // lineReader splits a log into lines as bufio.ScanLines does, except that a
 // line longer than maxLineBytes comes out cut to that length and the rest
 // of it is skipped, where ScanLines would end with bufio.ErrTooLong. Its
-// lines are cut from one string per read: no line is copied, and a benign
-// line allocates nothing.
+// lines are cut from one buffer, reused from read to read: no line is
+// copied, and a benign line allocates nothing. A line is good only until
+// the next; the engine copies what it keeps (see Engine.Feed).
 type lineReader struct {
-	r io.Reader
-	// chunk is what has been read and not yet returned.
+	r   io.Reader
+	buf []byte
+	// chunk is what has been read and not yet returned, in buf.
 	chunk string
 	// skipping is set in the rest of a line cut short.
 	skipping bool
@@ -117,10 +119,12 @@ func (lr *lineReader) next() (string, bool) {
 // fill reads, after the start of a line not yet ended, until a line ends,
 // the buffer is full or the log ends.
 func (lr *lineReader) fill() {
-	// A new buffer each time, never written once it is a string: the
-	// lines of the last one may still be held (a report's, a finding's).
-	buf := make([]byte, len(lr.chunk), max(lineChunk, 2*len(lr.chunk)))
-	copy(buf, lr.chunk)
+	n := len(lr.chunk)
+	if want := max(lineChunk, 2*n); cap(lr.buf) < want {
+		lr.buf = make([]byte, 0, want)
+	}
+	// The line begun moves to the front; copy handles the overlap.
+	buf := lr.buf[:copy(lr.buf[:n], lr.chunk)]
 	for len(buf) < cap(buf) {
 		n, err := lr.r.Read(buf[len(buf):cap(buf)])
 		read := buf[len(buf) : len(buf)+n]

@@ -1,13 +1,17 @@
 package kernelrules
 
 import (
+	"io"
 	"math/rand/v2"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/nodeguard/nodeguard/internal/benchlog"
+	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/logrules"
 )
 
@@ -71,5 +75,31 @@ func TestOnePassMatchesPerRuleSearch(t *testing.T) {
 	}
 	if matched < 100 {
 		t.Errorf("only %d matches over %d lines: the comparison saw too few", matched, len(lines))
+	}
+}
+
+// TestReplayKeepsNoLine: replay reuses its buffer from read to read, so a
+// finding or report that kept a line's text, not a copy, would change as
+// later lines are read. Each corpus log (smaller than one read) replays
+// read whole and read a byte at a time, the buffer then rewritten at
+// every line: the findings must be the same.
+func TestReplayKeepsNoLine(t *testing.T) {
+	replay := func(r io.Reader) []finding.Finding {
+		var found []finding.Finding
+		if err := logrules.Replay(r, "log", defaultEngine(t), func(f finding.Finding) { found = append(found, f) }); err != nil {
+			t.Fatal(err)
+		}
+		return found
+	}
+	n := 0
+	for _, log := range corpusLogs(t) {
+		whole := replay(strings.NewReader(log))
+		if got := replay(iotest.OneByteReader(strings.NewReader(log))); !reflect.DeepEqual(got, whole) {
+			t.Errorf("read a byte at a time, a log made\n%v\nread whole\n%v", got, whole)
+		}
+		n += len(whole)
+	}
+	if n < 50 {
+		t.Errorf("the corpus made only %d findings", n)
 	}
 }
