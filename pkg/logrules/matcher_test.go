@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
 // searchEach is what the engine did before the matcher: one substring
@@ -169,5 +171,58 @@ func TestMatcherAllocatesNothing(t *testing.T) {
 	line := "XFS (dm-0): Ending clean mount; eth0: NIC Link is Down; QX"
 	if n := testing.AllocsPerRun(100, func() { clear(h); m.scan(line, h) }); n != 0 {
 		t.Errorf("scan made %v allocations", n)
+	}
+}
+
+// TestEveryRuleShapeTakesTheOnePass: rules with no literal at all, with
+// case-insensitive patterns, [Xx] classes, NPD's "(?:...)$" wrapping and a
+// contains of their own all match through the one pass, and only where
+// their patterns do.
+func TestEveryRuleShapeTakesTheOnePass(t *testing.T) {
+	rules := []Rule{
+		{Name: "regex-only", Kind: finding.KindEvent, Reason: "Digits", Pattern: `^[0-9]+$`},
+		{Name: "fold", Kind: finding.KindEvent, Reason: "Firmware", Pattern: `(?i)firmware fault 0x[0-9a-f]+`},
+		{Name: "class", Kind: finding.KindEvent, Reason: "LinkDown", Pattern: `[Ll]ink [Dd]own`},
+		{Name: "npd", Kind: finding.KindEvent, Reason: "TaskHung", Pattern: `(?:task [\S ]+:\w+ blocked for more than \w+ seconds\.)$`},
+		{Name: "user", Kind: finding.KindEvent, Reason: "Acme", Contains: "acme_nic", Pattern: `acme_nic \S+: reset`},
+	}
+	tests := []struct {
+		line string
+		want []string
+	}{
+		{"12345", []string{"Digits"}},
+		{"12345 x", nil},
+		{"acme_nic 0000:3b:00.0: FIRMWARE FAULT 0x17, resetting", []string{"Firmware"}},
+		{"acme_nic 0000:3b:00.0: Firmware Fault", nil},
+		{"mlx5_core 0000:5e:00.0 ens1f0: Link down", []string{"LinkDown"}},
+		{"eth0: LINK DOWN", nil},
+		{"INFO: task java app:3311 blocked for more than 120 seconds.", []string{"TaskHung"}},
+		{"INFO: task java:3311 blocked for more than 120 seconds. again", nil},
+		{"acme_nic 0000:3b:00.0: reset", []string{"Acme"}},
+		{"acme 0000:3b:00.0: reset", nil},
+	}
+	set, err := Compile(rules, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What each prefilters by: nothing for the first, a folded literal for
+	// the second and third.
+	if p := set.rules[0].pre; p != nil {
+		t.Errorf("regex-only rule has prefilter %v", p)
+	}
+	for _, i := range []int{1, 2} {
+		if p := set.rules[i].pre; len(p) == 0 || !set.scan.m.lits[p[0][0]].fold {
+			t.Errorf("rule %s: prefilter %v, want a folded literal", rules[i].Name, p)
+		}
+	}
+	for _, tt := range tests {
+		e := set.Engine()
+		var got []string
+		for _, f := range e.Flush(e.Feed(Line{Text: tt.line}, nil)) {
+			got = append(got, f.Reason)
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("%q made %v, want %v", tt.line, got, tt.want)
+		}
 	}
 }
