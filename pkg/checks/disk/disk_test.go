@@ -54,7 +54,7 @@ func TestReadOnlyMounts(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			now := time.Unix(1000, 0)
 			c := newCheck(t, fakeProc(t, tt.kubeletSuper, tt.ctrdOpts, ""), &now)
-			got, err := c.readOnlyMounts()
+			got, _, err := c.readOnlyMounts()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -68,7 +68,7 @@ func TestReadOnlyMounts(t *testing.T) {
 func TestMissingMountinfoIsNoData(t *testing.T) {
 	now := time.Unix(1000, 0)
 	c := newCheck(t, t.TempDir(), &now)
-	if _, err := c.readOnlyMounts(); err != checks.ErrNoData {
+	if _, _, err := c.readOnlyMounts(); err != checks.ErrNoData {
 		t.Errorf("readOnlyMounts without mountinfo = %v, want ErrNoData", err)
 	}
 }
@@ -86,7 +86,7 @@ func TestStuckDevicesFromDiskstats(t *testing.T) {
 	step := func(stats string) string {
 		t.Helper()
 		os.WriteFile(filepath.Join(proc, "diskstats"), []byte(stats), 0o644)
-		got, ok := c.stuckDevices(streaks)
+		got, _, ok := c.stuckDevices(streaks)
 		if !ok {
 			t.Fatal("stuckDevices could not read diskstats")
 		}
@@ -118,7 +118,7 @@ func TestStuckDevicesFromDiskstats(t *testing.T) {
 	// An unreadable diskstats is no news: the caller keeps its verdict.
 	os.Remove(filepath.Join(proc, "diskstats"))
 	os.Mkdir(filepath.Join(proc, "diskstats"), 0o755) // reading it fails: is a directory
-	if _, ok := c.stuckDevices(streaks); ok {
+	if _, _, ok := c.stuckDevices(streaks); ok {
 		t.Error("stuckDevices with an unreadable diskstats says ok; want the last verdict kept")
 	}
 	os.Remove(filepath.Join(proc, "diskstats"))
