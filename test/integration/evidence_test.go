@@ -146,6 +146,17 @@ func TestEvidenceOfRealFaults(t *testing.T) {
 		}
 	}
 
+	var sizes []string
+	var total int64
+	entries, _ := os.ReadDir(second)
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil {
+			sizes = append(sizes, fmt.Sprintf("%s %d", e.Name(), info.Size()))
+			total += info.Size()
+		}
+	}
+	t.Logf("%s: %d bytes: %s", filepath.Base(second), total, strings.Join(sizes, ", "))
+
 	// The bundle, made beside the running agent, holds both.
 	var out bytes.Buffer
 	bundleArgs := append([]string{"bundle", "-o", "-", "--wait=1s"}, flags...)

@@ -54,12 +54,21 @@ func TestReadOnlyMounts(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			now := time.Unix(1000, 0)
 			c := newCheck(t, fakeProc(t, tt.kubeletSuper, tt.ctrdOpts, ""), &now)
-			got, _, err := c.readOnlyMounts()
+			got, facts, err := c.readOnlyMounts()
 			if err != nil {
 				t.Fatal(err)
 			}
 			if strings.Join(got, "|") != strings.Join(tt.want, "|") {
 				t.Errorf("read-only mounts %q, want %q", got, tt.want)
+			}
+			// Each read-only path's mount in full, for the evidence.
+			if len(facts) != len(tt.want) {
+				t.Errorf("facts %v, want one per read-only path", facts)
+			}
+			for k, v := range facts {
+				if !strings.HasPrefix(k, "mount /var/lib/") || !strings.Contains(v, "options ") || !strings.Contains(v, "ro") {
+					t.Errorf("fact %q = %q", k, v)
+				}
 			}
 		})
 	}
