@@ -178,11 +178,14 @@ func (c *Capturer) Run(ctx context.Context, emit func(finding.Finding)) {
 			return
 		case job := <-c.queue:
 			cctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
+			start := time.Now()
 			path, err := c.capture(cctx, job)
 			cancel()
 			switch {
 			case err == nil:
 				c.capturedTotal.Inc()
+				c.opts.Log.Info("evidence captured", zap.String("condition", job.cond.Type), zap.String("path", path),
+					zap.Duration("took", time.Since(start)))
 				f := finding.Event(finding.SeverityInfo, Reason, fmt.Sprintf("evidence of %s=True (%s) captured in %s",
 					job.cond.Type, job.cond.Reason, path))
 				f.Check, f.Source, f.Time = "evidence", path, c.opts.Now()
