@@ -13,7 +13,7 @@ import (
 // (-config x, -standalone, -check.kmsg=false) to the double dash pflag
 // wants, where it would read -config as the shorthands c, o, n...; it says
 // so on stderr once per flag, so that scripts and unit files get fixed.
-// No flag has a one-letter shorthand but -h, so any longer -name is meant
+// No flag has a one-letter shorthand but -h (and bundle's -o), so any longer -name is meant
 // as a long flag; a flag's value and what follows "--" are left alone.
 func doubleDash(root *cobra.Command, args []string, stderr io.Writer) []string {
 	long := map[string]*pflag.Flag{}

@@ -99,7 +99,7 @@ cluster (no --kubeconfig, $KUBECONFIG or in-cluster config).`,
 		Args:  cobra.NoArgs,
 	}
 	run.RunE = agentCommand(run)
-	root.AddCommand(run, newCheckCmd(), newReplayCmd(), newVersionCmd())
+	root.AddCommand(run, newCheckCmd(), newReplayCmd(), newBundleCmd(), newVersionCmd())
 	return root
 }
 

@@ -718,7 +718,7 @@ const testVersion = "v0.0.0-test"
 // Help and version follow kubectl's and helm's conventions: asked for, they
 // print to stdout and exit 0; the help names every subcommand.
 func TestHelpAndVersion(t *testing.T) {
-	commands := []string{"\n  run ", "\n  check ", "\n  replay ", "\n  version ", "\n  completion ", "\n  help "}
+	commands := []string{"\n  run ", "\n  check ", "\n  replay ", "\n  bundle ", "\n  version ", "\n  completion ", "\n  help "}
 	for _, tt := range []struct {
 		args []string
 		want []string
@@ -729,6 +729,7 @@ func TestHelpAndVersion(t *testing.T) {
 		{[]string{"-help"}, commands},
 		{[]string{"replay", "-h"}, []string{"nodeguard replay [flags] FILE...", "--expect"}},
 		{[]string{"help", "check"}, []string{"nodeguard check [flags]", "--wait"}},
+		{[]string{"bundle", "--help"}, []string{"nodeguard bundle [-o FILE] [flags]", "-o, --file", "--config"}},
 		{[]string{"run", "--help"}, []string{"nodeguard run [flags]", "--config"}},
 		{[]string{"version"}, []string{"nodeguard " + testVersion, "go version: go1.", "revision:"}},
 		{[]string{"--version"}, []string{"nodeguard " + testVersion}},
@@ -839,7 +840,7 @@ func TestCompletion(t *testing.T) {
 		{[]string{"--output", ""}, []string{"text", "json"}},
 		{[]string{"check", "--log-format", ""}, []string{"json", "console"}},
 		{[]string{"--no-check.c"}, []string{"--no-check.cri"}},
-		{[]string{""}, []string{"check", "replay", "run", "version"}},
+		{[]string{""}, []string{"bundle", "check", "replay", "run", "version"}},
 	} {
 		stdout, stderr, code := runAgent(t, "", append([]string{"__complete"}, tt.args...)...)
 		lines := strings.Split(stdout, "\n")
@@ -869,5 +870,30 @@ nodeguard_build_info{goversion="go1.26.0",revision="abc",version="v1.2.3"} 1
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "nodeguard_build_info"); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestBundleCommand: -o - writes the tar.gz to stdout, -o FILE to the file
+// and says so on stderr; a bad config exits 2 and writes no file.
+func TestBundleCommand(t *testing.T) {
+	dir := t.TempDir()
+	quick := []string{"--wait=100ms", "--state-dir=" + dir}
+	for _, reg := range all.Registry {
+		quick = append(quick, "--no-check."+reg.Name)
+	}
+	stdout, stderr, code := runAgent(t, "", append([]string{"bundle", "-o", "-"}, quick...)...)
+	if code != 0 || !strings.HasPrefix(stdout, "\x1f\x8b") {
+		t.Fatalf("bundle -o -: exit %d, %d bytes not gzip; stderr:\n%s", code, len(stdout), stderr)
+	}
+	file := filepath.Join(dir, "b.tar.gz")
+	_, stderr, code = runAgent(t, "", append([]string{"bundle", "-o", file}, quick...)...)
+	b, err := os.ReadFile(file)
+	if code != 0 || err != nil || !bytes.HasPrefix(b, []byte("\x1f\x8b")) || !strings.Contains(stderr, "wrote "+file) {
+		t.Fatalf("bundle -o FILE: exit %d, %v; stderr:\n%s", code, err, stderr)
+	}
+	bad := filepath.Join(dir, "bad.tar.gz")
+	_, stderr, code = runAgent(t, "", "bundle", "-o", bad, "--config=/nonexistent/nodeguard.yaml")
+	if _, err := os.Stat(bad); code != 2 || err == nil {
+		t.Errorf("bundle with a missing config: exit %d, file %v; stderr:\n%s", code, err, stderr)
 	}
 }

@@ -69,6 +69,8 @@ func TestImportRules(t *testing.T) {
 			"remediation acts on the reporter's conditions, whoever raised them"},
 		{"pkg/fieldcheck", []string{module, "k8s.io/"},
 			"reading a document strictly needs the vocabulary, not the checks, clients or config that use it"},
+		{"internal/evidence", []string{module + "internal/agent", module + "pkg/remediation", module + "pkg/checks/", module + "pkg/config"},
+			"the evidence knows findings, the reporter's state and the Recorder interface; the wiring maps the config onto it and hands it the rings"},
 		{"pkg/logsource/...", []string{module},
 			"a log source reads lines; what they mean is the checks' and the rules' business"},
 		{"pkg/kube", []string{module},

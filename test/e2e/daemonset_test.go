@@ -181,8 +181,13 @@ func TestKustomizeDaemonSet(t *testing.T) {
 		})
 	})
 
+	hungPID := 4100 + os.Getpid()%500
 	t.Run("a kernel record becomes an Event on the Node", func(t *testing.T) {
-		writeHungTask(t, n, 4100+os.Getpid()%500)
+		writeHungTask(t, n, hungPID)
+	})
+
+	t.Run("its evidence, in a bundle made inside the pod", func(t *testing.T) {
+		evidenceOfTheHungTask(t, n, hungPID)
 	})
 }
 
