@@ -10,7 +10,7 @@ export GONOSUMDB := github.com/euank/go-kmsg-parser
 TAGS ?= $(shell test -e /usr/include/systemd/sd-journal.h && echo journald)
 
 SHELL := bash
-.PHONY: build run test test-e2e deps lint test-binaries fuzz bench corpus demo image clean
+.PHONY: build run test test-e2e deps lint test-binaries fuzz bench bench-replay corpus demo image clean
 
 # What `nodeguard version` and nodeguard_build_info say.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
@@ -88,6 +88,16 @@ SCALE_NODES ?= 1000
 bench: deps build
 	$(GO) test -run XXX -bench . -benchmem -count 3 ./pkg/logrules/...
 	NODEGUARD_TEST_BIN="$$(hack/build-test-binaries.sh)" $(GO) run ./hack/bench -agent $(BIN) -scale-nodes $(SCALE_NODES)
+
+# The rule engine's figures alone, without an API server: the Go
+# benchmarks (lines per CPU-second beside the physical limit, one search per
+# line), then `nodeguard replay` on a generated 500k-line log beside the
+# physical limit measured on the same file in the same run.
+# BASELINE_AGENT=path/to/an/older/nodeguard alternates its runs with this
+# build's and prints the ratio.
+bench-replay: build
+	$(GO) test -run XXX -bench . -benchmem -count 3 ./pkg/logrules/...
+	$(GO) run ./hack/bench -only-replay -agent $(BIN) -runs 5 $(if $(BASELINE_AGENT),-baseline-agent $(BASELINE_AGENT))
 
 # Scores the replay command against the shared kernel-log corpus.
 corpus: build

@@ -2,45 +2,56 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
-	"io"
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/nodeguard/nodeguard/internal/agent"
 	"github.com/nodeguard/nodeguard/pkg/checks/all"
 )
 
-// checkOnce runs the enabled checks on this machine for a moment, with no
+// newCheckCmd runs the enabled checks on this machine for a moment, with no
 // cluster, and prints their conditions and the kernel's findings since
-// boot. It reports whether a condition is True (exit 1); an error exits 2.
-func checkOnce(args []string, stdout io.Writer) (bool, error) {
-	wait := 3 * time.Second
-	opts, err := parseFlagsAs("nodeguard check", args, func(fs *flag.FlagSet) {
-		fs.DurationVar(&wait, "wait", wait, "how long the checks get to report")
-	})
-	if err != nil {
-		return false, err
+// boot. A True condition exits 1; an error exits 2.
+func newCheckCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "check [flags]",
+		Short: "Run every enabled check once, print the findings, exit 1 on a problem",
+		Long: `Run the enabled checks on this machine for --wait, with no cluster, and print
+their conditions as "kubectl describe node" does, then every kernel finding
+since boot. It takes the agent's flags and config file.
+
+Exit code: 0 when no condition is True, 1 when one is, 2 on an error.`,
+		Args: cobra.NoArgs,
 	}
-	cfg, err := opts.load()
-	if err != nil {
-		return false, err
+	opts := addAgentFlags(cmd)
+	wait := cmd.Flags().Duration("wait", 3*time.Second, "how long the checks get to report")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		cfg, err := opts.load()
+		if err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		result, err := agent.CheckOnce(ctx, cfg, all.Registry, *wait)
+		if err != nil {
+			return err
+		}
+		if cfg.Output == "json" {
+			err = result.WriteJSON(cmd.OutOrStdout())
+		} else {
+			err = result.WriteText(cmd.OutOrStdout())
+		}
+		if err != nil {
+			return fmt.Errorf("writing the result: %w", err)
+		}
+		if result.Problem() {
+			return exitCode(1)
+		}
+		return nil
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	result, err := agent.CheckOnce(ctx, cfg, all.Registry, wait)
-	if err != nil {
-		return false, err
-	}
-	if cfg.Output == "json" {
-		err = result.WriteJSON(stdout)
-	} else {
-		err = result.WriteText(stdout)
-	}
-	if err != nil {
-		return false, fmt.Errorf("writing the result: %w", err)
-	}
-	return result.Problem(), nil
+	return cmd
 }

@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -16,12 +15,13 @@ import (
 	"github.com/go-logr/zapr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 	"k8s.io/klog/v2"
 
 	"github.com/nodeguard/nodeguard/internal/agent"
 	"github.com/nodeguard/nodeguard/pkg/checks/all"
-	"github.com/nodeguard/nodeguard/pkg/checks/kmsg"
 	"github.com/nodeguard/nodeguard/pkg/config"
 	"github.com/nodeguard/nodeguard/pkg/logging"
 )
@@ -31,41 +31,94 @@ import (
 const shutdownGrace = 4 * time.Second
 
 func main() {
-	args := os.Args[1:]
-	var err error
+	os.Exit(execute(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// execute runs the command line and returns the exit code: 0, what a
+// command's exitCode says (check and replay's 1), or 2 for any error, which
+// it prints as one line.
+func execute(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRootCmd()
+	root.SetArgs(doubleDash(root, args, stderr))
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.Execute()
+	var code exitCode
 	switch {
-	case len(args) > 0 && (args[0] == "version" || args[0] == "--version" || args[0] == "-version"):
-		currentBuild().print(os.Stdout)
-		return
-	case len(args) > 0 && args[0] == "help":
-		err = run([]string{"-h"})
-	case len(args) > 0 && args[0] == "replay":
-		var failed bool
-		failed, err = replay(args[1:], os.Stdin, os.Stdout, os.Stderr)
-		if err == nil && failed {
-			os.Exit(1)
-		}
-	case len(args) > 0 && args[0] == "check":
-		var problem bool
-		problem, err = checkOnce(args[1:], os.Stdout)
-		if err == nil && problem {
-			os.Exit(1)
-		}
-	default:
-		err = run(args)
+	case err == nil:
+		return 0
+	case errors.As(err, &code):
+		return int(code)
 	}
-	if errors.Is(err, flag.ErrHelp) {
-		return // asked for, and printed
+	fmt.Fprintln(stderr, "nodeguard:", err)
+	return 2
+}
+
+// exitCode ends nodeguard with that code and prints nothing: the command
+// has said why (check's conditions, replay's failed logs).
+type exitCode int
+
+func (c exitCode) Error() string { return fmt.Sprintf("exit status %d", int(c)) }
+
+// newRootCmd is nodeguard's command tree. A command is a file with its
+// new...Cmd and one entry here.
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "nodeguard",
+		Short: "a node agent that turns node problems into NodeConditions and Events",
+		Long: `nodeguard: a node agent that turns node problems into NodeConditions and Events.
+
+With no command it runs the agent, as "nodeguard run" does: it reports to the
+API server, or runs standalone and prints its findings when it finds no
+cluster (no --kubeconfig, $KUBECONFIG or in-cluster config).`,
+		Example: `  # The agent, as the DaemonSet runs it:
+  nodeguard --config=/etc/nodeguard/config.yaml
+  # One look at this machine, no cluster needed; exit 1 on a problem:
+  nodeguard check --config=/etc/nodeguard/config.yaml
+  # Judge sample logs against their expectations, in CI:
+  nodeguard replay --expect rules-test/expect.json
+  # Shell completion for this bash session:
+  source <(nodeguard completion bash)`,
+		// main prints the error, as one line; a usage is asked for with -h.
+		SilenceErrors: true,
+		SilenceUsage:  true,
 	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "nodeguard:", err)
-		os.Exit(2)
+	runAgent := agentCommand(root)
+	showVersion := root.Flags().Bool("version", false, "print what \"nodeguard version\" prints")
+	root.RunE = func(cmd *cobra.Command, args []string) error {
+		if *showVersion {
+			currentBuild().print(cmd.OutOrStdout())
+			return nil
+		}
+		return runAgent(cmd, args)
+	}
+	run := &cobra.Command{
+		Use:   "run",
+		Short: "Run the agent (what nodeguard does with no command)",
+		Args:  cobra.NoArgs,
+	}
+	run.RunE = agentCommand(run)
+	root.AddCommand(run, newCheckCmd(), newReplayCmd(), newBundleCmd(), newVersionCmd())
+	return root
+}
+
+// agentCommand gives cmd the agent's flags and returns what runs the agent
+// with them.
+func agentCommand(cmd *cobra.Command) func(*cobra.Command, []string) error {
+	opts := addAgentFlags(cmd)
+	return func(cmd *cobra.Command, _ []string) error {
+		cfg, err := opts.load()
+		if err != nil {
+			return err
+		}
+		return run(cfg, cmd.OutOrStdout())
 	}
 }
 
 // options are the command line's settings, applied over the config file.
 type options struct {
-	fs         *flag.FlagSet
+	flags      *pflag.FlagSet
 	configPath string
 	nodeName   string
 	kubeconfig string
@@ -83,15 +136,12 @@ type options struct {
 	disable    map[string]*bool
 }
 
-func parseFlags(args []string) (*options, error) {
-	return parseFlagsAs("nodeguard", args, nil)
-}
-
-// parseFlagsAs parses the agent's flags, and a subcommand's own when extra
-// registers them.
-func parseFlagsAs(name string, args []string, extra func(*flag.FlagSet)) (*options, error) {
-	o := &options{fs: flag.NewFlagSet(name, flag.ContinueOnError), enable: map[string]*bool{}, disable: map[string]*bool{}}
-	fs := o.fs
+// addAgentFlags registers the agent's flags on cmd, with their shell
+// completions, for the commands that run checks.
+func addAgentFlags(cmd *cobra.Command) *options {
+	fs := cmd.Flags()
+	fs.SortFlags = false // as declared: the config file first, the per-check switches last
+	o := &options{flags: fs, enable: map[string]*bool{}, disable: map[string]*bool{}}
 	fs.StringVar(&o.configPath, "config", "", "YAML config file")
 	fs.StringVar(&o.nodeName, "node-name", "", "Node to report on (default $NODE_NAME, or the hostname when standalone)")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; without it the in-cluster config is used, and without that the agent runs standalone")
@@ -104,42 +154,28 @@ func parseFlagsAs(name string, args []string, extra func(*flag.FlagSet)) (*optio
 	fs.StringVar(&o.procPath, "proc-path", "", "the host's /proc")
 	fs.StringVar(&o.sysPath, "sys-path", "", "the host's /sys")
 	fs.StringVar(&o.stateDir, "state-dir", "", "directory for state kept across restarts")
-	fs.Func("npd-rules", "node-problem-detector log monitor file (kernel-monitor.json) whose rules to add; may repeat", func(s string) error {
-		o.npdRules = append(o.npdRules, s)
-		return nil
-	})
-	if extra != nil {
-		extra(fs)
-	}
+	// An array, not a slice: a slice flag would split a path at its commas.
+	fs.StringArrayVar(&o.npdRules, "npd-rules", nil, "node-problem-detector monitor file to run: a system log monitor (kernel-monitor.json), whose rules are added to the kernel log rules, or a custom plugin monitor (custom-plugin-monitor.json), whose plugins the plugins check runs; may repeat")
 	for _, reg := range all.Registry {
 		o.enable[reg.Name] = fs.Bool("check."+reg.Name, false, fmt.Sprintf("enable the %s check (default %v)", reg.Name, reg.DefaultEnabled))
 		o.disable[reg.Name] = fs.Bool("no-check."+reg.Name, false, "disable the "+reg.Name+" check")
 	}
-	if err := parse(fs, args); err != nil {
-		return nil, err
+	// These fail only for a flag not defined above.
+	_ = cmd.MarkFlagFilename("config", "yaml", "yml")
+	_ = cmd.MarkFlagFilename("npd-rules", "json")
+	_ = cmd.MarkFlagFilename("kubeconfig")
+	for _, dir := range []string{"proc-path", "sys-path", "state-dir"} {
+		_ = cmd.MarkFlagDirname(dir)
 	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	return o, nil
+	completeValues(cmd, "output", config.Outputs)
+	completeValues(cmd, "log-to", config.LogTargets)
+	completeValues(cmd, "log-format", config.LogFormats)
+	return o
 }
 
-// parse parses args, printing the usage only when asked with -h: a bad flag
-// is then one line on stderr, which main prints, not that line and the usage.
-func parse(fs *flag.FlagSet, args []string) error {
-	fs.SetOutput(io.Discard)
-	err := fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
-		// Asked for: on stdout, as kubectl and helm print theirs.
-		fs.SetOutput(os.Stdout)
-		if fs.Name() == "nodeguard" {
-			fmt.Fprint(os.Stdout, usage)
-		} else {
-			fmt.Fprintf(os.Stdout, "Usage of %s:\n", fs.Name())
-		}
-		fs.PrintDefaults()
-	}
-	return err
+// completeValues completes flag with one of values.
+func completeValues(cmd *cobra.Command, flag string, values []string) {
+	_ = cmd.RegisterFlagCompletionFunc(flag, cobra.FixedCompletions(values, cobra.ShellCompDirectiveNoFileComp))
 }
 
 // load reads the config file and lays the flags that were given over it.
@@ -148,8 +184,7 @@ func (o *options) load() (*config.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	set := map[string]bool{}
-	o.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	set := o.flags.Changed
 	strFlags := map[string]struct {
 		from string
 		to   *string
@@ -160,30 +195,29 @@ func (o *options) load() (*config.Config, error) {
 		"proc-path": {o.procPath, &cfg.ProcPath}, "sys-path": {o.sysPath, &cfg.SysPath}, "state-dir": {o.stateDir, &cfg.StateDir},
 	}
 	for name, f := range strFlags {
-		if set[name] {
+		if set(name) {
 			*f.to = f.from
 		}
 	}
-	if set["standalone"] {
+	if set("standalone") {
 		cfg.Standalone = o.standalone
 	}
-	if set["keep-startup-pages"] {
+	if set("keep-startup-pages") {
 		cfg.KeepStartupPages = o.keepPages
-	}
-	if len(o.npdRules) > 0 {
-		kcfg := cfg.CheckConfigs[kmsg.Name].(*kmsg.Config)
-		kcfg.NPDRules = append(kcfg.NPDRules, o.npdRules...)
 	}
 	if cfg.ListenAddress == "off" {
 		cfg.ListenAddress = ""
 	}
 	for _, reg := range all.Registry {
-		if set["check."+reg.Name] {
+		if set("check." + reg.Name) {
 			cfg.Enabled[reg.Name] = *o.enable[reg.Name]
 		}
-		if set["no-check."+reg.Name] && *o.disable[reg.Name] {
+		if set("no-check."+reg.Name) && *o.disable[reg.Name] {
 			cfg.Enabled[reg.Name] = false
 		}
+	}
+	if err := agent.AddNPDFiles(cfg, o.npdRules); err != nil {
+		return nil, err
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -194,20 +228,10 @@ func (o *options) load() (*config.Config, error) {
 	return cfg, nil
 }
 
-func newLogger(cfg *config.Config) (*zap.Logger, error) {
-	return logging.New(cfg.LogTo, cfg.LogFormat)
-}
-
-func run(args []string) error {
-	opts, err := parseFlags(args)
-	if err != nil {
-		return err
-	}
-	cfg, err := opts.load()
-	if err != nil {
-		return err
-	}
-	log, err := newLogger(cfg)
+// run runs the agent until SIGTERM or SIGINT; standalone, it prints
+// findings on out.
+func run(cfg *config.Config, out io.Writer) error {
+	log, err := logging.New(cfg.LogTo, cfg.LogFormat)
 	if err != nil {
 		return err
 	}
@@ -226,43 +250,10 @@ func run(args []string) error {
 	log = log.With(zap.String("node", cfg.NodeName))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), currentBuild().collector())
-	deps := agent.Deps{Log: log, Metrics: reg, Clients: clients, Out: os.Stdout, BootTime: agent.BootTime(cfg.ProcPath)}
+	deps := agent.Deps{Log: log, Metrics: reg, Clients: clients, Out: out, BootTime: agent.BootTime(cfg.ProcPath)}
 	a, err := agent.Build(cfg, all.Registry, deps)
 	if err != nil {
 		return err
 	}
 	return a.Run(ctx, shutdownGrace)
-}
-
-// replay runs the kernel log rules over files and prints findings as JSON
-// lines: how users test rules, and how the corpus tests run. With --expect
-// it judges the files against expectations instead, and failed says that
-// one did not pass.
-func replay(args []string, stdin io.Reader, stdout, stderr io.Writer) (failed bool, err error) {
-	fs := flag.NewFlagSet("nodeguard replay", flag.ContinueOnError)
-	configPath := fs.String("config", "", "YAML config file whose kmsg rules to use")
-	var npdRules, expect []string
-	fs.Func("npd-rules", "node-problem-detector log monitor file whose rules to add; may repeat", func(s string) error {
-		npdRules = append(npdRules, s)
-		return nil
-	})
-	fs.Func("expect", "expectations file (a corpus's expect.json) to judge the logs by, instead of printing findings; may repeat, later files adding to earlier ones", func(s string) error {
-		expect = append(expect, s)
-		return nil
-	})
-	if err := parse(fs, args); err != nil {
-		return false, err
-	}
-	if fs.NArg() == 0 && len(expect) == 0 {
-		return false, errors.New("replay: name one or more files, or - for standard input")
-	}
-	cfg, err := config.Load(*configPath, all.Registry)
-	if err != nil {
-		return false, err
-	}
-	if len(expect) > 0 {
-		n, err := agent.ReplayExpect(cfg, npdRules, expect, fs.Args(), stdout, stderr)
-		return n > 0, err
-	}
-	return false, agent.Replay(cfg, npdRules, fs.Args(), stdin, stdout)
 }

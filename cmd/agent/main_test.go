@@ -143,17 +143,17 @@ func TestBadStartExits(t *testing.T) {
 		{
 			name: "unknown check flag",
 			args: []string{"--check.nosuch"},
-			want: "nodeguard: flag provided but not defined: -check.nosuch",
+			want: "nodeguard: unknown flag: --check.nosuch",
 		},
 		{
 			name: "unknown no-check flag",
 			args: []string{"--no-check.nosuch"},
-			want: "nodeguard: flag provided but not defined: -no-check.nosuch",
+			want: "nodeguard: unknown flag: --no-check.nosuch",
 		},
 		{
 			name: "bad flag value",
 			args: []string{"--standalone=maybe"},
-			want: `nodeguard: invalid boolean value "maybe" for -standalone`,
+			want: `nodeguard: invalid argument "maybe" for "--standalone" flag`,
 		},
 		{
 			name: "bad output flag",
@@ -174,30 +174,36 @@ func TestBadStartExits(t *testing.T) {
 		{
 			name: "stray argument",
 			args: []string{"--standalone", "extra"},
-			want: `nodeguard: unexpected argument "extra"`,
+			want: `nodeguard: unknown command "extra" for "nodeguard`,
 		},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			args := tc.args
-			want := tc.want
-			if tc.config != "" {
-				path := writeFile(t, "nodeguard.yaml", tc.config)
-				args = append([]string{"--config=" + path}, args...)
-				want = strings.ReplaceAll(want, "FILE", path)
-			}
-			// Were the agent to start, it must not take a fixed port.
-			args = append(args[:len(args):len(args)], "--listen-address=off")
-			stdout, stderr, code := runAgent(t, "", args...)
-			if code == 0 {
-				t.Fatalf("exit code 0, want failure; stderr:\n%s", stderr)
-			}
-			if stdout != "" {
-				t.Errorf("stdout is not empty:\n%s", stdout)
-			}
-			if line := oneLine(t, stderr); !strings.HasPrefix(line, want) {
-				t.Errorf("stderr:\n got  %s\n want %s...", line, want)
-			}
-		})
+		// nodeguard with no command runs the agent, as nodeguard run does.
+		for _, command := range []string{"", "run"} {
+			t.Run(strings.TrimSpace(command+" "+tc.name), func(t *testing.T) {
+				args := tc.args
+				want := tc.want
+				if tc.config != "" {
+					path := writeFile(t, "nodeguard.yaml", tc.config)
+					args = append([]string{"--config=" + path}, args...)
+					want = strings.ReplaceAll(want, "FILE", path)
+				}
+				if command != "" {
+					args = append([]string{command}, args...)
+				}
+				// Were the agent to start, it must not take a fixed port.
+				args = append(args[:len(args):len(args)], "--listen-address=off")
+				stdout, stderr, code := runAgent(t, "", args...)
+				if code != 2 {
+					t.Fatalf("exit code %d, want 2; stderr:\n%s", code, stderr)
+				}
+				if stdout != "" {
+					t.Errorf("stdout is not empty:\n%s", stdout)
+				}
+				if line := oneLine(t, stderr); !strings.HasPrefix(line, want) {
+					t.Errorf("stderr:\n got  %s\n want %s...", line, want)
+				}
+			})
+		}
 	}
 }
 
@@ -316,7 +322,7 @@ func TestReplayErrors(t *testing.T) {
 	}{
 		{"missing file", []string{missing}, "nodeguard: replay: open " + missing + ": no such file or directory"},
 		{"no file named", nil, "nodeguard: replay: name one or more files, or - for standard input"},
-		{"unknown flag", []string{"--bogus", "-"}, "nodeguard: flag provided but not defined: -bogus"},
+		{"unknown flag", []string{"--bogus", "-"}, "nodeguard: unknown flag: --bogus"},
 		{"bad config", []string{"--config=" + badConfig, "-"}, "nodeguard: config " + badConfig + `:3: field checks.kmsg.disableRules: disableRules names "nope", which is no rule`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -712,16 +718,22 @@ const testVersion = "v0.0.0-test"
 // Help and version follow kubectl's and helm's conventions: asked for, they
 // print to stdout and exit 0; the help names every subcommand.
 func TestHelpAndVersion(t *testing.T) {
+	commands := []string{"\n  run ", "\n  check ", "\n  replay ", "\n  bundle ", "\n  version ", "\n  completion ", "\n  help "}
 	for _, tt := range []struct {
 		args []string
 		want []string
 	}{
-		{[]string{"--help"}, []string{"nodeguard check", "nodeguard replay", "nodeguard version", "-config"}},
-		{[]string{"-h"}, []string{"nodeguard check", "nodeguard replay"}},
-		{[]string{"help"}, []string{"nodeguard check", "nodeguard replay", "-kubeconfig"}},
-		{[]string{"replay", "-h"}, []string{"Usage of nodeguard replay"}},
+		{[]string{"--help"}, append(commands, "--config", "--no-check.kmsg")},
+		{[]string{"-h"}, commands},
+		{[]string{"help"}, append(commands, "--kubeconfig")},
+		{[]string{"-help"}, commands},
+		{[]string{"replay", "-h"}, []string{"nodeguard replay [flags] FILE...", "--expect"}},
+		{[]string{"help", "check"}, []string{"nodeguard check [flags]", "--wait"}},
+		{[]string{"bundle", "--help"}, []string{"nodeguard bundle [-o FILE] [flags]", "-o, --file", "--config"}},
+		{[]string{"run", "--help"}, []string{"nodeguard run [flags]", "--config"}},
 		{[]string{"version"}, []string{"nodeguard " + testVersion, "go version: go1.", "revision:"}},
 		{[]string{"--version"}, []string{"nodeguard " + testVersion}},
+		{[]string{"-version"}, []string{"nodeguard " + testVersion}},
 	} {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			stdout, stderr, code := runAgent(t, "", tt.args...)
@@ -734,6 +746,113 @@ func TestHelpAndVersion(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSingleDashFlags: Go's flag package, which nodeguard used before
+// cobra, took -config as --config; a unit file or script written then
+// keeps working, told on stderr to move on.
+func TestSingleDashFlags(t *testing.T) {
+	userRules := writeFile(t, "rules.yaml", "checks:\n  kmsg:\n    rules:\n    - name: widget\n      kind: event\n      reason: WidgetJam\n      contains: widget\n      pattern: 'widget \\d+ jammed'\n")
+	for _, tt := range []struct {
+		name   string
+		args   []string
+		stdin  string
+		code   int
+		stdout string // what stdout must hold
+		stderr string // all of stderr
+	}{
+		{
+			name: "a flag and its value", args: []string{"replay", "-config", userRules, "-"}, stdin: "widget 7 jammed\n",
+			stdout: `"reason":"WidgetJam"`, stderr: "nodeguard: -config is deprecated: use --config\n",
+		},
+		{
+			name: "flag=value, told once", args: []string{"replay", "-config=" + userRules, "-npd-rules=/nonexistent.json", "-npd-rules=/nonexistent.json", "-"}, code: 2,
+			stderr: "nodeguard: -config is deprecated: use --config\nnodeguard: -npd-rules is deprecated: use --npd-rules\n" +
+				"nodeguard: npdRules[0]: reading NPD rules: open /nonexistent.json: no such file or directory (value /nonexistent.json)\n",
+		},
+		{
+			name: "a per-check flag", args: []string{"-check.nosuch"}, code: 2,
+			stderr: "nodeguard: unknown flag: --check.nosuch\n",
+		},
+		{
+			name: "a value that starts with a dash is left alone", args: []string{"check", "-output", "-standalone"}, code: 2,
+			stderr: "nodeguard: -output is deprecated: use --output\n" + `nodeguard: config flags: field output: "-standalone" is not one of text, json` + "\n",
+		},
+		{
+			name: "nothing after --", args: []string{"replay", "--", "-config"}, code: 2,
+			stderr: "nodeguard: replay: open -config: no such file or directory\n",
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			stdout, stderr, code := runAgent(t, tt.stdin, tt.args...)
+			if code != tt.code || stderr != tt.stderr || !strings.Contains(stdout, tt.stdout) {
+				t.Errorf("exit code %d, want %d\nstdout:\n%s\nwant it to hold %s\nstderr:\n%s\nwant:\n%s", code, tt.code, stdout, tt.stdout, stderr, tt.stderr)
+			}
+		})
+	}
+}
+
+// bashCompletion is the bash-completion package's library, which bash
+// completion scripts assume.
+const bashCompletion = "/usr/share/bash-completion/bash_completion"
+
+// TestCompletion: cobra's completion scripts load, and what they ask the
+// binary (its hidden __complete command) completes nodeguard's own flags
+// and values.
+func TestCompletion(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("needs bash")
+	}
+	// The script wants bash-completion's _get_comp_words_by_ref, as
+	// kubectl's does; without the package, a stand-in that splits no words
+	// at = or :.
+	prelude := `_get_comp_words_by_ref() { cur=${COMP_WORDS[COMP_CWORD]}; prev=${COMP_WORDS[COMP_CWORD-1]}; words=("${COMP_WORDS[@]}"); cword=$COMP_CWORD; }; `
+	if _, err := os.Stat(bashCompletion); err == nil {
+		prelude = "source " + bashCompletion + "; "
+	}
+	// PATH so that the script's "nodeguard" is the binary under test.
+	script := prelude + `source <(nodeguard completion bash) && complete -p nodeguard && ` +
+		`COMP_WORDS=(nodeguard check --no-check.k) COMP_CWORD=2 COMP_LINE='nodeguard check --no-check.k' COMP_POINT=${#COMP_LINE} && ` +
+		`__start_nodeguard && printf '%s
+' "${COMPREPLY[@]}"`
+	cmd := exec.Command("bash", "-c", script)
+	cmd.Env = append(agentEnv(), "PATH="+filepath.Dir(agentBin)+":"+os.Getenv("PATH"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("bash: %v\n%s", err, out)
+	}
+	for _, want := range []string{"-F __start_nodeguard nodeguard", "--no-check.kmsg", "--no-check.kubelet"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("bash printed no %q:\n%s", want, out)
+		}
+	}
+	for _, shell := range []string{"zsh", "fish", "powershell"} {
+		stdout, stderr, code := runAgent(t, "", "completion", shell)
+		if code != 0 || !strings.Contains(stdout, "__complete") {
+			t.Errorf("completion %s: exit %d, no __complete in the script; stderr:\n%s", shell, code, stderr)
+		}
+	}
+	for _, tt := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--output", ""}, []string{"text", "json"}},
+		{[]string{"check", "--log-format", ""}, []string{"json", "console"}},
+		{[]string{"--no-check.c"}, []string{"--no-check.cri"}},
+		{[]string{""}, []string{"bundle", "check", "replay", "run", "version"}},
+	} {
+		stdout, stderr, code := runAgent(t, "", append([]string{"__complete"}, tt.args...)...)
+		lines := strings.Split(stdout, "\n")
+		for _, w := range tt.want {
+			found := false
+			for _, l := range lines {
+				found = found || l == w || strings.HasPrefix(l, w+"\t")
+			}
+			if code != 0 || !found {
+				t.Errorf("__complete %q: exit %d, no %q in\n%s%s", tt.args, code, w, stdout, stderr)
+			}
+		}
 	}
 }
 
@@ -751,5 +870,30 @@ nodeguard_build_info{goversion="go1.26.0",revision="abc",version="v1.2.3"} 1
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "nodeguard_build_info"); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestBundleCommand: -o - writes the tar.gz to stdout, -o FILE to the file
+// and says so on stderr; a bad config exits 2 and writes no file.
+func TestBundleCommand(t *testing.T) {
+	dir := t.TempDir()
+	quick := []string{"--wait=100ms", "--state-dir=" + dir}
+	for _, reg := range all.Registry {
+		quick = append(quick, "--no-check."+reg.Name)
+	}
+	stdout, stderr, code := runAgent(t, "", append([]string{"bundle", "-o", "-"}, quick...)...)
+	if code != 0 || !strings.HasPrefix(stdout, "\x1f\x8b") {
+		t.Fatalf("bundle -o -: exit %d, %d bytes not gzip; stderr:\n%s", code, len(stdout), stderr)
+	}
+	file := filepath.Join(dir, "b.tar.gz")
+	_, stderr, code = runAgent(t, "", append([]string{"bundle", "-o", file}, quick...)...)
+	b, err := os.ReadFile(file)
+	if code != 0 || err != nil || !bytes.HasPrefix(b, []byte("\x1f\x8b")) || !strings.Contains(stderr, "wrote "+file) {
+		t.Fatalf("bundle -o FILE: exit %d, %v; stderr:\n%s", code, err, stderr)
+	}
+	bad := filepath.Join(dir, "bad.tar.gz")
+	_, stderr, code = runAgent(t, "", "bundle", "-o", bad, "--config=/nonexistent/nodeguard.yaml")
+	if _, err := os.Stat(bad); code != 2 || err == nil {
+		t.Errorf("bundle with a missing config: exit %d, file %v; stderr:\n%s", code, err, stderr)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
 )
 
 // Set at build time (make build and make image do):
@@ -66,15 +67,14 @@ func (b build) collector() prometheus.Collector {
 	return g
 }
 
-// usage is the top of nodeguard's help: what it runs, and how.
-const usage = `nodeguard: a node agent that turns node problems into NodeConditions and Events.
+// versionUsage says what the version command and --version print.
+const versionUsage = "Print the version, revision, Go version and build date"
 
-Usage:
-  nodeguard [flags]                  run the agent (standalone when no cluster is found)
-  nodeguard check [flags]            run every check once, print the findings, exit 1 on a problem
-  nodeguard replay [flags] FILE...   run the kernel log rules over log files (- for stdin)
-  nodeguard version                  print the version, revision, Go version and build date
-  nodeguard help                     print this help
-
-"nodeguard COMMAND -h" lists a command's own flags. The agent's flags:
-`
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: versionUsage,
+		Args:  cobra.NoArgs,
+		Run:   func(cmd *cobra.Command, _ []string) { currentBuild().print(cmd.OutOrStdout()) },
+	}
+}

@@ -9,6 +9,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strconv"
@@ -54,6 +56,8 @@ var (
 	scaleConcurrency = flag.Int("scale-concurrency", 50, "simulated agents starting at once (0: all)")
 	scaleDeploy      = flag.String("scale-deploy", "deploy/base", "manifests whose namespace, ServiceAccount, RBAC and admission policies the simulated agents get")
 	onlyScale        = flag.Bool("only-scale", false, "measure only the scale figures")
+	onlyReplay       = flag.Bool("only-replay", false, "measure only the replay figures (no API server)")
+	baselineAgent    = flag.String("baseline-agent", "", "another nodeguard binary whose replay runs alternate with -agent's, for a before/after ratio from one run")
 )
 
 func main() {
@@ -79,6 +83,9 @@ func run() error {
 		if err := replayCost(dir); err != nil {
 			return err
 		}
+	}
+	if *onlyReplay {
+		return nil
 	}
 	c, err := testcluster.Start()
 	if err != nil {
@@ -135,7 +142,11 @@ func percentile(v []float64, p float64) float64 {
 }
 
 // replayCost replays a generated log and reads the child's CPU time and
-// peak RSS from the kernel.
+// peak RSS from the kernel. Beside it, from the same runs, the physical
+// limit: this process reading the same file, splitting its lines and
+// searching each once for one literal, the least a rule engine does per
+// line. With -baseline-agent the other binary's runs alternate with the
+// agent's, so that a noisy machine weighs on both alike.
 func replayCost(dir string) error {
 	path := filepath.Join(dir, "kern.log")
 	f, err := os.Create(path)
@@ -149,22 +160,105 @@ func replayCost(dir string) error {
 	}
 	w.Flush()
 	f.Close()
-	var perCPU, rss []float64
+	debug.FreeOSMemory()
+	var perCPU, rss, basePerCPU, limit, start []float64
 	for range *runs {
-		cmd := exec.Command(*agentBin, "replay", path)
-		cmd.Stdout = nil
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("replay: %w", err)
+		if *baselineAgent != "" {
+			cpu, _, err := replayOnce(*baselineAgent, path)
+			if err != nil {
+				return err
+			}
+			basePerCPU = append(basePerCPU, float64(*lines)/cpu)
 		}
-		ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-		cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+		cpu, maxRSS, err := replayOnce(*agentBin, path)
+		if err != nil {
+			return err
+		}
 		perCPU = append(perCPU, float64(*lines)/cpu)
-		rss = append(rss, float64(ru.Maxrss)/1024)
+		rss = append(rss, maxRSS)
+		n, cpu, err := physicalLimit(path)
+		if err != nil {
+			return err
+		}
+		limit = append(limit, float64(n)/cpu)
+		if cpu, _, err = run1(exec.Command(*agentBin, "version")); err != nil {
+			return err
+		}
+		start = append(start, cpu*1000)
 	}
 	out("replay_lines", "%d", *lines)
-	out("replay_lines_per_cpu_second", "%.0f", median(perCPU))
+	out("replay_lines_per_cpu_second", "%.0f", median(slices.Clone(perCPU)))
+	out("replay_lines_per_cpu_second_range", "%.0f-%.0f", slices.Min(perCPU), slices.Max(perCPU))
 	out("replay_peak_rss_mib", "%.1f", median(rss))
+	out("replay_process_start_cpu_ms", "%.1f", median(start))
+	out("physical_limit_lines_per_cpu_second", "%.0f", median(slices.Clone(limit)))
+	out("replay_share_of_physical_limit", "%.2f", median(perCPU)/median(limit))
+	if *baselineAgent != "" {
+		out("baseline_replay_lines_per_cpu_second", "%.0f", median(slices.Clone(basePerCPU)))
+		out("baseline_replay_lines_per_cpu_second_range", "%.0f-%.0f", slices.Min(basePerCPU), slices.Max(basePerCPU))
+		out("replay_speedup_over_baseline", "%.2f", median(perCPU)/median(basePerCPU))
+	}
 	return nil
+}
+
+// replayOnce runs `BIN replay PATH` and returns its CPU seconds and peak
+// RSS in MiB.
+func replayOnce(bin, path string) (cpu, rssMiB float64, err error) {
+	cmd := exec.Command(bin, "replay", path)
+	cpu, rssMiB, err = run1(cmd)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%s replay: %w", bin, err)
+	}
+	return cpu, rssMiB, nil
+}
+
+// run1 runs cmd, its output discarded, and returns the CPU seconds and
+// peak RSS in MiB the kernel counted for it.
+func run1(cmd *exec.Cmd) (cpu, rssMiB float64, err error) {
+	if err := cmd.Run(); err != nil {
+		return 0, 0, err
+	}
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds(), float64(ru.Maxrss) / 1024, nil
+}
+
+// physicalLimit reads path, splits it into lines and searches each for one
+// literal, and returns the lines and the CPU seconds this process spent.
+// It streams the file, as replay does, which keeps this process small: a
+// child's peak RSS counts its parent's at the fork.
+func physicalLimit(path string) (lines int, cpu float64, err error) {
+	before := selfCPU()
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	literal := []byte("Killed process")
+	found := 0
+	for sc.Scan() {
+		lines++
+		if bytes.Contains(sc.Bytes(), literal) {
+			found++
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, 0, err
+	}
+	if found == 0 {
+		return 0, 0, fmt.Errorf("%s: no OOM kill in the generated log", path)
+	}
+	return lines, (selfCPU() - before).Seconds(), nil
+}
+
+// selfCPU is the CPU time this process has used.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // procStat returns a process's CPU seconds and RSS in MiB.

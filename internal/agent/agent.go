@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/nodeguard/nodeguard/internal/evidence"
 	"github.com/nodeguard/nodeguard/pkg/checks"
 	"github.com/nodeguard/nodeguard/pkg/checks/cri"
 	"github.com/nodeguard/nodeguard/pkg/config"
@@ -53,6 +54,9 @@ type Agent struct {
 	Supervisor *checks.Supervisor
 	*Reporting
 	health *health
+	// capturer writes the evidence of each transition to True; nil when
+	// evidence is off.
+	capturer *evidence.Capturer
 }
 
 // Build assembles the agent from cfg and reg, the checks this binary
@@ -67,6 +71,13 @@ func Build(cfg *config.Config, reg checks.Registry, deps Deps) (*Agent, error) {
 	if leases != nil {
 		env.Lease = leases
 	}
+	var recent *evidence.Recent
+	if cfg.Evidence.On() {
+		// The wiring owns the rings: the log checks feed them, the
+		// capturer reads them, and neither knows the other.
+		recent = evidence.NewRecent(cfg.Evidence.KernelLogBytes, cfg.Evidence.ServiceLogBytes)
+		env.Recent, env.RecentUnits = recent, cfg.Evidence.ServiceUnits
+	}
 	built, err := BuildChecks(cfg, reg, env)
 	if err != nil {
 		return nil, err
@@ -79,14 +90,20 @@ func Build(cfg *config.Config, reg checks.Registry, deps Deps) (*Agent, error) {
 		built.Running = append(built.Running, degraded)
 		built.Owned = reporter.UniqueDefaults(append(built.Owned, finding.Degraded))
 	}
-	reporting, err := buildReporting(cfg, built.Owned, deps, leases)
+	var capturer *evidence.Capturer
+	var extra []reporter.Sink
+	if recent != nil {
+		capturer = newCapturer(cfg, built.Owned, recent, deps)
+		extra = append(extra, capturer)
+	}
+	reporting, err := buildReporting(cfg, built.Owned, deps, leases, extra...)
 	if err != nil {
 		return nil, err
 	}
 	a := &Agent{
 		cfg: cfg, log: deps.Log, metrics: deps.Metrics, Checks: built,
 		Supervisor: &checks.Supervisor{Log: deps.Log, Metrics: checks.NewSupervisorMetrics(deps.Metrics)},
-		Reporting:  reporting,
+		Reporting:  reporting, capturer: capturer,
 	}
 	if degraded != nil {
 		degraded.down = a.Supervisor.DownPastBackoff
@@ -158,6 +175,11 @@ func (a *Agent) Run(ctx context.Context, grace time.Duration) error {
 	if !a.cfg.KeepStartupPages {
 		go ReleaseStartupPagesAfter(ctx, a.log)
 	}
+	if a.capturer != nil {
+		// Its events go through the reporter like every other; it stops
+		// with ctx, at once unless a write is stuck in the kernel.
+		go a.capturer.Run(ctx, a.Reporter.Report)
+	}
 	a.Supervisor.Checks, a.Supervisor.Emit = a.Checks.Running, a.Reporter.Report
 	if stuck := a.Supervisor.Run(ctx, grace/2); len(stuck) > 0 {
 		a.log.Warn("checks did not stop in time", zap.Strings("checks", stuck))
@@ -198,6 +220,26 @@ func BuildReporting(cfg *config.Config, owned []finding.ConditionDefault, deps D
 	return buildReporting(cfg, owned, deps, deps.leaseWatcher(cfg.NodeName))
 }
 
+// newCapturer makes the capturer of evidence for the owned condition types
+// cfg.Evidence names (by default every one not marked noisy).
+func newCapturer(cfg *config.Config, owned []finding.ConditionDefault, recent *evidence.Recent, deps Deps) *evidence.Capturer {
+	ec := cfg.Evidence
+	types, unknown := evidence.Wanted(owned, ec.Conditions)
+	if len(unknown) > 0 {
+		deps.Log.Warn("evidence.conditions names condition types no enabled check owns; they never capture", zap.Strings("conditions", unknown))
+	}
+	return evidence.New(evidence.Options{
+		Dir: EvidenceDir(cfg), Conditions: types, Window: ec.LogWindow.Duration,
+		MaxDirBytes: ec.MaxDirBytes, MaxTotalBytes: ec.MaxTotalBytes, TopProcesses: ec.TopProcesses,
+		Timeout: ec.Timeout.Duration, QueueSize: ec.QueueSize, ProcPath: cfg.ProcPath, Recent: recent,
+		Log: deps.Log.With(zap.String("part", "evidence")), Metrics: deps.Metrics,
+	})
+}
+
+// EvidenceDir is where the captures go: the one place that says so, for
+// the capturer and the bundle.
+func EvidenceDir(cfg *config.Config) string { return filepath.Join(cfg.StateDir, "evidence") }
+
 // withDefaults fills what a caller may leave out: no log, and a registry of
 // its own.
 func (d Deps) withDefaults() Deps {
@@ -219,7 +261,9 @@ func (d Deps) leaseWatcher(nodeName string) *kube.LeaseWatcher {
 	return w
 }
 
-func buildReporting(cfg *config.Config, owned []finding.ConditionDefault, deps Deps, leases *kube.LeaseWatcher) (*Reporting, error) {
+// buildReporting assembles the reporting side; extra sinks (the evidence
+// capturer) are told what every sink is.
+func buildReporting(cfg *config.Config, owned []finding.ConditionDefault, deps Deps, leases *kube.LeaseWatcher, extra ...reporter.Sink) (*Reporting, error) {
 	r := &Reporting{Leases: leases, bootTime: deps.BootTime, nodeDone: make(chan struct{})}
 	var aggregates []finding.Aggregate
 	if cfg.Reporter.AggregateConditions {
@@ -232,7 +276,7 @@ func buildReporting(cfg *config.Config, owned []finding.ConditionDefault, deps D
 		r.Reporter = reporter.New(deps.Log, owned, sinks...)
 		return r.Reporter.PublishAggregates(aggregates)
 	}
-	sinks := []reporter.Sink{reporter.NewMetricsSink(deps.Metrics)}
+	sinks := append([]reporter.Sink{reporter.NewMetricsSink(deps.Metrics)}, extra...)
 	if deps.Clients == nil {
 		out := deps.Out
 		if out == nil {

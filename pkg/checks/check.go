@@ -48,6 +48,35 @@ type Env struct {
 	Metrics prometheus.Registerer
 	// Now is the clock; tests replace it.
 	Now func() time.Time
+	// Recent keeps the latest lines of the node's logs, for the evidence
+	// captured when a condition turns True: the log checks hand it every
+	// line they read. Nil keeps none.
+	Recent Recorder
+	// RecentUnits are systemd units whose journal lines the journald
+	// check reads for Recent alone (the runtime's), beside the units its
+	// rules name.
+	RecentUnits []string
+}
+
+// Log names the log a recorded line is from.
+type Log int
+
+const (
+	KernelLog  Log = iota // the kernel's messages, from any of the kmsg check's sources
+	ServiceLog            // systemd units' journal lines, the unit named in the text
+)
+
+// Recorder keeps recent log lines. Record must not block and must copy
+// text if it keeps it: it is called for every line a log check reads.
+type Recorder interface {
+	Record(log Log, at time.Time, text string)
+}
+
+// Record hands a line to e.Recent, if there is one.
+func (e Env) Record(log Log, at time.Time, text string) {
+	if e.Recent != nil {
+		e.Recent.Record(log, at, text)
+	}
 }
 
 // Proc returns the host's /proc as the agent sees it.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nodeguard/nodeguard/pkg/finding"
@@ -143,7 +144,10 @@ func (r *InARow) Judge(threshold int, cond finding.ConditionDefault, okMessage, 
 	if !r.Fail(threshold) {
 		return nil
 	}
-	return []finding.Finding{finding.Condition(cond.Type, finding.StatusTrue, badReason, problem)}
+	f := finding.Condition(cond.Type, finding.StatusTrue, badReason, problem)
+	// The failing probe, for the evidence of the transition.
+	f.Facts = map[string]string{"failedProbe": problem, "failuresInARow": strconv.Itoa(r.n), "failureThreshold": strconv.Itoa(threshold)}
+	return []finding.Finding{f}
 }
 
 // Every calls fn every interval until ctx ends or the returned stop is

@@ -17,6 +17,7 @@ import (
 	yamlv3 "sigs.k8s.io/yaml/goyaml.v3"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/fieldcheck"
 	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
@@ -49,6 +50,7 @@ type Config struct {
 	ReportDegraded bool              `json:"reportDegraded,omitempty"`
 	Reporter       ReporterConfig    `json:"reporter"`
 	Remediation    RemediationConfig `json:"remediation"`
+	Evidence       EvidenceConfig    `json:"evidence"`
 	// Checks holds each check's section, keyed by check name. Every section
 	// takes "enabled" besides the check's own fields.
 	Checks map[string]json.RawMessage `json:"checks,omitempty"`
@@ -83,6 +85,39 @@ type ReporterConfig struct {
 	// one of them on the Node.
 	AggregateConditions bool `json:"aggregateConditions,omitempty"`
 }
+
+// EvidenceConfig says what is captured under stateDir/evidence when a
+// condition turns True, and how much of it is kept.
+type EvidenceConfig struct {
+	// Enabled captures evidence; on by default.
+	Enabled *bool `json:"enabled,omitempty"`
+	// Conditions are the condition types whose turning True captures;
+	// empty is every type the enabled checks own but those marked noisy
+	// in pkg/finding's catalog.
+	Conditions []string `json:"conditions,omitempty"`
+	// LogWindow is how far back the kernel and service log lines go.
+	LogWindow finding.Duration `json:"logWindow,omitempty"`
+	// KernelLogBytes and ServiceLogBytes size the rings of recent lines
+	// the log checks feed (kept in memory, headers included).
+	KernelLogBytes  int `json:"kernelLogBytes,omitempty"`
+	ServiceLogBytes int `json:"serviceLogBytes,omitempty"`
+	// ServiceUnits are units whose journal lines the journald check keeps
+	// for the evidence, beside those its rules read.
+	ServiceUnits []string `json:"serviceUnits,omitempty"`
+	// MaxDirBytes caps one capture's directory; MaxTotalBytes all of them,
+	// the oldest removed to make room.
+	MaxDirBytes   int64 `json:"maxDirBytes,omitempty"`
+	MaxTotalBytes int64 `json:"maxTotalBytes,omitempty"`
+	// TopProcesses is how many processes are listed by RSS and by CPU time.
+	TopProcesses int `json:"topProcesses,omitempty"`
+	// Timeout bounds one capture; QueueSize how many transitions may wait
+	// for the capturer before more are skipped.
+	Timeout   finding.Duration `json:"timeout,omitempty"`
+	QueueSize int              `json:"queueSize,omitempty"`
+}
+
+// On says whether evidence is captured.
+func (e EvidenceConfig) On() bool { return e.Enabled == nil || *e.Enabled }
 
 // RemediationConfig holds the opt-in actions nodeguard takes on the node.
 type RemediationConfig struct {
@@ -138,6 +173,17 @@ func Default(registry checks.Registry) *Config {
 			Cooldown: finding.Duration{Duration: 30 * time.Minute},
 			Timeout:  finding.Duration{Duration: time.Minute},
 		}},
+		Evidence: EvidenceConfig{
+			LogWindow:       finding.Duration{Duration: 5 * time.Minute},
+			KernelLogBytes:  256 << 10,
+			ServiceLogBytes: 128 << 10,
+			ServiceUnits:    []string{"kubelet.service", "containerd.service", "crio.service", "docker.service"},
+			MaxDirBytes:     1 << 20,
+			MaxTotalBytes:   16 << 20,
+			TopProcesses:    15,
+			Timeout:         finding.Duration{Duration: 10 * time.Second},
+			QueueSize:       4,
+		},
 		Enabled:      map[string]bool{},
 		CheckConfigs: map[string]any{},
 	}
@@ -149,26 +195,16 @@ func Default(registry checks.Registry) *Config {
 }
 
 // Error is a configuration error: the file and line when known, the field's
-// dotted path, and what is wrong.
-type Error struct {
-	File   string
-	Line   int
-	Field  string
-	Reason string
-}
+// dotted path, and what is wrong. It is the strict reader's error, said as
+// the config file's.
+type Error fieldcheck.Error
 
 func (e *Error) Error() string {
-	where := e.File
-	if where == "" {
-		where = "flags"
+	fe := fieldcheck.Error(*e)
+	if fe.File == "" {
+		fe.File = "flags"
 	}
-	if e.Line > 0 {
-		where += ":" + strconv.Itoa(e.Line)
-	}
-	if e.Field == "" {
-		return oneLine.Replace(fmt.Sprintf("config %s: %s", where, e.Reason))
-	}
-	return oneLine.Replace(fmt.Sprintf("config %s: field %s: %s", where, e.Field, e.Reason))
+	return oneLine.Replace("config " + fe.Error())
 }
 
 // oneLine escapes line breaks, which a key or value from the file may hold,
@@ -249,6 +285,14 @@ func (c *Config) parse(path string, data []byte, registry checks.Registry) error
 	return nil
 }
 
+// The values Output, LogTo and LogFormat may take; the command line
+// completes its flags from these.
+var (
+	Outputs    = []string{"text", "json"}
+	LogTargets = []string{"stderr", "journald"}
+	LogFormats = []string{"json", "console"}
+)
+
 // Validate checks values that their types allow but nodeguard does not.
 func (c *Config) Validate() error {
 	oneOf := func(field, value string, allowed ...string) error {
@@ -258,9 +302,9 @@ func (c *Config) Validate() error {
 		return &Error{Field: field, Reason: fmt.Sprintf("%q is not one of %s", value, strings.Join(allowed, ", "))}
 	}
 	for _, err := range []error{
-		oneOf("output", c.Output, "text", "json"),
-		oneOf("logTo", c.LogTo, "stderr", "journald"),
-		oneOf("logFormat", c.LogFormat, "json", "console"),
+		oneOf("output", c.Output, Outputs...),
+		oneOf("logTo", c.LogTo, LogTargets...),
+		oneOf("logFormat", c.LogFormat, LogFormats...),
 	} {
 		if err != nil {
 			return err
@@ -313,6 +357,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := validateReasons(c.Reporter.Reasons); err != nil {
+		return err
+	}
+	if err := c.Evidence.validate(); err != nil {
 		return err
 	}
 	for _, p := range positive {
@@ -431,6 +478,43 @@ func validateReasons(reasons map[string]finding.EventPolicy) error {
 		case p.EventsPerHour < 0:
 			return &Error{Field: field + ".eventsPerHour", Reason: fmt.Sprintf("%d is negative", p.EventsPerHour)}
 		}
+	}
+	return nil
+}
+
+// validate checks the evidence settings when evidence is captured.
+func (e EvidenceConfig) validate() error {
+	if !e.On() {
+		return nil
+	}
+	for i, c := range e.Conditions {
+		if c == "" {
+			return &Error{Field: fmt.Sprintf("evidence.conditions[%d]", i), Reason: "names no condition type"}
+		}
+	}
+	for i, u := range e.ServiceUnits {
+		if u == "" || strings.ContainsAny(u, "/ ") {
+			return &Error{Field: fmt.Sprintf("evidence.serviceUnits[%d]", i), Reason: fmt.Sprintf("%q is not a systemd unit name such as containerd.service", u)}
+		}
+	}
+	const least = 4 << 10
+	switch {
+	case e.LogWindow.Duration <= 0:
+		return &Error{Field: "evidence.logWindow", Reason: fmt.Sprintf("%v must be above zero", e.LogWindow)}
+	case e.KernelLogBytes < 0:
+		return &Error{Field: "evidence.kernelLogBytes", Reason: fmt.Sprintf("%d is negative", e.KernelLogBytes)}
+	case e.ServiceLogBytes < 0:
+		return &Error{Field: "evidence.serviceLogBytes", Reason: fmt.Sprintf("%d is negative", e.ServiceLogBytes)}
+	case e.MaxDirBytes < least:
+		return &Error{Field: "evidence.maxDirBytes", Reason: fmt.Sprintf("%d is below the least, %d", e.MaxDirBytes, least)}
+	case e.MaxTotalBytes < e.MaxDirBytes:
+		return &Error{Field: "evidence.maxTotalBytes", Reason: fmt.Sprintf("%d is below evidence.maxDirBytes, %d: not one capture would fit", e.MaxTotalBytes, e.MaxDirBytes)}
+	case e.TopProcesses < 0:
+		return &Error{Field: "evidence.topProcesses", Reason: fmt.Sprintf("%d is negative", e.TopProcesses)}
+	case e.Timeout.Duration <= 0:
+		return &Error{Field: "evidence.timeout", Reason: fmt.Sprintf("%v must be above zero", e.Timeout)}
+	case e.QueueSize <= 0:
+		return &Error{Field: "evidence.queueSize", Reason: fmt.Sprintf("%d must be above zero", e.QueueSize)}
 	}
 	return nil
 }

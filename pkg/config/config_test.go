@@ -19,7 +19,7 @@ import (
 )
 
 const (
-	topFields      = "checks, keepStartupPages, kubeconfig, listenAddress, logFormat, logTo, nodeName, output, procPath, remediation, reportDegraded, reporter, standalone, stateDir, sysPath"
+	topFields      = "checks, evidence, keepStartupPages, kubeconfig, listenAddress, logFormat, logTo, nodeName, output, procPath, remediation, reportDegraded, reporter, standalone, stateDir, sysPath"
 	reporterFields = "aggregateConditions, clientBurst, clientQPS, eventBurst, eventQPS, eventSpoolSize, heartbeat, minWriteInterval, reasons"
 	ruleFields     = "attribute, clearAfter, condition, contains, details, exclude, group, kind, minCount, name, pattern, reason, source, window"
 )
@@ -109,6 +109,41 @@ var badConfigs = []struct {
 		line:  4,
 		field: "reporter.reasons.IOError.enabled",
 		want:  `config FILE:4: field reporter.reasons.IOError.enabled: "sometimes" is not true or false`,
+	},
+	{
+		name:  "evidence cap below the least",
+		yaml:  "evidence:\n  maxDirBytes: 100\n",
+		line:  2,
+		field: "evidence.maxDirBytes",
+		want:  "config FILE:2: field evidence.maxDirBytes: 100 is below the least, 4096",
+	},
+	{
+		name:  "evidence total below one directory",
+		yaml:  "evidence:\n  maxDirBytes: 1048576\n  maxTotalBytes: 65536\n",
+		line:  3,
+		field: "evidence.maxTotalBytes",
+		want:  "config FILE:3: field evidence.maxTotalBytes: 65536 is below evidence.maxDirBytes, 1048576: not one capture would fit",
+	},
+	{
+		name:  "evidence condition left empty",
+		yaml:  "evidence:\n  conditions:\n    - KernelDeadlock\n    - \"\"\n",
+		line:  4,
+		field: "evidence.conditions[1]",
+		want:  "config FILE:4: field evidence.conditions[1]: names no condition type",
+	},
+	{
+		name:  "evidence unit not a unit",
+		yaml:  "evidence:\n  serviceUnits: [kubelet.service, /usr/bin/containerd]\n",
+		line:  2,
+		field: "evidence.serviceUnits[1]",
+		want:  `config FILE:2: field evidence.serviceUnits[1]: "/usr/bin/containerd" is not a systemd unit name such as containerd.service`,
+	},
+	{
+		name:  "evidence timeout a number",
+		yaml:  "evidence:\n  timeout: 10\n",
+		line:  2,
+		field: "evidence.timeout",
+		want:  `config FILE:2: field evidence.timeout: "10" is not a duration such as "30s" or "5m"`,
 	},
 	{
 		name:  "unknown top-level field",

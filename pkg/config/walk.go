@@ -1,146 +1,29 @@
 package config
 
 import (
-	"encoding/json"
 	"fmt"
 	"reflect"
-	"slices"
-	"strconv"
 	"strings"
 
 	yamlv3 "sigs.k8s.io/yaml/goyaml.v3"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
-	"github.com/nodeguard/nodeguard/pkg/finding"
+	"github.com/nodeguard/nodeguard/pkg/fieldcheck"
 )
 
-var (
-	durationType = reflect.TypeFor[finding.Duration]()
-	rawType      = reflect.TypeFor[json.RawMessage]()
-	checksField  = "checks"
-)
+const checksField = "checks"
 
 // checkNode walks a YAML node beside the Go type it will decode into and
-// returns the first unknown field or ill-typed scalar, with its line. The JSON
-// decoder that sigs.k8s.io/yaml uses says neither where nor, for nested
-// fields, which field.
+// returns the first unknown field or ill-typed scalar, with its line; the
+// checks section is checked against the registry's config types.
 func checkNode(n *yamlv3.Node, t reflect.Type, path string, registry checks.Registry) *Error {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	line := n.Line // an alias's own line, not its anchor's
-	if n.Kind == yamlv3.AliasNode {
-		n = n.Alias
-	}
-	if n.Tag == "!!null" {
-		return nil
-	}
-	bad := func(reason string) *Error {
-		return &Error{Line: line, Field: strings.TrimPrefix(path, "."), Reason: reason}
-	}
-	switch {
-	case t == durationType:
-		if n.Kind != yamlv3.ScalarNode {
-			return bad("want a duration such as \"30s\" or \"5m\"")
-		}
-		if _, err := finding.ParseDuration(n.Value); err != nil {
-			return bad(err.Error())
-		}
-		if n.Tag != "!!str" && n.Tag != "!" {
-			// A bare 0 parses as a duration but decodes as a number, which
-			// finding.Duration does not take.
-			return bad(fmt.Sprintf("%s is a number; write a duration with its unit, such as \"0s\" or \"5m\"", n.Value))
-		}
-		return nil
-	case t.Kind() == reflect.Struct:
-		if n.Kind != yamlv3.MappingNode {
-			return bad("want a mapping of fields")
-		}
-		fields := jsonFields(t)
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			key, val := n.Content[i], n.Content[i+1]
-			f, ok := fields[key.Value]
-			if !ok {
-				return &Error{Line: key.Line, Field: strings.TrimPrefix(path+"."+key.Value, "."),
-					Reason: fmt.Sprintf("unknown field; known fields here: %s", strings.Join(sortedKeys(fields), ", "))}
-			}
-			if path == "" && key.Value == checksField {
-				if err := checkChecks(val, registry); err != nil {
-					return err
-				}
-				continue
-			}
-			if err := checkNode(val, f.Type, path+"."+key.Value, registry); err != nil {
-				return err
-			}
-		}
-		return nil
-	case t.Kind() == reflect.Slice && t != rawType:
-		if n.Kind != yamlv3.SequenceNode {
-			return bad("want a list")
-		}
-		for i, item := range n.Content {
-			if err := checkNode(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), registry); err != nil {
-				return err
-			}
-		}
-		return nil
-	case t.Kind() == reflect.Map:
-		if n.Kind != yamlv3.MappingNode {
-			return bad("want a mapping")
-		}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if err := checkNode(n.Content[i+1], t.Elem(), path+"."+n.Content[i].Value, registry); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	if n.Kind != yamlv3.ScalarNode {
-		return bad(fmt.Sprintf("want a single %s value", t.Kind()))
-	}
-	switch t.Kind() {
-	case reflect.Bool:
-		if _, err := strconv.ParseBool(n.Value); err != nil || n.Tag != "!!bool" {
-			return bad(fmt.Sprintf("%q is not true or false", n.Value))
-		}
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		// The decoded value must be the decimal one the user sees: YAML reads
-		// 017 as octal 15 and "10" as a string.
-		want, err := strconv.ParseInt(n.Value, 10, t.Bits())
-		var got int64
-		if err != nil || n.Tag != "!!int" || n.Decode(&got) != nil || got != want {
-			return bad(notNumber(n, "a whole number"))
-		}
-	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		want, err := strconv.ParseUint(n.Value, 10, t.Bits())
-		var got uint64
-		if err != nil || n.Tag != "!!int" || n.Decode(&got) != nil || got != want {
-			return bad(notNumber(n, "a whole number, zero or more"))
-		}
-	case reflect.Float32, reflect.Float64:
-		want, err := strconv.ParseFloat(n.Value, 64)
-		var got float64
-		if err != nil || (n.Tag != "!!int" && n.Tag != "!!float") || n.Decode(&got) != nil || got != want {
-			return bad(notNumber(n, "a number"))
-		}
-	case reflect.String:
-		if n.Tag != "!!str" {
-			return bad(fmt.Sprintf("%s is not a string; quote it", n.Value))
+	w := fieldcheck.Walker{Special: map[string]func(*yamlv3.Node) *fieldcheck.Error{}}
+	if path == "" {
+		w.Special[checksField] = func(n *yamlv3.Node) *fieldcheck.Error {
+			return (*fieldcheck.Error)(checkChecks(n, registry))
 		}
 	}
-	return nil
-}
-
-// notNumber says why a scalar is not the number a field wants.
-func notNumber(n *yamlv3.Node, want string) string {
-	if n.Tag == "!!str" && n.Style&(yamlv3.SingleQuotedStyle|yamlv3.DoubleQuotedStyle) != 0 {
-		return fmt.Sprintf("%q is quoted, so it is a string; want %s without quotes", n.Value, want)
-	}
-	if n.Tag == "!!int" {
-		return fmt.Sprintf("%q is not %s in plain decimal digits", n.Value, want)
-	}
-	return fmt.Sprintf("%q is not %s", n.Value, want)
+	return (*Error)(w.Check(n, t, path))
 }
 
 // checkChecks checks the checks: section, where each key must be a
@@ -182,74 +65,6 @@ func checkChecks(n *yamlv3.Node, registry checks.Registry) *Error {
 	return nil
 }
 
-// jsonFields maps each JSON field name of a struct to its field, following
-// embedded structs as encoding/json does.
-func jsonFields(t reflect.Type) map[string]reflect.StructField {
-	out := map[string]reflect.StructField{}
-	for i := range t.NumField() {
-		f := t.Field(i)
-		tag := f.Tag.Get("json")
-		name, _, _ := strings.Cut(tag, ",")
-		if name == "-" || !f.IsExported() {
-			continue
-		}
-		if f.Anonymous && name == "" {
-			for k, v := range jsonFields(f.Type) {
-				out[k] = v
-			}
-			continue
-		}
-		if name == "" {
-			name = f.Name
-		}
-		out[name] = f
-	}
-	return out
-}
-
-func sortedKeys(m map[string]reflect.StructField) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
-
 // lineOf finds the line of a dotted field path such as
 // "checks.kmsg.rules[1].pattern"; 0 when the path is not in the file.
-func lineOf(root *yamlv3.Node, path string) int {
-	n := root
-	line := 0
-	for part := range strings.SplitSeq(path, ".") {
-		name, idx := part, -1
-		if open := strings.IndexByte(part, '['); open >= 0 && strings.HasSuffix(part, "]") {
-			name = part[:open]
-			if v, err := strconv.Atoi(part[open+1 : len(part)-1]); err == nil {
-				idx = v
-			}
-		}
-		if n == nil || n.Kind != yamlv3.MappingNode {
-			return line
-		}
-		var next *yamlv3.Node
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if n.Content[i].Value == name {
-				line, next = n.Content[i].Line, n.Content[i+1]
-				break
-			}
-		}
-		if next == nil {
-			return line
-		}
-		if idx >= 0 {
-			if next.Kind != yamlv3.SequenceNode || idx >= len(next.Content) {
-				return line
-			}
-			next = next.Content[idx]
-			line = next.Line
-		}
-		n = next
-	}
-	return line
-}
+func lineOf(root *yamlv3.Node, path string) int { return fieldcheck.LineOf(root, path) }

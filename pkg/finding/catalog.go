@@ -26,16 +26,20 @@ var (
 		Message: "the node's disks complete I/O"}
 	NICDown = ConditionDefault{Type: "NICDown", Reason: "NICIsUp",
 		Message: "the node's network interfaces are up"}
+	// NICFlapping is noisy: a flapping link turns it True and False
+	// again within minutes, and NICDown has the evidence of a link down.
 	NICFlapping = ConditionDefault{Type: "NICFlapping", Reason: "NICIsStable",
-		Message: "the node's network interfaces' links are stable"}
+		Message: "the node's network interfaces' links are stable", Noisy: true}
 	ClusterDNSUnreachable = ConditionDefault{Type: "ClusterDNSUnreachable", Reason: "ClusterDNSAnswers",
 		Message: "the cluster DNS answers"}
 	CheckStuck = ConditionDefault{Type: "NodeguardCheckStuck", Reason: "ChecksRunning",
 		Message: "every check's probes finish within their deadlines"}
 	// Degraded is the agent's own health, off unless reportDegraded is
 	// set, so it is not in the Catalog of what every node gets.
+	// It is noisy for the evidence: it is about the agent, whose own log
+	// says more than the node's state.
 	Degraded = ConditionDefault{Type: "NodeguardDegraded", Reason: "AgentHealthy",
-		Message: "every check runs and the event spool has room"}
+		Message: "every check runs and the event spool has room", Noisy: true}
 )
 
 // Catalog lists the condition types above, in the order the docs list them.

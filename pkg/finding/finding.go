@@ -60,6 +60,12 @@ type Finding struct {
 	// than one: the summary of a storm of identical log lines, whose first
 	// was an event of its own. Zero means one.
 	Count int `json:"count,omitempty"`
+	// Facts are the check's own detail behind a condition, beyond its
+	// message: the probe that failed, the device and its counters, the
+	// Lease's renewTime. They go into the evidence captured when the
+	// condition turns True, never onto the Node, so they may change with
+	// every probe without costing a write.
+	Facts map[string]string `json:"facts,omitempty"`
 }
 
 // Event builds an event finding.
@@ -105,6 +111,11 @@ type ConditionDefault struct {
 	Type    string `json:"type"`
 	Reason  string `json:"reason"`
 	Message string `json:"message"`
+	// Noisy marks a type that turns True often on a healthy fleet (a
+	// flapping link), or that is about the agent rather than the node:
+	// no evidence is captured when it turns True unless the evidence
+	// settings name it.
+	Noisy bool `json:"noisy,omitempty"`
 }
 
 // Healthy returns the condition finding for the healthy default.

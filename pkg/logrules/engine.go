@@ -2,6 +2,7 @@ package logrules
 
 import (
 	"fmt"
+	"math/bits"
 	"slices"
 	"strings"
 	"time"
@@ -31,8 +32,13 @@ const endOfReport = "---[ end "
 type Engine struct {
 	rules      []*compiled
 	conditions []finding.ConditionDefault
-	groupSeen  map[string]time.Time
-	counts     map[string][]time.Time
+	scan       *scanner
+	// hits is what the line being fed holds of scan's literals, and cands
+	// the rules whose prefilter it may pass.
+	hits      hits
+	cands     []uint64
+	groupSeen map[string]time.Time
+	counts    map[string][]time.Time
 	// active holds, for condition rules that clear, when each last matched.
 	active map[string]activeCondition
 	oom    oomContext
@@ -45,6 +51,10 @@ type Engine struct {
 	// their text, each for dedupWindow.
 	storms      map[string]*storm
 	dedupWindow time.Duration
+	// due is, when dueKnown, a time before which no storm ends and no
+	// condition clears; it may be earlier than the first that does.
+	due      time.Time
+	dueKnown bool
 }
 
 type activeCondition struct {
@@ -60,6 +70,57 @@ type RuleSet struct {
 	source     []Rule
 	rules      []*compiled
 	conditions []finding.ConditionDefault
+	scan       *scanner
+}
+
+// scanner is the one pass a line gets: every literal of every rule, their
+// details and the engine's own markers, found by one matcher.
+type scanner struct {
+	m *matcher
+	// byLit lists, per literal, the rules (a bit each) whose first
+	// prefilter group holds it; always, the rules without a prefilter.
+	byLit     [][]uint64
+	always    []uint64
+	alwaysAny bool
+	// The engine's own literals.
+	endMark, oom, task, memUsage int32
+}
+
+// newScanner builds the matcher over the rules' literals and sets their
+// prefilters.
+func newScanner(rules []*compiled) *scanner {
+	var lits literals
+	s := &scanner{
+		endMark:  lits.add(literal{text: endOfReport}),
+		oom:      lits.add(literal{text: "oom"}),
+		task:     lits.add(literal{text: "Task"}),
+		memUsage: lits.add(literal{text: oomUsage}),
+	}
+	for _, r := range rules {
+		r.pre = prefilterOf(&lits, r.Contains, r.derived)
+		for i := range r.details {
+			d := &r.details[i]
+			d.pre = prefilterOf(&lits, d.Contains, d.derived)
+		}
+	}
+	words := (len(rules) + 63) / 64
+	s.byLit = make([][]uint64, len(lits.list))
+	s.always = make([]uint64, words)
+	for i, r := range rules {
+		if len(r.pre) == 0 {
+			s.always[i>>6] |= 1 << (uint(i) & 63)
+			s.alwaysAny = true
+			continue
+		}
+		for _, l := range r.pre[0] {
+			if s.byLit[l] == nil {
+				s.byLit[l] = make([]uint64, words)
+			}
+			s.byLit[l][i>>6] |= 1 << (uint(i) & 63)
+		}
+	}
+	s.m = newMatcher(lits.list)
+	return s
 }
 
 // Compile checks and compiles rules; the first bad rule is returned as a
@@ -81,6 +142,7 @@ func Compile(rules []Rule, conditions []finding.ConditionDefault) (*RuleSet, err
 		}
 		s.rules = append(s.rules, c)
 	}
+	s.scan = newScanner(s.rules)
 	return s, nil
 }
 
@@ -90,6 +152,9 @@ func (s *RuleSet) Engine() *Engine {
 	return &Engine{
 		rules:      s.rules,
 		conditions: s.conditions,
+		scan:       s.scan,
+		hits:       make(hits, (len(s.scan.m.lits)+63)/64),
+		cands:      make([]uint64, len(s.scan.always)),
 		groupSeen:  map[string]time.Time{},
 		counts:     map[string][]time.Time{},
 		active:     map[string]activeCondition{},
@@ -122,47 +187,28 @@ func (e *Engine) Conditions() []finding.ConditionDefault {
 	return append([]finding.ConditionDefault(nil), e.conditions...)
 }
 
-// Feed runs every rule over one line and appends what it finds to out. A
-// line that no rule's literal occurs in costs one substring search per rule
-// and allocates nothing.
+// Feed runs every rule over one line and appends what it finds to out. The
+// line is read once, for the literals of all rules at once; a rule's
+// pattern runs only on a line that holds its literals, and a line that
+// holds none costs that one pass and allocates nothing. Feed keeps nothing
+// of l's text: what its findings and state hold of it is copied, so that a
+// reader may hand it lines cut from a buffer it then reuses.
 func (e *Engine) Feed(l Line, out []finding.Finding) []finding.Finding {
 	text := l.Text
 	if e.rep.open && e.rep.ended(l.Time) {
 		out = e.rep.end(out)
 	}
-	endMark := strings.Contains(text, endOfReport)
+	h := e.hits
+	clear(h)
+	e.scan.m.scan(text, h)
+	endMark := h.has(e.scan.endMark)
 	if endMark {
 		clear(e.groupSeen)
 	}
-	e.oom.observe(text, l.Time)
+	e.oom.observe(text, l.Time, h.has(e.scan.oom) || h.has(e.scan.task), h.has(e.scan.memUsage))
 	start := len(out)
-	for _, r := range e.rules {
-		if !strings.Contains(text, r.Contains) || !r.re.MatchString(text) {
-			continue
-		}
-		if r.exclude != nil && r.exclude.MatchString(text) {
-			continue
-		}
-		if r.Attribute == "oom" && e.oom.repeat(text, l.Time) {
-			continue
-		}
-		if r.Group != "" {
-			// The first match of a group speaks for the whole report, other
-			// rules of the group on the same line included.
-			seen, ok := e.groupSeen[r.Group]
-			e.groupSeen[r.Group] = l.Time
-			if ok && l.Time.Sub(seen) < GroupWindow && !l.Time.Before(seen) {
-				continue
-			}
-		}
-		if r.MinCount > 1 && !e.countReached(r, l.Time) {
-			continue
-		}
-		if sameProblem(out[start:], r) {
-			continue
-		}
-		out = append(out, e.finding(r, l))
-		e.made = append(e.made, r)
+	if e.candidates(h) {
+		out = e.runRules(l, h, out, start)
 	}
 	began := false
 	if len(out) > start {
@@ -173,10 +219,70 @@ func (e *Engine) Feed(l Line, out []finding.Finding) []finding.Finding {
 	}
 	if e.rep.open {
 		if !began {
-			e.rep.observe(l)
+			e.rep.observe(l, h)
 		}
 		if endMark || e.rep.lines >= maxReportLines {
 			out = e.rep.end(out)
+		}
+	}
+	return out
+}
+
+// candidates sets in e.cands, in the rules' order, each rule whose
+// prefilter's first group the line's hits touch, and each rule without a
+// prefilter, and reports whether it set any.
+func (e *Engine) candidates(h hits) bool {
+	copy(e.cands, e.scan.always)
+	some := e.scan.alwaysAny
+	for w, word := range h {
+		for word != 0 {
+			l := w<<6 | bits.TrailingZeros64(word)
+			word &= word - 1
+			if rules := e.scan.byLit[l]; rules != nil {
+				some = true
+				for i := range e.cands {
+					e.cands[i] |= rules[i]
+				}
+			}
+		}
+	}
+	return some
+}
+
+// runRules runs, on the line, each rule that candidates set, appending
+// what they make to out; start is where this line's findings begin.
+func (e *Engine) runRules(l Line, h hits, out []finding.Finding, start int) []finding.Finding {
+	text := l.Text
+	for w, word := range e.cands {
+		for word != 0 {
+			r := e.rules[w<<6|bits.TrailingZeros64(word)]
+			word &= word - 1
+			if !r.pre.pass(h) || !r.re.MatchString(text) {
+				continue
+			}
+			if r.exclude != nil && r.exclude.MatchString(text) {
+				continue
+			}
+			if r.Attribute == "oom" && e.oom.repeat(text, l.Time) {
+				continue
+			}
+			if r.Group != "" {
+				// The first match of a group speaks for the whole report, other
+				// rules of the group on the same line included.
+				seen, ok := e.groupSeen[r.Group]
+				e.groupSeen[r.Group] = l.Time
+				if ok && l.Time.Sub(seen) < GroupWindow && !l.Time.Before(seen) {
+					continue
+				}
+			}
+			if r.MinCount > 1 && !e.countReached(r, l.Time) {
+				continue
+			}
+			if sameProblem(out[start:], r) {
+				continue
+			}
+			out = append(out, e.finding(r, l))
+			e.made = append(e.made, r)
 		}
 	}
 	return out
@@ -249,7 +355,9 @@ func (e *Engine) countReached(r *compiled, at time.Time) bool {
 }
 
 func (e *Engine) finding(r *compiled, l Line) finding.Finding {
-	msg, podUID, containerID := strings.TrimSpace(l.Text), "", ""
+	// A copy: the line's text may be a reader's buffer, and the finding
+	// outlives the line.
+	msg, podUID, containerID := strings.Clone(strings.TrimSpace(l.Text)), "", ""
 	if r.Attribute == "oom" {
 		msg, podUID, containerID = e.oom.describe(msg, l.Time)
 	}
@@ -259,7 +367,7 @@ func (e *Engine) finding(r *compiled, l Line) finding.Finding {
 		Message:     msg,
 		Severity:    finding.SeverityWarning,
 		Time:        l.Time,
-		Source:      l.Source,
+		Source:      l.where(),
 		PodUID:      podUID,
 		ContainerID: containerID,
 	}
@@ -269,6 +377,7 @@ func (e *Engine) finding(r *compiled, l Line) finding.Finding {
 		f.Severity = ""
 		if r.ClearAfter.Duration > 0 {
 			e.active[r.Condition] = activeCondition{last: l.Time, clearAfter: r.ClearAfter.Duration}
+			e.noteDue(l.Time.Add(r.ClearAfter.Duration))
 		}
 	}
 	return f
@@ -280,7 +389,12 @@ func (e *Engine) Expire(now time.Time, out []finding.Finding) []finding.Finding 
 	if e.rep.open && e.rep.ended(now) {
 		out = e.rep.end(out)
 	}
+	if e.dueKnown && now.Before(e.due) {
+		// Replay expires at every line: most have nothing due.
+		return out
+	}
 	out = e.endStorms(now, out)
+	defer e.setDue()
 	for condType, a := range e.active {
 		if now.Sub(a.last) < a.clearAfter {
 			continue
@@ -296,4 +410,25 @@ func (e *Engine) Expire(now time.Time, out []finding.Finding) []finding.Finding 
 		}
 	}
 	return out
+}
+
+// farFuture is due when nothing is: later than any log's time.
+var farFuture = time.Unix(1<<40, 0)
+
+// setDue finds when the first storm ends or condition clears.
+func (e *Engine) setDue() {
+	e.due, e.dueKnown = farFuture, true
+	for _, s := range e.storms {
+		e.noteDue(s.first.Add(e.dedupWindow))
+	}
+	for _, a := range e.active {
+		e.noteDue(a.last.Add(a.clearAfter))
+	}
+}
+
+// noteDue records that something ends or clears at t.
+func (e *Engine) noteDue(t time.Time) {
+	if e.dueKnown && t.Before(e.due) {
+		e.due = t
+	}
 }

@@ -1,6 +1,7 @@
 package logrules
 
 import (
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -46,13 +47,13 @@ func TestFindingFields(t *testing.T) {
 	at := time.Date(2024, 5, 1, 10, 0, 0, 0, time.UTC)
 	prior := finding.Finding{Kind: finding.KindEvent, Reason: "Prior"}
 	out := e.Feed(Line{Text: "  Kernel panic - not syncing: Fatal exception  ", Time: at, Source: "kmsg seq 9"}, []finding.Finding{prior})
-	if len(out) != 2 || out[0] != prior {
+	if len(out) != 2 || !reflect.DeepEqual(out[0], prior) {
 		t.Fatalf("Feed must append to out: got %+v", out)
 	}
 	ev := out[1]
 	want := finding.Finding{Kind: finding.KindEvent, Reason: "KernelPanic", Message: "Kernel panic - not syncing: Fatal exception",
 		Severity: finding.SeverityWarning, Time: at, Source: "kmsg seq 9"}
-	if ev != want {
+	if !reflect.DeepEqual(ev, want) {
 		t.Errorf("event finding\n got %+v\nwant %+v", ev, want)
 	}
 	out = e.Feed(Line{Text: "EXT4-fs (dm-1): Remounting filesystem read-only", Time: at}, nil)

@@ -18,14 +18,14 @@ const (
 )
 
 // corpusLogs returns the contents of every log file in the corpora.
-func corpusLogs(f *testing.F) []string {
+func corpusLogs(tb testing.TB) []string {
 	var out []string
 	for _, dir := range []string{kernelCorpus, sharedCorpus} {
 		paths, _ := filepath.Glob(filepath.Join(dir, "*.log"))
 		for _, p := range paths {
 			b, err := os.ReadFile(p)
 			if err != nil {
-				f.Fatal(err)
+				tb.Fatal(err)
 			}
 			out = append(out, string(b))
 		}

@@ -1,6 +1,7 @@
 package logrules
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -154,4 +155,22 @@ func TestParseKernelLineTextIsInput(t *testing.T) {
 			t.Errorf("ParseKernelLine(%q).Text = %q, not the end of the input", in, p.Text)
 		}
 	}
+}
+
+// FuzzDigits: the fast path reads what strconv reads, or leaves it to
+// strconv.
+func FuzzDigits(f *testing.F) {
+	for _, s := range []string{"0", "12345", "000000001", "999999999999999999", "1234567890123456789", "+5", "-0", "", "1a"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, ok := digits(s)
+		if !ok {
+			return
+		}
+		want, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n != want {
+			t.Fatalf("digits(%q) = %d, strconv says %d, %v", s, n, want, err)
+		}
+	})
 }

@@ -1,54 +1,269 @@
 package logrules
 
-import "regexp/syntax"
+import (
+	"regexp/syntax"
+	"slices"
+	"unicode/utf8"
+)
 
 // RequiredLiteral returns the longest literal that every match of pattern
-// must contain, or "" when there is none to find (an alternation at the top,
-// or case-insensitive text). A rule without its own `contains` uses it as
-// its prefilter.
+// must contain, in the pattern's own case, or "" when there is none to find
+// (an alternation at the top, or case-insensitive text). A rule without its
+// own `contains` uses it as its prefilter.
 func RequiredLiteral(pattern string) string {
-	re, err := syntax.Parse(pattern, syntax.Perl)
-	if err != nil {
+	set := requiredLiterals(pattern)
+	if len(set) != 1 || set[0].fold {
 		return ""
 	}
-	return longestRequired(re.Simplify())
+	return set[0].text
 }
 
-func longestRequired(re *syntax.Regexp) string {
-	switch re.Op {
-	case syntax.OpLiteral:
-		if re.Flags&syntax.FoldCase != 0 {
-			return ""
+// maxAlternatives bounds the literals of one set: a pattern that only a
+// longer list describes runs on every line rather than cost a long list
+// per line.
+const maxAlternatives = 16
+
+// maxGroups is how many of a pattern's required sets a prefilter keeps.
+const maxGroups = 3
+
+// requiredLiterals returns literals of which every match of pattern holds
+// at least one, or nil when it finds none: the best of requiredGroups.
+func requiredLiterals(pattern string) []literal {
+	if g := requiredGroups(pattern); len(g) > 0 {
+		return g[0]
+	}
+	return nil
+}
+
+// requiredGroups returns, best first, up to maxGroups sets of literals
+// that every match of pattern holds one of each; none when it finds none,
+// and the pattern then runs on every line. It looks through captures,
+// repeats, alternations (a literal from each branch), case-insensitive
+// text and [Xx] classes (literals that fold ASCII case), and takes sets from
+// each part of a concatenation: "XFS \(.*: (?:Corruption|.*shut down)" is
+// both "XFS (" and one of "Corruption" and "shut down".
+func requiredGroups(pattern string) [][]literal {
+	re, err := syntax.Parse(pattern, syntax.Perl)
+	if err != nil {
+		return nil
+	}
+	g := required(re.Simplify())
+	slices.SortStableFunc(g, func(a, b []literal) int {
+		switch {
+		case better(a, b):
+			return -1
+		case better(b, a):
+			return 1
 		}
-		return string(re.Rune)
-	case syntax.OpCapture:
-		return longestRequired(re.Sub[0])
-	case syntax.OpPlus:
+		return 0
+	})
+	// Past the best set, a short literal ("): ") is in most lines and
+	// would only cost its comparisons.
+	keep := g[:min(len(g), 1)]
+	for _, set := range g[len(keep):] {
+		if len(keep) < maxGroups && shortest(set) >= minExtraLiteral {
+			keep = append(keep, set)
+		}
+	}
+	return keep
+}
+
+// minExtraLiteral is the shortest literal a set past the best may hold.
+const minExtraLiteral = 4
+
+// required returns the sets of literals that every match of re holds one
+// of each, in no order.
+func required(re *syntax.Regexp) [][]literal {
+	one := func(set []literal) [][]literal {
+		if set == nil {
+			return nil
+		}
+		return [][]literal{set}
+	}
+	switch re.Op {
+	case syntax.OpLiteral, syntax.OpCharClass:
+		return one(runLiterals(litRunes(re)))
+	case syntax.OpCapture, syntax.OpPlus:
 		// x+ holds x at least once.
-		return longestRequired(re.Sub[0])
+		return required(re.Sub[0])
 	case syntax.OpRepeat:
 		if re.Min >= 1 {
-			return longestRequired(re.Sub[0])
+			return required(re.Sub[0])
 		}
-	case syntax.OpConcat:
-		best, run := "", ""
+	case syntax.OpAlternate:
+		// One set: each branch's best.
+		var set []literal
 		for _, sub := range re.Sub {
-			if sub.Op == syntax.OpLiteral && sub.Flags&syntax.FoldCase == 0 {
-				run += string(sub.Rune)
+			var best []literal
+			for _, s := range required(sub) {
+				if better(s, best) {
+					best = s
+				}
+			}
+			if best == nil || len(set)+len(best) > maxAlternatives {
+				return nil
+			}
+			set = append(set, best...)
+		}
+		return one(set)
+	case syntax.OpConcat:
+		var groups [][]literal
+		var run []litRune
+		for _, sub := range re.Sub {
+			if zeroWidth(sub.Op) {
+				// Assertions consume nothing: the runs on either side are
+				// adjacent in the line.
 				continue
 			}
-			if len(run) > len(best) {
-				best = run
+			if r := litRunes(sub); r != nil {
+				run = append(run, r...)
+				continue
 			}
-			run = ""
-			if s := longestRequired(sub); len(s) > len(best) {
+			if len(run) > 0 {
+				groups = append(groups, one(runLiterals(run))...)
+			}
+			run = nil
+			groups = append(groups, required(sub)...)
+		}
+		if len(run) > 0 {
+			groups = append(groups, one(runLiterals(run))...)
+		}
+		return groups
+	}
+	return nil
+}
+
+func zeroWidth(op syntax.Op) bool {
+	switch op {
+	case syntax.OpEmptyMatch, syntax.OpBeginLine, syntax.OpEndLine, syntax.OpBeginText, syntax.OpEndText,
+		syntax.OpWordBoundary, syntax.OpNoWordBoundary:
+		return true
+	}
+	return false
+}
+
+// better reports whether set a prefilters better than set b: its shortest
+// literal is longer (fewer lines hold it), or as long and it has fewer
+// literals or folds none.
+func better(a, b []literal) bool {
+	if a == nil {
+		return false
+	}
+	if b == nil {
+		return true
+	}
+	sa, sb := shortest(a), shortest(b)
+	if sa != sb {
+		return sa > sb
+	}
+	if len(a) != len(b) {
+		return len(a) < len(b)
+	}
+	return folds(a) < folds(b)
+}
+
+func shortest(set []literal) int {
+	n := -1
+	for _, l := range set {
+		if n < 0 || len(l.text) < n {
+			n = len(l.text)
+		}
+	}
+	return n
+}
+
+func folds(set []literal) int {
+	n := 0
+	for _, l := range set {
+		if l.fold {
+			n++
+		}
+	}
+	return n
+}
+
+// litRune is one character a match holds at its place: exactly, or in
+// either ASCII case.
+type litRune struct {
+	r    rune
+	fold bool
+	// unicode says the pattern folds it as Go's (?i) does, not as a
+	// [Xx] class does.
+	unicode bool
+}
+
+// litRunes returns the characters of a literal, or the one character of a
+// class that is a letter in both cases ([Ll]); nil for anything else.
+func litRunes(re *syntax.Regexp) []litRune {
+	switch re.Op {
+	case syntax.OpLiteral:
+		out := make([]litRune, len(re.Rune))
+		for i, r := range re.Rune {
+			fold := re.Flags&syntax.FoldCase != 0 && hasCase(r)
+			out[i] = litRune{r: r, fold: fold, unicode: fold}
+		}
+		return out
+	case syntax.OpCharClass:
+		// A class is pairs of rune ranges: [Ll] is [L-L l-l].
+		c := re.Rune
+		if len(c) == 4 && c[0] == c[1] && c[2] == c[3] && 'A' <= c[0] && c[0] <= 'Z' && c[2] == c[0]+'a'-'A' {
+			return []litRune{{r: c[2], fold: true}}
+		}
+	}
+	return nil
+}
+
+func hasCase(r rune) bool {
+	return ('a' <= r && r <= 'z') || ('A' <= r && r <= 'Z') || r >= utf8.RuneSelf
+}
+
+// unsafeFold reports whether a case-insensitive character may match bytes
+// that its ASCII cases are not: k matches the Kelvin sign and s the long s
+// under Go's case folding, and letters beyond ASCII have cases of other
+// lengths.
+func unsafeFold(c litRune) bool {
+	if !c.unicode {
+		return false
+	}
+	switch c.r {
+	case 'k', 'K', 's', 'S':
+		return true
+	}
+	return c.r >= utf8.RuneSelf
+}
+
+// runLiterals returns the best literal of a run of characters: its longest
+// stretch without a character the matcher cannot fold, folding ASCII case
+// if any character of it does.
+func runLiterals(run []litRune) []literal {
+	var best []literal
+	start := 0
+	for i := 0; i <= len(run); i++ {
+		if i < len(run) && !unsafeFold(run[i]) {
+			continue
+		}
+		if i > start {
+			l := literal{}
+			b := make([]byte, 0, i-start)
+			for _, c := range run[start:i] {
+				b = utf8.AppendRune(b, c.r)
+				l.fold = l.fold || c.fold
+			}
+			if l.fold {
+				// One spelling per folded literal, so that equal ones
+				// are one to the matcher.
+				for j := range b {
+					if 'A' <= b[j] && b[j] <= 'Z' {
+						b[j] += 'a' - 'A'
+					}
+				}
+			}
+			l.text = string(b)
+			if s := []literal{l}; better(s, best) {
 				best = s
 			}
 		}
-		if len(run) > len(best) {
-			best = run
-		}
-		return best
+		start = i + 1
 	}
-	return ""
+	return best
 }

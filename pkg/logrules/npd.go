@@ -54,6 +54,8 @@ func ParseNPD(name string, data []byte) ([]Rule, []finding.ConditionDefault, err
 	case "kmsg", "filelog", "":
 	case "journald":
 		return nil, nil, fmt.Errorf("NPD rules %s: field plugin: journald monitors (kubelet, runtime units) are not kernel log rules; write them as checks.journald rules", name)
+	case "custom":
+		return nil, nil, fmt.Errorf("NPD rules %s: field plugin: a custom plugin monitor runs programs, it holds no log rules: give it to checks.plugins.files (--npd-rules tells the two kinds apart)", name)
 	default:
 		return nil, nil, fmt.Errorf("NPD rules %s: field plugin: %q is not a log monitor plugin", name, m.Plugin)
 	}

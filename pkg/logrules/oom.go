@@ -41,19 +41,25 @@ type oomContext struct {
 // kill line of one OOM report may be.
 const oomContextTTL = 30 * time.Second
 
-func (o *oomContext) observe(text string, at time.Time) {
-	if o.dumping && o.limit == "" {
+// oomUsage begins a memory cgroup's usage line in an OOM report.
+const oomUsage = "memory: usage "
+
+// observe takes what a line tells of an OOM kill, copying what it keeps:
+// the line's text may be a reader's buffer. The caller has searched
+// the line already: mentions says it holds "oom" or "Task", which every
+// line observe looks further at holds, and usage that it holds oomUsage.
+func (o *oomContext) observe(text string, at time.Time, mentions, usage bool) {
+	if o.dumping && o.limit == "" && usage {
 		// The memory cgroup's usage line; the memory+swap and kmem lines
 		// after it start otherwise.
-		if _, rest, ok := strings.Cut(text, "memory: usage "); ok && !strings.Contains(text, "+swap") {
+		if _, rest, ok := strings.Cut(text, oomUsage); ok && !strings.Contains(text, "+swap") {
+			rest = strings.Clone(rest) // the context outlives the line
 			_, lim, _ := strings.Cut(rest, "limit ")
 			o.limit, _, _ = strings.Cut(lim, ",")
 			return
 		}
 	}
-	// Every line passes here: two searches rule out nearly all of them
-	// before the four below.
-	if !strings.Contains(text, "oom") && !strings.Contains(text, "Task") {
+	if !mentions {
 		return
 	}
 	switch {
@@ -61,6 +67,7 @@ func (o *oomContext) observe(text string, at time.Time) {
 		*o = oomContext{at: at, dumping: true}
 	case strings.Contains(text, "oom-kill:"):
 		_, fields, _ := strings.Cut(text, "oom-kill:")
+		fields = strings.Clone(fields)
 		// The limit came earlier in the same dump, if this is one.
 		limit := ""
 		if o.dumping {
@@ -83,11 +90,13 @@ func (o *oomContext) observe(text string, at time.Time) {
 	case strings.Contains(text, "Task in ") && strings.Contains(text, " killed as a result of limit of "):
 		_, rest, _ := strings.Cut(text, "Task in ")
 		memcg, _, _ := strings.Cut(rest, " killed as a result of limit of ")
+		memcg = strings.Clone(memcg)
 		// Only a memory cgroup's limit kills this way.
 		*o = oomContext{memcg: memcg, at: at, dumping: true, constraint: "CONSTRAINT_MEMCG"}
 	case strings.Contains(text, "Tasks in ") && strings.Contains(text, oomGroupKill):
 		_, rest, _ := strings.Cut(text, "Tasks in ")
 		memcg, _, _ := strings.Cut(rest, oomGroupKill)
+		memcg = strings.Clone(memcg)
 		*o = oomContext{memcg: memcg, at: at, group: true, victim: o.victim, victimAt: o.victimAt,
 			constraint: o.constraint, limit: o.limit}
 	}

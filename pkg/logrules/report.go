@@ -53,8 +53,9 @@ func (r *report) begin(l Line, found []finding.Finding, rules []*compiled) {
 	}
 }
 
-// observe takes the facts a later line of the report tells.
-func (r *report) observe(l Line) {
+// observe takes the facts a later line of the report tells; h is what the
+// line holds of the rule set's literals.
+func (r *report) observe(l Line, lineHits hits) {
 	r.lines++
 	if l.Time.After(r.last) {
 		r.last = l.Time
@@ -66,7 +67,7 @@ func (r *report) observe(l Line) {
 			if h.facts != nil && len(h.facts[j]) >= max(d.Max, 1) {
 				continue
 			}
-			if !strings.Contains(l.Text, d.Contains) {
+			if !d.pre.pass(lineHits) {
 				continue
 			}
 			m := d.re.FindStringSubmatchIndex(l.Text)

@@ -96,12 +96,18 @@ type compiled struct {
 	re      *regexp.Regexp
 	exclude *regexp.Regexp
 	details []compiledDetail
+	// derived are the sets of literals the pattern itself requires, one
+	// of each; pre, set by Compile, what a line must hold before re runs.
+	derived [][]literal
+	pre     prefilter
 }
 
 type compiledDetail struct {
 	Detail
 	re      *regexp.Regexp
 	exclude *regexp.Regexp
+	derived [][]literal
+	pre     prefilter
 }
 
 // compile checks a rule and compiles its patterns.
@@ -138,7 +144,7 @@ func compile(i int, r Rule) (*compiled, error) {
 		// Derive the prefilter; without one the pattern runs on every line.
 		r.Contains = RequiredLiteral(r.Pattern)
 	}
-	c := &compiled{Rule: r, re: re}
+	c := &compiled{Rule: r, re: re, derived: requiredGroups(r.Pattern)}
 	if r.Exclude != "" {
 		if c.exclude, err = regexp.Compile(r.Exclude); err != nil {
 			return nil, bad("exclude", r.Exclude, err.Error())
@@ -191,13 +197,34 @@ func compileDetail(d Detail) (compiledDetail, string, string, error) {
 	if d.Format == "" {
 		d.Format = "$1"
 	}
-	cd := compiledDetail{Detail: d, re: re}
+	cd := compiledDetail{Detail: d, re: re, derived: requiredGroups(d.Pattern)}
 	if d.Exclude != "" {
 		if cd.exclude, err = regexp.Compile(d.Exclude); err != nil {
 			return compiledDetail{}, "exclude", d.Exclude, err
 		}
 	}
 	return cd, "", "", nil
+}
+
+// prefilterOf registers, in lits, what a line must hold before a pattern
+// runs: the rule's own contains, and one literal of each set its pattern
+// requires; all are necessary, and contains, when given, comes first.
+func prefilterOf(lits *literals, contains string, derived [][]literal) prefilter {
+	var p prefilter
+	if contains != "" {
+		p = append(p, []int32{lits.add(literal{text: contains})})
+	}
+	for _, set := range derived {
+		if len(set) == 1 && set[0] == (literal{text: contains}) {
+			continue
+		}
+		group := make([]int32, len(set))
+		for i, l := range set {
+			group[i] = lits.add(l)
+		}
+		p = append(p, group)
+	}
+	return p
 }
 
 // Merge returns the default rules with the user's: a user rule replaces the

@@ -3,6 +3,7 @@ package logrules
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nodeguard/nodeguard/pkg/finding"
@@ -29,8 +30,9 @@ const maxStorms = 64
 // first made events.
 type storm struct {
 	first, last time.Time
-	lastSource  string
-	repeats     int
+	// lastLine names the last line (where it was, not what it said).
+	lastLine Line
+	repeats  int
 	// events are what the first line made, for the summary.
 	events []finding.Finding
 }
@@ -45,7 +47,7 @@ func (e *Engine) dedup(l Line, out []finding.Finding, start int) []finding.Findi
 	s, ok := e.storms[l.Text]
 	if ok && l.Time.Sub(s.first) < e.dedupWindow && !l.Time.Before(s.first) {
 		s.repeats++
-		s.last, s.lastSource = l.Time, l.Source
+		s.last, s.lastLine = l.Time, Line{Source: l.Source, Number: l.Number}
 		keep := out[:start]
 		for _, f := range out[start:] {
 			if f.Kind != finding.KindEvent {
@@ -74,7 +76,10 @@ func (e *Engine) dedup(l Line, out []finding.Finding, start int) []finding.Findi
 		}
 	}
 	if len(events) > 0 {
-		e.storms[l.Text] = &storm{first: l.Time, last: l.Time, lastSource: l.Source, events: events}
+		// The key outlives the line: a reader may reuse its text.
+		e.storms[strings.Clone(l.Text)] = &storm{first: l.Time, last: l.Time,
+			lastLine: Line{Source: l.Source, Number: l.Number}, events: events}
+		e.noteDue(l.Time.Add(e.dedupWindow))
 	}
 	return out
 }
@@ -88,7 +93,7 @@ func (s *storm) summary(out []finding.Finding) []finding.Finding {
 	for _, f := range s.events {
 		f.Message += fmt.Sprintf("; %d more times, identical, from %s to %s", s.repeats,
 			s.first.UTC().Format(time.RFC3339Nano), s.last.UTC().Format(time.RFC3339Nano))
-		f.Time, f.Source, f.Count = s.last, s.lastSource, s.repeats
+		f.Time, f.Source, f.Count = s.last, s.lastLine.where(), s.repeats
 		out = append(out, f)
 	}
 	return out
@@ -118,4 +123,4 @@ func (e *Engine) endStorms(now time.Time, out []finding.Finding) []finding.Findi
 // SetDedupWindow sets how long identical lines are one storm; zero or less,
 // the default, reports every line. A storm being counted keeps the window it began with
 // only until the next line or Expire judges it by the new one.
-func (e *Engine) SetDedupWindow(d time.Duration) { e.dedupWindow = d }
+func (e *Engine) SetDedupWindow(d time.Duration) { e.dedupWindow, e.dueKnown = d, false }

@@ -449,6 +449,21 @@ func merge(sources map[string]finding.Finding) finding.Finding {
 	}
 	out := trues[0]
 	msgs := make([]string, len(trues))
+	if len(trues) > 1 {
+		// Each source's facts, under its check's name where two say one.
+		out.Facts = nil
+		for _, f := range trues {
+			for k, v := range f.Facts {
+				if out.Facts == nil {
+					out.Facts = map[string]string{}
+				}
+				if _, taken := out.Facts[k]; taken {
+					k = f.Check + " " + k
+				}
+				out.Facts[k] = v
+			}
+		}
+	}
 	for i, f := range trues {
 		msgs[i] = f.Message
 		if f.Time.After(out.Time) {

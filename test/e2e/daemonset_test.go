@@ -81,7 +81,7 @@ func TestKustomizeDaemonSet(t *testing.T) {
 			t.Errorf("/healthz said %q", body)
 		}
 		m := get(t, metricsURL+"/metrics")
-		for _, check := range []string{"kmsg", "cri", "disk", "nic", "memcg", "lease", "dns", "kubelet", "pstore"} {
+		for _, check := range []string{"kmsg", "cri", "disk", "nic", "memcg", "lease", "dns", "kubelet", "pstore", "plugins"} {
 			if !strings.Contains(m, `nodeguard_check_running{check="`+check+`"} 1`) {
 				t.Errorf("check %s is not running in the pod; metrics:\n%s", check, grep(m, "nodeguard_check_running"))
 			}
@@ -181,8 +181,13 @@ func TestKustomizeDaemonSet(t *testing.T) {
 		})
 	})
 
+	hungPID := 4100 + os.Getpid()%500
 	t.Run("a kernel record becomes an Event on the Node", func(t *testing.T) {
-		writeHungTask(t, n, 4100+os.Getpid()%500)
+		writeHungTask(t, n, hungPID)
+	})
+
+	t.Run("its evidence, in a bundle made inside the pod", func(t *testing.T) {
+		evidenceOfTheHungTask(t, n, hungPID)
 	})
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/nodeguard/nodeguard/pkg/checks/lease"
 	"github.com/nodeguard/nodeguard/pkg/checks/memcg"
 	"github.com/nodeguard/nodeguard/pkg/checks/nic"
+	"github.com/nodeguard/nodeguard/pkg/checks/plugins"
 	"github.com/nodeguard/nodeguard/pkg/checks/pstore"
 )
 
@@ -27,4 +28,5 @@ var Registry = checks.Registry{
 	cri.Registration,
 	dns.Registration,
 	kubelet.Registration,
+	plugins.Registration,
 }

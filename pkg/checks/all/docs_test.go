@@ -79,7 +79,8 @@ func TestCheckDocs(t *testing.T) {
 }
 
 // TestConfigurationDoc keeps docs/configuration.md in step with the
-// top-level, reporter and remediation sections of the config file.
+// top-level, reporter, remediation and evidence sections of the config
+// file.
 func TestConfigurationDoc(t *testing.T) {
 	path := filepath.Join(docsDir, "configuration.md")
 	doc := readDoc(t, path)
@@ -97,6 +98,7 @@ func TestConfigurationDoc(t *testing.T) {
 		{"remediation", reflect.TypeFor[config.RemediationConfig](), nil},
 		{"remediation.restartKubelet", reflect.TypeFor[config.RestartKubeletConfig](), nil},
 		{"remediation.taints[]", reflect.TypeFor[config.TaintRule](), nil},
+		{"evidence", reflect.TypeFor[config.EvidenceConfig](), nil},
 	} {
 		t.Run(tc.section, func(t *testing.T) {
 			for _, key := range ownJSONFieldNames(tc.typ) {

@@ -146,18 +146,20 @@ func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 	stats := map[string]ioStreak{}
 	err := checks.RunPeriodic(ctx, c.cfg.Period.Duration, c.cfg.Period.Duration,
 		func(ctx context.Context) ([]finding.Finding, error) {
-			ro, err := c.readOnlyMounts()
+			ro, roFacts, err := c.readOnlyMounts()
 			if err != nil {
 				return nil, err
 			}
-			if msg, ok := c.stuckDevices(stats); ok {
-				st.set("diskstats", msg)
+			if msg, facts, ok := c.stuckDevices(stats); ok {
+				st.setFacts("diskstats", msg, facts)
 			}
 			if len(ro) == 0 {
 				return []finding.Finding{finding.Condition(finding.ReadonlyFilesystem.Type, finding.StatusFalse, "MountsAreReadWrite",
 					"read-write: "+strings.Join(c.cfg.Mounts, ", "))}, nil
 			}
-			return []finding.Finding{finding.Condition(finding.ReadonlyFilesystem.Type, finding.StatusTrue, "MountReadOnly", strings.Join(ro, "; "))}, nil
+			f := finding.Condition(finding.ReadonlyFilesystem.Type, finding.StatusTrue, "MountReadOnly", strings.Join(ro, "; "))
+			f.Facts = roFacts
+			return []finding.Finding{f}, nil
 		},
 		emit,
 		func(s *checks.ProbeStuck) { c.log.Warn("reading mounts or diskstats is stuck", zap.Error(s)) },
@@ -173,6 +175,7 @@ type stuckState struct {
 	emit    func(finding.Finding)
 	now     func() time.Time
 	why     map[string]string
+	facts   map[string]map[string]string
 	emitted bool
 	// healthy is the message of a verdict of no problem; empty for the
 	// catalog's default.
@@ -189,20 +192,30 @@ func healthyIO(dirs []string) string {
 	return "writes complete in " + strings.Join(dirs, ", ") + ", and the node's disks complete I/O"
 }
 
-func (s *stuckState) set(source, why string) {
+func (s *stuckState) set(source, why string) { s.setFacts(source, why, nil) }
+
+// setFacts is set with the source's figures for the evidence, which change
+// nothing on their own: the condition is emitted again only when why does.
+func (s *stuckState) setFacts(source, why string, facts map[string]string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.why == nil {
-		s.why = map[string]string{}
+		s.why, s.facts = map[string]string{}, map[string]map[string]string{}
 	}
+	s.facts[source] = facts
 	if old, ok := s.why[source]; ok && old == why && s.emitted {
 		return
 	}
 	s.why[source] = why
 	var problems []string
+	allFacts := map[string]string{}
 	for _, src := range []string{"probe", "diskstats"} {
 		if w := s.why[src]; w != "" {
 			problems = append(problems, w)
+			allFacts[src] = w
+			for k, v := range s.facts[src] {
+				allFacts[k] = v
+			}
 		}
 	}
 	f := finding.DiskIOStuck.Healthy()
@@ -211,6 +224,7 @@ func (s *stuckState) set(source, why string) {
 	}
 	if len(problems) > 0 {
 		f = finding.Condition(finding.DiskIOStuck.Type, finding.StatusTrue, "DiskIOIsStuck", strings.Join(problems, "; "))
+		f.Facts = allFacts
 	}
 	f.Time = s.now()
 	s.emit(f)
@@ -247,16 +261,18 @@ func writeProbe(dir string) error {
 }
 
 // readOnlyMounts says which configured paths sit on a read-only mount, as
-// the host's first process sees its mounts.
-func (c *Check) readOnlyMounts() ([]string, error) {
+// the host's first process sees its mounts, and, for the evidence, each
+// such mount's line of mountinfo in full.
+func (c *Check) readOnlyMounts() ([]string, map[string]string, error) {
 	mounts, err := c.proc.GetProcMounts(1)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, checks.ErrNoData
+			return nil, nil, checks.ErrNoData
 		}
-		return nil, fmt.Errorf("reading the host's mounts: %w", err)
+		return nil, nil, fmt.Errorf("reading the host's mounts: %w", err)
 	}
 	var ro []string
+	facts := map[string]string{}
 	for _, path := range c.cfg.Mounts {
 		m := containing(mounts, path)
 		if m == nil {
@@ -266,9 +282,23 @@ func (c *Check) readOnlyMounts() ([]string, error) {
 		_, superRO := m.SuperOptions["ro"]
 		if mountRO || superRO {
 			ro = append(ro, fmt.Sprintf("%s is on a read-only %s filesystem (%s mounted at %s)", path, m.FSType, m.Source, m.MountPoint))
+			facts["mount "+path] = fmt.Sprintf("id %d, device %s, %s at %s, options %s, super options %s",
+				m.MountID, m.MajorMinorVer, m.Source, m.MountPoint, keys(m.Options), keys(m.SuperOptions))
 		}
 	}
-	return ro, nil
+	return ro, facts, nil
+}
+
+func keys(m map[string]string) string {
+	out := make([]string, 0, len(m))
+	for k, v := range m {
+		if v != "" {
+			k += "=" + v
+		}
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return strings.Join(out, ",")
 }
 
 // containing returns the mount a path is on: the last-mounted one with the
@@ -299,14 +329,14 @@ type ioStreak struct {
 // completions for the whole stuck window. When /proc/diskstats cannot be
 // read it says so (ok false), and the caller keeps what it had: an
 // unreadable file is no evidence that the disks recovered.
-func (c *Check) stuckDevices(streaks map[string]ioStreak) (msg string, ok bool) {
+func (c *Check) stuckDevices(streaks map[string]ioStreak) (msg string, facts map[string]string, ok bool) {
 	stats, err := c.block.ProcDiskstats()
 	if errors.Is(err, fs.ErrNotExist) {
-		return "", true // no diskstats here (gVisor, a restricted /proc): nothing to watch
+		return "", nil, true // no diskstats here (gVisor, a restricted /proc): nothing to watch
 	}
 	if err != nil {
 		c.log.Warn("reading /proc/diskstats failed; keeping the last verdict on stuck I/O", zap.Error(err))
-		return "", false
+		return "", nil, false
 	}
 	now := c.now()
 	var stuck []string
@@ -330,6 +360,11 @@ func (c *Check) stuckDevices(streaks map[string]ioStreak) (msg string, ok bool) 
 			// status write, from every node at once when shared storage
 			// stalls. The log and /proc/diskstats have the figures.
 			stuck = append(stuck, fmt.Sprintf("%s has had I/O in flight and none completed for %s or more", name, c.cfg.StuckWindow.Duration))
+			if facts == nil {
+				facts = map[string]string{}
+			}
+			facts["device "+name] = fmt.Sprintf("%d I/Os in flight, %d completed (reads, writes, discards, flushes) since %s, %d ms weighted I/O time",
+				d.IOsInProgress, completed, st.since.UTC().Format(time.RFC3339), d.WeightedIOTicks)
 		}
 	}
 	for name := range streaks {
@@ -338,5 +373,5 @@ func (c *Check) stuckDevices(streaks map[string]ioStreak) (msg string, ok bool) 
 		}
 	}
 	sort.Strings(stuck)
-	return strings.Join(stuck, "; "), true
+	return strings.Join(stuck, "; "), facts, true
 }

@@ -54,12 +54,21 @@ func TestReadOnlyMounts(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			now := time.Unix(1000, 0)
 			c := newCheck(t, fakeProc(t, tt.kubeletSuper, tt.ctrdOpts, ""), &now)
-			got, err := c.readOnlyMounts()
+			got, facts, err := c.readOnlyMounts()
 			if err != nil {
 				t.Fatal(err)
 			}
 			if strings.Join(got, "|") != strings.Join(tt.want, "|") {
 				t.Errorf("read-only mounts %q, want %q", got, tt.want)
+			}
+			// Each read-only path's mount in full, for the evidence.
+			if len(facts) != len(tt.want) {
+				t.Errorf("facts %v, want one per read-only path", facts)
+			}
+			for k, v := range facts {
+				if !strings.HasPrefix(k, "mount /var/lib/") || !strings.Contains(v, "options ") || !strings.Contains(v, "ro") {
+					t.Errorf("fact %q = %q", k, v)
+				}
 			}
 		})
 	}
@@ -68,7 +77,7 @@ func TestReadOnlyMounts(t *testing.T) {
 func TestMissingMountinfoIsNoData(t *testing.T) {
 	now := time.Unix(1000, 0)
 	c := newCheck(t, t.TempDir(), &now)
-	if _, err := c.readOnlyMounts(); err != checks.ErrNoData {
+	if _, _, err := c.readOnlyMounts(); err != checks.ErrNoData {
 		t.Errorf("readOnlyMounts without mountinfo = %v, want ErrNoData", err)
 	}
 }
@@ -86,7 +95,7 @@ func TestStuckDevicesFromDiskstats(t *testing.T) {
 	step := func(stats string) string {
 		t.Helper()
 		os.WriteFile(filepath.Join(proc, "diskstats"), []byte(stats), 0o644)
-		got, ok := c.stuckDevices(streaks)
+		got, _, ok := c.stuckDevices(streaks)
 		if !ok {
 			t.Fatal("stuckDevices could not read diskstats")
 		}
@@ -118,7 +127,7 @@ func TestStuckDevicesFromDiskstats(t *testing.T) {
 	// An unreadable diskstats is no news: the caller keeps its verdict.
 	os.Remove(filepath.Join(proc, "diskstats"))
 	os.Mkdir(filepath.Join(proc, "diskstats"), 0o755) // reading it fails: is a directory
-	if _, ok := c.stuckDevices(streaks); ok {
+	if _, _, ok := c.stuckDevices(streaks); ok {
 		t.Error("stuckDevices with an unreadable diskstats says ok; want the last verdict kept")
 	}
 	os.Remove(filepath.Join(proc, "diskstats"))

@@ -152,6 +152,10 @@ type Check struct {
 	// restarted Run makes fresh engines from them.
 	units map[string]*logrules.RuleSet
 	conds []finding.ConditionDefault
+	// recentUnits are read for record alone, which keeps every line read
+	// for the evidence of a transition.
+	recentUnits []string
+	record      func(checks.Log, time.Time, string)
 }
 
 // New builds the check.
@@ -160,7 +164,11 @@ func New(cfg *Config, env checks.Env) (*Check, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Check{cfg: cfg, log: env.Log, units: units, conds: conds}, nil
+	c := &Check{cfg: cfg, log: env.Log, units: units, conds: conds, record: env.Record}
+	if env.Recent != nil {
+		c.recentUnits = env.RecentUnits
+	}
+	return c, nil
 }
 
 func (c *Check) Name() string                           { return Name }
@@ -190,6 +198,11 @@ func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 		// stops is reported with what it had.
 		defer g.Stop(emit)
 	}
+	for _, u := range c.recentUnits {
+		if !slices.Contains(units, u) {
+			units = append(units, u)
+		}
+	}
 	slices.Sort(units)
 	follower := &logsource.JournalFollower{Dir: c.cfg.Dir, Units: units, FromStart: c.cfg.FromStart, Positioned: func() {
 		c.log.Info("reading the journal", zap.Strings("units", units), zap.String("dir", c.cfg.Dir), zap.Bool("from_start", c.cfg.FromStart))
@@ -197,6 +210,7 @@ func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 	// No cursor is kept: the check reads from the journal's end, or its
 	// start, on each start, as it always has.
 	err := logsource.Follow(ctx, follower, nil, func(l logsource.Line) bool {
+		c.record(checks.ServiceLog, l.Time, l.Unit+": "+l.Text)
 		if g := guarded[l.Unit]; g != nil {
 			g.Feed(logrules.Line{Text: l.Text, Time: l.Time}, l.Where, emit)
 		}

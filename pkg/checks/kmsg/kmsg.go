@@ -184,6 +184,8 @@ type Check struct {
 	kmsg    logsource.Source
 	cursors logsource.CursorStore
 	now     func() time.Time
+	// record keeps each kernel line for the evidence of a transition.
+	record func(checks.Log, time.Time, string)
 }
 
 // New builds the check. A nil kmsg reads /dev/kmsg; tests pass their own.
@@ -202,7 +204,7 @@ func New(cfg *Config, env checks.Env, kmsg logsource.Source) (*Check, error) {
 		kmsg = &logsource.Kmsg{Log: env.Log, Metrics: logsource.NewKmsgMetrics(env.Metrics), ProcPath: env.Proc(),
 			StartAtEnd: cfg.StartAtEnd, BacklogLookback: cfg.BacklogLookback.Duration, Now: env.Now}
 	}
-	return &Check{cfg: cfg, log: env.Log, rules: rules, kmsg: kmsg, cursors: logsource.CursorStore{Dir: env.StateDir}, now: env.Now}, nil
+	return &Check{cfg: cfg, log: env.Log, rules: rules, kmsg: kmsg, cursors: logsource.CursorStore{Dir: env.StateDir}, now: env.Now, record: env.Record}, nil
 }
 
 func (c *Check) Name() string                           { return Name }
@@ -280,6 +282,9 @@ func (c *Check) follow(ctx context.Context, emit func(finding.Finding), src logs
 		if at.IsZero() {
 			at = c.now()
 		}
+		// Before the rules: the line that makes a condition True is in
+		// the evidence that transition captures.
+		c.record(checks.KernelLog, at, msg)
 		reported := false
 		g.Feed(logrules.Line{Text: msg, Time: at}, l.Where, func(f finding.Finding) {
 			reported = true

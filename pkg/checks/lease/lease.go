@@ -8,9 +8,11 @@ package lease
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
+	coordinationv1 "k8s.io/api/coordination/v1"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
 	"github.com/nodeguard/nodeguard/pkg/finding"
@@ -179,9 +181,31 @@ func (c *Check) judge() ([]finding.Finding, error) {
 		since = currentSince
 	}
 	if age := now.Sub(since); age > threshold {
-		return []finding.Finding{finding.Condition(finding.KubeletLeaseStale.Type, finding.StatusTrue, "KubeletLeaseStale",
+		f := finding.Condition(finding.KubeletLeaseStale.Type, finding.StatusTrue, "KubeletLeaseStale",
 			fmt.Sprintf("kubelet last renewed its lease at %s, more than %s ago, while this agent reaches the API server: the kubelet, not the network, is failing",
-				lease.Spec.RenewTime.UTC().Format(time.RFC3339), threshold))}, nil
+				lease.Spec.RenewTime.UTC().Format(time.RFC3339), threshold))
+		f.Facts = leaseFacts(lease, age, threshold, currentSince)
+		return []finding.Finding{f}, nil
 	}
 	return []finding.Finding{finding.KubeletLeaseStale.Healthy()}, nil
+}
+
+// leaseFacts are a stale Lease's figures, for the evidence of the
+// transition: the message keeps to what does not change while it lasts.
+func leaseFacts(l *coordinationv1.Lease, age, threshold time.Duration, currentSince time.Time) map[string]string {
+	facts := map[string]string{
+		"lease":           l.Namespace + "/" + l.Name,
+		"renewTime":       l.Spec.RenewTime.UTC().Format(time.RFC3339Nano),
+		"age":             age.Round(time.Millisecond).String(),
+		"threshold":       threshold.String(),
+		"viewCurrent":     currentSince.UTC().Format(time.RFC3339Nano),
+		"resourceVersion": l.ResourceVersion,
+	}
+	if l.Spec.HolderIdentity != nil {
+		facts["holderIdentity"] = *l.Spec.HolderIdentity
+	}
+	if l.Spec.LeaseDurationSeconds != nil {
+		facts["leaseDurationSeconds"] = strconv.Itoa(int(*l.Spec.LeaseDurationSeconds))
+	}
+	return facts
 }

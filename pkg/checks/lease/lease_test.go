@@ -96,6 +96,10 @@ func TestKubeletLeaseStale(t *testing.T) {
 			if s := string(got[0].Status) + ":" + got[0].Reason; s != tt.want {
 				t.Errorf("got %s (%s), want %s", s, got[0].Message, tt.want)
 			}
+			if got[0].Status == finding.StatusTrue && got[0].Reason == "KubeletLeaseStale" &&
+				(got[0].Facts["renewTime"] == "" || got[0].Facts["age"] == "" || got[0].Facts["threshold"] == "") {
+				t.Errorf("a stale Lease's facts %v lack its renewTime, age or threshold", got[0].Facts)
+			}
 			if got[0].Status == finding.StatusTrue && got[0].Reason == "KubeletLeaseStale" && !strings.Contains(got[0].Message, "2026-11-23T09:59") {
 				t.Errorf("message %q does not say when the lease was last renewed", got[0].Message)
 			}

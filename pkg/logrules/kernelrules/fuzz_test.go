@@ -11,15 +11,15 @@ import (
 )
 
 // corpusLogs returns the contents of every log file in our corpus and, when
-// it is there, the shared one, as fuzz seeds.
-func corpusLogs(f *testing.F) []string {
+// it is there, the shared one.
+func corpusLogs(tb testing.TB) []string {
 	var out []string
 	for _, dir := range []string{ownCorpus, sharedCorpus} {
 		paths, _ := filepath.Glob(filepath.Join(dir, "*.log"))
 		for _, p := range paths {
 			b, err := os.ReadFile(p)
 			if err != nil {
-				f.Fatal(err)
+				tb.Fatal(err)
 			}
 			out = append(out, string(b))
 		}
