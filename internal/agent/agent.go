@@ -122,7 +122,9 @@ func (a *Agent) Handler() http.Handler { return handler(a.metrics, a.health) }
 
 // Run runs the agent until ctx ends, then stops it within about grace: the
 // checks first, then the node sink, so that what the checks report while
-// stopping still goes out.
+// stopping still goes out. It returns a *reporter.ForeignWriterError,
+// having written no condition, when another writer owns an aggregate
+// condition on the Node.
 func (a *Agent) Run(ctx context.Context, grace time.Duration) error {
 	if a.cfg.ListenAddress != "" {
 		srv := &http.Server{Addr: a.cfg.ListenAddress, Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}
@@ -138,6 +140,11 @@ func (a *Agent) Run(ctx context.Context, grace time.Duration) error {
 			srv.Shutdown(sctx)
 		}()
 	}
+	// A refusal at the Node's read (another writer of the aggregate
+	// conditions) stops the checks as a signal would, and is what Run
+	// returns.
+	ctx, refuse := context.WithCancelCause(ctx)
+	defer refuse(nil)
 	// The node sink outlives the signal until the checks have stopped, so
 	// that what they report while stopping still goes out.
 	sinkCtx, stopSink := context.WithCancel(context.WithoutCancel(ctx))
@@ -155,7 +162,13 @@ func (a *Agent) Run(ctx context.Context, grace time.Duration) error {
 				a.health.fail("reporter", err)
 			}
 		})
-		if err != nil {
+		var foreign *reporter.ForeignWriterError
+		switch {
+		case errors.As(err, &foreign):
+			a.log.Error("another writer owns an aggregate condition on the Node; stopping", zap.String("condition", foreign.Condition),
+				zap.String("manager", foreign.Manager), zap.String("reason", foreign.Reason))
+			refuse(err)
+		case err != nil:
 			a.log.Info("stopped before the node could be read", zap.Error(err))
 		}
 	}()
@@ -177,6 +190,9 @@ func (a *Agent) Run(ctx context.Context, grace time.Duration) error {
 		a.log.Warn("reporting (node sink, informers, remediation) did not stop in time")
 	}
 	a.log.Info("nodeguard stopped")
+	if err := context.Cause(ctx); errors.As(err, new(*reporter.ForeignWriterError)) {
+		return err
+	}
 	return nil
 }
 
@@ -249,6 +265,17 @@ func (d Deps) leaseWatcher(nodeName string) *kube.LeaseWatcher {
 // capturer) are told what every sink is.
 func buildReporting(cfg *config.Config, owned []finding.ConditionDefault, deps Deps, leases *kube.LeaseWatcher, extra ...reporter.Sink) (*Reporting, error) {
 	r := &Reporting{Leases: leases, bootTime: deps.BootTime, nodeDone: make(chan struct{})}
+	var aggregates []finding.Aggregate
+	if cfg.Reporter.AggregateConditions {
+		var err error
+		if aggregates, err = reporter.OwnedAggregates(owned, finding.Aggregates()); err != nil {
+			return nil, err
+		}
+	}
+	newReporter := func(sinks ...reporter.Sink) error {
+		r.Reporter = reporter.New(deps.Log, owned, sinks...)
+		return r.Reporter.PublishAggregates(aggregates)
+	}
 	sinks := append([]reporter.Sink{reporter.NewMetricsSink(deps.Metrics)}, extra...)
 	if deps.Clients == nil {
 		out := deps.Out
@@ -256,8 +283,7 @@ func buildReporting(cfg *config.Config, owned []finding.ConditionDefault, deps D
 			out = io.Discard
 		}
 		sinks = append(sinks, reporter.NewWriterSink(out, cfg.Output))
-		r.Reporter = reporter.New(deps.Log, owned, sinks...)
-		return r, nil
+		return r, newReporter(sinks...)
 	}
 	client := deps.Clients.Requests
 	// Events name an OOM kill's pod as the runtime knows it: the agent
@@ -265,6 +291,7 @@ func buildReporting(cfg *config.Config, owned []finding.ConditionDefault, deps D
 	r.pods = cripods.New(criEndpoint(cfg), cripods.Options{})
 	opts := NodeSinkOptions(cfg.Reporter, cfg.NodeName)
 	opts.Pods = r.pods
+	opts.Aggregates = aggregates
 	if cfg.StateDir != "" {
 		opts.SpoolDir = filepath.Join(cfg.StateDir, "events")
 	}
@@ -297,8 +324,7 @@ func buildReporting(cfg *config.Config, owned []finding.ConditionDefault, deps D
 		r.taints = remediation.NewTaintSink(client, cfg.NodeName, taintRules(cfg.Remediation.Taints), deps.Log)
 		sinks = append(sinks, r.taints)
 	}
-	r.Reporter = reporter.New(deps.Log, owned, sinks...)
-	return r, nil
+	return r, newReporter(sinks...)
 }
 
 // Start starts the informers and remediation (until ctx ends) and the node

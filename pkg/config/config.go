@@ -78,6 +78,12 @@ type ReporterConfig struct {
 	ClientBurst int     `json:"clientBurst,omitempty"`
 	// Reasons hold, by event reason, what to send of it to the Node.
 	Reasons map[string]finding.EventPolicy `json:"reasons,omitempty"`
+	// AggregateConditions also publishes the EKS node monitoring agent's
+	// aggregate types (KernelReady, ...; finding.Aggregates), derived from
+	// nodeguard's own, for consumers that act on them (Karpenter's node
+	// repair). The agent then refuses to start where another writer owns
+	// one of them on the Node.
+	AggregateConditions bool `json:"aggregateConditions,omitempty"`
 }
 
 // EvidenceConfig says what is captured under stateDir/evidence when a
@@ -333,12 +339,21 @@ func (c *Config) Validate() error {
 	for i, tr := range c.Remediation.Taints {
 		field := fmt.Sprintf("remediation.taints[%d]", i)
 		switch {
+		case c.Reporter.AggregateConditions && finding.IsAggregate(tr.Condition):
+			return &Error{Field: field + ".condition", Reason: invertedAggregate(tr.Condition)}
 		case tr.Condition == "":
 			return &Error{Field: field + ".condition", Reason: "names no condition type"}
 		case tr.Key == "":
 			return &Error{Field: field + ".key", Reason: "names no taint key"}
 		case tr.Effect != "NoSchedule" && tr.Effect != "PreferNoSchedule" && tr.Effect != "NoExecute":
 			return &Error{Field: field + ".effect", Reason: fmt.Sprintf("%q is not NoSchedule, PreferNoSchedule or NoExecute", tr.Effect)}
+		}
+	}
+	if rk := c.Remediation.RestartKubelet; rk.Enabled && c.Reporter.AggregateConditions {
+		for i, t := range rk.When {
+			if finding.IsAggregate(t) {
+				return &Error{Field: fmt.Sprintf("remediation.restartKubelet.when[%d]", i), Reason: invertedAggregate(t)}
+			}
 		}
 	}
 	if err := validateReasons(c.Reporter.Reasons); err != nil {
@@ -435,6 +450,12 @@ func startsWithAny(s string, prefixes ...string) bool {
 		}
 	}
 	return false
+}
+
+// invertedAggregate says why remediation cannot act on an aggregate type:
+// it acts while a condition is True, which an aggregate is while healthy.
+func invertedAggregate(condType string) string {
+	return fmt.Sprintf("%s is an aggregate condition, True while the node is healthy; name the nodeguard condition types it is made of instead (docs/consumers.md)", condType)
 }
 
 // validateReasons checks the per-reason event settings, in the order of the

@@ -20,7 +20,7 @@ import (
 
 const (
 	topFields      = "checks, evidence, keepStartupPages, kubeconfig, listenAddress, logFormat, logTo, nodeName, output, procPath, remediation, reportDegraded, reporter, standalone, stateDir, sysPath"
-	reporterFields = "clientBurst, clientQPS, eventBurst, eventQPS, eventSpoolSize, heartbeat, minWriteInterval, reasons"
+	reporterFields = "aggregateConditions, clientBurst, clientQPS, eventBurst, eventQPS, eventSpoolSize, heartbeat, minWriteInterval, reasons"
 	ruleFields     = "attribute, clearAfter, condition, contains, details, exclude, group, kind, minCount, name, pattern, reason, source, window"
 )
 
@@ -47,6 +47,20 @@ var badConfigs = []struct {
 	field string
 	want  string
 }{
+	{
+		name:  "taint on an aggregate condition, True while healthy",
+		yaml:  "reporter:\n  aggregateConditions: true\nremediation:\n  taints:\n    - condition: DiskIOStuck\n      key: a\n      effect: NoSchedule\n    - condition: StorageReady\n      key: b\n      effect: NoSchedule\n",
+		line:  8,
+		field: "remediation.taints[1].condition",
+		want:  "config FILE:8: field remediation.taints[1].condition: StorageReady is an aggregate condition, True while the node is healthy; name the nodeguard condition types it is made of instead (docs/consumers.md)",
+	},
+	{
+		name:  "kubelet restart on an aggregate condition",
+		yaml:  "reporter:\n  aggregateConditions: true\nremediation:\n  restartKubelet:\n    enabled: true\n    when: [KubeletLeaseStale, ContainerRuntimeReady]\n",
+		line:  6,
+		field: "remediation.restartKubelet.when[1]",
+		want:  "config FILE:6: field remediation.restartKubelet.when[1]: ContainerRuntimeReady is an aggregate condition, True while the node is healthy; name the nodeguard condition types it is made of instead (docs/consumers.md)",
+	},
 	{
 		name:  "negative dedup window",
 		yaml:  "checks:\n  kmsg:\n    dedupWindow: -1m\n",

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/kube"
@@ -28,6 +29,9 @@ type nodeClient struct {
 	requestTimeout time.Duration
 	maxRetry       time.Duration
 	reach          *reachability
+	// exclusive are the aggregate types published, which no other writer
+	// may own on the Node.
+	exclusive []finding.Aggregate
 	// recovered is signalled when the API server answers again after an
 	// outage.
 	recovered chan struct{}
@@ -44,7 +48,8 @@ const initialRetry = 100 * time.Millisecond
 const refusedRetryInterval = 5 * time.Minute
 
 // readConditions reads the Node, retrying until it succeeds or ctx ends,
-// and returns its conditions.
+// and returns its conditions, or a *ForeignWriterError, not retried, when
+// another writer owns one of the exclusive types there.
 func (n *nodeClient) readConditions(ctx context.Context) ([]Condition, error) {
 	retry := initialRetry
 	for {
@@ -57,6 +62,9 @@ func (n *nodeClient) readConditions(ctx context.Context) ([]Condition, error) {
 		}
 		if err == nil {
 			n.drainRecovered()
+			if err := ForeignWriter(node, n.exclusive); err != nil {
+				return nil, err
+			}
 			return FromNode(node.Status.Conditions), nil
 		}
 		n.log.Warn("reading the node failed; will retry", zap.String("node", n.name), zap.Error(err))
@@ -91,7 +99,9 @@ func (n *nodeClient) patchStatus(ctx context.Context, conds []corev1.NodeConditi
 	}
 	reqCtx, cancel := context.WithTimeout(ctx, n.requestTimeout)
 	defer cancel()
-	if _, err := n.client.CoreV1().Nodes().PatchStatus(reqCtx, n.name, patch); err != nil {
+	_, err = n.client.CoreV1().Nodes().Patch(reqCtx, n.name, types.StrategicMergePatchType, patch,
+		metav1.PatchOptions{FieldManager: FieldManager}, "status")
+	if err != nil {
 		return fmt.Errorf("patching status of node %s: %w", n.name, err)
 	}
 	return nil

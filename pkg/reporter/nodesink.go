@@ -50,6 +50,10 @@ type NodeSinkOptions struct {
 	// SummaryInterval is the least time between two EventsSuppressed
 	// summaries; the counts add up in the pending one meanwhile.
 	SummaryInterval time.Duration
+	// Aggregates are the aggregate condition types the reporter publishes
+	// (Reporter.Aggregates). The Node's read at start refuses them when
+	// another writer owns one there (ForeignWriter).
+	Aggregates []finding.Aggregate
 	// Pods, when set, names the pod and container of an event finding that
 	// carries a pod UID.
 	Pods PodLookup
@@ -116,7 +120,7 @@ func NewNodeSink(client kube.Client, log *zap.Logger, reg prometheus.Registerer,
 	reg.MustRegister(m.writes, m.synced, m.last)
 	events := newNodeEvents(client, log, reg, opts)
 	node := &nodeClient{client: client, name: opts.NodeName, log: log, requestTimeout: opts.RequestTimeout,
-		maxRetry: opts.MaxRetryInterval, recovered: make(chan struct{}, 1)}
+		maxRetry: opts.MaxRetryInterval, exclusive: opts.Aggregates, recovered: make(chan struct{}, 1)}
 	node.reach = newReachability(log, reg, events.record)
 	node.reach.onRecover = func() {
 		node.signalRecovered()
@@ -128,7 +132,9 @@ func NewNodeSink(client kube.Client, log *zap.Logger, reg prometheus.Registerer,
 
 // ReadConditions reads the Node's conditions for the reporter to start
 // from (Reporter.Start), retrying until it succeeds or ctx ends. It is the
-// agent's only read of the Node's conditions.
+// agent's only read of the Node's conditions. It fails at once, with a
+// *ForeignWriterError, when another writer owns an aggregate type of
+// opts.Aggregates there: the reporter must not start.
 func (s *NodeSink) ReadConditions(ctx context.Context) ([]Condition, error) {
 	return s.node.readConditions(ctx)
 }

@@ -5,6 +5,7 @@
 package reporter
 
 import (
+	"fmt"
 	"slices"
 	"sort"
 	"strings"
@@ -29,7 +30,8 @@ type Condition struct {
 // it from any goroutine once it has been started, but never from inside its
 // own Event or Changed: they are called in order, one at a time.
 type State interface {
-	// Conditions lists every owned type once, in the order of the owners.
+	// Conditions lists every owned type once, in the order of the owners,
+	// then the aggregate types published (PublishAggregates).
 	Conditions() []Condition
 	// Condition returns one owned type's state.
 	Condition(condType string) (Condition, bool)
@@ -77,6 +79,9 @@ type Reporter struct {
 	sinks    []Sink
 	defaults []finding.ConditionDefault
 	now      func() time.Time
+	// aggregates are derived from the owned types' state (Aggregate),
+	// each with only its owned sources.
+	aggregates []finding.Aggregate
 
 	// mu orders Report and Start: sinks see one call at a time.
 	mu sync.Mutex
@@ -149,6 +154,18 @@ func (r *Reporter) Start(found []Condition, bootTime time.Time) {
 			c = Condition{Finding: f, Since: now}
 		}
 		r.state[d.Type] = c
+	}
+	for _, a := range r.aggregates {
+		c := Condition{Finding: r.derive(a)}
+		c.Finding.Time = now
+		// The same status found on the Node keeps its transition time, so
+		// that a restart does not restart a consumer's clock.
+		if was, ok := byType[a.Type]; ok && was.Status == c.Status {
+			c.Since = was.Since
+		} else {
+			c.Since = now
+		}
+		r.state[a.Type] = c
 	}
 	r.started = true
 	r.stateMu.Unlock()
@@ -247,19 +264,138 @@ func (r *Reporter) apply(condType string, merged finding.Finding) {
 		}
 	}
 	r.state[condType] = c
+	changed := []Condition{c}
+	for _, a := range r.aggregates {
+		if !slices.ContainsFunc(a.Sources, func(d finding.ConditionDefault) bool { return d.Type == condType }) {
+			continue
+		}
+		derived, was := r.derive(a), r.state[a.Type]
+		if sameState(was.Finding, derived) {
+			continue
+		}
+		derived.Time = c.Finding.Time
+		ac := Condition{Finding: derived, Since: was.Since}
+		if was.Status != derived.Status {
+			ac.Since = c.Since
+		}
+		r.state[a.Type] = ac
+		changed = append(changed, ac)
+	}
 	r.stateMu.Unlock()
-	for _, s := range r.sinks {
-		s.Changed(c)
+	for _, ch := range changed {
+		for _, s := range r.sinks {
+			s.Changed(ch)
+		}
 	}
 }
 
-// Conditions lists every owned type's state, in the order of the owners.
+// PublishAggregates makes the reporter publish, besides the owned types,
+// the aggregate types of OwnedAggregates, derived from their sources'
+// state: sinks see them as any owned type. Call it before Start.
+func (r *Reporter) PublishAggregates(aggs []finding.Aggregate) error {
+	owned, err := OwnedAggregates(r.defaults, aggs)
+	r.aggregates = owned
+	return err
+}
+
+// OwnedAggregates lists each aggregate with at least one owned source,
+// with only its owned sources: with none of them checked, True would claim
+// health nobody looked at, so the type is not published at all. It
+// refuses an aggregate type that a check owns too, which would be two
+// states of one type.
+func OwnedAggregates(owned []finding.ConditionDefault, aggs []finding.Aggregate) ([]finding.Aggregate, error) {
+	isOwned := func(t string) bool {
+		return slices.ContainsFunc(owned, func(d finding.ConditionDefault) bool { return d.Type == t })
+	}
+	var out []finding.Aggregate
+	for _, a := range aggs {
+		if isOwned(a.Type) {
+			return nil, fmt.Errorf("condition type %s is owned by a check and is an aggregate condition too; rename the check's type or turn reporter.aggregateConditions off", a.Type)
+		}
+		var sources []finding.ConditionDefault
+		for _, src := range a.Sources {
+			if isOwned(src.Type) {
+				sources = append(sources, src)
+			}
+		}
+		if len(sources) > 0 {
+			a.Sources = sources
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// Aggregates lists the aggregate types published, with their owned
+// sources.
+func (r *Reporter) Aggregates() []finding.Aggregate { return slices.Clone(r.aggregates) }
+
+// derive is an aggregate's state from its sources': False naming every
+// source that is True, else Unknown naming those that are Unknown, else
+// its healthy state. r.stateMu is held.
+func (r *Reporter) derive(a finding.Aggregate) finding.Finding {
+	var bad, unknown []finding.Finding
+	for _, src := range a.Sources {
+		c, ok := r.state[src.Type]
+		switch {
+		case !ok:
+		case c.Status == finding.StatusTrue:
+			bad = append(bad, c.Finding)
+		case c.Status == finding.StatusUnknown:
+			unknown = append(unknown, c.Finding)
+		}
+	}
+	naming := func(status finding.Status, of []finding.Finding) finding.Finding {
+		msgs := make([]string, len(of))
+		for i, f := range of {
+			msgs[i] = f.Type + ": " + f.Message
+		}
+		return finding.Condition(a.Type, status, of[0].Type, strings.Join(msgs, "; "))
+	}
+	var f finding.Finding
+	switch {
+	case len(bad) > 0:
+		f = naming(finding.StatusFalse, bad)
+	case len(unknown) > 0:
+		f = naming(finding.StatusUnknown, unknown)
+	default:
+		names := make([]string, len(a.Sources))
+		for i, src := range a.Sources {
+			names[i] = src.Type
+		}
+		verb := " is False"
+		if len(names) > 1 {
+			verb = " are False"
+		}
+		f = finding.Condition(a.Type, finding.StatusTrue, a.Reason, healthyAggregatePrefix+strings.Join(names, ", ")+verb)
+	}
+	f.Check = AggregateCheck
+	return f
+}
+
+// healthyAggregatePrefix begins a healthy aggregate's message, and
+// "TYPE: " an unhealthy one's: words no other writer of these types uses,
+// by which ForeignWriter knows nodeguard's own where managedFields do not
+// say.
+const healthyAggregatePrefix = "nodeguard's "
+
+// AggregateCheck is the Check of an aggregate condition's finding: the
+// reporter's, not a check's.
+const AggregateCheck = "aggregate"
+
+// Conditions lists every owned type's state, in the order of the owners,
+// then the aggregates'.
 func (r *Reporter) Conditions() []Condition {
 	r.stateMu.RLock()
 	defer r.stateMu.RUnlock()
-	out := make([]Condition, 0, len(r.defaults))
+	out := make([]Condition, 0, len(r.defaults)+len(r.aggregates))
 	for _, d := range r.defaults {
 		if c, ok := r.state[d.Type]; ok {
+			out = append(out, c)
+		}
+	}
+	for _, a := range r.aggregates {
+		if c, ok := r.state[a.Type]; ok {
 			out = append(out, c)
 		}
 	}

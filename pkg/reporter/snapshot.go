@@ -72,10 +72,11 @@ func (s *Snapshot) Result() Result {
 	return r
 }
 
-// Problem says whether any condition is True.
+// Problem says whether any of nodeguard's own conditions is True (an
+// aggregate one is True while healthy).
 func (r Result) Problem() bool {
 	for _, c := range r.Conditions {
-		if c.Status == finding.StatusTrue {
+		if c.Status == finding.StatusTrue && !finding.IsAggregate(c.Type) {
 			return true
 		}
 	}

@@ -121,7 +121,7 @@ func TestDocsIndex(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
-	links := []string{"configuration.md", "troubleshooting.md"}
+	links := []string{"configuration.md", "troubleshooting.md", "consumers.md"}
 	for _, reg := range all.Registry {
 		links = append(links, "checks/"+reg.Name+".md")
 	}

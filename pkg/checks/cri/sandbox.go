@@ -46,17 +46,20 @@ const (
 	probeNamespace              = "nodeguard-probe"
 	kubeletPodUIDLabel          = "io.kubernetes.pod.uid"
 
-	// sandboxFailureThreshold failed attempts in a row make the condition
-	// True, and after a failure the next attempt comes sandboxRetry later
-	// (or after sandboxPeriod, if shorter): one failure may be a runtime
-	// restarting under the probe, and the second look comes soon, not 5
-	// minutes later.
-	sandboxFailureThreshold = 2
-	sandboxRetry            = 30 * time.Second
-
 	// systemdSandboxParent is the probe's cgroup parent under the systemd
 	// cgroup driver; see learn.
 	systemdSandboxParent = "system.slice"
+)
+
+// SandboxFailureThreshold failed attempts in a row make the condition
+// True, and after a failure the next attempt comes SandboxRetry later (or
+// after sandboxPeriod, if shorter): one failure may be a runtime
+// restarting under the probe, and the second look comes soon, not 5
+// minutes later. Exported for the consumers' durations, which must
+// outlast them.
+const (
+	SandboxFailureThreshold = 2
+	SandboxRetry            = 30 * time.Second
 )
 
 // outcome is what one attempt found.
@@ -135,10 +138,10 @@ func (s *sandboxProber) judge(a attempt) time.Duration {
 		return period
 	case failed:
 		log.Warn("pod sandbox probe failed", zap.String("reason", a.failure.reason), zap.String("message", a.failure.message))
-		if s.failures.Fail(sandboxFailureThreshold) {
+		if s.failures.Fail(SandboxFailureThreshold) {
 			s.verdict.setSandbox(a.failure, "")
 		}
-		return min(period, sandboxRetry)
+		return min(period, SandboxRetry)
 	case skipped:
 		if a.why != s.skippedWhy {
 			log.Warn("pod sandbox probe skipped", zap.String("why", a.why))
@@ -151,7 +154,7 @@ func (s *sandboxProber) judge(a attempt) time.Duration {
 		return period
 	default:
 		log.Debug("pod sandbox probe could not judge", zap.String("why", a.why))
-		return min(period, sandboxRetry)
+		return min(period, SandboxRetry)
 	}
 }
 
