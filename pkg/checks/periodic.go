@@ -171,3 +171,74 @@ func Every(ctx context.Context, interval time.Duration, fn func(now time.Time)) 
 	}()
 	return func() { cancel(); <-done }
 }
+
+// Waker wakes a WhileBusy loop that went to sleep because it had nothing
+// left to do. Wake never blocks, so a log source may call it for every line.
+type Waker struct{ c chan struct{} }
+
+// NewWaker returns a Waker for one WhileBusy loop.
+func NewWaker() *Waker { return &Waker{c: make(chan struct{}, 1)} }
+
+// Wake tells the loop there may be work again.
+func (w *Waker) Wake() {
+	select {
+	case w.c <- struct{}{}:
+	default: // a wake-up is already pending
+	}
+}
+
+// UntilDue is the wait WhileBusy's fn returns for work due at a time: none
+// when due is zero, and at least a millisecond when it is already past, so
+// that a clock that reads early still gets another look.
+func UntilDue(due, now time.Time) time.Duration {
+	if due.IsZero() {
+		return 0
+	}
+	return max(due.Sub(now), time.Millisecond)
+}
+
+// BusyFor is the wait WhileBusy's fn returns: interval while busy, none
+// otherwise.
+func BusyFor(busy bool, interval time.Duration) time.Duration {
+	if busy {
+		return interval
+	}
+	return 0
+}
+
+// WhileBusy calls fn first one interval after the start, and then again
+// after the wait fn returns, for as long as fn says work is left (a report
+// still open, a condition waiting out its quiet period, a log position not
+// yet saved); a wait of zero or less means none is, and the next call is
+// one interval after w is woken. Every would wake an idle agent every
+// interval for nothing; a quiet log costs no wake-ups this way. stop waits
+// for a call in progress.
+func WhileBusy(ctx context.Context, interval time.Duration, w *Waker, fn func(now time.Time) (wait time.Duration)) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTimer(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				if wait := fn(now); wait > 0 {
+					t.Reset(wait)
+					continue
+				}
+			}
+			// Asleep. A wake that came while fn ran is still in the
+			// channel, so none is lost between fn's answer and this wait.
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.c:
+				t.Reset(interval)
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
