@@ -132,9 +132,16 @@ func (c *Check) probe(ctx context.Context) ([]finding.Finding, error) {
 	err = c.lease.Reread(readCtx)
 	cancel()
 	if err != nil {
+		// The first failure of a run is a warning: a read that is always
+		// denied (RBAC without get on leases) would otherwise keep the
+		// check from ever calling a Lease stale, and say so nowhere.
+		log := c.log.Debug
+		if c.rereadWait == 0 {
+			log = c.log.Warn
+		}
+		log("a stale Lease is not confirmed: the read failed", zap.Error(err))
 		c.rereadWait = min(max(2*c.rereadWait, c.cfg.Period.Duration), maxRereadWait)
 		c.nextReread = now.Add(c.rereadWait)
-		c.log.Debug("a stale Lease is not confirmed: the read failed", zap.Error(err))
 		return nil, checks.ErrNoData
 	}
 	c.rereadWait, c.nextReread = 0, time.Time{}
