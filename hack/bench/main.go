@@ -421,7 +421,7 @@ func live(c *testcluster.Cluster, dir string) error {
 	// its binary that only start-up used (30 s in).
 	time.Sleep(*settle)
 	pid := idleAgent.Process.Pid
-	cpu0, _ := procStat(pid)
+	cpu0 := cpuSeconds(pid)
 	wake0 := wakeups(pid)
 	s0, e0, o0 := apiWrites(ctx, c)
 	// RSS moves with the garbage collector's cycle and with pages coming
@@ -434,7 +434,7 @@ func live(c *testcluster.Cluster, dir string) error {
 		anon, file := rssSplit(pid)
 		rssSamples, anonSamples, fileSamples = append(rssSamples, rss), append(anonSamples, anon), append(fileSamples, file)
 	}
-	cpu1, _ := procStat(pid)
+	cpu1 := cpuSeconds(pid)
 	wake1 := wakeups(pid)
 	s1, e1, o1 := apiWrites(ctx, c)
 	stopAgent(idleAgent)

@@ -234,6 +234,25 @@ func wakeups(pid int) float64 {
 	return n
 }
 
+// cpuSeconds sums the time every thread of pid has run, from schedstat:
+// nanoseconds, where /proc/PID/stat counts 10 ms ticks, too coarse for a
+// process that runs a few milliseconds a minute.
+func cpuSeconds(pid int) float64 {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var ns float64
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			x, _ := strconv.ParseFloat(f[0], 64)
+			ns += x
+		}
+	}
+	return ns / 1e9
+}
+
 // footprint is one process's idle cost over a window.
 type footprint struct {
 	cpuPerMinute, wakeupsPerMinute float64
@@ -244,7 +263,7 @@ type footprint struct {
 func watchIdle(window time.Duration, pids ...int) []footprint {
 	cpu0, wake0 := make([]float64, len(pids)), make([]float64, len(pids))
 	for i, pid := range pids {
-		cpu0[i], _ = procStat(pid)
+		cpu0[i] = cpuSeconds(pid)
 		wake0[i] = wakeups(pid)
 	}
 	fps := make([]footprint, len(pids))
@@ -256,8 +275,7 @@ func watchIdle(window time.Duration, pids ...int) []footprint {
 		}
 	}
 	for i, pid := range pids {
-		cpu, _ := procStat(pid)
-		fps[i].cpuPerMinute = (cpu - cpu0[i]) / window.Minutes()
+		fps[i].cpuPerMinute = (cpuSeconds(pid) - cpu0[i]) / window.Minutes()
 		fps[i].wakeupsPerMinute = (wakeups(pid) - wake0[i]) / window.Minutes()
 	}
 	return fps

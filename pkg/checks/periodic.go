@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -57,7 +58,7 @@ func RunPeriodic(ctx context.Context, period, timeout time.Duration, probe Probe
 			done <- result{f, err}
 		}()
 	}
-	ticker := time.NewTicker(period)
+	ticker := time.NewTimer(UntilTick(time.Now(), period))
 	defer ticker.Stop()
 	start()
 	for {
@@ -82,6 +83,7 @@ func RunPeriodic(ctx context.Context, period, timeout time.Duration, probe Probe
 			reportStuck(ctx, started)
 			stuck(&ProbeStuck{Since: started})
 		case <-ticker.C:
+			ticker.Reset(UntilTick(time.Now(), period))
 			switch {
 			case inflight == nil:
 				start()
@@ -92,6 +94,24 @@ func RunPeriodic(ctx context.Context, period, timeout time.Duration, probe Probe
 			}
 		}
 	}
+}
+
+// tickPhase places every periodic check's ticks on one grid, drawn once per
+// process: checks of the same period (and of periods that are multiples of
+// one another) look at the node in the same instant, so the idle agent
+// wakes once for all of them rather than once for each, at start times
+// that happened to differ by milliseconds. Drawn at random so that a
+// fleet's nodes do not all ask the cluster DNS in the same second.
+var tickPhase = time.Duration(rand.Int64N(int64(24 * time.Hour)))
+
+// UntilTick is how long from now until the next tick of period on the
+// grid that every periodic loop of the agent shares.
+func UntilTick(now time.Time, period time.Duration) time.Duration {
+	into := (time.Duration(now.UnixNano()) - tickPhase) % period
+	if into < 0 {
+		into += period
+	}
+	return period - into
 }
 
 // RunLogged is RunPeriodic for checks that only log a stuck or failed
