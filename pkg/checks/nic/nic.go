@@ -296,7 +296,7 @@ func rate(prev, cur uint64, secs float64) float64 {
 // open, a read and a close, every probe, every interface).
 type link struct {
 	OperState      string
-	Carrier        *int64  // nil where the kernel refuses to say (an interface down)
+	Carrier        *int64 // nil where the kernel refuses to say (an interface down)
 	CarrierChanges *int64 // nil where the driver does not count them
 }
 
