@@ -85,9 +85,15 @@ fuzz:
 # deps for the journal headers the build wants and the containerd the idle
 # agent's runtime check talks to.
 SCALE_NODES ?= 1000
+# NPD_BIN=path/to/node-problem-detector (built by hand from NPD's source,
+# never by this project; NPD_CONFIG its config/ when not beside the binary)
+# adds NPD's figures on the same jobs, alternated with nodeguard's in the
+# same run: the same kern.log through its filelog plugin, and the idle
+# kernel-log-only job against the same API server.
 bench: deps build
 	$(GO) test -run XXX -bench . -benchmem -count 3 ./pkg/logrules/...
-	NODEGUARD_TEST_BIN="$$(hack/build-test-binaries.sh)" $(GO) run ./hack/bench -agent $(BIN) -scale-nodes $(SCALE_NODES)
+	NODEGUARD_TEST_BIN="$$(hack/build-test-binaries.sh)" $(GO) run ./hack/bench -agent $(BIN) -scale-nodes $(SCALE_NODES) \
+		$(if $(NPD_BIN),-npd $(NPD_BIN) $(if $(NPD_CONFIG),-npd-config $(NPD_CONFIG)))
 
 # The rule engine's figures alone, without an API server: the Go
 # benchmarks (lines per CPU-second beside the physical limit, one search per

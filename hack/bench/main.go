@@ -58,7 +58,24 @@ var (
 	onlyScale        = flag.Bool("only-scale", false, "measure only the scale figures")
 	onlyReplay       = flag.Bool("only-replay", false, "measure only the replay figures (no API server)")
 	baselineAgent    = flag.String("baseline-agent", "", "another nodeguard binary whose replay runs alternate with -agent's, for a before/after ratio from one run")
+	sections         = flag.String("sections", "replay,kernlog,live,kmsg,scale", "the measurements to make, comma-separated")
 )
+
+// section says whether the named measurement is to be made.
+func section(name string) bool {
+	switch {
+	case *onlyScale:
+		return name == "scale"
+	case *onlyReplay:
+		return name == "replay"
+	}
+	for _, s := range strings.Split(*sections, ",") {
+		if strings.TrimSpace(s) == name {
+			return true
+		}
+	}
+	return false
+}
 
 func main() {
 	flag.Parse()
@@ -79,12 +96,17 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if !*onlyScale {
+	if section("replay") {
 		if err := replayCost(dir); err != nil {
 			return err
 		}
 	}
-	if *onlyReplay {
+	if section("kernlog") {
+		if err := kernLogSideBySide(dir); err != nil {
+			return err
+		}
+	}
+	if !section("live") && !section("kmsg") && (!section("scale") || *scaleNodes <= 0) {
 		return nil
 	}
 	c, err := testcluster.Start()
@@ -92,12 +114,17 @@ func run() error {
 		return fmt.Errorf("starting the API server: %w", err)
 	}
 	defer c.Stop()
-	if !*onlyScale {
+	if section("kmsg") {
+		if err := kmsgIdle(c, dir); err != nil {
+			return err
+		}
+	}
+	if section("live") {
 		if err := live(c, dir); err != nil {
 			return err
 		}
 	}
-	if *scaleNodes > 0 {
+	if *scaleNodes > 0 && section("scale") {
 		return scale(c)
 	}
 	return nil
@@ -394,7 +421,8 @@ func live(c *testcluster.Cluster, dir string) error {
 	// its binary that only start-up used (30 s in).
 	time.Sleep(*settle)
 	pid := idleAgent.Process.Pid
-	cpu0, _ := procStat(pid)
+	cpu0 := cpuSeconds(pid)
+	wake0 := wakeups(pid)
 	s0, e0, o0 := apiWrites(ctx, c)
 	// RSS moves with the garbage collector's cycle and with pages coming
 	// back in, so one reading at the end is a draw: sample it through the
@@ -406,7 +434,8 @@ func live(c *testcluster.Cluster, dir string) error {
 		anon, file := rssSplit(pid)
 		rssSamples, anonSamples, fileSamples = append(rssSamples, rss), append(anonSamples, anon), append(fileSamples, file)
 	}
-	cpu1, _ := procStat(pid)
+	cpu1 := cpuSeconds(pid)
+	wake1 := wakeups(pid)
 	s1, e1, o1 := apiWrites(ctx, c)
 	stopAgent(idleAgent)
 	minutes := idle.Minutes()
@@ -420,6 +449,7 @@ func live(c *testcluster.Cluster, dir string) error {
 	out("idle_rss_anon_mib", "%.1f", median(anonSamples))
 	out("idle_rss_file_mib", "%.1f", median(fileSamples))
 	out("idle_cpu_seconds_per_minute", "%.3f", (cpu1-cpu0)/minutes)
+	out("idle_wakeups_per_minute", "%.0f", (wake1-wake0)/minutes)
 	out("idle_api_writes", "%.0f", s1-s0+e1-e0+o1-o0)
 	out("idle_api_writes_per_minute", "%.2f", (s1-s0+e1-e0+o1-o0)/minutes)
 

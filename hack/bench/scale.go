@@ -670,11 +670,9 @@ func startNode(ctx context.Context, wg *sync.WaitGroup, base *rest.Config, token
 	if err != nil {
 		return nil, err
 	}
-	// The lease watch's Confirm stays unset: it reads a Lease only once its
-	// watch has been silent for 30 s, which a renewing kubelet never lets
-	// happen, and the simulated Leases are never renewed, so it would
-	// measure a cluster whose kubelets all stopped (reads backing off to
-	// one per node per 5 minutes).
+	// The lease watch's Confirm stays unset, so Reread reads nothing: the
+	// simulated Leases are never renewed, and a lease check confirming each
+	// stale one would measure a cluster whose kubelets all stopped.
 	r.Leases.Confirm = nil
 	wg.Add(1)
 	// Off this goroutine, so that the agents start side by side: the Node

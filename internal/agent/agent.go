@@ -257,7 +257,7 @@ func (d Deps) leaseWatcher(nodeName string) *kube.LeaseWatcher {
 		return nil
 	}
 	w := kube.NewLeaseWatcher(d.Clients.Watches, nodeName)
-	w.Confirm, w.Log = d.Clients.Requests, d.Log
+	w.Confirm = d.Clients.Requests
 	return w
 }
 

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nodeguard/nodeguard/pkg/checks"
 	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
@@ -41,7 +42,8 @@ func (d *degradedCheck) Conditions() []finding.ConditionDefault {
 
 // Run says the agent's health every period until ctx ends.
 func (d *degradedCheck) Run(ctx context.Context, emit func(finding.Finding)) error {
-	t := time.NewTicker(d.period)
+	// On the checks' shared grid, so that it wakes with them.
+	t := time.NewTimer(checks.UntilTick(time.Now(), d.period))
 	defer t.Stop()
 	for {
 		emit(d.verdict())
@@ -49,6 +51,7 @@ func (d *degradedCheck) Run(ctx context.Context, emit func(finding.Finding)) err
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+			t.Reset(checks.UntilTick(time.Now(), d.period))
 		}
 	}
 }

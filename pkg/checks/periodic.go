@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -57,7 +58,7 @@ func RunPeriodic(ctx context.Context, period, timeout time.Duration, probe Probe
 			done <- result{f, err}
 		}()
 	}
-	ticker := time.NewTicker(period)
+	ticker := time.NewTimer(UntilTick(time.Now(), period))
 	defer ticker.Stop()
 	start()
 	for {
@@ -82,6 +83,7 @@ func RunPeriodic(ctx context.Context, period, timeout time.Duration, probe Probe
 			reportStuck(ctx, started)
 			stuck(&ProbeStuck{Since: started})
 		case <-ticker.C:
+			ticker.Reset(UntilTick(time.Now(), period))
 			switch {
 			case inflight == nil:
 				start()
@@ -92,6 +94,24 @@ func RunPeriodic(ctx context.Context, period, timeout time.Duration, probe Probe
 			}
 		}
 	}
+}
+
+// tickPhase places every periodic check's ticks on one grid, drawn once per
+// process: checks of the same period (and of periods that are multiples of
+// one another) look at the node in the same instant, so the idle agent
+// wakes once for all of them rather than once for each, at start times
+// that happened to differ by milliseconds. Drawn at random so that a
+// fleet's nodes do not all ask the cluster DNS in the same second.
+var tickPhase = time.Duration(rand.Int64N(int64(24 * time.Hour)))
+
+// UntilTick is how long from now until the next tick of period on the
+// grid that every periodic loop of the agent shares.
+func UntilTick(now time.Time, period time.Duration) time.Duration {
+	into := (time.Duration(now.UnixNano()) - tickPhase) % period
+	if into < 0 {
+		into += period
+	}
+	return period - into
 }
 
 // RunLogged is RunPeriodic for checks that only log a stuck or failed
@@ -166,6 +186,77 @@ func Every(ctx context.Context, interval time.Duration, fn func(now time.Time)) 
 				return
 			case now := <-t.C:
 				fn(now)
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// Waker wakes a WhileBusy loop that went to sleep because it had nothing
+// left to do. Wake never blocks, so a log source may call it for every line.
+type Waker struct{ c chan struct{} }
+
+// NewWaker returns a Waker for one WhileBusy loop.
+func NewWaker() *Waker { return &Waker{c: make(chan struct{}, 1)} }
+
+// Wake tells the loop there may be work again.
+func (w *Waker) Wake() {
+	select {
+	case w.c <- struct{}{}:
+	default: // a wake-up is already pending
+	}
+}
+
+// UntilDue is the wait WhileBusy's fn returns for work due at a time: none
+// when due is zero, and at least a millisecond when it is already past, so
+// that a clock that reads early still gets another look.
+func UntilDue(due, now time.Time) time.Duration {
+	if due.IsZero() {
+		return 0
+	}
+	return max(due.Sub(now), time.Millisecond)
+}
+
+// BusyFor is the wait WhileBusy's fn returns: interval while busy, none
+// otherwise.
+func BusyFor(busy bool, interval time.Duration) time.Duration {
+	if busy {
+		return interval
+	}
+	return 0
+}
+
+// WhileBusy calls fn first one interval after the start, and then again
+// after the wait fn returns, for as long as fn says work is left (a report
+// still open, a condition waiting out its quiet period, a log position not
+// yet saved); a wait of zero or less means none is, and the next call is
+// one interval after w is woken. Every would wake an idle agent every
+// interval for nothing; a quiet log costs no wake-ups this way. stop waits
+// for a call in progress.
+func WhileBusy(ctx context.Context, interval time.Duration, w *Waker, fn func(now time.Time) (wait time.Duration)) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTimer(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				if wait := fn(now); wait > 0 {
+					t.Reset(wait)
+					continue
+				}
+			}
+			// Asleep. A wake that came while fn ran is still in the
+			// channel, so none is lost between fn's answer and this wait.
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.c:
+				t.Reset(interval)
 			}
 		}
 	}()

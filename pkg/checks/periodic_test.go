@@ -66,3 +66,67 @@ func TestRunPeriodicNeverStacksStuckProbes(t *testing.T) {
 		t.Errorf("after the stuck probe returned: %d runs, %d failures; want probing to resume and errors (not ErrNoData) reported", runs.Load(), len(failed))
 	}
 }
+
+// WhileBusy calls while there is work, not at all once there is none, and
+// again after a wake: the idle kernel log's loop must cost no wake-ups.
+func TestWhileBusySleepsUntilWoken(t *testing.T) {
+	const interval = 10 * time.Millisecond
+	var calls atomic.Int32
+	var work atomic.Int32 // calls left that say busy
+	work.Store(3)
+	w := NewWaker()
+	stop := WhileBusy(context.Background(), interval, w, func(time.Time) time.Duration {
+		calls.Add(1)
+		return BusyFor(work.Add(-1) > 0, interval)
+	})
+	defer stop()
+	waitCalls := func(want int32) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for calls.Load() < want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d calls after 5s, want %d", calls.Load(), want)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitCalls(3)
+	// Idle: 30 intervals pass with no call.
+	time.Sleep(30 * interval)
+	if got := calls.Load(); got != 3 {
+		t.Fatalf("%d calls while idle, want 3: the loop kept waking", got)
+	}
+	// A wake while idle starts it again, for as long as it is busy.
+	work.Store(2)
+	w.Wake()
+	waitCalls(5)
+	time.Sleep(30 * interval)
+	if got := calls.Load(); got != 5 {
+		t.Fatalf("%d calls after the wake's work was done, want 5", got)
+	}
+}
+
+// A wake that comes while fn runs and answers "idle" is not lost: fn is
+// called again, so state a line left just then is looked at.
+func TestWhileBusyKeepsAWakeFromDuringACall(t *testing.T) {
+	w := NewWaker()
+	var calls atomic.Int32
+	second := make(chan struct{})
+	stop := WhileBusy(context.Background(), time.Millisecond, w, func(time.Time) time.Duration {
+		if calls.Add(1) == 1 {
+			w.Wake() // a line fed while this call looks
+		} else {
+			select {
+			case second <- struct{}{}:
+			default:
+			}
+		}
+		return 0
+	})
+	defer stop()
+	select {
+	case <-second:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the wake during the first call was lost")
+	}
+}

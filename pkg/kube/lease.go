@@ -17,8 +17,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/cache"
 
-	"go.uber.org/zap"
-
 	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
@@ -39,20 +37,13 @@ type LeaseWatcher struct {
 	// server (every request it makes, not only this watch's): whether it
 	// answers, and since when. The view is current only while both agree.
 	Reachable func() (up bool, since time.Time)
-	// Confirm, when set before Run, reads the Lease directly once the watch
-	// has brought nothing for confirmAfter. A kubelet renews every 10 s, so
-	// silence means either a kubelet that stopped, which the read
-	// confirms, or a watch that stalled while its connection stayed up,
-	// which the read corrects: watches last 5 to 10 minutes, and a stalled
-	// one would otherwise show a stale Lease that long.
+	// Confirm, when set before Run, is what Reread reads the Lease with.
+	// The lease check rereads before it calls a Lease stale, so a watch
+	// that stalled while its connection stayed up (watches last 5 to 10
+	// minutes) cannot make it cry wolf. A loop that read on its own after
+	// 30 s of silence did so before; it woke the agent every 10 s for
+	// that, and the check's read is the one that matters.
 	Confirm Client
-	// Log, when set before Run, is told of failed Confirm reads; a denied
-	// read (RBAC without get on leases) would otherwise leave the fallback
-	// silently dead.
-	Log *zap.Logger
-
-	confirmAfter time.Duration
-	confirmEvery time.Duration
 
 	mu        sync.Mutex
 	synced    bool
@@ -62,12 +53,9 @@ type LeaseWatcher struct {
 	// after a failure, or the first list.
 	upSince   time.Time
 	lastEvent time.Time
-	// read is the Lease as Confirm last read it; nextRead is when it may
-	// read again.
-	read     *coordinationv1.Lease
-	nextRead time.Time
-	backoff  time.Duration
-	// readAt is when read was made, by Confirm or Reread; readMissing says
+	// read is the Lease as Reread last read it.
+	read *coordinationv1.Lease
+	// readAt is when Reread made read; readMissing says
 	// it found no Lease.
 	readAt      time.Time
 	readMissing bool
@@ -83,14 +71,9 @@ type LeaseWatcher struct {
 // recovering API server, against the kubelets' own 1,000 renewals every 10 s.
 var watchBackoff = wait.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.5, Steps: 10, Cap: 4 * time.Second}
 
-// maxReadBackoff bounds the wait between reads of a Lease that stays
-// unrenewed, so that a cluster whose kubelets all stopped costs the API
-// server one read per node per 5 minutes.
-const maxReadBackoff = 5 * time.Minute
-
 // NewLeaseWatcher watches the Lease named nodeName.
 func NewLeaseWatcher(client Client, nodeName string) *LeaseWatcher {
-	w := &LeaseWatcher{name: nodeName, confirmAfter: 30 * time.Second, confirmEvery: 10 * time.Second}
+	w := &LeaseWatcher{name: nodeName}
 	sel := fields.OneTermEqualSelector("metadata.name", nodeName).String()
 	w.store = &leaseStore{Store: cache.NewStore(cache.MetaNamespaceKeyFunc), w: w}
 	b := watchBackoff
@@ -139,59 +122,12 @@ func (w *LeaseWatcher) event() {
 	w.record(nil)
 	w.mu.Lock()
 	w.lastEvent = time.Now()
-	w.nextRead, w.backoff = time.Time{}, 0
 	w.mu.Unlock()
 }
 
 // Run keeps the view until ctx ends.
 func (w *LeaseWatcher) Run(ctx context.Context) {
-	if w.Confirm != nil {
-		go w.confirm(ctx)
-	}
 	w.reflector.RunWithContext(ctx)
-}
-
-// confirm reads the Lease whenever the watch has been silent for
-// confirmAfter, until ctx ends.
-func (w *LeaseWatcher) confirm(ctx context.Context) {
-	t := time.NewTicker(w.confirmEvery)
-	defer t.Stop()
-	leases := w.Confirm.CoordinationV1().Leases(NodeLeaseNamespace)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		now := time.Now()
-		w.mu.Lock()
-		due := now.Sub(w.lastEvent) >= w.confirmAfter && !now.Before(w.nextRead) && w.synced
-		w.mu.Unlock()
-		if !due {
-			continue
-		}
-		before, _ := w.stored()
-		reqCtx, cancel := context.WithTimeout(ctx, w.confirmEvery)
-		lease, err := leases.Get(reqCtx, w.name, metav1.GetOptions{})
-		cancel()
-		// A missing Lease is a state the lease check reports, and a read
-		// cut short by shutdown is no failure.
-		if err != nil && w.Log != nil && ctx.Err() == nil && !apierrors.IsNotFound(err) {
-			w.Log.Warn("reading the node's Lease past a silent watch failed", zap.String("lease", NodeLeaseNamespace+"/"+w.name), zap.Error(err))
-		}
-		w.mu.Lock()
-		// A read that finds the Lease renewed means the watch is stuck:
-		// keep reading every confirmEvery. One that finds nothing new (a
-		// stopped kubelet, a missing Lease, an unreachable server) waits
-		// twice as long as the last before the next.
-		if err == nil && (before == nil || renewedLater(lease, before)) {
-			w.read, w.readAt, w.readMissing, w.backoff = lease, time.Now(), false, w.confirmEvery
-		} else {
-			w.backoff = min(max(2*w.backoff, w.confirmEvery), maxReadBackoff)
-		}
-		w.nextRead = now.Add(w.backoff)
-		w.mu.Unlock()
-	}
 }
 
 // Reread reads the Lease from the API server now, for a verdict that must

@@ -30,59 +30,6 @@ func stalledLeaseClient(t *testing.T) (*fake.Clientset, metav1.MicroTime) {
 	return client, first
 }
 
-// A watch whose connection stays up but brings nothing: the Lease the
-// watcher shows must still follow the kubelet's renewals when Confirm is
-// set, and without it stays as first listed.
-func TestLeaseWatcherReadsPastAStalledWatch(t *testing.T) {
-	client, first := stalledLeaseClient(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-
-	start := func(confirm bool) *LeaseWatcher {
-		w := NewLeaseWatcher(client, "n1")
-		w.confirmAfter, w.confirmEvery = 50*time.Millisecond, 20*time.Millisecond
-		if confirm {
-			w.Confirm = client
-		}
-		go w.Run(ctx)
-		return w
-	}
-	confirming, watchOnly := start(true), start(false)
-	renewTime := func(w *LeaseWatcher) time.Time {
-		if l, ok, since := w.NodeLease(); ok && !since.IsZero() && l.Spec.RenewTime != nil {
-			return l.Spec.RenewTime.Time
-		}
-		return time.Time{}
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !renewTime(confirming).Equal(first.Time) || !renewTime(watchOnly).Equal(first.Time) {
-		if time.Now().After(deadline) {
-			t.Fatal("the watchers never listed the Lease")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-
-	// The kubelet renews; the stalled watch never says so.
-	renewed := metav1.NewMicroTime(first.Add(30 * time.Second))
-	lease, err := client.CoordinationV1().Leases(NodeLeaseNamespace).Get(ctx, "n1", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lease.Spec.RenewTime = &renewed
-	if _, err := client.CoordinationV1().Leases(NodeLeaseNamespace).Update(ctx, lease, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	for !renewTime(confirming).Equal(renewed.Time) {
-		if time.Now().After(deadline) {
-			t.Fatalf("with Confirm the Lease still shows %s, want the renewal at %s", renewTime(confirming), renewed.Time)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if got := renewTime(watchOnly); !got.Equal(first.Time) {
-		t.Errorf("without Confirm the stalled watch showed %s: the test's watch is not stalled", got)
-	}
-}
-
 // Reread makes the view the server's word as of the call, past a watch that
 // brings nothing: a renewal, a Lease that is gone, and a failed read, which
 // leaves the view as it was.

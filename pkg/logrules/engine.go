@@ -383,6 +383,13 @@ func (e *Engine) finding(r *compiled, l Line) finding.Finding {
 	return f
 }
 
+// Pending reports whether Expire has anything left to do: an open report,
+// a storm being counted, or a condition waiting out its quiet period. A
+// source whose engine has nothing pending need not call Expire at all.
+func (e *Engine) Pending() bool {
+	return e.rep.open || len(e.storms) > 0 || len(e.active) > 0
+}
+
 // Expire ends the open report if it has been quiet for ReportQuiet by now,
 // and sets False each condition whose quiet period has passed.
 func (e *Engine) Expire(now time.Time, out []finding.Finding) []finding.Finding {

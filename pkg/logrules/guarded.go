@@ -78,6 +78,13 @@ func (g *Guarded) ExpireTo(now time.Time, emit func(finding.Finding)) {
 	}
 }
 
+// Pending reports whether ExpireTo has anything left to do (Engine.Pending).
+func (g *Guarded) Pending() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.e.Pending()
+}
+
 // Stop ends the open report, handing its findings to emit, and the timer:
 // for a source that stops, so that a report it was reading is not lost.
 func (g *Guarded) Stop(emit func(finding.Finding)) {

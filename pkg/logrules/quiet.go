@@ -92,6 +92,19 @@ func (q *QuietStart) Expire(now time.Time, out []finding.Finding) []finding.Find
 	return out
 }
 
+// NextDue returns when the next clear is due; zero when none is left.
+func (q *QuietStart) NextDue() time.Time {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var next time.Time
+	for _, p := range q.pending {
+		if next.IsZero() || p.due.Before(next) {
+			next = p.due
+		}
+	}
+	return next
+}
+
 // ExpireTo hands what Expire clears at now to emit. The caller owns the
 // ticker (checks.Every), so that the rule engine starts no goroutine.
 func (q *QuietStart) ExpireTo(now time.Time, emit func(finding.Finding)) {

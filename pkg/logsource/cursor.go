@@ -74,6 +74,19 @@ type Resume struct {
 	mu         sync.Mutex
 	at, saved  string
 	warnedSave bool
+	moved      func()
+}
+
+// OnMove sets fn to be called after each line's cursor is recorded and not
+// saved: for a reader that flushes on a timer only while there is
+// something to flush, so that it knows to start again.
+func (r *Resume) OnMove(fn func()) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.moved = fn
 }
 
 // Resume loads the cursor saved under name. One that cannot be read is
@@ -102,10 +115,14 @@ func (r *Resume) Done(cursor string, reported bool) {
 		return
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.at = cursor
 	if reported {
 		r.saveLocked()
+	}
+	moved := r.moved
+	r.mu.Unlock()
+	if moved != nil && !reported {
+		moved()
 	}
 }
 
@@ -117,6 +134,17 @@ func (r *Resume) Flush() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.saveLocked()
+}
+
+// Moved reports whether the cursor moved since it was last saved, so that
+// a caller flushing it on a timer can stop once it has not.
+func (r *Resume) Moved() bool {
+	if r == nil {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.at != r.saved
 }
 
 func (r *Resume) saveLocked() {

@@ -186,14 +186,25 @@ func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 	}
 	quiet := logrules.NewQuietStart(time.Now(), rules, c.conds)
 	emit = quiet.Wrap(emit)
-	defer checks.Every(ctx, expireInterval, func(now time.Time) { quiet.ExpireTo(now, emit) })()
+	defer checks.WhileBusy(ctx, expireInterval, checks.NewWaker(), func(now time.Time) time.Duration {
+		quiet.ExpireTo(now, emit)
+		return checks.UntilDue(quiet.NextDue(), time.Now())
+	})()
 	guarded := map[string]*logrules.Guarded{}
+	wakes := map[string]*checks.Waker{}
 	units := make([]string, 0, len(c.units))
 	for u, set := range c.units {
 		units = append(units, u)
 		g := logrules.NewGuarded(set.Engine(), emit)
 		guarded[u] = g
-		defer checks.Every(ctx, expireInterval, func(now time.Time) { g.ExpireTo(now, emit) })()
+		// Only while the unit's engine has something left to do; each of
+		// the unit's entries wakes it, after it is fed.
+		wake := checks.NewWaker()
+		wakes[u] = wake
+		defer checks.WhileBusy(ctx, expireInterval, wake, func(now time.Time) time.Duration {
+			g.ExpireTo(now, emit)
+			return checks.BusyFor(g.Pending(), expireInterval)
+		})()
 		// Before the ticker stops: a report being read when the check
 		// stops is reported with what it had.
 		defer g.Stop(emit)
@@ -213,6 +224,7 @@ func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 		c.record(checks.ServiceLog, l.Time, l.Unit+": "+l.Text)
 		if g := guarded[l.Unit]; g != nil {
 			g.Feed(logrules.Line{Text: l.Text, Time: l.Time}, l.Where, emit)
+			wakes[l.Unit].Wake()
 		}
 		return false
 	})

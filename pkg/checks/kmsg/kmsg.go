@@ -221,7 +221,11 @@ func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 	// Outermost, so that it sees every condition the check reports.
 	quiet := logrules.NewQuietStart(c.now(), c.rules.Rules(), c.rules.Conditions())
 	emit = quiet.Wrap(emit)
-	defer checks.Every(ctx, c.expireEvery(), func(time.Time) { quiet.ExpireTo(c.now(), emit) })()
+	// Until every quiet period of the start has passed, and then never.
+	defer checks.WhileBusy(ctx, c.expireEvery(), checks.NewWaker(), func(time.Time) time.Duration {
+		quiet.ExpireTo(c.now(), emit)
+		return checks.UntilDue(quiet.NextDue(), c.now())
+	})()
 	g, ctx := errgroup.WithContext(ctx)
 	if c.cfg.DevKmsg == nil || *c.cfg.DevKmsg {
 		// Resumes after the last record read in this boot.
@@ -259,18 +263,26 @@ func (c *Check) follow(ctx context.Context, emit func(finding.Finding), src logs
 	if cursor != "" {
 		resume = c.cursors.Resume(cursor, c.log)
 	}
-	defer checks.Every(ctx, c.expireEvery(), func(time.Time) {
+	// Only while the engine or the cursor has something left to do: every
+	// line read wakes it, and a quiet kernel log lets the agent sleep.
+	wake := checks.NewWaker()
+	defer checks.WhileBusy(ctx, c.expireEvery(), wake, func(time.Time) time.Duration {
 		g.ExpireTo(c.now(), emit)
 		// Not past a report whose findings are still held: a restart then
 		// reads it again (and may report it twice) rather than never.
 		if !g.Holding() {
 			resume.Flush()
 		}
+		return checks.BusyFor(g.Pending() || resume.Moved(), c.expireEvery())
 	})()
 	// Before the ticker stops: a report being read when the check stops
 	// (`nodeguard check` ending its wait) is reported with what it had.
 	defer g.Stop(emit)
+	// After the cursor moves, and (below) after a line is fed: waking
+	// before either could let the loop look, find nothing, and sleep.
+	resume.OnMove(wake.Wake)
 	err := logsource.Follow(ctx, src, resume, func(l logsource.Line) bool {
+		defer wake.Wake()
 		msg, ok := l.Text, true
 		if text != nil {
 			msg, ok = text(l.Text)

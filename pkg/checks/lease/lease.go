@@ -7,6 +7,7 @@ package lease
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -27,7 +28,11 @@ type Config struct {
 	// Lease: twice the kubelet's renew interval, which is a quarter of the
 	// lease duration (20 s for the default 40 s lease).
 	Threshold finding.Duration `json:"threshold,omitempty"`
-	// Period is how often the Lease is looked at.
+	// Period is how often the Lease is looked at while it is stale, missing
+	// or out of view. While it is fresh the check looks next when it would
+	// turn stale unless renewed, and not before: a renewal only moves that
+	// later, so the verdict comes as soon as with a look every period,
+	// without waking the agent every second for it.
 	Period finding.Duration `json:"period,omitempty"`
 }
 
@@ -63,6 +68,9 @@ type Check struct {
 	// may be made.
 	rereadWait time.Duration
 	nextReread time.Time
+	// freshUntil is when the Lease last judged fresh turns stale unless
+	// renewed; zero after any other verdict.
+	freshUntil time.Time
 }
 
 // rereadTimeout bounds the read that confirms a stale Lease, within the
@@ -100,14 +108,44 @@ func (c *Check) missingGrace() time.Duration {
 	return finding.LeaseStaleAfter(nil)
 }
 
-// Run looks at the Lease every period until ctx ends.
+// Run looks at the Lease until ctx ends: every period, or while it is
+// fresh when it would turn stale. A look reads the view in memory and, for
+// a stale verdict, makes one read bounded by rereadTimeout, so it cannot
+// hang the way a disk probe can, and needs no RunPeriodic.
 func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 	if c.lease == nil {
 		<-ctx.Done()
 		return nil
 	}
-	return checks.RunLogged(ctx, c.log, "reading the lease", c.cfg.Period.Duration, max(c.cfg.Period.Duration, rereadTimeout+time.Second),
-		c.probe, emit)
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		fs, err := c.probe(ctx)
+		switch {
+		case err == nil:
+			for _, f := range fs {
+				emit(f)
+			}
+		case !errors.Is(err, checks.ErrNoData):
+			c.log.Warn("reading the lease failed", zap.Error(err))
+		}
+		t.Reset(c.nextLook())
+	}
+}
+
+// nextLook is how long until the next look: the period, or while the Lease
+// is fresh until just past when it would turn stale, but never longer than
+// a missing Lease may go unreported (a deleted Lease changes no renewTime).
+func (c *Check) nextLook() time.Duration {
+	if c.freshUntil.IsZero() {
+		return c.cfg.Period.Duration
+	}
+	return min(max(c.freshUntil.Sub(c.now())+10*time.Millisecond, c.cfg.Period.Duration), c.missingGrace())
 }
 
 // probe judges the Lease as the view has it, and a verdict of a kubelet
@@ -132,9 +170,16 @@ func (c *Check) probe(ctx context.Context) ([]finding.Finding, error) {
 	err = c.lease.Reread(readCtx)
 	cancel()
 	if err != nil {
+		// The first failure of a run is a warning: a read that is always
+		// denied (RBAC without get on leases) would otherwise keep the
+		// check from ever calling a Lease stale, and say so nowhere.
+		log := c.log.Debug
+		if c.rereadWait == 0 {
+			log = c.log.Warn
+		}
+		log("a stale Lease is not confirmed: the read failed", zap.Error(err))
 		c.rereadWait = min(max(2*c.rereadWait, c.cfg.Period.Duration), maxRereadWait)
 		c.nextReread = now.Add(c.rereadWait)
-		c.log.Debug("a stale Lease is not confirmed: the read failed", zap.Error(err))
 		return nil, checks.ErrNoData
 	}
 	c.rereadWait, c.nextReread = 0, time.Time{}
@@ -149,6 +194,7 @@ func isStale(fs []finding.Finding) bool {
 
 // judge is the verdict on the Lease as the view has it now.
 func (c *Check) judge() ([]finding.Finding, error) {
+	c.freshUntil = time.Time{}
 	lease, exists, currentSince := c.lease.NodeLease()
 	if currentSince.IsZero() {
 		// The agent cannot see the API server either: that is the
@@ -187,6 +233,7 @@ func (c *Check) judge() ([]finding.Finding, error) {
 		f.Facts = leaseFacts(lease, age, threshold, currentSince)
 		return []finding.Finding{f}, nil
 	}
+	c.freshUntil = since.Add(threshold)
 	return []finding.Finding{finding.KubeletLeaseStale.Healthy()}, nil
 }
 

@@ -158,3 +158,35 @@ func TestStaleLeaseIsConfirmedByARead(t *testing.T) {
 		t.Errorf("%d reads to confirm one stale verdict, want 1", view.reads-reads)
 	}
 }
+
+// While the Lease is fresh the next look is when it would turn stale, so a
+// renewing kubelet costs a look per renewal, not one a second; any other
+// verdict keeps the period.
+func TestNextLookWaitsOutAFreshLease(t *testing.T) {
+	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	long := now.Add(-time.Hour)
+	tests := []struct {
+		name string
+		view fakeView
+		want time.Duration
+	}{
+		{"renewed 5s ago", fakeView{leaseRenewed(5*time.Second, 40, now), true, long}, 15*time.Second + 10*time.Millisecond},
+		{"renewed just now", fakeView{leaseRenewed(0, 40, now), true, long}, 20 * time.Second},
+		{"about to turn", fakeView{leaseRenewed(19990*time.Millisecond, 40, now), true, long}, time.Second},
+		{"stale", fakeView{leaseRenewed(21*time.Second, 40, now), true, long}, time.Second},
+		{"missing", fakeView{nil, false, long}, time.Second},
+		{"out of view", fakeView{leaseRenewed(0, 40, now), true, time.Time{}}, time.Second},
+		// A long lease is looked at no less often than a missing one is
+		// reported, since a deletion moves no renewTime.
+		{"a long lease", fakeView{leaseRenewed(0, 600, now), true, long}, 20 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := New(DefaultConfig(), checks.Env{Lease: tt.view, Now: func() time.Time { return now }})
+			c.judge()
+			if got := c.nextLook(); got != tt.want {
+				t.Errorf("nextLook = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
