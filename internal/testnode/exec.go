@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 )
 
@@ -16,8 +18,15 @@ import (
 // error when it fails.
 func (n *Node) Exec(ctx context.Context, containerID string, args ...string) ([]byte, error) {
 	id := strings.TrimPrefix(containerID, "containerd://")
+	// The FIFOs under the node's own directory: ctr's default,
+	// /run/containerd/fifo, is the host's /run, which the node's containerd
+	// (in a mount namespace of its own, with its own /run) cannot see.
+	fifos := filepath.Join(n.Dir, "ctr-fifo")
+	if err := os.MkdirAll(fifos, 0o700); err != nil {
+		return nil, fmt.Errorf("making the FIFO directory for ctr: %w", err)
+	}
 	cmd := exec.CommandContext(ctx, "ctr", append([]string{"--address", n.ContainerdSocket, "--namespace", "k8s.io",
-		"tasks", "exec", "--exec-id", "e2e-" + randomID(), id}, args...)...)
+		"tasks", "exec", "--fifo-dir", fifos, "--exec-id", "e2e-" + randomID(), id}, args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
