@@ -170,28 +170,6 @@ func (r *InARow) Judge(threshold int, cond finding.ConditionDefault, okMessage, 
 	return []finding.Finding{f}
 }
 
-// Every calls fn every interval until ctx ends or the returned stop is
-// called; stop waits for a call in progress, so that nothing fn does
-// outlives it.
-func Every(ctx context.Context, interval time.Duration, fn func(now time.Time)) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-t.C:
-				fn(now)
-			}
-		}
-	}()
-	return func() { cancel(); <-done }
-}
-
 // Waker wakes a WhileBusy loop that went to sleep because it had nothing
 // left to do. Wake never blocks, so a log source may call it for every line.
 type Waker struct{ c chan struct{} }
@@ -230,7 +208,7 @@ func BusyFor(busy bool, interval time.Duration) time.Duration {
 // after the wait fn returns, for as long as fn says work is left (a report
 // still open, a condition waiting out its quiet period, a log position not
 // yet saved); a wait of zero or less means none is, and the next call is
-// one interval after w is woken. Every would wake an idle agent every
+// one interval after w is woken. A ticker would wake an idle agent every
 // interval for nothing; a quiet log costs no wake-ups this way. stop waits
 // for a call in progress.
 func WhileBusy(ctx context.Context, interval time.Duration, w *Waker, fn func(now time.Time) (wait time.Duration)) (stop func()) {

@@ -69,7 +69,7 @@ func (g *Guarded) endQuiet() {
 
 // ExpireTo runs the engine's expiry at now and hands what it clears or
 // ends to emit, serialised with Feed. The caller owns the ticker
-// (checks.Every).
+// (checks.WhileBusy).
 func (g *Guarded) ExpireTo(now time.Time, emit func(finding.Finding)) {
 	g.mu.Lock()
 	defer g.mu.Unlock()

@@ -106,7 +106,7 @@ func (q *QuietStart) NextDue() time.Time {
 }
 
 // ExpireTo hands what Expire clears at now to emit. The caller owns the
-// ticker (checks.Every), so that the rule engine starts no goroutine.
+// ticker (checks.WhileBusy), so that the rule engine starts no goroutine.
 func (q *QuietStart) ExpireTo(now time.Time, emit func(finding.Finding)) {
 	for _, f := range q.Expire(now, nil) {
 		emit(f)
