@@ -101,6 +101,8 @@ type Node struct {
 	procs     []*proc
 	record    record
 	kubelet   *proc
+	// lock is held from Start to Stop: one node per machine at a time.
+	lock *os.File
 }
 
 type proc struct {
@@ -144,6 +146,15 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
+	lock, err := lockMachine(ctx, logf)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil && n == nil {
+			lock.Close()
+		}
+	}()
 	reapDeadRuns(logf)
 	id := randomID()
 	dir, err := os.MkdirTemp("/tmp", "ngnode-")
@@ -156,6 +167,7 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 		Root:       filepath.Join(dir, "root"),
 		CgroupRoot: "/ngnode-" + id,
 		logf:       logf,
+		lock:       lock,
 	}
 	n.ContainerdSocket = n.HostPath("/run/containerd/containerd.sock")
 	n.record = record{PID: os.Getpid(), Dir: dir, CgroupRoot: n.CgroupRoot, Bridge: "ngbr" + id, Sysctls: map[string]string{}}
@@ -791,6 +803,43 @@ func (n *Node) Stop() {
 		n.logf("testnode: kept %s", n.Dir)
 	}
 	os.Remove(filepath.Join(recordDir, filepath.Base(n.Dir)+".json"))
+	if n.lock != nil {
+		n.lock.Close()
+	}
+}
+
+// lockMachine waits, as long as ctx allows, for the machine's one node:
+// two kubelets would fight over the host's ports 10248-10250, and the
+// machine is shared by test and bench runs. The kernel drops the lock of a
+// run that dies.
+func lockMachine(ctx context.Context, logf func(string, ...any)) (*os.File, error) {
+	if err := os.MkdirAll(recordDir, 0o755); err != nil {
+		return nil, fmt.Errorf("making %s: %w", recordDir, err)
+	}
+	path := filepath.Join(recordDir, "lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	for waited := false; ; waited = true {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("locking %s: %w", path, err)
+		}
+		if !waited {
+			logf("testnode: another run holds the machine's node (%s); waiting", path)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("waiting for %s: %w", path, ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // cleanHost removes the cgroups and the bridge and puts the sysctls back;
