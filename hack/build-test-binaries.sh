@@ -11,6 +11,10 @@ etcd_version=$(awk '$1 == "require" && $2 == "go.etcd.io/etcd/server/v3" {print 
 cache=${NODEGUARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nodeguard}
 dir="$cache/k8s-$k8s_version-etcd-$etcd_version"
 mkdir -p "$dir"
+# One build at a time per cache: concurrent runs (parallel test packages,
+# helpers sharing the machine) would each compile the same five commands.
+exec 9>"$dir/.lock"
+flock 9
 
 # The Kubernetes commands come from one module, so one `go build` compiles
 # their shared packages once: on two cores that is minutes saved over five
