@@ -26,6 +26,8 @@ func (f *JournalFollower) Run(ctx context.Context, after string, emit func(Line)
 	)
 	if f.Dir != "" {
 		j, err = sdjournal.NewJournalFromDir(f.Dir)
+	} else if err = systemJournalReadable(systemJournalDirs); err != nil {
+		return fmt.Errorf("opening the journal %s: %w", f.describe(), err)
 	} else {
 		j, err = sdjournal.NewJournal()
 	}

@@ -1,7 +1,12 @@
 package logsource
 
 import (
+	"cmp"
 	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -48,4 +53,62 @@ func (f *JournalFollower) describe() string {
 		where += " for " + strings.Join(what, ", ")
 	}
 	return where
+}
+
+// systemJournalDirs are where sd_journal_open looks for the local journal:
+// journald's volatile and persistent stores.
+var systemJournalDirs = []string{"/run/log/journal", "/var/log/journal"}
+
+// systemJournalReadable fails when the journal has files under dirs and
+// this process can open none of them. sd_journal_open skips what it cannot
+// read, so an agent that lost the right to read the journal (a mount's
+// mode, a dropped capability, an SELinux label) would otherwise follow an
+// empty journal in silence, and look like a quiet, healthy node. No
+// journal files at all is not an error: journald may not have written
+// them yet, and sd_journal picks them up when it does.
+func systemJournalReadable(dirs []string) error {
+	var firstErr error
+	for _, dir := range dirs {
+		ok, err := anyReadableJournal(dir, 1)
+		if ok {
+			return nil
+		}
+		firstErr = cmp.Or(firstErr, err)
+	}
+	if firstErr != nil {
+		return fmt.Errorf("no journal file under %s can be read: %w", strings.Join(dirs, " or "), firstErr)
+	}
+	return nil
+}
+
+// anyReadableJournal looks for a journal file it can open in dir and, depth
+// levels down, in its subdirectories (the machine ID's).
+func anyReadableJournal(dir string, depth int) (bool, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	var firstErr error
+	for _, e := range entries {
+		p := filepath.Join(dir, e.Name())
+		switch {
+		case e.IsDir() && depth > 0:
+			ok, err := anyReadableJournal(p, depth-1)
+			if ok {
+				return true, nil
+			}
+			firstErr = cmp.Or(firstErr, err)
+		case strings.HasSuffix(e.Name(), ".journal"):
+			f, err := os.Open(p)
+			if err == nil {
+				f.Close()
+				return true, nil
+			}
+			firstErr = cmp.Or(firstErr, err)
+		}
+	}
+	return false, firstErr
 }

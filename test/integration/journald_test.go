@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/nodeguard/nodeguard/internal/journaltest"
 )
@@ -17,8 +19,10 @@ import (
 // meets it. The kubelet's Lease still looks fresh (the test renews it), but
 // the kubelet's journal says three times in a row that it failed to update
 // the lease over a dead connection. The agent, reading real journal files
-// written while it runs, puts an event per line and KubeletLeaseStale True
-// on the Node through the real API server.
+// written while it runs, puts an event per line on the Node through the real
+// API server. KubeletLeaseStale stays False: the Lease is the lease check's
+// to judge, and the kubelet logs the same lines through any control-plane
+// outage, when blaming it would be wrong on every node at once.
 func TestKubeletLeaseFailuresInTheJournalReachTheNode(t *testing.T) {
 	c := needCluster(t)
 	if _, err := os.Stat("/usr/include/systemd/sd-journal.h"); err != nil {
@@ -54,12 +58,6 @@ func TestKubeletLeaseFailuresInTheJournalReachTheNode(t *testing.T) {
 
 	ev, took := waitEvent(t, name, "KubeletLeaseUpdateFailed", marker, 15*time.Second)
 	t.Logf("KubeletLeaseUpdateFailed event %s after the journal file was written: %s", took, ev.Message)
-	node, took := waitCondition(t, name, "KubeletLeaseStale", corev1.ConditionTrue, 15*time.Second)
-	t.Logf("KubeletLeaseStale True %s after the journal file was written", took)
-	cond := condition(node, "KubeletLeaseStale")
-	if cond.Reason != "KubeletLeaseUpdateFailing" {
-		t.Errorf("KubeletLeaseStale reason %s (%q), want KubeletLeaseUpdateFailing: the Lease is fresh, the journal says renewals fail", cond.Reason, cond.Message)
-	}
 	// The three failures become one Event whose count the recorder raises
 	// as the others come.
 	for deadline := time.Now().Add(15 * time.Second); countEvents(t, name, "KubeletLeaseUpdateFailed") < 3; {
@@ -67,6 +65,11 @@ func TestKubeletLeaseFailuresInTheJournalReachTheNode(t *testing.T) {
 			t.Fatalf("%d KubeletLeaseUpdateFailed events counted after 15 s, want one per failed renewal (3)", countEvents(t, name, "KubeletLeaseUpdateFailed"))
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	if node, err := cluster.Client.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{}); err != nil {
+		t.Fatal(err)
+	} else if cond := condition(node, "KubeletLeaseStale"); cond == nil || cond.Status != corev1.ConditionFalse {
+		t.Errorf("KubeletLeaseStale after three logged lease failures with a fresh Lease: %+v, want False", cond)
 	}
 	for _, e := range listEvents(t, name, "KubeletLeaseUpdateFailed") {
 		if strings.Contains(e.Message, "an old failure, before the agent") {

@@ -43,6 +43,12 @@ func DefaultConfig() *Config { return &Config{} }
 
 // DefaultRules are the built-in service log rules: the kubelet's own words
 // when it cannot reach the API server or its pod lifecycle loop stalls.
+// Its failures to renew its Lease are events, evidence of why, and never
+// KubeletLeaseStale: the kubelet logs the same lines when the API server is
+// down or the whole node is cut off, and a verdict from them would blame
+// every kubelet of the fleet after a control-plane outage. The lease check
+// owns that condition, and judges it only while the agent itself reaches
+// the API server.
 func DefaultRules() []logrules.Rule {
 	kubelet := func(name, reason, contains, pattern string) logrules.Rule {
 		return logrules.Rule{Name: name, Source: sourcePrefix + "kubelet.service", Kind: finding.KindEvent,
@@ -54,14 +60,6 @@ func DefaultRules() []logrules.Rule {
 		kubelet("kubelet-closed-connection", "KubeletConnectionLost", "use of closed network connection", `use of closed network connection`),
 		kubelet("kubelet-http2-connection-lost", "KubeletConnectionLost", "http2: client connection lost", `http2: client connection lost`),
 		kubelet("kubelet-pleg-unhealthy", "PLEGUnhealthy", "PLEG is not healthy", `PLEG is not healthy`),
-		{
-			// The lease bug's signature: the kubelet keeps failing to renew.
-			// Merged with the lease check's own view of renewTime.
-			Name: "kubelet-lease-update-failing", Source: sourcePrefix + "kubelet.service", Kind: finding.KindCondition,
-			Condition: finding.KubeletLeaseStale.Type, Reason: "KubeletLeaseUpdateFailing", Contains: "to update",
-			Pattern: `[Ff]ailed to update (?:node )?lease`, MinCount: 3, Window: finding.Duration{Duration: 2 * time.Minute},
-			ClearAfter: finding.Duration{Duration: 2 * time.Minute},
-		},
 		{
 			// The memcg/kmem leak's other face: the kubelet or runc cannot
 			// make a pod's cgroup because the kernel has no memory for
@@ -75,12 +73,9 @@ func DefaultRules() []logrules.Rule {
 }
 
 // DefaultConditions are the condition types the built-in rules set; the
-// memcg and lease checks own them too, and the reporter merges the sources.
+// memcg check owns it too, and the reporter merges the sources.
 func DefaultConditions() []finding.ConditionDefault {
-	return []finding.ConditionDefault{
-		finding.MemoryCgroupLeak,
-		finding.KubeletLeaseStale,
-	}
+	return []finding.ConditionDefault{finding.MemoryCgroupLeak}
 }
 
 // rulesByUnit merges the rules and splits them by the unit they read.
