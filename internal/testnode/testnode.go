@@ -689,12 +689,78 @@ nodeStatusReportFrequency: 1m
 		"--node-ip=127.0.0.1",
 		"--v=2",
 	)
-	if err := n.spawn("kubelet", cmd); err != nil {
+	started := func() {}
+	if n.Journald {
+		if started, err = n.logAsService("kubelet", cmd); err != nil {
+			return err
+		}
+	}
+	err = n.spawn("kubelet", cmd)
+	started()
+	if err != nil {
 		return err
 	}
 	n.kubelet = n.procs[len(n.procs)-1]
 	return nil
 }
+
+// logAsService runs cmd as systemd runs a service whose output goes to the
+// journal, so that its lines reach the node's journal with _SYSTEMD_UNIT
+// NAME.service, as the kubelet's do on a node that systemd runs: cmd and a
+// logger process both in the unit's cgroup, <root>.slice/NAME.service of the
+// unified hierarchy (journald names a sender's unit from that cgroup,
+// skipping leading slices), the logger writing the journal's stream
+// protocol (systemd-cat) and, through tee, the component's log file as
+// well, which the harness's Log and the tests read. The returned func,
+// called once cmd has started, closes the parent's ends of the pipe.
+func (n *Node) logAsService(name string, cmd *exec.Cmd) (started func(), err error) {
+	unified := unifiedHierarchy()
+	if unified == "" {
+		return nil, fmt.Errorf("running %s as a service: no unified cgroup hierarchy, where journald looks for a sender's unit", name)
+	}
+	dir := filepath.Join(unified, n.CgroupRoot+".slice", name+".service")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("making %s's service cgroup: %w", name, err)
+	}
+	cg, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s's service cgroup: %w", name, err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		cg.Close()
+		return nil, fmt.Errorf("making %s's log pipe: %w", name, err)
+	}
+	closeAll := func() { r.Close(); w.Close(); cg.Close() }
+	into := func() *syscall.SysProcAttr {
+		return &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+	}
+	logger := n.inNamespace("systemd-cat", "--identifier="+name, "tee", "-a", n.logPath(name))
+	logger.Stdin = r
+	logger.SysProcAttr = into()
+	if err := n.spawn(name+"-journal", logger); err != nil {
+		closeAll()
+		return nil, fmt.Errorf("starting %s's journal logger: %w", name, err)
+	}
+	cmd.Stdout, cmd.Stderr = w, w
+	cmd.SysProcAttr = into()
+	n.logf("testnode: %s logs to the journal as %s.service (cgroup %s), and to %s", name, name, dir, n.logPath(name))
+	return closeAll, nil
+}
+
+// unifiedHierarchy is where the cgroup2 hierarchy is mounted ("" if none):
+// /sys/fs/cgroup/unified on a hybrid host like this one.
+func unifiedHierarchy() string {
+	for _, h := range cgroupHierarchies() {
+		var fs syscall.Statfs_t
+		if syscall.Statfs(h, &fs) == nil && fs.Type == cgroup2Magic {
+			return h
+		}
+	}
+	return ""
+}
+
+const cgroup2Magic = 0x63677270
 
 func (n *Node) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
@@ -848,11 +914,17 @@ func (n *Node) cleanHost() {
 	if err := n.ThawKubeletDir(); err != nil {
 		n.logf("testnode: %v", err)
 	}
-	killCgroupTree(n.CgroupRoot)
+	// The pods' cgroups, and the services' (logAsService).
+	roots := []string{n.CgroupRoot, n.CgroupRoot + ".slice"}
+	for _, root := range roots {
+		killCgroupTree(root)
+	}
 	killNamespace(n.record.MountNS, 0)
 	n.unmountKubeletDir()
 	for _, h := range cgroupHierarchies() {
-		removeCgroupTree(filepath.Join(h, n.CgroupRoot))
+		for _, root := range roots {
+			removeCgroupTree(filepath.Join(h, root))
+		}
 	}
 	if n.record.Bridge != "" {
 		if _, err := net.InterfaceByName(n.record.Bridge); err == nil {

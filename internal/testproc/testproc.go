@@ -26,9 +26,18 @@ func Start(cmd *exec.Cmd, logPath string) (*Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening %s's log: %w", cmd.Path, err)
 	}
-	cmd.Stdout, cmd.Stderr = f, f
+	// A caller that sends the output elsewhere (a pipe) has set it.
+	if cmd.Stdout == nil {
+		cmd.Stdout = f
+	}
+	if cmd.Stderr == nil {
+		cmd.Stderr = f
+	}
 	// If the test binary dies, so do its servers: these machines are shared.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("starting %s: %w", cmd.Path, err)

@@ -188,13 +188,62 @@ func TestNoLeaseVerdictAfterAControlPlaneOutage(t *testing.T) {
 	if err := n.Cluster.StopAPIServer(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(60 * time.Second)
+	// Kernel problems while the server is down: their events wait in the
+	// agent's spool and reach the Node after the outage, each once, with
+	// the time it happened.
+	const problems = 5
+	written := map[string]time.Time{}
+	time.Sleep(20 * time.Second)
+	for i := range problems {
+		task := fmt.Sprintf("ngspool-%d:%d", i, 40000+i)
+		line := fmt.Sprintf("<3>kernel: INFO: task %s blocked for more than 120 seconds.", task)
+		if err := os.WriteFile("/dev/kmsg", []byte(line+"\n"), 0); err != nil {
+			t.Fatalf("writing /dev/kmsg: %v", err)
+		}
+		written[task] = time.Now()
+		time.Sleep(2 * time.Second)
+	}
+	time.Sleep(time.Until(stopped.Add(60 * time.Second)))
 	if err := n.Cluster.StartAPIServer(); err != nil {
 		t.Fatal(err)
 	}
 	restarted = true
 	back := time.Now()
 	t.Logf("kube-apiserver down %.0f s (stopped, then started again)", back.Sub(stopped).Seconds())
+	defer func() {
+		if t.Failed() {
+			return
+		}
+		// The event rate limit (burst 25, then one per 30 s) may hold them
+		// a while after the earlier tests' events.
+		var delivered time.Duration
+		waitFor(t, 6*time.Minute, "the outage's kernel problems as events on the Node", func() (bool, string) {
+			seen := map[string]int32{}
+			var wrong []string
+			for _, ev := range nodeEvents(t, n, "TaskHung") {
+				for task, at := range written {
+					if !strings.Contains(ev.Message, "task "+task+" ") {
+						continue
+					}
+					seen[task] += max(ev.Count, 1)
+					if first := ev.FirstTimestamp.Time; first.Before(at.Add(-2*time.Second)) || first.After(at.Add(2*time.Second)) {
+						wrong = append(wrong, fmt.Sprintf("%s first at %s, written at %s", task, first.Format(time.RFC3339), at.Format(time.RFC3339)))
+					}
+				}
+			}
+			if len(wrong) > 0 {
+				t.Fatalf("spooled events lost their times: %s", strings.Join(wrong, "; "))
+			}
+			for task, c := range seen {
+				if c > 1 {
+					t.Fatalf("the event of %s is on the Node %d times", task, c)
+				}
+			}
+			delivered = time.Since(back)
+			return len(seen) == problems, fmt.Sprintf("%d of %d", len(seen), problems)
+		})
+		t.Logf("FIGURE control-plane outage 60 s: %d kernel problems written during it all on the Node as events with their times, %.1f s after the server's return", problems, delivered.Seconds())
+	}()
 	var renewed time.Duration
 	deadline := time.Now().Add(90 * time.Second)
 	for time.Now().Before(deadline) {
@@ -614,6 +663,35 @@ func TestKubeletCutOffWhileTheNodeLives(t *testing.T) {
 		n.KubeletRelay.Blackhole()
 		ours := tl.wait(t, "nodeguard", 2*time.Minute)
 		nc := tl.wait(t, "nodeController", 3*time.Minute)
+		// The kubelet's own words, from its unit's journal entries, as
+		// events: the agent's connection is healthy, so they are on the
+		// Node while the kubelet is still cut off.
+		said := map[string]time.Time{}
+		kubeletSaid := map[string]string{
+			"KubeletLeaseUpdateFailed":      "ailed to update lease",
+			"KubeletNodeStatusUpdateFailed": "rror updating node status",
+		}
+		waitFor(t, 2*time.Minute, "the kubelet's lease and node status failures as events on the Node", func() (bool, string) {
+			var missing []string
+			for reason, words := range kubeletSaid {
+				for _, ev := range nodeEvents(t, n, reason) {
+					at := ev.FirstTimestamp.Time
+					if at.IsZero() {
+						at = ev.EventTime.Time
+					}
+					if at.After(cut) && strings.Contains(ev.Message, words) {
+						if _, ok := said[reason]; !ok {
+							said[reason] = at
+							t.Logf("%s: %s", reason, ev.Message)
+						}
+					}
+				}
+				if _, ok := said[reason]; !ok {
+					missing = append(missing, reason)
+				}
+			}
+			return len(missing) == 0, "no event since the cut: " + strings.Join(missing, ", ")
+		})
 		n.KubeletRelay.Heal()
 		healed = true
 		heal := time.Now()
@@ -629,6 +707,8 @@ func TestKubeletCutOffWhileTheNodeLives(t *testing.T) {
 		t.Logf("node controller: %s", nc.detail)
 		t.Logf("FIGURE kubelet cut off: nodeguard KubeletLeaseStale True at %.1f s, node controller Ready=Unknown at %.1f s, lead %.1f s; both recovered %.1f s after the heal",
 			ours.at.Sub(cut).Seconds(), nc.at.Sub(cut).Seconds(), nc.at.Sub(ours.at).Seconds(), time.Since(heal).Seconds())
+		t.Logf("FIGURE kubelet cut off: the kubelet's own lines as events, KubeletLeaseUpdateFailed logged at %.1f s, KubeletNodeStatusUpdateFailed at %.1f s",
+			said["KubeletLeaseUpdateFailed"].Sub(cut).Seconds(), said["KubeletNodeStatusUpdateFailed"].Sub(cut).Seconds())
 		if !ours.at.Before(nc.at) {
 			t.Errorf("the node controller's Ready=Unknown (%.1f s) came before nodeguard's KubeletLeaseStale (%.1f s)", nc.at.Sub(cut).Seconds(), ours.at.Sub(cut).Seconds())
 		}
