@@ -343,6 +343,22 @@ func (cg *podCgroups) watch(ctx context.Context, d time.Duration, each func(cgro
 	return p, nil
 }
 
+// cpuByMinute is the CPU ms of each whole minute of the window, from the
+// samples nearest its ends, as "ms1,ms2,...": start-up's tail, or a
+// periodic probe, shows as a minute unlike the others.
+func (p *phase) cpuByMinute() string {
+	var s []string
+	first := p.samples[0]
+	from := first
+	for _, x := range p.samples[1:] {
+		if x.at.Sub(first.at) >= time.Duration(len(s)+1)*time.Minute-*nodeSample/2 {
+			s = append(s, fmt.Sprintf("%.0f", (x.cpuNs-from.cpuNs)/1e6))
+			from = x
+		}
+	}
+	return strings.Join(s, ",")
+}
+
 func (p *phase) print(prefix string, limit float64) {
 	first, last := p.samples[0], p.samples[len(p.samples)-1]
 	wall := last.at.Sub(first.at)
@@ -351,6 +367,7 @@ func (p *phase) print(prefix string, limit float64) {
 	out(prefix+"_samples", "%d", len(p.samples))
 	out(prefix+"_cpu_ms_per_minute", "%.1f", cpu*1000/wall.Minutes())
 	out(prefix+"_cpu_cores", "%.4f", cpu/wall.Seconds())
+	out(prefix+"_cpu_ms_by_minute", "%q", p.cpuByMinute())
 	out(prefix+"_cpu_throttled_periods", "%.0f", last.throttled-first.throttled)
 	out(prefix+"_cpu_throttled_ms", "%.0f", (last.throttledNs-first.throttledNs)/1e6)
 	for _, m := range []struct {
@@ -403,6 +420,7 @@ func oomStorm(ctx context.Context, n *testnode.Node, cg *podCgroups, logf func(s
 		base = agentOOMs(m0)
 	}
 	stormStart := time.Now()
+	host0 := hostBusySeconds()
 
 	killCtx, stopKills := context.WithCancel(ctx)
 	killsDone := make(chan struct{})
@@ -426,9 +444,14 @@ func oomStorm(ctx context.Context, n *testnode.Node, cg *podCgroups, logf func(s
 	if err != nil {
 		return err
 	}
-	stopKills()
-	<-killsDone
+	// The window is the time starts were made; the last ones' deaths
+	// follow within milliseconds and are counted.
 	stormEnd := time.Now()
+	hostBusy := hostBusySeconds() - host0
+	stopKills()
+	waitStop := time.Now()
+	<-killsDone
+	logf("the storm's last processes ended %.0f ms after its end", time.Since(waitStop).Seconds()*1000)
 	// The last kills' lines.
 	if err := sleepCtx(ctx, time.Second); err != nil {
 		return err
@@ -436,21 +459,27 @@ func oomStorm(ctx context.Context, n *testnode.Node, cg *podCgroups, logf func(s
 	k := klog.read(s.ours)
 	minutes := stormEnd.Sub(stormStart).Minutes()
 	st := s.counts()
-	out("node_storm_seconds", "%.0f", stormEnd.Sub(stormStart).Seconds())
+	out("node_storm_kill_seconds", "%.1f", stormEnd.Sub(stormStart).Seconds())
 	out("node_storm_kill_rate_target_per_minute", "%.0f", *nodeKillRate*60)
 	out("node_storm_processes_started", "%d", st.started)
 	out("node_storm_processes_oom_killed", "%d", st.killed)
 	out("node_storm_processes_not_killed", "%d", st.other)
 	out("node_storm_starts_skipped_no_free_cgroup", "%d", st.skipped)
 	out("node_storm_kills_per_minute", "%.0f", float64(st.killed)/minutes)
+	// The whole machine's CPU through the storm (its processes, the
+	// kernel's OOM handling, journald, the node, and whatever else shares
+	// the machine), for what the storm left to the agent.
+	out("node_storm_host_cpu_cores_busy", "%.2f", hostBusy/stormEnd.Sub(stormStart).Seconds())
 	// From the kernel log, as the kernel printed it: the full report
 	// (dump_header: the header, stack, memory state, task list and the
 	// oom-kill: summary naming the memory cgroup) is rate-limited by
 	// oom_kill.c's oom_rs (10 per 5 s), the "Killed process" line is not.
 	out("node_storm_kernel_killed_process_lines", "%d", k.killedOurs)
 	out("node_storm_kernel_killed_process_lines_per_minute", "%.0f", float64(k.killedOurs)/minutes)
+	out("node_storm_kernel_killed_process_lines_by_minute", "%q", byMinute(stormStart, k.oursAt))
 	out("node_storm_kernel_full_reports", "%d", k.fullReports)
 	out("node_storm_kernel_full_reports_per_minute", "%.1f", float64(k.fullReports)/minutes)
+	out("node_storm_kernel_full_reports_by_minute", "%q", byMinute(stormStart, k.fullAt))
 	out("node_storm_kernel_records", "%d", k.records)
 	out("node_storm_kernel_records_per_minute", "%.0f", float64(k.records)/minutes)
 	out("node_storm_kernel_other_kills", "%d", k.killedAll-k.killedOurs)
@@ -527,6 +556,42 @@ func oomStorm(ctx context.Context, n *testnode.Node, cg *podCgroups, logf func(s
 	out("node_storm_oomkilling_event_count_on_node", "%d", count)
 	out("node_storm_events_suppressed_events_on_node", "%d", suppressed)
 	return nil
+}
+
+// hostBusySeconds is the CPU time of every CPU of the machine not idle or
+// waiting for I/O, from /proc/stat (USER_HZ ticks).
+func hostBusySeconds() float64 {
+	b, _ := os.ReadFile("/proc/stat")
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	var busy float64
+	for i, v := range f {
+		// user nice system idle iowait irq softirq steal
+		if i == 0 || i == 4 || i == 5 || i > 8 {
+			continue
+		}
+		x, _ := strconv.ParseFloat(v, 64)
+		busy += x
+	}
+	return busy / 100
+}
+
+// byMinute counts times in each whole or partial minute from start, as
+// "n1,n2,...".
+func byMinute(start time.Time, times []time.Time) string {
+	var bins []int
+	for _, t := range times {
+		i := max(0, int(t.Sub(start)/time.Minute))
+		for len(bins) <= i {
+			bins = append(bins, 0)
+		}
+		bins[i]++
+	}
+	s := make([]string, len(bins))
+	for i, b := range bins {
+		s[i] = strconv.Itoa(b)
+	}
+	return strings.Join(s, ",")
 }
 
 // storm runs the processes the OOM killer ends, one at a time in each of
@@ -692,9 +757,15 @@ type kernelLog struct {
 
 	mu     sync.Mutex
 	counts kernelCounts
-	// killed are the pids of the "Killed process" lines, matched against
-	// the storm's own at the end.
-	killed []int
+	// killed are the "Killed process" lines, matched against the storm's
+	// own pids when read; full the full reports' summaries.
+	killed []killLine
+	full   []time.Time
+}
+
+type killLine struct {
+	pid int
+	at  time.Time
 }
 
 type kernelCounts struct {
@@ -703,6 +774,9 @@ type kernelCounts struct {
 	// killedAll the "Killed process" lines, killedOurs those of processes
 	// in the storm's cgroups.
 	records, fullReports, killedAll, killedOurs, overruns int
+	// The storm's kill lines and full reports, each a time the bench read
+	// it, for counts by minute.
+	oursAt, fullAt []time.Time
 }
 
 // killedProcess is the kernel's line for each kill, rate-limited or not;
@@ -761,11 +835,12 @@ func (k *kernelLog) loop() {
 		k.mu.Lock()
 		k.counts.records++
 		if pid > 0 {
-			k.killed = append(k.killed, pid)
+			k.killed = append(k.killed, killLine{pid, time.Now()})
 			k.counts.killedAll++
 		}
 		if full {
 			k.counts.fullReports++
+			k.full = append(k.full, time.Now())
 		}
 		k.mu.Unlock()
 	}
@@ -777,11 +852,13 @@ func (k *kernelLog) read(ours func(pid int) bool) kernelCounts {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	c := k.counts
-	for _, pid := range k.killed {
-		if ours(pid) {
+	for _, l := range k.killed {
+		if ours(l.pid) {
 			c.killedOurs++
+			c.oursAt = append(c.oursAt, l.at)
 		}
 	}
+	c.fullAt = slices.Clone(k.full)
 	return c
 }
 

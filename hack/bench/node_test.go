@@ -1,6 +1,9 @@
 package main
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func TestClassifyRecord(t *testing.T) {
 	const memcg = "oom_memcg=/nodeguard-bench-oom-27677/"
@@ -21,6 +24,28 @@ func TestClassifyRecord(t *testing.T) {
 			pid, full := classifyRecord(tc.rec, memcg)
 			if pid != tc.pid || full != tc.full {
 				t.Errorf("classifyRecord = %d, %v; want %d, %v", pid, full, tc.pid, tc.full)
+			}
+		})
+	}
+}
+
+func TestByMinute(t *testing.T) {
+	start := time.Unix(1000, 0)
+	at := func(s float64) time.Time { return start.Add(time.Duration(s * float64(time.Second))) }
+	for _, tc := range []struct {
+		name  string
+		times []time.Time
+		want  string
+	}{
+		{"none", nil, ""},
+		{"one minute", []time.Time{at(0), at(59.9)}, "2"},
+		{"two minutes", []time.Time{at(1), at(60), at(61), at(119)}, "1,3"},
+		{"an empty minute between", []time.Time{at(1), at(130)}, "1,0,1"},
+		{"just before the start", []time.Time{at(-0.1)}, "1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := byMinute(start, tc.times); got != tc.want {
+				t.Errorf("byMinute = %q, want %q", got, tc.want)
 			}
 		})
 	}
