@@ -4,7 +4,9 @@
 // kube-apiserver, kmsg-to-API-server detection latency, and the API load it
 // makes while healthy and while a condition flaps. Run it through
 // `make bench` (root, for /dev/kmsg). Figures are medians of several runs;
-// the machine is shared, so compare figures from one run.
+// the machine is shared, so compare figures from one run. `-sections node`
+// (`make bench-node`) measures the shipped pod on a real node instead
+// (node.go).
 package main
 
 import (
@@ -58,7 +60,7 @@ var (
 	onlyScale        = flag.Bool("only-scale", false, "measure only the scale figures")
 	onlyReplay       = flag.Bool("only-replay", false, "measure only the replay figures (no API server)")
 	baselineAgent    = flag.String("baseline-agent", "", "another nodeguard binary whose replay runs alternate with -agent's, for a before/after ratio from one run")
-	sections         = flag.String("sections", "replay,kernlog,live,kmsg,scale", "the measurements to make, comma-separated")
+	sections         = flag.String("sections", "replay,kernlog,live,kmsg,scale", "the measurements to make, comma-separated; node (the shipped pod on the real node, `make bench-node`) is not among the defaults")
 )
 
 // section says whether the named measurement is to be made.
@@ -103,6 +105,11 @@ func run() error {
 	}
 	if section("kernlog") {
 		if err := kernLogSideBySide(dir); err != nil {
+			return err
+		}
+	}
+	if section("node") {
+		if err := nodeSection(dir); err != nil {
 			return err
 		}
 	}

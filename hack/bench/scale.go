@@ -24,9 +24,11 @@ package main
 // agent's own per node.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -1023,9 +1025,13 @@ func scrape(ctx context.Context, client kubernetes.Interface) (*metricsSnapshot,
 	if err != nil {
 		return nil, fmt.Errorf("reading the API server's metrics: %w", err)
 	}
-	at := time.Now()
+	return parseMetrics(time.Now(), bytes.NewReader(raw))
+}
+
+// parseMetrics reads a Prometheus text exposition taken at at.
+func parseMetrics(at time.Time, r io.Reader) (*metricsSnapshot, error) {
 	tp := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := tp.TextToMetricFamilies(strings.NewReader(string(raw)))
+	fams, err := tp.TextToMetricFamilies(r)
 	if err != nil {
 		return nil, err
 	}

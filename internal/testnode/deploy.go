@@ -71,3 +71,19 @@ func (n *Node) HelmInstallArgs(repo, ref string) []string {
 		"--namespace", "nodeguard", "--create-namespace",
 		"--set", "image.repository=" + ref[:i], "--set", "image.tag=" + ref[i+1:], "--wait", "--timeout", "3m"}
 }
+
+// PodCgroup is the host path of the cgroup of the pod with uid in the
+// cgroup v1 hierarchy named (memory, cpuacct, cpu, pids): the kubelet's
+// cgroupfs driver puts a Guaranteed pod at kubepods/pod<UID> and the others
+// under their QoS class, kubepods/burstable/pod<UID>.
+func (n *Node) PodCgroup(hierarchy, uid string) (string, error) {
+	base := filepath.Join("/sys/fs/cgroup", hierarchy, n.CgroupRoot, "kubepods")
+	paths, _ := filepath.Glob(filepath.Join(base, "*", "pod"+uid))
+	if len(paths) == 0 {
+		paths, _ = filepath.Glob(filepath.Join(base, "pod"+uid))
+	}
+	if len(paths) != 1 {
+		return "", fmt.Errorf("no cgroup v1 %s cgroup for pod %s under %s (found %v)", hierarchy, uid, base, paths)
+	}
+	return paths[0], nil
+}

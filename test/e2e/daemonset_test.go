@@ -489,14 +489,11 @@ func agentPID(t *testing.T, n *testnode.Node, pod *corev1.Pod) int {
 
 func podMemoryCgroup(t *testing.T, n *testnode.Node, pod *corev1.Pod) string {
 	t.Helper()
-	paths, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/memory", n.CgroupRoot, "kubepods", "*", "pod"+string(pod.UID)))
-	if len(paths) == 0 {
-		paths, _ = filepath.Glob(filepath.Join("/sys/fs/cgroup/memory", n.CgroupRoot, "kubepods", "pod"+string(pod.UID)))
+	cg, err := n.PodCgroup("memory", string(pod.UID))
+	if err != nil {
+		t.Skipf("pod %s: %v", pod.Name, err)
 	}
-	if len(paths) != 1 {
-		t.Skipf("no cgroup v1 memory cgroup for pod %s under %s", pod.Name, n.CgroupRoot)
-	}
-	return paths[0]
+	return cg
 }
 
 func waitLog(t *testing.T, n *testnode.Node, pod *corev1.Pod, pattern string) {
