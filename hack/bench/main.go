@@ -13,8 +13,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -60,7 +62,8 @@ var (
 	onlyScale        = flag.Bool("only-scale", false, "measure only the scale figures")
 	onlyReplay       = flag.Bool("only-replay", false, "measure only the replay figures (no API server)")
 	baselineAgent    = flag.String("baseline-agent", "", "another nodeguard binary whose replay runs alternate with -agent's, for a before/after ratio from one run")
-	sections         = flag.String("sections", "replay,kernlog,live,kmsg,scale", "the measurements to make, comma-separated; node (the shipped pod on the real node, `make bench-node`) is not among the defaults")
+	sections         = flag.String("sections", "replay,kernlog,live,kmsg,scale", "the measurements to make, comma-separated; not among the defaults: node (the shipped pod on the real node, `make bench-node`) and idle (only the idle agent with all default checks, -idle-runs times, side by side with -baseline-agent)")
+	idleRuns         = flag.Int("idle-runs", 3, "rounds of the idle section (median reported)")
 )
 
 // section says whether the named measurement is to be made.
@@ -113,7 +116,7 @@ func run() error {
 			return err
 		}
 	}
-	if !section("live") && !section("kmsg") && (!section("scale") || *scaleNodes <= 0) {
+	if !section("live") && !section("kmsg") && !section("idle") && (!section("scale") || *scaleNodes <= 0) {
 		return nil
 	}
 	c, err := testcluster.Start()
@@ -123,6 +126,11 @@ func run() error {
 	defer c.Stop()
 	if section("kmsg") {
 		if err := kmsgIdle(c, dir); err != nil {
+			return err
+		}
+	}
+	if section("idle") {
+		if err := idleSideBySide(c, dir); err != nil {
 			return err
 		}
 	}
@@ -377,26 +385,24 @@ func freeAddr() string {
 	return l.Addr().String()
 }
 
-func live(c *testcluster.Cluster, dir string) error {
-	ctx := context.Background()
-	const node = "bench-node"
+// benchNode makes a Node and its Lease, and plays the kubelet's heartbeat
+// on the Lease, so that the lease check is content, until stop.
+func benchNode(ctx context.Context, c *testcluster.Cluster, node string) (stop func(), err error) {
 	if _, err := c.Client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}, metav1.CreateOptions{}); err != nil {
-		return err
+		return nil, err
 	}
-	// Play the kubelet's heartbeat so that the lease check is content.
 	duration := int32(40)
 	now := metav1.NewMicroTime(time.Now())
 	leases := c.Client.CoordinationV1().Leases("kube-node-lease")
 	if _, err := leases.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: node},
 		Spec: coordinationv1.LeaseSpec{LeaseDurationSeconds: &duration, RenewTime: &now}}, metav1.CreateOptions{}); err != nil {
-		return err
+		return nil, err
 	}
-	stopRenew := make(chan struct{})
-	defer close(stopRenew)
+	done := make(chan struct{})
 	go func() {
 		for {
 			select {
-			case <-stopRenew:
+			case <-done:
 				return
 			case <-time.After(10 * time.Second):
 			}
@@ -407,16 +413,134 @@ func live(c *testcluster.Cluster, dir string) error {
 			}
 		}
 	}()
+	return func() { close(done) }, nil
+}
 
-	// A container runtime that answers, so that nothing is wrong while idle.
-	criConfig := ""
-	if ctd, err := testcontainerd.Start(); err == nil {
-		defer ctd.Close()
-		criConfig = fmt.Sprintf("  cri: {endpoint: unix://%s}\n", ctd.Socket)
-		out("idle_container_runtime", "%q", "containerd")
-	} else {
+// idleRuntime starts a container runtime that answers, so that nothing is
+// wrong while idle, and returns the checks' config for it ("" when there
+// is none) and how to stop it.
+func idleRuntime() (criConfig string, stop func()) {
+	ctd, err := testcontainerd.Start()
+	if err != nil {
 		out("idle_container_runtime", "%q", "none: "+err.Error())
+		return "", func() {}
 	}
+	out("idle_container_runtime", "%q", "containerd")
+	return fmt.Sprintf("  cri: {endpoint: unix://%s}\n", ctd.Socket), ctd.Close
+}
+
+// idleSideBySide measures the idle agent with all default checks, and
+// -baseline-agent's beside it, both running at once over the same window
+// on nodes of their own, -idle-runs times: the machine's noise falls on
+// both alike.
+func idleSideBySide(c *testcluster.Cluster, dir string) error {
+	ctx := context.Background()
+	criConfig, stopRuntime := idleRuntime()
+	defer stopRuntime()
+	bins := []string{*agentBin}
+	prefixes := []string{"idle"}
+	if *baselineAgent != "" {
+		bins = append(bins, *baselineAgent)
+		prefixes = append(prefixes, "baseline_idle")
+	}
+	for i := range bins {
+		stop, err := benchNode(ctx, c, fmt.Sprintf("bench-idle-%d", i))
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	cpu, wake, rss := make([][]float64, len(bins)), make([][]float64, len(bins)), make([][]float64, len(bins))
+	for round := range *idleRuns {
+		var cmds []*exec.Cmd
+		var pids []int
+		stopAll := func() {
+			for _, cmd := range cmds {
+				stopAgent(cmd)
+			}
+		}
+		for i, bin := range bins {
+			cmd, err := startAgentBin(bin, c, dir, fmt.Sprintf("idle-%d-%d", i, round), fmt.Sprintf("bench-idle-%d", i), "checks:\n"+criConfig)
+			if err != nil {
+				stopAll()
+				return err
+			}
+			cmds, pids = append(cmds, cmd), append(pids, cmd.Process.Pid)
+		}
+		time.Sleep(*settle)
+		kernel := countKernelRecords()
+		fps := watchIdle(*idle, pids...)
+		records := kernel()
+		stopAll()
+		out(fmt.Sprintf("idle_round%d_kernel_records", round+1), "%d", records)
+		for i, f := range fps {
+			out(fmt.Sprintf("%s_round%d_cpu_ms_per_minute", prefixes[i], round+1), "%.1f", f.cpuPerMinute*1000)
+			out(fmt.Sprintf("%s_round%d_wakeups_per_minute", prefixes[i], round+1), "%.0f", f.wakeupsPerMinute)
+			out(fmt.Sprintf("%s_round%d_rss_mib", prefixes[i], round+1), "%.1f", median(f.rss))
+			if records > 0 {
+				continue
+			}
+			cpu[i], wake[i], rss[i] = append(cpu[i], f.cpuPerMinute*1000), append(wake[i], f.wakeupsPerMinute), append(rss[i], median(f.rss))
+		}
+	}
+	out("idle_seconds", "%.0f", idle.Seconds())
+	out("idle_quiet_rounds", "%d", len(cpu[0]))
+	if len(cpu[0]) == 0 {
+		return nil
+	}
+	for i, prefix := range prefixes {
+		out(prefix+"_cpu_ms_per_minute", "%.1f", median(slices.Clone(cpu[i])))
+		out(prefix+"_cpu_ms_per_minute_range", "%.1f-%.1f", slices.Min(cpu[i]), slices.Max(cpu[i]))
+		out(prefix+"_wakeups_per_minute", "%.0f", median(slices.Clone(wake[i])))
+		out(prefix+"_rss_mib", "%.1f", median(slices.Clone(rss[i])))
+	}
+	return nil
+}
+
+// countKernelRecords starts counting the records the kernel logs, and
+// returns what says how many came since (-1 when /dev/kmsg cannot be
+// read). The idle agents read the host's kernel log, so a round in which
+// other work on the machine logged (a test's hung-task lines) measures
+// that work, not idleness: the medians leave such rounds out. It only
+// reads /dev/kmsg.
+func countKernelRecords() func() int {
+	fd, err := syscall.Open("/dev/kmsg", syscall.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return func() int { return -1 }
+	}
+	if _, err := syscall.Seek(fd, 0, io.SeekEnd); err != nil {
+		syscall.Close(fd)
+		return func() int { return -1 }
+	}
+	return func() int {
+		defer syscall.Close(fd)
+		buf := make([]byte, 8192)
+		n := 0
+		for {
+			// One record a read; EPIPE is records overwritten before
+			// they were read, counted as one.
+			_, err := syscall.Read(fd, buf)
+			switch {
+			case err == nil, errors.Is(err, syscall.EPIPE):
+				n++
+			case errors.Is(err, syscall.EINTR):
+			default:
+				return n
+			}
+		}
+	}
+}
+
+func live(c *testcluster.Cluster, dir string) error {
+	ctx := context.Background()
+	const node = "bench-node"
+	stopRenew, err := benchNode(ctx, c, node)
+	if err != nil {
+		return err
+	}
+	defer stopRenew()
+	criConfig, stopRuntime := idleRuntime()
+	defer stopRuntime()
 
 	// Idle footprint and API load while all is well: the default checks
 	// and configuration, but for where the runtime's socket is.
@@ -510,12 +634,17 @@ func live(c *testcluster.Cluster, dir string) error {
 // startAgent runs the agent with a config of its own and waits until it
 // answers /healthz.
 func startAgent(c *testcluster.Cluster, dir, name, node, config string) (*exec.Cmd, error) {
+	return startAgentBin(*agentBin, c, dir, name, node, config)
+}
+
+// startAgentBin is startAgent with another binary.
+func startAgentBin(bin string, c *testcluster.Cluster, dir, name, node, config string) (*exec.Cmd, error) {
 	path := filepath.Join(dir, name+".yaml")
 	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
 		return nil, err
 	}
 	addr := freeAddr()
-	cmd := exec.Command(*agentBin, "--kubeconfig="+c.Kubeconfig, "--node-name="+node, "--config="+path,
+	cmd := exec.Command(bin, "--kubeconfig="+c.Kubeconfig, "--node-name="+node, "--config="+path,
 		"--state-dir="+filepath.Join(dir, name+"-state"), "--listen-address="+addr)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/nodeguard/nodeguard/pkg/checks"
 	"github.com/nodeguard/nodeguard/pkg/checks/cri"
 	"github.com/nodeguard/nodeguard/pkg/config"
+	"github.com/nodeguard/nodeguard/pkg/criconn"
 	"github.com/nodeguard/nodeguard/pkg/cripods"
 	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/nodeguard/nodeguard/pkg/kube"
@@ -57,6 +58,9 @@ type Agent struct {
 	// capturer writes the evidence of each transition to True; nil when
 	// evidence is off.
 	capturer *evidence.Capturer
+	// cri is the one connection to the container runtime, closed once
+	// the checks and the reporting that use it have stopped.
+	cri *criconn.Conn
 }
 
 // Build assembles the agent from cfg and reg, the checks this binary
@@ -64,9 +68,13 @@ type Agent struct {
 func Build(cfg *config.Config, reg checks.Registry, deps Deps) (*Agent, error) {
 	deps = deps.withDefaults()
 	leases := deps.leaseWatcher(cfg.NodeName)
+	// One connection to the runtime for the cri check and the reporter's
+	// pod names; it dials at its first call, so an agent that makes none
+	// opens none.
+	cri := criconn.New(criEndpoint(cfg))
 	env := checks.Env{
 		Log: deps.Log, NodeName: cfg.NodeName, ProcPath: cfg.ProcPath, SysPath: cfg.SysPath,
-		StateDir: cfg.StateDir, Metrics: deps.Metrics, Now: time.Now,
+		StateDir: cfg.StateDir, Metrics: deps.Metrics, Now: time.Now, CRI: cri,
 	}
 	if leases != nil {
 		env.Lease = leases
@@ -96,14 +104,14 @@ func Build(cfg *config.Config, reg checks.Registry, deps Deps) (*Agent, error) {
 		capturer = newCapturer(cfg, built.Owned, recent, deps)
 		extra = append(extra, capturer)
 	}
-	reporting, err := buildReporting(cfg, built.Owned, deps, leases, extra...)
+	reporting, err := buildReporting(cfg, built.Owned, deps, leases, cri, extra...)
 	if err != nil {
 		return nil, err
 	}
 	a := &Agent{
 		cfg: cfg, log: deps.Log, metrics: deps.Metrics, Checks: built,
 		Supervisor: &checks.Supervisor{Log: deps.Log, Metrics: checks.NewSupervisorMetrics(deps.Metrics)},
-		Reporting:  reporting, capturer: capturer,
+		Reporting:  reporting, capturer: capturer, cri: cri,
 	}
 	if degraded != nil {
 		degraded.down = a.Supervisor.DownPastBackoff
@@ -189,6 +197,7 @@ func (a *Agent) Run(ctx context.Context, grace time.Duration) error {
 	if !a.Reporting.Wait(grace / 2) {
 		a.log.Warn("reporting (node sink, informers, remediation) did not stop in time")
 	}
+	a.cri.Close()
 	a.log.Info("nodeguard stopped")
 	if err := context.Cause(ctx); errors.As(err, new(*reporter.ForeignWriterError)) {
 		return err
@@ -202,9 +211,12 @@ func (a *Agent) Run(ctx context.Context, grace time.Duration) error {
 type Reporting struct {
 	Reporter *reporter.Reporter
 	// Node, Leases and the rest are nil when standalone.
-	Node      *reporter.NodeSink
-	Leases    *kube.LeaseWatcher
-	pods      *cripods.Names
+	Node   *reporter.NodeSink
+	Leases *kube.LeaseWatcher
+	pods   *cripods.Names
+	// ownCRI is the connection to the runtime the reporting made for
+	// itself, closed when it stops; nil when the agent's is shared.
+	ownCRI    *criconn.Conn
 	restarter *remediation.KubeletRestarter
 	taints    *remediation.TaintSink
 	bootTime  time.Time
@@ -217,7 +229,12 @@ type Reporting struct {
 // types.
 func BuildReporting(cfg *config.Config, owned []finding.ConditionDefault, deps Deps) (*Reporting, error) {
 	deps = deps.withDefaults()
-	return buildReporting(cfg, owned, deps, deps.leaseWatcher(cfg.NodeName))
+	cri := criconn.New(criEndpoint(cfg))
+	r, err := buildReporting(cfg, owned, deps, deps.leaseWatcher(cfg.NodeName), cri)
+	if r != nil {
+		r.ownCRI = cri
+	}
+	return r, err
 }
 
 // newCapturer makes the capturer of evidence for the owned condition types
@@ -261,9 +278,10 @@ func (d Deps) leaseWatcher(nodeName string) *kube.LeaseWatcher {
 	return w
 }
 
-// buildReporting assembles the reporting side; extra sinks (the evidence
-// capturer) are told what every sink is.
-func buildReporting(cfg *config.Config, owned []finding.ConditionDefault, deps Deps, leases *kube.LeaseWatcher, extra ...reporter.Sink) (*Reporting, error) {
+// buildReporting assembles the reporting side, whose pod names ask the
+// runtime over cri; extra sinks (the evidence capturer) are told what
+// every sink is.
+func buildReporting(cfg *config.Config, owned []finding.ConditionDefault, deps Deps, leases *kube.LeaseWatcher, cri *criconn.Conn, extra ...reporter.Sink) (*Reporting, error) {
 	r := &Reporting{Leases: leases, bootTime: deps.BootTime, nodeDone: make(chan struct{})}
 	var aggregates []finding.Aggregate
 	if cfg.Reporter.AggregateConditions {
@@ -288,7 +306,7 @@ func buildReporting(cfg *config.Config, owned []finding.ConditionDefault, deps D
 	client := deps.Clients.Requests
 	// Events name an OOM kill's pod as the runtime knows it: the agent
 	// need not watch the node's pods on the API server for that.
-	r.pods = cripods.New(criEndpoint(cfg), cripods.Options{})
+	r.pods = cripods.New(cri.Runtime(), cripods.Options{})
 	opts := NodeSinkOptions(cfg.Reporter, cfg.NodeName)
 	opts.Pods = r.pods
 	opts.Aggregates = aggregates
@@ -338,7 +356,13 @@ func (r *Reporting) Start(ctx, sinkCtx context.Context, failed func(error)) erro
 		r.Reporter.Start(nil, r.bootTime)
 		return nil
 	}
-	r.run(func() { <-ctx.Done(); r.pods.Close() })
+	r.run(func() {
+		<-ctx.Done()
+		r.pods.Close()
+		if r.ownCRI != nil {
+			r.ownCRI.Close()
+		}
+	})
 	r.run(func() { r.Leases.Run(ctx) })
 	if r.restarter != nil {
 		r.run(func() { r.restarter.Run(ctx, r.Reporter.Report) })

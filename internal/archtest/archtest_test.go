@@ -77,6 +77,8 @@ func TestImportRules(t *testing.T) {
 			"the API clients and informers serve the checks and the reporter alike"},
 		{"pkg/cripods", []string{module, "k8s.io/client-go", "k8s.io/api", "k8s.io/apimachinery"},
 			"the pods as the node's container runtime knows them, over CRI alone: no check, no API server"},
+		{"pkg/criconn", []string{module, "k8s.io/client-go", "k8s.io/api", "k8s.io/apimachinery"},
+			"the one connection to the container runtime serves the checks and the reporter alike, and knows neither"},
 	} {
 		for _, p := range list(t, module+rule.pkgs) {
 			for _, dep := range p.Deps {

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"time"
 
+	"github.com/nodeguard/nodeguard/pkg/criconn"
 	"github.com/nodeguard/nodeguard/pkg/finding"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -44,6 +45,10 @@ type Env struct {
 	StateDir string
 	// Lease is the agent's view of this node's Lease; nil when standalone.
 	Lease LeaseView
+	// CRI is the agent's one connection to the container runtime, at the
+	// cri check's endpoint, which the reporter's pod names use too; nil
+	// makes a check that talks to the runtime dial its own.
+	CRI *criconn.Conn
 	// Metrics is where a check registers metrics of its own.
 	Metrics prometheus.Registerer
 	// Now is the clock; tests replace it.

@@ -12,17 +12,16 @@ import (
 	"sync"
 	"time"
 
-	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-	criclient "k8s.io/cri-client/pkg"
 )
 
-// Runtime is the part of CRI that naming needs; cri-client's
-// RuntimeService is one.
+// Runtime is the part of CRI that naming needs; CRI's generated
+// RuntimeServiceClient is one. The connection behind it is its owner's
+// (the agent shares one with the cri check), not Names'.
 type Runtime interface {
-	ListPodSandbox(ctx context.Context, filter *runtimeapi.PodSandboxFilter) ([]*runtimeapi.PodSandbox, error)
-	ListContainers(ctx context.Context, filter *runtimeapi.ContainerFilter) ([]*runtimeapi.Container, error)
-	Close(ctx context.Context) error
+	ListPodSandbox(ctx context.Context, in *runtimeapi.ListPodSandboxRequest, opts ...grpc.CallOption) (*runtimeapi.ListPodSandboxResponse, error)
+	ListContainers(ctx context.Context, in *runtimeapi.ListContainersRequest, opts ...grpc.CallOption) (*runtimeapi.ListContainersResponse, error)
 }
 
 // ErrUnknown says the runtime, listed after the question was asked, does
@@ -33,14 +32,12 @@ var errClosed = errors.New("pod names: closed")
 
 // Options tune the lookup; New fills what is left zero.
 type Options struct {
-	// Timeout bounds each listing, connecting included (2 s by default).
+	// Timeout bounds each listing (2 s by default).
 	Timeout time.Duration
 	// Interval is the least time between two listings (1 s by default), so
 	// that a storm of OOM kills in pods not yet seen costs the runtime one
 	// ListPodSandbox and one ListContainers a second at most.
 	Interval time.Duration
-	// Connect opens the runtime; by default, a CRI client on the endpoint.
-	Connect func(ctx context.Context) (Runtime, error)
 }
 
 // Names looks pods up by UID and containers by ID. It asks the runtime only
@@ -52,10 +49,11 @@ type Names struct {
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
 
-	mu      sync.Mutex
 	runtime Runtime
-	pods    map[string]pod       // by pod UID
-	conts   map[string]container // by container ID
+
+	mu    sync.Mutex
+	pods  map[string]pod       // by pod UID
+	conts map[string]container // by container ID
 	// begun counts the listings begun; known is the number of the last
 	// one that succeeded, whose view pods and conts are.
 	begun, known int
@@ -72,31 +70,17 @@ type listing struct {
 	err  error // set before done is closed
 }
 
-// New returns names from the runtime at endpoint (unix:///path or a path).
-// It connects at the first question, not now.
-func New(endpoint string, opts Options) *Names {
+// New returns names from rt, which it asks at the first question, not
+// now.
+func New(rt Runtime, opts Options) *Names {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 2 * time.Second
 	}
 	if opts.Interval <= 0 {
 		opts.Interval = time.Second
 	}
-	if opts.Connect == nil {
-		timeout := opts.Timeout
-		opts.Connect = func(ctx context.Context) (Runtime, error) {
-			rt, err := criclient.NewRemoteRuntimeServiceBuilder().
-				WithEndpoint(endpoint).
-				WithConnectionTimeout(timeout).
-				WithTracerProvider(trace.TracerProvider(nil)).
-				Build(ctx)
-			if err != nil {
-				return nil, fmt.Errorf("connecting to the container runtime at %s: %w", endpoint, err)
-			}
-			return rt, nil
-		}
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Names{opts: opts, ctx: ctx, cancel: cancel}
+	return &Names{opts: opts, ctx: ctx, cancel: cancel, runtime: rt}
 }
 
 // PodName returns the namespace and name of the pod with podUID and, when
@@ -179,23 +163,17 @@ func (n *Names) refresh(wait time.Duration) error {
 	n.begun++
 	seq := n.begun
 	n.lastStart = time.Now()
-	rt := n.runtime
 	n.mu.Unlock()
-	if rt == nil {
-		var err error
-		if rt, err = n.connect(ctx); err != nil {
-			return err
-		}
-	}
-	sandboxes, err := rt.ListPodSandbox(ctx, nil)
+	sb, err := n.runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
 	if err != nil {
 		return fmt.Errorf("listing the container runtime's pod sandboxes: %w", err)
 	}
 	// No state filter: the container an OOM kill ended has exited.
-	containers, err := rt.ListContainers(ctx, nil)
+	cs, err := n.runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
 	if err != nil {
 		return fmt.Errorf("listing the container runtime's containers: %w", err)
 	}
+	sandboxes, containers := sb.GetItems(), cs.GetContainers()
 	pods := make(map[string]pod, len(sandboxes))
 	conts := make(map[string]container, len(containers)+len(sandboxes))
 	sandboxPod := make(map[string]string, len(sandboxes))
@@ -226,31 +204,8 @@ func (n *Names) refresh(wait time.Duration) error {
 	return nil
 }
 
-// connect opens the runtime and keeps it for the next listings, unless
-// Close came first.
-func (n *Names) connect(ctx context.Context) (Runtime, error) {
-	rt, err := n.opts.Connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.ctx.Err() != nil {
-		rt.Close(context.Background())
-		return nil, errClosed
-	}
-	n.runtime = rt
-	return rt, nil
-}
-
-// Close ends the listing under way and the connection; after it, only what
-// was already known is answered.
+// Close ends the listing under way; after it, only what was already
+// known is answered. The runtime's connection is left to its owner.
 func (n *Names) Close() {
 	n.cancel()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.runtime != nil {
-		n.runtime.Close(context.Background())
-		n.runtime = nil
-	}
 }

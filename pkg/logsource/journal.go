@@ -82,12 +82,36 @@ func (f *JournalFollower) Run(ctx context.Context, after string, emit func(Line)
 	if err != nil {
 		return fmt.Errorf("seeking in the journal %s: %w", f.describe(), err)
 	}
+	dirs := systemJournalDirs
+	if f.Dir != "" {
+		dirs = []string{f.Dir}
+	}
+	changes, err := watchJournal(dirs)
+	if err == nil {
+		defer changes.Close()
+		// libsystemd watches for new and removed files from its first wait
+		// on; that one returns at once.
+		if r := j.Wait(0); r < 0 {
+			return fmt.Errorf("waiting on the journal %s: %w", f.describe(), errors.New(strconv.Itoa(r)))
+		}
+	} else if f.Unwatched != nil {
+		f.Unwatched(err)
+	}
 	if f.Positioned != nil {
 		f.Positioned()
 	}
 	wait := f.Poll
-	if wait <= 0 {
+	switch {
+	case wait > 0:
+	case changes != nil:
+		wait = time.Minute
+	default:
 		wait = time.Second
+	}
+	var poll *time.Timer
+	if changes != nil {
+		poll = time.NewTimer(wait)
+		defer poll.Stop()
 	}
 	for {
 		if ctx.Err() != nil {
@@ -97,10 +121,25 @@ func (f *JournalFollower) Run(ctx context.Context, after string, emit func(Line)
 		if err != nil {
 			return fmt.Errorf("reading the journal %s: %w", f.describe(), err)
 		}
-		if n == 0 {
+		if n == 0 && changes == nil {
 			// Wait returns on new entries or after the timeout, so ctx is
 			// looked at at least every wait.
 			if r := j.Wait(wait); r < 0 {
+				return fmt.Errorf("waiting on the journal %s: %w", f.describe(), errors.New(strconv.Itoa(r)))
+			}
+			continue
+		}
+		if n == 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-changes.C:
+			case <-poll.C:
+			}
+			poll.Reset(wait)
+			// libsystemd takes in what changed (a file added at a
+			// rotation, one removed), without waiting.
+			if r := j.Wait(0); r < 0 {
 				return fmt.Errorf("waiting on the journal %s: %w", f.describe(), errors.New(strconv.Itoa(r)))
 			}
 			continue

@@ -4,6 +4,8 @@ package logsource
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -167,5 +169,96 @@ func TestJournalFollowerResumesAfterACursor(t *testing.T) {
 	}
 	if strings.Join(bad, ",") != "not-a-cursor" {
 		t.Errorf("BadCursor heard of %q, want the bad cursor only", bad)
+	}
+}
+
+// TestJournalFollowerIsToldOfNewEntries: with a poll of an hour, entries
+// written while following still arrive at once, and Run returns at once
+// when ctx ends: it waits on the directory's changes, not in libsystemd.
+func TestJournalFollowerIsToldOfNewEntries(t *testing.T) {
+	dir := t.TempDir()
+	base := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	journaltest.Write(t, dir, "a.journal", journaltest.Unit(base, "kubelet.service", "before following"))
+	positioned := make(chan struct{}, 1)
+	got := make(chan Line, 10)
+	f := &JournalFollower{Dir: dir, Units: []string{"kubelet.service"}, Poll: time.Hour,
+		Positioned: func() { positioned <- struct{}{} },
+		Unwatched:  func(err error) { t.Errorf("unwatched: %v", err) }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- f.Run(ctx, "", func(e Line) { got <- e }) }()
+	select {
+	case <-positioned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Positioned not called within 10 s")
+	}
+	for i, name := range []string{"b.journal", "c.journal"} {
+		text := "written while following " + name
+		start := time.Now()
+		journaltest.Write(t, dir, name, journaltest.Unit(base.Add(time.Duration(i+1)*time.Minute), "kubelet.service", text))
+		select {
+		case e := <-got:
+			if e.Text != text {
+				t.Errorf("read %q, want %q", e.Text, text)
+			}
+			t.Logf("%s read %s after it was written", name, time.Since(start))
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s not read within 10 s, with a poll of an hour", name)
+		}
+	}
+	start := time.Now()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Run took %s to return after ctx ended", took)
+	}
+}
+
+func TestWatchJournal(t *testing.T) {
+	existing, missing := t.TempDir(), filepath.Join(t.TempDir(), "missing")
+	for _, tc := range []struct {
+		name string
+		dirs []string
+		ok   bool
+	}{
+		{"one directory", []string{existing}, true},
+		{"one of two there", []string{missing, existing}, true},
+		{"none there", []string{missing}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w, err := watchJournal(tc.dirs)
+			if (err == nil) != tc.ok {
+				t.Fatalf("watchJournal(%v) = %v, want ok %t", tc.dirs, err, tc.ok)
+			}
+			if w == nil {
+				return
+			}
+			defer w.Close()
+			// A machine directory made later is watched too.
+			sub := filepath.Join(existing, "machine-"+strings.ReplaceAll(tc.name, " ", "-"))
+			if err := os.Mkdir(sub, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			drain := func() {
+				for {
+					select {
+					case <-w.C:
+					case <-time.After(200 * time.Millisecond):
+						return
+					}
+				}
+			}
+			drain()
+			if err := os.WriteFile(filepath.Join(sub, "system.journal"), []byte("x"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-w.C:
+			case <-time.After(5 * time.Second):
+				t.Fatal("no change told of a file written in a machine directory made after the watch began")
+			}
+		})
 	}
 }

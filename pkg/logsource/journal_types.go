@@ -30,12 +30,18 @@ type JournalFollower struct {
 	// FromStart reads the entries already there; by default only new ones.
 	// A cursor given to Run wins over it.
 	FromStart bool
-	// Poll bounds how long a wait for new entries lasts before ctx is
-	// looked at again, and so how long Run takes to return once ctx ends;
-	// new entries end the wait at once. 1 s by default: each wait is a
-	// call into libsystemd that costs the idle agent CPU, about 0.03
-	// CPU-seconds a minute at 250 ms against 0.015 at 1 s (measured).
+	// Poll is how often the journal is looked at with no sign of a change.
+	// Run learns of new entries from an inotify watch on the journal's
+	// directories, and then 1 minute by default is only in case one went
+	// unseen. When no watch can be had (Unwatched says why), each wait is
+	// a call into libsystemd that ends on new entries or after Poll, 1 s
+	// by default, and bounds how long Run takes to return once ctx ends:
+	// such a wait costs the idle agent about 0.015 CPU-seconds a minute
+	// (0.03 at 250 ms).
 	Poll time.Duration
+	// Unwatched, if set, hears why the journal's directories could not be
+	// watched, and Run waits inside libsystemd instead.
+	Unwatched func(err error)
 	// Positioned, if set, is called once the journal is open and
 	// positioned: an entry written after it returns will be read.
 	Positioned func()
@@ -56,7 +62,9 @@ func (f *JournalFollower) describe() string {
 }
 
 // systemJournalDirs are where sd_journal_open looks for the local journal:
-// journald's volatile and persistent stores.
+// journald's volatile and persistent stores, each with a directory per
+// machine ID inside. The readability check and the follower's watch both
+// look there.
 var systemJournalDirs = []string{"/run/log/journal", "/var/log/journal"}
 
 // systemJournalReadable fails when the journal has files under dirs and

@@ -18,6 +18,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nodeguard/nodeguard/internal/testcontainerd"
+	"github.com/nodeguard/nodeguard/pkg/criconn"
 	"github.com/nodeguard/nodeguard/pkg/cripods"
 )
 
@@ -182,7 +183,9 @@ func TestCRIPodNamesFromARealContainerd(t *testing.T) {
 	}
 	side := pod.createContainer(t, rt, "sidecar", image, nil)
 
-	names := cripods.New("unix://"+ctd.Socket, cripods.Options{})
+	conn := criconn.New("unix://" + ctd.Socket)
+	defer conn.Close()
+	names := cripods.New(conn.Runtime(), cripods.Options{})
 	defer names.Close()
 	for _, tt := range []struct {
 		what, uid, container string

@@ -14,15 +14,13 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	internalapi "k8s.io/cri-api/pkg/apis"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-	criclient "k8s.io/cri-client/pkg"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/criconn"
 	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
@@ -102,6 +100,9 @@ type Check struct {
 	cfg     *Config
 	log     *zap.Logger
 	latency *prometheus.HistogramVec
+	// shared is the agent's connection to the runtime, nil when it has
+	// none to this endpoint: then each Run dials one of its own.
+	shared *criconn.Conn
 }
 
 // New builds the check.
@@ -115,6 +116,9 @@ func New(cfg *Config, env checks.Env) *Check {
 		Buckets: prometheus.ExponentialBuckets(0.001, 4, 9),
 	}, []string{"method", "result"})}
 	env.Metrics.MustRegister(c.latency)
+	if env.CRI != nil && env.CRI.Endpoint() == cfg.Endpoint {
+		c.shared = env.CRI
+	}
 	return c
 }
 
@@ -132,32 +136,30 @@ func (c *Check) socketPath() string {
 type prober struct {
 	c        *Check
 	verdict  *verdict
-	client   internalapi.RuntimeService
+	runtime  runtimeapi.RuntimeServiceClient
 	failures checks.InARow
 }
 
 // Run probes every period, and starts a sandbox every sandboxPeriod in a
 // loop of its own (a sandbox may take its time; the calls that say whether
-// the runtime answers must not wait for it), until ctx ends.
+// the runtime answers must not wait for it), until ctx ends. Both go over
+// one connection.
 func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
+	conn := c.shared
+	if conn == nil {
+		conn = criconn.New(c.cfg.Endpoint)
+		// After the sandbox loop, whose clean-up may outlive ctx a little.
+		defer conn.Close()
+	}
 	v := &verdict{emit: emit, endpoint: c.cfg.Endpoint}
 	var wg sync.WaitGroup
+	defer wg.Wait()
 	if c.cfg.SandboxPeriod.Duration > 0 {
-		s := &sandboxProber{c: c, verdict: v}
+		s := &sandboxProber{c: c, verdict: v, runtime: conn.Runtime(), images: conn.Images()}
 		wg.Go(func() { s.run(ctx) })
 	}
-	p := &prober{c: c, verdict: v}
-	defer p.close()
-	err := checks.RunLogged(ctx, c.log, "CRI probe", c.cfg.Period.Duration, 3*c.cfg.Timeout.Duration+time.Second, p.probe, emit)
-	wg.Wait()
-	return err
-}
-
-func (p *prober) close() {
-	if p.client != nil {
-		p.client.Close(context.Background())
-		p.client = nil
-	}
+	p := &prober{c: c, verdict: v, runtime: conn.Runtime()}
+	return checks.RunLogged(ctx, c.log, "CRI probe", c.cfg.Period.Duration, 3*c.cfg.Timeout.Duration+time.Second, p.probe, emit)
 }
 
 // failure is one failed probe: the reason for the condition and what was
@@ -239,64 +241,75 @@ func (p *prober) probe(ctx context.Context) ([]finding.Finding, error) {
 	return nil, nil
 }
 
-// ask makes the three calls and returns the first failure, or nil.
+// ask makes the three calls, each with the timeout, and returns the first
+// failure, or nil.
 func (p *prober) ask(ctx context.Context) *failure {
 	c := p.c
 	if path := c.socketPath(); !strings.Contains(path, "://") {
 		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-			p.close()
 			return &failure{"SocketMissing", fmt.Sprintf("the runtime's socket %s does not exist", path)}
 		}
 	}
-	start := time.Now()
-	if p.client == nil {
-		client, err := criclient.NewRemoteRuntimeServiceBuilder().
-			WithEndpoint(c.cfg.Endpoint).
-			WithConnectionTimeout(c.cfg.Timeout.Duration).
-			WithTracerProvider(trace.TracerProvider(nil)).
-			Build(ctx)
-		if err != nil {
-			return c.classify("Version", err, time.Since(start))
-		}
-		p.client = client
+	timeout := c.cfg.Timeout.Duration
+	if err := c.call(ctx, "Version", timeout, func(ctx context.Context) error {
+		_, err := p.runtime.Version(ctx, &runtimeapi.VersionRequest{Version: "v1"})
+		return err
+	}); err != nil {
+		return c.classify("Version", err)
 	}
-	t := time.Now()
-	_, err := p.client.Version(ctx, "v1")
-	if f := c.observe("Version", err, t); f != nil {
-		return f
+	var st *runtimeapi.RuntimeStatus
+	if err := c.call(ctx, "Status", timeout, func(ctx context.Context) error {
+		resp, err := p.runtime.Status(ctx, &runtimeapi.StatusRequest{})
+		st = resp.GetStatus()
+		return err
+	}); err != nil {
+		return c.classify("Status", err)
 	}
-	t = time.Now()
-	st, err := p.client.Status(ctx, false)
-	if f := c.observe("Status", err, t); f != nil {
-		return f
-	}
-	for _, cond := range st.GetStatus().GetConditions() {
+	ready := false
+	for _, cond := range st.GetConditions() {
 		switch {
 		case cond.Type == runtimeapi.RuntimeReady && !cond.Status:
 			return &failure{"RuntimeNotReady", fmt.Sprintf("%s reports RuntimeReady=false: %s %s", c.cfg.Endpoint, cond.Reason, cond.Message)}
 		case cond.Type == runtimeapi.NetworkReady && !cond.Status && (c.cfg.RequireNetworkReady == nil || *c.cfg.RequireNetworkReady):
 			return &failure{"NetworkNotReady", fmt.Sprintf("%s reports NetworkReady=false: %s %s", c.cfg.Endpoint, cond.Reason, cond.Message)}
+		case cond.Type == runtimeapi.RuntimeReady:
+			ready = true
 		}
 	}
-	t = time.Now()
-	_, err = p.client.ListPodSandbox(ctx, nil)
-	return c.observe("ListPodSandbox", err, t)
+	if !ready {
+		// A runtime that does not say it is ready is not taken for one,
+		// as the kubelet does not take it.
+		return &failure{"RuntimeError", fmt.Sprintf("CRI Status on %s failed: it reports no RuntimeReady condition", c.cfg.Endpoint)}
+	}
+	// Only the probe's own sandboxes (normally none): the call goes
+	// through the runtime's whole sandbox store as the kubelet's relist
+	// does, but the answer is not the node's every pod, decoded and
+	// thrown away every period.
+	if err := c.call(ctx, "ListPodSandbox", timeout, func(ctx context.Context) error {
+		_, err := p.runtime.ListPodSandbox(ctx, probeSandboxesRequest())
+		return err
+	}); err != nil {
+		return c.classify("ListPodSandbox", err)
+	}
+	return nil
 }
 
-func (c *Check) observe(method string, err error, start time.Time) *failure {
-	took := time.Since(start)
-	if err == nil {
-		c.latency.WithLabelValues(method, "ok").Observe(took.Seconds())
-		return nil
-	}
-	return c.classify(method, err, took)
+// call makes one CRI call with its own deadline and records its latency.
+func (c *Check) call(ctx context.Context, method string, deadline time.Duration, fn func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, deadline)
+	defer cancel()
+	start := time.Now()
+	err := fn(ctx)
+	c.latency.WithLabelValues(method, result(err)).Observe(time.Since(start).Seconds())
+	return err
 }
 
 // callReasons are the calls' probe's reasons for a call's result.
 var callReasons = map[string]string{"timeout": "Timeout", "unavailable": "Unreachable", "error": "RuntimeError"}
 
-func (c *Check) classify(method string, err error, took time.Duration) *failure {
-	reason := callReasons[c.record(method, err, took)]
+// classify makes a failed call the calls' probe's failure.
+func (c *Check) classify(method string, err error) *failure {
+	reason := callReasons[result(err)]
 	// The message stays the same from one failed probe to the next, so
 	// that a lasting failure costs no status writes; the latency is in the
 	// histogram.
@@ -306,21 +319,19 @@ func (c *Check) classify(method string, err error, took time.Duration) *failure 
 	return &failure{reason, fmt.Sprintf("CRI %s on %s failed: %v", method, c.cfg.Endpoint, status.Convert(err).Message())}
 }
 
-// record puts one call in the latency histogram and returns its result:
-// ok, timeout, unavailable or error.
-func (c *Check) record(method string, err error, took time.Duration) string {
-	result := "ok"
+// result is a call's result for the latency histogram: ok, timeout,
+// unavailable or error.
+func result(err error) string {
 	switch {
 	case err == nil:
+		return "ok"
 	case timedOut(err):
-		result = "timeout"
+		return "timeout"
 	case status.Code(err) == codes.Unavailable:
-		result = "unavailable"
+		return "unavailable"
 	default:
-		result = "error"
+		return "error"
 	}
-	c.latency.WithLabelValues(method, result).Observe(took.Seconds())
-	return result
 }
 
 // timedOut says whether a call's error is its deadline passing.

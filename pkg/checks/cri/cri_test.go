@@ -4,13 +4,18 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/zap/zaptest"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/criconn"
 	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
@@ -39,7 +44,9 @@ func TestFailuresMustRepeatBeforeTheConditionTurns(t *testing.T) {
 	cfg.Endpoint = "unix://" + filepath.Join(t.TempDir(), "missing.sock")
 	cfg.FailureThreshold = 3
 	var out findings
-	p := &prober{c: New(cfg, checks.Env{Log: zaptest.NewLogger(t)}), verdict: &verdict{emit: out.emit, endpoint: cfg.Endpoint}}
+	conn := criconn.New(cfg.Endpoint)
+	defer conn.Close()
+	p := &prober{c: New(cfg, checks.Env{Log: zaptest.NewLogger(t)}), verdict: &verdict{emit: out.emit, endpoint: cfg.Endpoint}, runtime: conn.Runtime()}
 	for i := 1; i <= 4; i++ {
 		if _, err := p.probe(context.Background()); err != nil {
 			t.Fatal(err)
@@ -51,6 +58,71 @@ func TestFailuresMustRepeatBeforeTheConditionTurns(t *testing.T) {
 		if i >= 3 && (len(got) != 1 || got[0].Status != finding.StatusTrue || got[0].Reason != "SocketMissing") {
 			t.Errorf("probe %d = %+v, want ContainerRuntimeUnresponsive True, SocketMissing", i, got)
 		}
+	}
+}
+
+// TestCallsProbe asks the fake as the calls' probe does, with a threshold
+// of one.
+func TestCallsProbe(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		setup           func(f *fakeRuntime)
+		status          finding.Status
+		reason, message string
+	}{{
+		name:   "a runtime that answers",
+		status: finding.StatusFalse, reason: "ContainerRuntimeIsResponsive", message: "answers CRI Version, Status and ListPodSandbox",
+	}, {
+		name:   "a hung Version",
+		setup:  func(f *fakeRuntime) { f.hang["Version"] = true },
+		status: finding.StatusTrue, reason: "Timeout", message: "CRI Version on unix://",
+	}, {
+		name:   "a failing ListPodSandbox",
+		setup:  func(f *fakeRuntime) { f.errs["ListPodSandbox"] = status.Error(codes.Internal, "sandbox store broken") },
+		status: finding.StatusTrue, reason: "RuntimeError", message: "sandbox store broken",
+	}, {
+		name: "RuntimeReady false",
+		setup: func(f *fakeRuntime) {
+			f.conditions = []*runtimeapi.RuntimeCondition{{Type: runtimeapi.RuntimeReady, Reason: "Starting"}, {Type: runtimeapi.NetworkReady, Status: true}}
+		},
+		status: finding.StatusTrue, reason: "RuntimeNotReady", message: "RuntimeReady=false: Starting",
+	}, {
+		name: "NetworkReady false",
+		setup: func(f *fakeRuntime) {
+			f.conditions = []*runtimeapi.RuntimeCondition{{Type: runtimeapi.RuntimeReady, Status: true}, {Type: runtimeapi.NetworkReady, Reason: "NoCNI"}}
+		},
+		status: finding.StatusTrue, reason: "NetworkNotReady", message: "NetworkReady=false: NoCNI",
+	}, {
+		name: "no RuntimeReady condition",
+		setup: func(f *fakeRuntime) {
+			f.conditions = []*runtimeapi.RuntimeCondition{{Type: runtimeapi.NetworkReady, Status: true}}
+		},
+		status: finding.StatusTrue, reason: "RuntimeError", message: "no RuntimeReady condition",
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, endpoint := startFake(t)
+			if tc.setup != nil {
+				f.set(tc.setup)
+			}
+			cfg := DefaultConfig()
+			cfg.Endpoint = endpoint
+			cfg.Timeout = finding.Duration{Duration: 200 * time.Millisecond}
+			cfg.FailureThreshold = 1
+			conn := criconn.New(endpoint)
+			defer conn.Close()
+			var out findings
+			p := &prober{c: New(cfg, checks.Env{Log: zaptest.NewLogger(t)}), verdict: &verdict{emit: out.emit, endpoint: endpoint}, runtime: conn.Runtime()}
+			if _, err := p.probe(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			got := out.take()
+			if len(got) != 1 || got[0].Status != tc.status || got[0].Reason != tc.reason || !strings.Contains(got[0].Message, tc.message) {
+				t.Errorf("probe = %+v, want %s %s with %q", got, tc.status, tc.reason, tc.message)
+			}
+			if f.listedAll() {
+				t.Error("ListPodSandbox asked for every sandbox of the node")
+			}
+		})
 	}
 }
 

@@ -41,6 +41,11 @@ type fakeRuntime struct {
 	createOnFailure bool
 	// configs are the RunPodSandbox requests' sandbox configs.
 	configs []*runtimeapi.PodSandboxConfig
+	// conditions are what Status reports; nil reports RuntimeReady and
+	// NetworkReady true.
+	conditions []*runtimeapi.RuntimeCondition
+	// unfiltered counts ListPodSandbox calls with no label selector.
+	unfiltered int
 }
 
 type fakeImages struct {
@@ -98,6 +103,13 @@ func (f *fakeRuntime) called(method string) int {
 	return n
 }
 
+// listedAll says whether a ListPodSandbox asked for every sandbox.
+func (f *fakeRuntime) listedAll() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.unfiltered > 0
+}
+
 // set changes the fake under its lock.
 func (f *fakeRuntime) set(fn func(f *fakeRuntime)) {
 	f.mu.Lock()
@@ -148,13 +160,15 @@ func (f *fakeRuntime) Status(ctx context.Context, r *runtimeapi.StatusRequest) (
 	if err := f.enter(ctx, "Status"); err != nil {
 		return nil, err
 	}
-	resp := &runtimeapi.StatusResponse{Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{
-		{Type: runtimeapi.RuntimeReady, Status: true}, {Type: runtimeapi.NetworkReady, Status: true},
-	}}}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	conds := f.conditions
+	if conds == nil {
+		conds = []*runtimeapi.RuntimeCondition{{Type: runtimeapi.RuntimeReady, Status: true}, {Type: runtimeapi.NetworkReady, Status: true}}
+	}
+	resp := &runtimeapi.StatusResponse{Status: &runtimeapi.RuntimeStatus{Conditions: conds}}
 	if r.GetVerbose() {
-		f.mu.Lock()
 		resp.Info = f.info
-		f.mu.Unlock()
 	}
 	return resp, nil
 }
@@ -177,6 +191,9 @@ func (f *fakeRuntime) ListPodSandbox(ctx context.Context, r *runtimeapi.ListPodS
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if len(r.GetFilter().GetLabelSelector()) == 0 {
+		f.unfiltered++
+	}
 	resp := &runtimeapi.ListPodSandboxResponse{}
 outer:
 	for _, sb := range f.sandboxes {

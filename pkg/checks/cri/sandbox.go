@@ -11,9 +11,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -87,7 +85,6 @@ type attempt struct {
 type sandboxProber struct {
 	c        *Check
 	verdict  *verdict
-	conn     *grpc.ClientConn
 	runtime  runtimeapi.RuntimeServiceClient
 	images   runtimeapi.ImageServiceClient
 	attempts int
@@ -102,7 +99,6 @@ type sandboxProber struct {
 // run attempts at once, then every sandboxPeriod (sooner after a failure),
 // until ctx ends.
 func (s *sandboxProber) run(ctx context.Context) {
-	defer s.close()
 	for {
 		a := s.attempt(ctx)
 		if ctx.Err() != nil {
@@ -115,13 +111,6 @@ func (s *sandboxProber) run(ctx context.Context) {
 			return
 		case <-timer.C:
 		}
-	}
-}
-
-func (s *sandboxProber) close() {
-	if s.conn != nil {
-		s.conn.Close()
-		s.conn = nil
 	}
 }
 
@@ -161,9 +150,6 @@ func (s *sandboxProber) judge(a attempt) time.Duration {
 // attempt removes what earlier attempts left, learns the pause image and
 // cgroup parent, starts a sandbox, and stops and removes it again.
 func (s *sandboxProber) attempt(ctx context.Context) attempt {
-	if err := s.connect(); err != nil {
-		return attempt{outcome: unjudged, why: err.Error()}
-	}
 	if f, err := s.clean(ctx, ""); f != nil {
 		return attempt{outcome: failed, failure: f}
 	} else if err != nil {
@@ -195,7 +181,7 @@ func (s *sandboxProber) attempt(ctx context.Context) attempt {
 	name := fmt.Sprintf("%s-%d-%d", probeNamespace, time.Now().Unix(), s.attempts)
 	var id string
 	start := time.Now()
-	err = s.call(ctx, "RunPodSandbox", s.c.cfg.SandboxTimeout.Duration, func(ctx context.Context) error {
+	err = s.c.call(ctx, "RunPodSandbox", s.c.cfg.SandboxTimeout.Duration, func(ctx context.Context) error {
 		resp, err := s.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: sandboxConfig(name, parent)})
 		id = resp.GetPodSandboxId()
 		return err
@@ -221,40 +207,10 @@ func (s *sandboxProber) attempt(ctx context.Context) attempt {
 	return attempt{outcome: started, image: image}
 }
 
-// connect dials the runtime's socket. The probe uses the generated CRI
-// client, not cri-client's, whose calls have deadlines of their own
-// (RunPodSandbox twice the connection timeout, the others once) and log
-// every failure through klog.
-func (s *sandboxProber) connect() error {
-	if s.conn != nil {
-		return nil
-	}
-	target := s.c.cfg.Endpoint
-	if !strings.Contains(target, "://") {
-		target = "unix://" + target
-	}
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return fmt.Errorf("connecting to %s: %w", s.c.cfg.Endpoint, err)
-	}
-	s.conn, s.runtime, s.images = conn, runtimeapi.NewRuntimeServiceClient(conn), runtimeapi.NewImageServiceClient(conn)
-	return nil
-}
-
-// call makes one CRI call with its own deadline and records its latency.
-func (s *sandboxProber) call(ctx context.Context, method string, deadline time.Duration, fn func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, deadline)
-	defer cancel()
-	start := time.Now()
-	err := fn(ctx)
-	s.c.record(method, err, time.Since(start))
-	return err
-}
-
 // setup makes a call the sandbox needs answered first, with the calls'
 // probe's deadline; its failure is that probe's to report.
 func (s *sandboxProber) setup(ctx context.Context, method string, fn func(context.Context) error) error {
-	if err := s.call(ctx, method, s.c.cfg.Timeout.Duration, fn); err != nil {
+	if err := s.c.call(ctx, method, s.c.cfg.Timeout.Duration, fn); err != nil {
 		return fmt.Errorf("CRI %s on %s: %w", method, s.c.cfg.Endpoint, err)
 	}
 	return nil
@@ -307,6 +263,13 @@ func sandboxConfig(name, cgroupParent string) *runtimeapi.PodSandboxConfig {
 	}
 }
 
+// probeSandboxesRequest lists the sandboxes carrying the probe's label.
+func probeSandboxesRequest() *runtimeapi.ListPodSandboxRequest {
+	return &runtimeapi.ListPodSandboxRequest{
+		Filter: &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{probeLabel: probeLabelValue}},
+	}
+}
+
 // isProbes says whether a sandbox is one the probe started.
 func isProbes(sb *runtimeapi.PodSandbox) bool {
 	_, kubelets := sb.GetLabels()[kubeletPodUIDLabel]
@@ -328,9 +291,7 @@ func (s *sandboxProber) clean(ctx context.Context, id string) (*failure, error) 
 	lctx, cancel := outliving(ctx, s.c.cfg.Timeout.Duration)
 	defer cancel()
 	listErr := s.setup(lctx, "ListPodSandbox", func(ctx context.Context) error {
-		resp, err := s.runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{
-			Filter: &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{probeLabel: probeLabelValue}},
-		})
+		resp, err := s.runtime.ListPodSandbox(ctx, probeSandboxesRequest())
 		listed = resp.GetItems()
 		return err
 	})
@@ -356,7 +317,7 @@ func (s *sandboxProber) clean(ctx context.Context, id string) (*failure, error) 
 func (s *sandboxProber) remove(ctx context.Context, id string) *failure {
 	for _, method := range []string{"StopPodSandbox", "RemovePodSandbox"} {
 		cctx, cancel := outliving(ctx, s.c.cfg.Timeout.Duration)
-		err := s.call(cctx, method, s.c.cfg.SandboxTimeout.Duration, func(ctx context.Context) error {
+		err := s.c.call(cctx, method, s.c.cfg.SandboxTimeout.Duration, func(ctx context.Context) error {
 			var err error
 			if method == "StopPodSandbox" {
 				_, err = s.runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id})

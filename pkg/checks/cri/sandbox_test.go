@@ -13,6 +13,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
+	"github.com/nodeguard/nodeguard/pkg/criconn"
 	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
@@ -36,8 +37,10 @@ func newSandboxProber(t *testing.T, endpoint string, mutate func(*Config)) (*san
 		mutate(cfg)
 	}
 	out := &findings{}
-	s := &sandboxProber{c: New(cfg, checks.Env{Log: zaptest.NewLogger(t)}), verdict: &verdict{emit: out.emit, endpoint: endpoint}}
-	t.Cleanup(s.close)
+	conn := criconn.New(endpoint)
+	t.Cleanup(func() { conn.Close() })
+	s := &sandboxProber{c: New(cfg, checks.Env{Log: zaptest.NewLogger(t)}), verdict: &verdict{emit: out.emit, endpoint: endpoint},
+		runtime: conn.Runtime(), images: conn.Images()}
 	return s, out
 }
 
@@ -304,32 +307,72 @@ func TestSandboxVerdict(t *testing.T) {
 }
 
 // TestRunProbesBoth runs the whole check against the fake: the healthy
-// verdict names the sandbox, and nothing is left when it stops.
+// verdict names the sandbox, and nothing is left when it stops. Both
+// probes go over one connection: the agent's when it has one to the
+// check's endpoint, which the check leaves open for its other users, or
+// else one of the check's own.
 func TestRunProbesBoth(t *testing.T) {
-	f, endpoint := startFake(t)
-	f.set(func(f *fakeRuntime) { f.info = containerd16(pause, false); f.addImage(pause, false) })
-	leftover := f.addSandbox("nodeguard-probe-1-1", probeNamespace, "nodeguard-probe-1-1", map[string]string{probeLabel: probeLabelValue})
-	cfg := DefaultConfig()
-	cfg.Endpoint = endpoint
-	cfg.Period = finding.Duration{Duration: 100 * time.Millisecond}
-	c := New(cfg, checks.Env{Log: zaptest.NewLogger(t)})
-	var out findings
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx, out.emit) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for !lastSays(&out, "starts and removes a pod sandbox of "+pause) {
-		if time.Now().After(deadline) {
-			t.Fatal("no verdict naming the sandbox in 10 s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if left := f.sandboxIDs(); len(left) != 0 {
-		t.Errorf("sandboxes left: %v (the leftover was %s)", left, leftover)
+	for _, tc := range []struct {
+		name string
+		// shared is the agent's connection's endpoint; "" for none, "fake"
+		// for the fake's.
+		shared string
+		// dials of the agent's connection.
+		dials int
+	}{
+		{"the agent's connection", "fake", 1},
+		{"its own connection", "", 0},
+		{"its own, the agent's being to another endpoint", "unix:///nonexistent/cri.sock", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, endpoint := startFake(t)
+			f.set(func(f *fakeRuntime) { f.info = containerd16(pause, false); f.addImage(pause, false) })
+			leftover := f.addSandbox("nodeguard-probe-1-1", probeNamespace, "nodeguard-probe-1-1", map[string]string{probeLabel: probeLabelValue})
+			cfg := DefaultConfig()
+			cfg.Endpoint = endpoint
+			cfg.Period = finding.Duration{Duration: 100 * time.Millisecond}
+			env := checks.Env{Log: zaptest.NewLogger(t)}
+			if tc.shared != "" {
+				if tc.shared == "fake" {
+					tc.shared = endpoint
+				}
+				env.CRI = criconn.New(tc.shared)
+				defer env.CRI.Close()
+			}
+			c := New(cfg, env)
+			var out findings
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- c.Run(ctx, out.emit) }()
+			deadline := time.Now().Add(10 * time.Second)
+			for !lastSays(&out, "starts and removes a pod sandbox of "+pause) {
+				if time.Now().After(deadline) {
+					t.Fatal("no verdict naming the sandbox in 10 s")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if left := f.sandboxIDs(); len(left) != 0 {
+				t.Errorf("sandboxes left: %v (the leftover was %s)", left, leftover)
+			}
+			if f.listedAll() {
+				t.Error("a ListPodSandbox asked for every sandbox of the node; the probes need only theirs")
+			}
+			if env.CRI == nil {
+				return
+			}
+			if got := env.CRI.Dials(); got != tc.dials {
+				t.Errorf("the agent's connection was dialled %d times, want %d", got, tc.dials)
+			}
+			if tc.dials > 0 {
+				if _, err := env.CRI.Runtime().Version(context.Background(), &runtimeapi.VersionRequest{}); err != nil {
+					t.Errorf("the agent's connection after the check stopped: %v", err)
+				}
+			}
+		})
 	}
 }
 

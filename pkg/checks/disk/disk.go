@@ -5,19 +5,21 @@
 package disk
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/prometheus/procfs"
 	"github.com/prometheus/procfs/blockdevice"
 	"go.uber.org/zap"
 
@@ -84,20 +86,20 @@ var Registration = checks.Define(Name, true, DefaultConfig, func(cfg *Config, en
 
 // Check watches the disks.
 type Check struct {
-	cfg   *Config
-	log   *zap.Logger
-	proc  procfs.FS
-	block blockdevice.FS
-	now   func() time.Time
+	cfg *Config
+	log *zap.Logger
+	// mountinfo is the host's first process's mount table; table is the
+	// buffer it is read into, kept from one look to the next (the looks
+	// never overlap: RunPeriodic starts none while one runs).
+	mountinfo string
+	table     []byte
+	block     blockdevice.FS
+	now       func() time.Time
 }
 
 // New builds the check.
 func New(cfg *Config, env checks.Env) (*Check, error) {
 	procPath, sysPath := env.Proc(), env.Sys()
-	proc, err := procfs.NewFS(procPath)
-	if err != nil {
-		return nil, fmt.Errorf("opening procfs at %s: %w", procPath, err)
-	}
 	block, err := blockdevice.NewFS(procPath, sysPath)
 	if err != nil {
 		return nil, fmt.Errorf("opening block device stats: %w", err)
@@ -105,7 +107,7 @@ func New(cfg *Config, env checks.Env) (*Check, error) {
 	if env.Now == nil {
 		env.Now = time.Now
 	}
-	return &Check{cfg: cfg, log: env.Log, proc: proc, block: block, now: env.Now}, nil
+	return &Check{cfg: cfg, log: env.Log, mountinfo: filepath.Join(procPath, "1", "mountinfo"), block: block, now: env.Now}, nil
 }
 
 func (c *Check) Name() string { return Name }
@@ -262,9 +264,13 @@ func writeProbe(dir string) error {
 
 // readOnlyMounts says which configured paths sit on a read-only mount, as
 // the host's first process sees its mounts, and, for the evidence, each
-// such mount's line of mountinfo in full.
+// such mount's line of mountinfo in full. A node's mount table has a line
+// for every container's root, volume and token (hundreds on a busy node):
+// only the mount each path is on is parsed, so that a look every period
+// costs one read of the file, not maps of options for every line.
 func (c *Check) readOnlyMounts() ([]string, map[string]string, error) {
-	mounts, err := c.proc.GetProcMounts(1)
+	table, err := readInto(c.table[:0], c.mountinfo)
+	c.table = table
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, nil, checks.ErrNoData
@@ -273,48 +279,123 @@ func (c *Check) readOnlyMounts() ([]string, map[string]string, error) {
 	}
 	var ro []string
 	facts := map[string]string{}
-	for _, path := range c.cfg.Mounts {
-		m := containing(mounts, path)
-		if m == nil {
+	for i, line := range containing(table, c.cfg.Mounts) {
+		if line == nil {
 			continue
 		}
-		_, mountRO := m.Options["ro"]
-		_, superRO := m.SuperOptions["ro"]
-		if mountRO || superRO {
-			ro = append(ro, fmt.Sprintf("%s is on a read-only %s filesystem (%s mounted at %s)", path, m.FSType, m.Source, m.MountPoint))
-			facts["mount "+path] = fmt.Sprintf("id %d, device %s, %s at %s, options %s, super options %s",
-				m.MountID, m.MajorMinorVer, m.Source, m.MountPoint, keys(m.Options), keys(m.SuperOptions))
+		path := c.cfg.Mounts[i]
+		m, err := parseMount(string(line))
+		if err != nil {
+			return nil, nil, fmt.Errorf("reading the host's mounts: %w", err)
+		}
+		if hasOption(m.options, "ro") || hasOption(m.superOptions, "ro") {
+			ro = append(ro, fmt.Sprintf("%s is on a read-only %s filesystem (%s mounted at %s)", path, m.fsType, m.source, m.mountPoint))
+			facts["mount "+path] = fmt.Sprintf("id %s, device %s, %s at %s, options %s, super options %s",
+				m.id, m.device, m.source, m.mountPoint, sortedOptions(m.options), sortedOptions(m.superOptions))
 		}
 	}
 	return ro, facts, nil
 }
 
-func keys(m map[string]string) string {
-	out := make([]string, 0, len(m))
-	for k, v := range m {
-		if v != "" {
-			k += "=" + v
-		}
-		out = append(out, k)
+// readInto reads the file at path into buf, growing it as needed.
+func readInto(buf []byte, path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return buf, err
 	}
-	sort.Strings(out)
-	return strings.Join(out, ",")
+	defer f.Close()
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := f.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if errors.Is(err, io.EOF) {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
 }
 
-// containing returns the mount a path is on: the last-mounted one with the
-// longest mount point that is a prefix of the path.
-func containing(mounts []*procfs.MountInfo, path string) *procfs.MountInfo {
-	var best *procfs.MountInfo
-	for _, m := range mounts {
-		mp := m.MountPoint
-		if path != mp && !strings.HasPrefix(path, strings.TrimSuffix(mp, "/")+"/") {
+// containing returns, for each path, the line of the mount it is on: the
+// last-mounted one with the longest mount point that is a prefix of the
+// path; nil when none is.
+func containing(table []byte, paths []string) [][]byte {
+	best := make([][]byte, len(paths))
+	bestLen := make([]int, len(paths))
+	for len(table) > 0 {
+		line := table
+		if n := bytes.IndexByte(table, '\n'); n >= 0 {
+			line, table = table[:n], table[n+1:]
+		} else {
+			table = nil
+		}
+		mp := field(line, 4)
+		if len(mp) == 0 {
 			continue
 		}
-		if best == nil || len(mp) >= len(best.MountPoint) {
-			best = m
+		dir := bytes.TrimSuffix(mp, []byte("/"))
+		for i, path := range paths {
+			on := path == string(mp) || (len(path) > len(dir) && path[:len(dir)] == string(dir) && path[len(dir)] == '/')
+			if on && (best[i] == nil || len(mp) >= bestLen[i]) {
+				best[i], bestLen[i] = line, len(mp)
+			}
 		}
 	}
 	return best
+}
+
+// field returns the nth (from 0) space-separated field of line.
+func field(line []byte, n int) []byte {
+	for ; n > 0; n-- {
+		i := bytes.IndexByte(line, ' ')
+		if i < 0 {
+			return nil
+		}
+		line = line[i+1:]
+	}
+	if i := bytes.IndexByte(line, ' '); i >= 0 {
+		return line[:i]
+	}
+	return line
+}
+
+// mount is what the check reads of a line of mountinfo.
+type mount struct {
+	id, device, mountPoint, options string
+	fsType, source, superOptions    string
+}
+
+// parseMount reads a line of mountinfo (proc_pid_mountinfo(5)): ID,
+// parent ID, major:minor, root, mount point, options, optional fields up
+// to a lone "-", then the filesystem type, source and superblock options.
+func parseMount(line string) (mount, error) {
+	before, after, ok := strings.Cut(line, " - ")
+	f := strings.Fields(before)
+	g := strings.Fields(after)
+	if !ok || len(f) < 6 || len(g) < 3 {
+		return mount{}, fmt.Errorf("a malformed line of mountinfo: %q", line)
+	}
+	return mount{id: f[0], device: f[2], mountPoint: f[4], options: f[5], fsType: g[0], source: g[1], superOptions: g[2]}, nil
+}
+
+// hasOption says whether a comma-separated option list holds opt.
+func hasOption(list, opt string) bool {
+	for o := range strings.SplitSeq(list, ",") {
+		if o == opt {
+			return true
+		}
+	}
+	return false
+}
+
+// sortedOptions is an option list sorted, each option once.
+func sortedOptions(list string) string {
+	opts := strings.Split(list, ",")
+	slices.Sort(opts)
+	return strings.Join(slices.Compact(opts), ",")
 }
 
 // ioStreak is a device's run of probes with I/O in flight and no

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/procfs"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
@@ -209,4 +211,80 @@ func TestHealthyIONamesTheProbedDirs(t *testing.T) {
 			t.Errorf("healthyIO(%q) = %q, want %q", tc.dirs, got, tc.want)
 		}
 	}
+}
+
+func TestContaining(t *testing.T) {
+	table := []byte(`1 0 8:1 / / rw - ext4 /dev/sda1 rw
+2 1 8:2 / /var rw - ext4 /dev/sda2 rw
+3 2 8:3 / /var/lib/kubelet rw - xfs /dev/sda3 rw
+4 2 0:40 / /var/lib/kubeletx rw - tmpfs tmpfs rw
+5 3 0:41 / /var/lib/kubelet/pods/uid/volumes/token rw - tmpfs tmpfs rw
+6 1 8:4 / /var rw - ext4 /dev/sda4 ro`)
+	for _, tc := range []struct {
+		path, want string // want: the mount's ID, "" for none
+	}{
+		{"/var/lib/kubelet", "3"},
+		{"/var/lib/kubelet/plugins", "3"},
+		{"/var/lib/containerd", "6"}, // the later of two mounts on /var
+		{"/home", "1"},
+		{"/var/lib/kubeletx/y", "4"}, // not /var/lib/kubelet's: a prefix of the name only
+	} {
+		got := ""
+		if line := containing(table, []string{tc.path})[0]; line != nil {
+			got = string(field(line, 0))
+		}
+		if got != tc.want {
+			t.Errorf("containing(%s) = mount %q, want %q", tc.path, got, tc.want)
+		}
+	}
+	if got := containing([]byte("1 0 8:1 / /var rw - ext4 /dev/sda1 rw\n"), []string{"/home"})[0]; got != nil {
+		t.Errorf("a path on no listed mount: %q", got)
+	}
+}
+
+// nodeMountinfo is a busy node's mount table: its disks, and a root,
+// shm, and two volumes for each of pods containers.
+func nodeMountinfo(pods int) string {
+	var b strings.Builder
+	b.WriteString(fmt.Sprintf(mountinfo, "rw", "rw"))
+	for i := range pods {
+		fmt.Fprintf(&b, "%d 30 0:%d / /run/containerd/io.containerd.runtime.v2.task/k8s.io/%064x/rootfs rw,relatime shared:%d - overlay overlay rw,lowerdir=/var/lib/containerd/snapshots/%d/fs,upperdir=/var/lib/containerd/snapshots/%d/fs,workdir=/var/lib/containerd/snapshots/%d/work\n", 100+4*i, 50+i, i, i, i, i, i)
+		fmt.Fprintf(&b, "%d 30 0:%d / /run/containerd/io.containerd.grpc.v1.cri/sandboxes/%064x/shm rw,nosuid,nodev,noexec,relatime shared:%d - tmpfs shm rw,size=65536k\n", 101+4*i, 50+i, i, i)
+		fmt.Fprintf(&b, "%d 30 0:%d / /var/lib/kubelet/pods/%08x-0000-0000-0000-000000000000/volumes/kubernetes.io~projected/kube-api-access-x rw,relatime shared:%d - tmpfs tmpfs rw,size=3932160k\n", 102+4*i, 50+i, i, i)
+		fmt.Fprintf(&b, "%d 30 259:1 /var/lib/kubelet/pods/%08x/etc-hosts /run/containerd/io.containerd.runtime.v2.task/k8s.io/%064x/rootfs/etc/hosts rw,relatime - ext4 /dev/nvme0n1p1 rw,discard\n", 103+4*i, i, i)
+	}
+	return b.String()
+}
+
+// BenchmarkReadOnlyMounts reads a 100-pod node's mount table (403 lines)
+// as the check does every period; BenchmarkReadOnlyMountsProcfs parses
+// every line as procfs does, the check's way before.
+func BenchmarkReadOnlyMounts(b *testing.B) {
+	proc := b.TempDir()
+	os.MkdirAll(filepath.Join(proc, "1"), 0o755)
+	os.WriteFile(filepath.Join(proc, "1/mountinfo"), []byte(nodeMountinfo(100)), 0o644)
+	c, err := New(DefaultConfig(), checks.Env{Log: zap.NewNop(), ProcPath: proc, SysPath: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("lines parsed as needed", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, err := c.readOnlyMounts(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("every line parsed by procfs", func(b *testing.B) {
+		fs, err := procfs.NewFS(proc)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := fs.GetProcMounts(1); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

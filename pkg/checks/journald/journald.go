@@ -212,6 +212,8 @@ func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 	slices.Sort(units)
 	follower := &logsource.JournalFollower{Dir: c.cfg.Dir, Units: units, FromStart: c.cfg.FromStart, Positioned: func() {
 		c.log.Info("reading the journal", zap.Strings("units", units), zap.String("dir", c.cfg.Dir), zap.Bool("from_start", c.cfg.FromStart))
+	}, Unwatched: func(err error) {
+		c.log.Warn("cannot watch the journal's directories; looking for new entries every second instead", zap.Error(err))
 	}}
 	// No cursor is kept: the check reads from the journal's end, or its
 	// start, on each start, as it always has.

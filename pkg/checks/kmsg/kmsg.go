@@ -244,6 +244,8 @@ func (c *Check) Run(ctx context.Context, emit func(finding.Finding)) error {
 			c.log.Info("reading the kernel log", zap.String("source", "journal"), zap.String("dir", c.cfg.JournalDir))
 		}, BadCursor: func(cursor string, err error) {
 			c.log.Warn("the saved journal cursor cannot be used; reading as on a first start", zap.String("cursor", cursor), zap.Error(err))
+		}, Unwatched: func(err error) {
+			c.log.Warn("cannot watch the journal's directories; looking for new kernel entries every second instead", zap.Error(err))
 		}}
 		// On a first start only entries logged after it; after a restart,
 		// from the last entry read.
