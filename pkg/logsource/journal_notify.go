@@ -13,7 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-
 // journalChangeMask is what libsystemd's own watch asks of a journal
 // directory. journald writes entries through mmap, which inotify does not
 // see, and so after each write it truncates the file to its own size to
