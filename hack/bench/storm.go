@@ -163,6 +163,8 @@ func storm(ctx context.Context, c *testcluster.Cluster, admin kubernetes.Interfa
 
 	// A warm-up longer than the threshold, so that a check that calls a
 	// renewing kubelet stale without any outage shows it here, apart.
+	takeGaps(kubelets, threshold)
+	kw0 := sumKubelets(kubelets)
 	w0, err := scrape(ctx, admin)
 	if err != nil {
 		return err
@@ -181,7 +183,15 @@ func storm(ctx context.Context, c *testcluster.Cluster, admin kubernetes.Interfa
 	out("scale_storm_warmup_requests_per_second", "%.1f", wr.total/span)
 	out("scale_storm_warmup_lease_update_p99_ms", "%.1f", w1.latencyP99(w0, leaseUpdate)*1000)
 	printCores("storm_warmup", cpu0, cpu1, span)
+	kw1 := sumKubelets(kubelets)
+	out("scale_storm_warmup_kubelet_failed_updates", "%d", kw1.updateFailures-kw0.updateFailures)
+	longest, over := takeGaps(kubelets, threshold)
+	out("scale_storm_warmup_kubelet_longest_gap_ms", "%.0f", longest.Seconds()*1000)
+	out("scale_storm_warmup_kubelets_late", "%d", over)
 	out("scale_storm_lease_stale_before_outage", "%d", countStale(verdicts, time.Now()))
+	if first := firstStale(verdicts); first != "" {
+		out("scale_storm_lease_stale_before_outage_first", "%q", first)
+	}
 
 	// The outage. A graceful stop, as a control-plane upgrade does: the
 	// server drains first, refusing new requests (the kubelets' renewals)
@@ -224,7 +234,7 @@ func storm(ctx context.Context, c *testcluster.Cluster, admin kubernetes.Interfa
 	defer stopPoll()
 	pollDone := make(chan struct{})
 	go func() { defer close(pollDone); views.run(pollCtx) }()
-	if err := c.StartAPIServer(); err != nil {
+	if err := c.StartAPIServerWithin(phaseTimeout); err != nil {
 		return fmt.Errorf("storm: starting the API server again: %w", err)
 	}
 	back := time.Now()
@@ -429,6 +439,11 @@ type simKubelet struct {
 	firstAfterBack atomic.Int64
 	afterBack      chan struct{}
 	counts         kubeletCounts
+	// lastRenewTime is the renewTime the last successful update wrote,
+	// and maxGap the longest time between two since the last takeGap, in
+	// nanoseconds: a gap past the lease check's threshold is a Lease
+	// that was stale for real, however healthy the kubelet.
+	lastRenewTime, maxGap atomic.Int64
 }
 
 type kubeletCounts struct {
@@ -498,7 +513,7 @@ func (k *simKubelet) retryUpdate(ctx context.Context, base *coordinationv1.Lease
 		got, err := k.leases.Update(ctx, l, metav1.UpdateOptions{})
 		if err == nil {
 			k.latest = got
-			k.renewed()
+			k.renewed(now.Time)
 			return nil
 		}
 		atomic.AddInt64(&k.counts.updateFailures, 1)
@@ -516,8 +531,13 @@ func (k *simKubelet) retryUpdate(ctx context.Context, base *coordinationv1.Lease
 	return fmt.Errorf("the kubelet of %s: %d updates of its Lease failed", k.name, kubeletUpdateRetries)
 }
 
-func (k *simKubelet) renewed() {
+func (k *simKubelet) renewed(renewTime time.Time) {
 	k.firstRenewalOnce.Do(func() { close(k.firstRenewal) })
+	if prev := k.lastRenewTime.Swap(renewTime.UnixNano()); prev != 0 {
+		gap := renewTime.UnixNano() - prev
+		for old := k.maxGap.Load(); gap > old && !k.maxGap.CompareAndSwap(old, gap); old = k.maxGap.Load() {
+		}
+	}
 	if k.st.back.Load() != 0 && k.firstAfterBack.CompareAndSwap(0, time.Now().UnixNano()) {
 		close(k.afterBack)
 	}
@@ -529,6 +549,20 @@ func (k *simKubelet) renewedAfterBack(d time.Duration) {
 	case <-k.afterBack:
 	case <-time.After(max(d, 0)):
 	}
+}
+
+// takeGaps returns the longest gap between two renewals of any kubelet
+// since the last call, and how many kubelets had one longer than
+// threshold; it starts the next count.
+func takeGaps(ks []*simKubelet, threshold time.Duration) (longest time.Duration, over int) {
+	for _, k := range ks {
+		g := time.Duration(k.maxGap.Swap(0))
+		longest = max(longest, g)
+		if g > threshold {
+			over++
+		}
+	}
+	return longest, over
 }
 
 func sumKubelets(ks []*simKubelet) kubeletCounts {
