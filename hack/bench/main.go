@@ -59,6 +59,8 @@ var (
 	scaleHeartbeat   = flag.Duration("scale-heartbeat", 0, "the simulated agents' status heartbeat (0: the production default)")
 	scaleConcurrency = flag.Int("scale-concurrency", 50, "simulated agents starting at once (0: all)")
 	scaleDeploy      = flag.String("scale-deploy", "deploy/base", "manifests whose namespace, ServiceAccount, RBAC and admission policies the simulated agents get")
+	scaleOutage      = flag.Duration("scale-outage", 2*time.Minute, "the recovery storm's API server outage, after the scale figures' burst (0 skips the storm)")
+	scaleStormLease  = flag.Int("scale-storm-lease-nodes", 0, "nodes of the recovery storm that get a simulated kubelet renewing their Lease and run the lease check (0: all)")
 	onlyScale        = flag.Bool("only-scale", false, "measure only the scale figures")
 	onlyReplay       = flag.Bool("only-replay", false, "measure only the replay figures (no API server)")
 	baselineAgent    = flag.String("baseline-agent", "", "another nodeguard binary whose replay runs alternate with -agent's, for a before/after ratio from one run")

@@ -56,6 +56,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -444,6 +447,14 @@ func scale(c *testcluster.Cluster) error {
 		out("scale_5000_burst_seconds_linear", "%.1f", burst.Seconds()*f)
 	}
 
+	if *scaleOutage > 0 {
+		if err := storm(ctx, c, admin, tr, agents, names, cfg, pr, errs); err != nil {
+			return err
+		}
+	} else {
+		out("scale_storm", "%q", "not measured: -scale-outage 0")
+	}
+
 	stopAgents()
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
@@ -643,6 +654,11 @@ type simNode struct {
 	rep     *reporter.Reporter
 	sink    *reporter.NodeSink
 	metrics *prometheus.Registry
+	// leases is the agent's Lease watch, and confirm the client its
+	// Reread would read with: the recovery storm runs the lease check on
+	// it once a simulated kubelet renews the Lease.
+	leases  *kube.LeaseWatcher
+	confirm kube.Client
 }
 
 func startNode(ctx context.Context, wg *sync.WaitGroup, base *rest.Config, token, name string,
@@ -672,9 +688,11 @@ func startNode(ctx context.Context, wg *sync.WaitGroup, base *rest.Config, token
 	if err != nil {
 		return nil, err
 	}
-	// The lease watch's Confirm stays unset, so Reread reads nothing: the
-	// simulated Leases are never renewed, and a lease check confirming each
-	// stale one would measure a cluster whose kubelets all stopped.
+	// The lease watch's Confirm stays unset, so Reread reads nothing, until
+	// the recovery storm starts a simulated kubelet on the node: until then
+	// the Leases are never renewed, and a lease check confirming each stale
+	// one would measure a cluster whose kubelets all stopped.
+	confirm := r.Leases.Confirm
 	r.Leases.Confirm = nil
 	wg.Add(1)
 	// Off this goroutine, so that the agents start side by side: the Node
@@ -691,7 +709,7 @@ func startNode(ctx context.Context, wg *sync.WaitGroup, base *rest.Config, token
 		<-ctx.Done()
 		r.Wait(time.Minute)
 	}()
-	return &simNode{rep: r.Reporter, sink: r.Node, metrics: reg}, nil
+	return &simNode{rep: r.Reporter, sink: r.Node, metrics: reg, leases: r.Leases, confirm: confirm}, nil
 }
 
 // eventsByReason counts the events about the simulated nodes by reason.
@@ -716,6 +734,12 @@ func eventsByReason(ctx context.Context, admin kubernetes.Interface, nodes map[s
 
 // sinkErrors sums the failed status writes the agents counted.
 func sinkErrors(agents []*simNode) int64 {
+	return int64(agentCounter(agents, "nodeguard_node_status_writes_total", "result", "error"))
+}
+
+// agentCounter sums the counter name over the agents' registries, only
+// its series whose label is value when label is set.
+func agentCounter(agents []*simNode, name, label, value string) float64 {
 	var total float64
 	for _, a := range agents {
 		if a == nil {
@@ -726,19 +750,23 @@ func sinkErrors(agents []*simNode) int64 {
 			continue
 		}
 		for _, f := range fams {
-			if f.GetName() != "nodeguard_node_status_writes_total" {
+			if f.GetName() != name {
 				continue
 			}
 			for _, m := range f.GetMetric() {
+				match := label == ""
 				for _, l := range m.GetLabel() {
-					if l.GetName() == "result" && l.GetValue() == "error" {
-						total += m.GetCounter().GetValue()
+					if l.GetName() == label && l.GetValue() == value {
+						match = true
 					}
+				}
+				if match {
+					total += m.GetCounter().GetValue()
 				}
 			}
 		}
 	}
-	return int64(total)
+	return total
 }
 
 // tracker follows every Node and the burst's events through the bench's
@@ -767,12 +795,24 @@ type tracker struct {
 	// wantWrites, when set, is closed once writesSeen reaches its count.
 	wantWrites   chan struct{}
 	wantWritesAt int
+
+	// The recovery storm: when each Node first held the state its agent
+	// was given during the outage (stormDone closes when all have), and
+	// when each first showed KubeletLeaseStale=True, at any time.
+	stormMarker       string
+	stormAt           []time.Time
+	nStorm            int
+	stormDone         chan struct{}
+	leaseStaleAt      []time.Time
+	nLeaseStale       int
+	leaseStaleMessage string
 }
 
 func newTracker(names []string, types []finding.ConditionDefault) *tracker {
 	t := &tracker{index: map[string]int{}, types: map[string]bool{}, allAdopted: make(chan struct{}), burstDone: make(chan struct{}),
 		adoptedAt: make([]time.Time, len(names)), condAt: make([]time.Time, len(names)), eventAt: make([]time.Time, len(names)),
-		perSecond: map[int64]int{}}
+		perSecond: map[int64]int{}, stormAt: make([]time.Time, len(names)), stormDone: make(chan struct{}),
+		leaseStaleAt: make([]time.Time, len(names))}
 	for i, n := range names {
 		t.index[n] = i
 		t.adopted = append(t.adopted, make(chan struct{}))
@@ -793,13 +833,23 @@ func (t *tracker) run(ctx context.Context, admin kubernetes.Interface) error {
 		}
 		return obj, nil
 	}
-	nf := informers.NewSharedInformerFactory(admin, 0)
-	nodes := nf.Core().V1().Nodes().Informer()
-	nodes.SetTransform(strip)
-	nodes.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { t.node(obj.(*corev1.Node), false) },
-		UpdateFunc: func(_, obj any) { t.node(obj.(*corev1.Node), true) },
-	})
+	// The Nodes come through a reflector of the bench's own, not an
+	// informer's: that one backs off up to 30 s (and as much again of
+	// jitter) after a failed watch, and after the recovery storm's outage
+	// it would see the Nodes come to hold their new state up to a minute
+	// late. Nodes a relist brings are seen when it brings them.
+	nodeLW := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (kruntime.Object, error) {
+			return admin.CoreV1().Nodes().List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return admin.CoreV1().Nodes().Watch(ctx, o)
+		},
+	}
+	nodes := &trackerStore{Store: cache.NewStore(cache.MetaNamespaceKeyFunc), t: t, strip: strip, synced: make(chan struct{})}
+	b := wait.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 10, Cap: time.Second}
+	reflector := cache.NewReflectorWithOptions(nodeLW, &corev1.Node{}, nodes, cache.ReflectorOptions{Name: "bench nodes", Backoff: &b})
+	go reflector.RunWithContext(ctx)
 	ef := informers.NewSharedInformerFactoryWithOptions(admin, 0, informers.WithNamespace(metav1.NamespaceDefault),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("reason", "TaskHung").String()
@@ -810,12 +860,48 @@ func (t *tracker) run(ctx context.Context, admin kubernetes.Interface) error {
 		AddFunc:    func(obj any) { t.event(obj.(*corev1.Event)) },
 		UpdateFunc: func(_, obj any) { t.event(obj.(*corev1.Event)) },
 	})
-	nf.Start(ctx.Done())
 	ef.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), nodes.HasSynced, events.HasSynced) {
-		return errors.New("the bench's own watches did not sync")
+	select {
+	case <-nodes.synced:
+	case <-ctx.Done():
+		return errors.New("the bench's own watch of the Nodes did not sync")
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), events.HasSynced) {
+		return errors.New("the bench's own watch of the events did not sync")
 	}
 	return nil
+}
+
+// trackerStore is the Nodes' reflector's store: it tells the tracker of
+// every Node it is given, and keeps them stripped of what the bench does
+// not read.
+type trackerStore struct {
+	cache.Store
+	t          *tracker
+	strip      func(any) (any, error)
+	synced     chan struct{}
+	syncedOnce sync.Once
+}
+
+func (s *trackerStore) Add(obj any) error    { return s.put(obj, false, s.Store.Add) }
+func (s *trackerStore) Update(obj any) error { return s.put(obj, true, s.Store.Update) }
+
+// Replace is a list: the Nodes it brings are told as seen, not as writes,
+// or a relist of 5,000 Nodes would count as 5,000 status writes.
+func (s *trackerStore) Replace(list []any, rv string) error {
+	for i, obj := range list {
+		list[i], _ = s.strip(obj)
+		s.t.node(list[i].(*corev1.Node), false)
+	}
+	err := s.Store.Replace(list, rv)
+	s.syncedOnce.Do(func() { close(s.synced) })
+	return err
+}
+
+func (s *trackerStore) put(obj any, update bool, store func(any) error) error {
+	obj, _ = s.strip(obj)
+	s.t.node(obj.(*corev1.Node), update)
+	return store(obj)
 }
 
 func (t *tracker) node(n *corev1.Node, update bool) {
@@ -855,6 +941,22 @@ func (t *tracker) node(n *corev1.Node, update bool) {
 		close(t.adopted[i])
 		if t.nAdopted++; t.nAdopted == len(t.adoptedAt) {
 			close(t.allAdopted)
+		}
+	}
+	for _, c := range n.Status.Conditions {
+		switch {
+		case string(c.Type) == finding.KubeletLeaseStale.Type && c.Status == corev1.ConditionTrue && t.leaseStaleAt[i].IsZero():
+			t.leaseStaleAt[i] = now
+			t.nLeaseStale++
+			if t.leaseStaleMessage == "" {
+				t.leaseStaleMessage = n.Name + ": " + c.Message
+			}
+		case t.stormMarker != "" && t.stormAt[i].IsZero() && string(c.Type) == finding.KernelDeadlock.Type &&
+			c.Status == corev1.ConditionFalse && strings.Contains(c.Message, t.stormMarker):
+			t.stormAt[i] = now
+			if t.nStorm++; t.nStorm == len(t.stormAt) {
+				close(t.stormDone)
+			}
 		}
 	}
 	if t.marker != "" && burst == 2 && t.condAt[i].IsZero() {
@@ -917,6 +1019,40 @@ func (t *tracker) startBurst(marker string) {
 	defer t.mu.Unlock()
 	t.marker = marker
 	t.resetWritesLocked()
+}
+
+// startStorm makes the tracker look for marker in each Node's
+// KernelDeadlock message.
+func (t *tracker) startStorm(marker string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.stormMarker = marker
+}
+
+// stormLatencies returns, for each Node that came to hold the storm's
+// state, how long after back it did in milliseconds (0 for those that did
+// before), and how many did before.
+func (t *tracker) stormLatencies(back time.Time) (ms []float64, before int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, at := range t.stormAt {
+		if at.IsZero() {
+			continue
+		}
+		if at.Before(back) {
+			before++
+		}
+		ms = append(ms, max(0, at.Sub(back).Seconds()*1000))
+	}
+	return ms, before
+}
+
+// leaseStale returns how many Nodes have shown KubeletLeaseStale=True, and
+// the first one's message.
+func (t *tracker) leaseStale() (int, string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.nLeaseStale, t.leaseStaleMessage
 }
 
 // writesReached returns a channel closed once n status writes have been

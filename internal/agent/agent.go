@@ -275,6 +275,7 @@ func (d Deps) leaseWatcher(nodeName string) *kube.LeaseWatcher {
 	}
 	w := kube.NewLeaseWatcher(d.Clients.Watches, nodeName)
 	w.Confirm = d.Clients.Requests
+	w.Ready = kube.ServerReady(d.Clients.Requests)
 	return w
 }
 

@@ -6,7 +6,9 @@ package kube
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/nodeguard/nodeguard/pkg/checks"
 	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
@@ -44,6 +47,10 @@ type LeaseWatcher struct {
 	// 30 s of silence did so before; it woke the agent every 10 s for
 	// that, and the check's read is the one that matters.
 	Confirm Client
+	// Ready, when set before Run, is asked by Reread once it has read the
+	// Lease: whether the server is ready (ServerReady), for a verdict
+	// that must not blame the kubelet for a server that is not.
+	Ready func(context.Context) error
 
 	mu        sync.Mutex
 	synced    bool
@@ -155,7 +162,33 @@ func (w *LeaseWatcher) Reread(ctx context.Context) error {
 	w.mu.Lock()
 	w.read, w.readAt, w.readMissing = lease, now, false
 	w.mu.Unlock()
+	if w.Ready != nil {
+		return w.Ready(ctx)
+	}
 	return nil
+}
+
+// ServerReady asks the API server's /readyz with c (every client may: the
+// built-in system:public-info-viewer role), for LeaseWatcher.Ready. A
+// failing check (an answer of 500 or more) or 429 is
+// checks.ErrServerNotReady. A refusal to say (403, 404: a cluster that
+// took the role away) is no error: the read alone decides, as without
+// Ready, rather than no verdict ever.
+func ServerReady(c Client) func(context.Context) error {
+	return func(ctx context.Context) error {
+		_, err := c.CoreV1().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		var status apierrors.APIStatus
+		if err == nil {
+			return nil
+		}
+		if !errors.As(err, &status) || status.Status().Code == 0 {
+			return fmt.Errorf("asking whether the API server is ready: %w", err)
+		}
+		if code := status.Status().Code; code >= 500 || code == http.StatusTooManyRequests {
+			return fmt.Errorf("%w: %v", checks.ErrServerNotReady, err)
+		}
+		return nil
+	}
 }
 
 // NodeLease returns the Lease as last seen and whether it exists, and

@@ -3,6 +3,9 @@ package kube
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -11,7 +14,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/nodeguard/nodeguard/pkg/checks"
 )
 
 // stalledLeaseClient holds the Lease n1, renewed a minute ago, and watches
@@ -93,5 +99,51 @@ func TestLeaseWatcherReread(t *testing.T) {
 		case !s.want.IsZero() && (!ok || !l.Spec.RenewTime.Equal(&metav1.MicroTime{Time: s.want})):
 			t.Errorf("%s: the view has %v (exists %v), want the renewal at %s", s.name, l, ok, s.want)
 		}
+	}
+}
+
+// ServerReady says not ready only when the server says so, and stays out
+// of the way where it will not say.
+func TestServerReady(t *testing.T) {
+	tests := []struct {
+		name         string
+		code         int
+		wantNotReady bool
+		wantErr      bool
+	}{
+		{"ready", http.StatusOK, false, false},
+		{"a check failing", http.StatusInternalServerError, true, true},
+		{"shutting down", http.StatusServiceUnavailable, true, true},
+		{"throttled", http.StatusTooManyRequests, true, true},
+		{"forbidden", http.StatusForbidden, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/readyz" {
+					http.NotFound(w, r)
+					return
+				}
+				w.WriteHeader(tt.code)
+				fmt.Fprint(w, "[-]informer-sync failed\nreadyz check failed")
+			}))
+			defer srv.Close()
+			clients, err := NewClients(&rest.Config{Host: srv.URL})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = ServerReady(clients.Requests)(context.Background())
+			if (err != nil) != tt.wantErr || errors.Is(err, checks.ErrServerNotReady) != tt.wantNotReady {
+				t.Errorf("ServerReady = %v; want an error %v, not ready %v", err, tt.wantErr, tt.wantNotReady)
+			}
+		})
+	}
+	// No answer at all is an error, not a verdict on readiness.
+	clients, err := NewClients(&rest.Config{Host: "http://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ServerReady(clients.Requests)(context.Background()); err == nil || errors.Is(err, checks.ErrServerNotReady) {
+		t.Errorf("ServerReady with nothing listening = %v, want an error that is not ErrServerNotReady", err)
 	}
 }

@@ -71,6 +71,10 @@ type Check struct {
 	// freshUntil is when the Lease last judged fresh turns stale unless
 	// renewed; zero after any other verdict.
 	freshUntil time.Time
+	// notReady says the last confirming read found the API server not
+	// ready; readySince is when one found it ready after that.
+	notReady   bool
+	readySince time.Time
 }
 
 // rereadTimeout bounds the read that confirms a stale Lease, within the
@@ -180,9 +184,17 @@ func (c *Check) probe(ctx context.Context) ([]finding.Finding, error) {
 		log("a stale Lease is not confirmed: the read failed", zap.Error(err))
 		c.rereadWait = min(max(2*c.rereadWait, c.cfg.Period.Duration), maxRereadWait)
 		c.nextReread = now.Add(c.rereadWait)
+		if errors.Is(err, checks.ErrServerNotReady) {
+			c.notReady = true
+		}
 		return nil, checks.ErrNoData
 	}
 	c.rereadWait, c.nextReread = 0, time.Time{}
+	if c.notReady {
+		// The kubelet gets the threshold from the server's readiness, as
+		// from a renewal: until then the server may have refused it.
+		c.notReady, c.readySince = false, now
+	}
 	fs, err = c.judge()
 	c.stale = err == nil && isStale(fs)
 	return fs, err
@@ -225,6 +237,9 @@ func (c *Check) judge() ([]finding.Finding, error) {
 	since := lease.Spec.RenewTime.Time
 	if currentSince.After(since) {
 		since = currentSince
+	}
+	if c.readySince.After(since) {
+		since = c.readySince
 	}
 	if age := now.Sub(since); age > threshold {
 		f := finding.Condition(finding.KubeletLeaseStale.Type, finding.StatusTrue, "KubeletLeaseStale",
