@@ -594,9 +594,9 @@ func byMinute(start time.Time, times []time.Time) string {
 	return strings.Join(s, ",")
 }
 
-// storm runs the processes the OOM killer ends, one at a time in each of
+// killerPool runs the processes the OOM killer ends, one at a time in each of
 // its memory cgroups.
-type storm struct {
+type killerPool struct {
 	root string
 	free chan int
 	wg   sync.WaitGroup
@@ -608,8 +608,8 @@ type storm struct {
 
 type stormCounts struct{ started, killed, other, skipped int }
 
-func newStorm() (*storm, error) {
-	s := &storm{root: filepath.Join(memoryRoot, stormPrefix+strconv.Itoa(os.Getpid())), free: make(chan int, stormCgroups), pids: map[int]bool{}}
+func newStorm() (*killerPool, error) {
+	s := &killerPool{root: filepath.Join(memoryRoot, stormPrefix+strconv.Itoa(os.Getpid())), free: make(chan int, stormCgroups), pids: map[int]bool{}}
 	if err := os.Mkdir(s.root, 0o755); err != nil {
 		return nil, fmt.Errorf("making the storm's cgroup: %w", err)
 	}
@@ -636,7 +636,7 @@ const hogScript = `echo $$ > "$1" && exec tail /dev/zero`
 // run starts a process every 1/rate s until ctx ends, in a free cgroup,
 // and waits for the last ones. A start with no cgroup free is skipped, so
 // the rate is what the machine reached, not a queue.
-func (s *storm) run(ctx context.Context, rate float64) {
+func (s *killerPool) run(ctx context.Context, rate float64) {
 	defer s.wg.Wait()
 	every := time.Duration(float64(time.Second) / rate)
 	next := time.Now()
@@ -656,7 +656,7 @@ func (s *storm) run(ctx context.Context, rate float64) {
 	}
 }
 
-func (s *storm) start(i int) {
+func (s *killerPool) start(i int) {
 	procs := filepath.Join(s.root, strconv.Itoa(i), "cgroup.procs")
 	cmd := exec.Command("/bin/sh", "-c", hogScript, "nodeguard-bench-hog", procs)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -692,19 +692,19 @@ func (s *storm) start(i int) {
 }
 
 // ours says whether pid is one of the storm's processes.
-func (s *storm) ours(pid int) bool {
+func (s *killerPool) ours(pid int) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.pids[pid]
 }
 
-func (s *storm) counts() stormCounts {
+func (s *killerPool) counts() stormCounts {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return stormCounts{s.started, s.killed, s.other, s.skipped}
 }
 
-func (s *storm) remove() { removeStormCgroup(s.root) }
+func (s *killerPool) remove() { removeStormCgroup(s.root) }
 
 // removeStormCgroup kills what is left in a storm cgroup tree and removes
 // it, children first.
