@@ -2,7 +2,6 @@ package checks
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"reflect"
 	"time"
@@ -110,16 +109,10 @@ type LeaseView interface {
 	NodeLease() (lease *coordinationv1.Lease, exists bool, currentSince time.Time)
 	// Reread reads the Lease from the API server now, so that what
 	// NodeLease returns next is no older than the call. Its error wraps
-	// ErrServerNotReady when the server answers but says it is not ready.
+	// kube.ErrServerNotReady when the server answers but says it is not
+	// ready.
 	Reread(ctx context.Context) error
 }
-
-// ErrServerNotReady says the API server answers but its /readyz fails: a
-// restarted server serves some clients before it can serve all (before its
-// authorizers have synced it refused 5,000 simulated kubelets' renewals
-// while it answered their agents), so an old Lease then says nothing of
-// the kubelet.
-var ErrServerNotReady = errors.New("the API server is not ready")
 
 // Validator is implemented by check configurations that have rules beyond
 // their types. Validate returns a *FieldError for a bad field.

@@ -19,7 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/nodeguard/nodeguard/pkg/checks"
 	"github.com/nodeguard/nodeguard/pkg/finding"
 )
 
@@ -168,10 +167,17 @@ func (w *LeaseWatcher) Reread(ctx context.Context) error {
 	return nil
 }
 
+// ErrServerNotReady says the API server answers but its /readyz fails: a
+// restarted server serves some clients before it can serve all (before its
+// authorizers have synced it refused 5,000 simulated kubelets' renewals
+// while it answered their agents), so an old Lease then says nothing of
+// the kubelet.
+var ErrServerNotReady = errors.New("the API server is not ready")
+
 // ServerReady asks the API server's /readyz with c (every client may: the
 // built-in system:public-info-viewer role), for LeaseWatcher.Ready. A
 // failing check (an answer of 500 or more) or 429 is
-// checks.ErrServerNotReady. A refusal to say (403, 404: a cluster that
+// ErrServerNotReady. A refusal to say (403, 404: a cluster that
 // took the role away) is no error: the read alone decides, as without
 // Ready, rather than no verdict ever.
 func ServerReady(c Client) func(context.Context) error {
@@ -185,7 +191,7 @@ func ServerReady(c Client) func(context.Context) error {
 			return fmt.Errorf("asking whether the API server is ready: %w", err)
 		}
 		if code := status.Status().Code; code >= 500 || code == http.StatusTooManyRequests {
-			return fmt.Errorf("%w: %v", checks.ErrServerNotReady, err)
+			return fmt.Errorf("%w: %v", ErrServerNotReady, err)
 		}
 		return nil
 	}

@@ -16,8 +16,6 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
-
-	"github.com/nodeguard/nodeguard/pkg/checks"
 )
 
 // stalledLeaseClient holds the Lease n1, renewed a minute ago, and watches
@@ -133,7 +131,7 @@ func TestServerReady(t *testing.T) {
 				t.Fatal(err)
 			}
 			err = ServerReady(clients.Requests)(context.Background())
-			if (err != nil) != tt.wantErr || errors.Is(err, checks.ErrServerNotReady) != tt.wantNotReady {
+			if (err != nil) != tt.wantErr || errors.Is(err, ErrServerNotReady) != tt.wantNotReady {
 				t.Errorf("ServerReady = %v; want an error %v, not ready %v", err, tt.wantErr, tt.wantNotReady)
 			}
 		})
@@ -143,7 +141,7 @@ func TestServerReady(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ServerReady(clients.Requests)(context.Background()); err == nil || errors.Is(err, checks.ErrServerNotReady) {
+	if err := ServerReady(clients.Requests)(context.Background()); err == nil || errors.Is(err, ErrServerNotReady) {
 		t.Errorf("ServerReady with nothing listening = %v, want an error that is not ErrServerNotReady", err)
 	}
 }

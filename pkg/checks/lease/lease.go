@@ -17,6 +17,7 @@ import (
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
 	"github.com/nodeguard/nodeguard/pkg/finding"
+	"github.com/nodeguard/nodeguard/pkg/kube"
 )
 
 // Name is the check's name in configuration and metrics.
@@ -184,7 +185,7 @@ func (c *Check) probe(ctx context.Context) ([]finding.Finding, error) {
 		log("a stale Lease is not confirmed: the read failed", zap.Error(err))
 		c.rereadWait = min(max(2*c.rereadWait, c.cfg.Period.Duration), maxRereadWait)
 		c.nextReread = now.Add(c.rereadWait)
-		if errors.Is(err, checks.ErrServerNotReady) {
+		if errors.Is(err, kube.ErrServerNotReady) {
 			c.notReady = true
 		}
 		return nil, checks.ErrNoData

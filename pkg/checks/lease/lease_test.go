@@ -13,6 +13,7 @@ import (
 
 	"github.com/nodeguard/nodeguard/pkg/checks"
 	"github.com/nodeguard/nodeguard/pkg/finding"
+	"github.com/nodeguard/nodeguard/pkg/kube"
 )
 
 type fakeView struct {
@@ -207,7 +208,7 @@ func TestNoStaleVerdictUntilAThresholdAfterTheServerIsReady(t *testing.T) {
 	view := &rereadView{fakeView: fakeView{leaseRenewed(3*time.Minute, 40, start), true, start}}
 	view.read = view.lease
 	c := New(DefaultConfig(), checks.Env{Lease: view, Now: func() time.Time { return now }})
-	notReady := fmt.Errorf("%w: the server could not find the requested resource", checks.ErrServerNotReady)
+	notReady := fmt.Errorf("%w: the server could not find the requested resource", kube.ErrServerNotReady)
 	steps := []struct {
 		at   time.Duration // from start
 		err  error         // the confirming read's
