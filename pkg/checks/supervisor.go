@@ -205,7 +205,11 @@ func (s *Supervisor) Run(ctx context.Context, stopTimeout time.Duration) []strin
 		for _, how := range []string{"error", "panic", "exit"} {
 			s.Metrics.failures.WithLabelValues(name, how)
 		}
+		// Under mu: a check started earlier in this loop may already have
+		// ended and be deleting its own entry.
+		mu.Lock()
 		pending[name] = true
+		mu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
