@@ -98,6 +98,10 @@ func newScanner(rules []*compiled) *scanner {
 	}
 	for _, r := range rules {
 		r.pre = prefilterOf(&lits, r.Contains, r.derived)
+		for i := range r.branches {
+			b := &r.branches[i]
+			b.pre = prefilterOf(&lits, "", b.derived)
+		}
 		for i := range r.details {
 			d := &r.details[i]
 			d.pre = prefilterOf(&lits, d.Contains, d.derived)
@@ -257,7 +261,7 @@ func (e *Engine) runRules(l Line, h hits, out []finding.Finding, start int) []fi
 		for word != 0 {
 			r := e.rules[w<<6|bits.TrailingZeros64(word)]
 			word &= word - 1
-			if !r.pre.pass(h) || !r.re.MatchString(text) {
+			if !r.pre.pass(h) || !r.matches(text, h) {
 				continue
 			}
 			if r.exclude != nil && r.exclude.MatchString(text) {

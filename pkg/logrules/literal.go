@@ -1,6 +1,7 @@
 package logrules
 
 import (
+	"regexp"
 	"regexp/syntax"
 	"slices"
 	"unicode/utf8"
@@ -119,6 +120,11 @@ func required(re *syntax.Regexp) [][]literal {
 				run = append(run, r...)
 				continue
 			}
+			if set := endings(run, sub); set != nil {
+				groups = append(groups, set)
+				run = nil
+				continue
+			}
 			if len(run) > 0 {
 				groups = append(groups, one(runLiterals(run))...)
 			}
@@ -131,6 +137,33 @@ func required(re *syntax.Regexp) [][]literal {
 		return groups
 	}
 	return nil
+}
+
+// maxEndings is the most characters of a class that endings spells out.
+const maxEndings = 4
+
+// endings returns the run's literal with each character of a small class
+// after it, "fault:" and "fault," for "fault[:,]": a set of longer
+// literals, which fewer lines hold than the run alone. Nil when the class
+// is larger, or the run's literal would not end where the class begins.
+func endings(run []litRune, class *syntax.Regexp) []literal {
+	if len(run) == 0 || class.Op != syntax.OpCharClass || slices.ContainsFunc(run, unsafeFold) {
+		return nil
+	}
+	var chars []rune
+	for i := 0; i+1 < len(class.Rune); i += 2 {
+		for c := class.Rune[i]; c <= class.Rune[i+1]; c++ {
+			if c >= utf8.RuneSelf || len(chars) == maxEndings {
+				return nil
+			}
+			chars = append(chars, c)
+		}
+	}
+	var set []literal
+	for _, c := range chars {
+		set = append(set, runLiterals(append(slices.Clone(run), litRune{r: c}))...)
+	}
+	return set
 }
 
 func zeroWidth(op syntax.Op) bool {
@@ -266,4 +299,48 @@ func runLiterals(run []litRune) []literal {
 		start = i + 1
 	}
 	return best
+}
+
+// branch is one branch of a rule's top-level alternation, compiled alone,
+// and what a line must hold before it runs.
+type branch struct {
+	re      *regexp.Regexp
+	derived [][]literal
+	pre     prefilter
+}
+
+// maxBranches bounds the alternations split into branches.
+const maxBranches = 8
+
+// splitBranches returns the branches of a pattern that is an alternation
+// at its top (through groups), each compiled alone with the literals it
+// requires, or nil for any other pattern. A line matches the pattern when
+// it matches one of them. Go's regexp finds a match fast only from a
+// literal the pattern begins with, and an alternation of different
+// beginnings has none: it tries every offset of the line
+// ("(?:\bI/O error, dev \S+|Buffer I/O error on dev \S+|...)" cost 0.8 us a
+// line holding "I/O error"). Alone, each branch begins with its literal,
+// and runs only on lines holding what it requires, not what any branch
+// does.
+func splitBranches(pattern string) []branch {
+	re, err := syntax.Parse(pattern, syntax.Perl)
+	if err != nil {
+		return nil
+	}
+	for re.Op == syntax.OpCapture && len(re.Sub) == 1 {
+		re = re.Sub[0]
+	}
+	if re.Op != syntax.OpAlternate || len(re.Sub) > maxBranches {
+		return nil
+	}
+	var out []branch
+	for _, sub := range re.Sub {
+		text := sub.String()
+		b, err := regexp.Compile(text)
+		if err != nil {
+			return nil
+		}
+		out = append(out, branch{re: b, derived: requiredGroups(text)})
+	}
+	return out
 }

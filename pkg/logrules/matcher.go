@@ -15,26 +15,24 @@ import "strings"
 // so the processor runs several at once: an Aho-Corasick table automaton
 // (one dependent load per byte) was two to three times slower here, and the
 // kept Go modules measured allocated per line or were slower still; see the
-// commit that brought this for the figures.
+// commit that brought this for the figures. (Reading only every other
+// pair, each literal anchored at two adjacent pairs, measured no faster:
+// the second pair of a short literal is a common one, and the anchors
+// found in a line nearly doubled.)
 //
 // A literal that ignores case is anchored at every case of its pair. A
 // one-byte literal has no pair; the few there are are searched apiece.
 type matcher struct {
 	anchors [1 << 16 / 64]uint64
-	// slots is an open-addressed table from an anchor pair to its entry
-	// in lists, the literals anchored there and where.
-	slots []anchorSlot
+	// list is, per anchor pair, one more than its index in lists, the
+	// literals anchored there and where: one load where a hash table took
+	// a probe loop, and the pages of it that no anchor uses are never
+	// touched.
+	list  []uint16
 	lists [][]anchored
-	short []int32
+	short []shortLiteral
 	lits  []literal
 }
-
-type anchorSlot struct {
-	pair uint16
-	used bool
-	list int32
-}
-
 type anchored struct {
 	lit int32
 	off int32
@@ -127,49 +125,39 @@ func cases(b byte, fold bool) []byte {
 
 // newMatcher compiles the literals; none may be empty.
 func newMatcher(lits []literal) *matcher {
-	m := &matcher{lits: lits}
-	lists := map[uint16]int32{}
+	m := &matcher{lits: lits, list: make([]uint16, 1<<16)}
+	anchor := func(lit int32, off int, a, b byte) {
+		pair := uint16(a) | uint16(b)<<8
+		m.anchors[pair>>6] |= 1 << (pair & 63)
+		if m.list[pair] == 0 {
+			m.lists = append(m.lists, nil)
+			m.list[pair] = uint16(len(m.lists))
+		}
+		j := m.list[pair] - 1
+		m.lists[j] = append(m.lists[j], anchored{lit: lit, off: int32(off)})
+	}
 	for i, l := range lits {
-		if len(l.text) < 2 {
-			m.short = append(m.short, int32(i))
+		// A list index must fit the table's uint16, one pair in four
+		// cases per literal.
+		if len(l.text) < 2 || len(m.lists)+8 >= 1<<16 {
+			m.short = append(m.short, newShortLiteral(int32(i), l))
 			continue
 		}
+		t := l.text
 		off := 0
-		for k := 1; k+1 < len(l.text); k++ {
-			if pairCommon(l.text[k], l.text[k+1], l.fold) < pairCommon(l.text[off], l.text[off+1], l.fold) {
+		for k := 1; k+1 < len(t); k++ {
+			if pairCommon(t[k], t[k+1], l.fold) < pairCommon(t[off], t[off+1], l.fold) {
 				off = k
 			}
 		}
-		for _, a := range cases(l.text[off], l.fold) {
-			for _, b := range cases(l.text[off+1], l.fold) {
-				pair := uint16(a) | uint16(b)<<8
-				m.anchors[pair>>6] |= 1 << (pair & 63)
-				j, ok := lists[pair]
-				if !ok {
-					j = int32(len(m.lists))
-					lists[pair] = j
-					m.lists = append(m.lists, nil)
-				}
-				m.lists[j] = append(m.lists[j], anchored{lit: int32(i), off: int32(off)})
+		for _, a := range cases(t[off], l.fold) {
+			for _, b := range cases(t[off+1], l.fold) {
+				anchor(int32(i), off, a, b)
 			}
 		}
 	}
-	size := 2
-	for size < 2*len(lists) {
-		size *= 2
-	}
-	m.slots = make([]anchorSlot, size)
-	for pair, j := range lists {
-		k := slotOf(pair, size)
-		for m.slots[k].used {
-			k = (k + 1) & (size - 1)
-		}
-		m.slots[k] = anchorSlot{pair: pair, used: true, list: j}
-	}
 	return m
 }
-
-func slotOf(pair uint16, size int) int { return int(uint32(pair)*0x9E3779B1>>16) & (size - 1) }
 
 // scan sets in h each literal that s holds; h must be clear and have a bit
 // for every literal.
@@ -182,21 +170,52 @@ func (m *matcher) scan(s string, h hits) {
 		}
 	}
 	for _, l := range m.short {
-		c := m.lits[l].text[0]
-		if strings.IndexByte(s, c) >= 0 || (m.lits[l].fold && otherCase(c) != c && strings.IndexByte(s, otherCase(c)) >= 0) {
-			h.set(l)
+		if l.holds(s) {
+			h.set(l.lit)
 		}
 	}
 }
 
+// shortLiteral is a literal the anchors do not find: one of one byte,
+// searched for in each of its cases, or, past the anchor table's size,
+// which no rule set comes near, one searched for as it is.
+type shortLiteral struct {
+	lit   int32
+	cases []string
+	fold  bool
+}
+
+func newShortLiteral(i int32, l literal) shortLiteral {
+	if len(l.text) > 1 {
+		return shortLiteral{lit: i, cases: []string{l.text}, fold: l.fold}
+	}
+	var out []string
+	for _, c := range cases(l.text[0], l.fold) {
+		out = append(out, string([]byte{c}))
+	}
+	return shortLiteral{lit: i, cases: out}
+}
+
+func (l *shortLiteral) holds(s string) bool {
+	for _, c := range l.cases {
+		if strings.Contains(s, c) {
+			return true
+		}
+	}
+	if l.fold {
+		sub := l.cases[0]
+		for i := 0; i+len(sub) <= len(s); i++ {
+			if asciiEqualFold(s[i:i+len(sub)], sub) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // verify compares with s the literals anchored at the pair at i.
 func (m *matcher) verify(s string, i int, pair uint16, h hits) {
-	size := len(m.slots)
-	k := slotOf(pair, size)
-	for m.slots[k].pair != pair {
-		k = (k + 1) & (size - 1)
-	}
-	for _, a := range m.lists[m.slots[k].list] {
+	for _, a := range m.lists[m.list[pair]-1] {
 		l := &m.lits[a.lit]
 		start := i - int(a.off)
 		if start < 0 || start+len(l.text) > len(s) {

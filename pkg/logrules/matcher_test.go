@@ -125,6 +125,8 @@ func FuzzRequiredLiterals(f *testing.F) {
 		{`a\bb|c$d`, "ab"},
 		{`(?i)é+x`, "ÉX"},
 		{`(ab|cd)+e{2,}`, "cdabee"},
+		{`general protection fault[:,] `, "general protection fault, probably for non-canonical address"},
+		{`(?i)fault[a-c]x`, "FAULTBX"},
 	} {
 		f.Add(seed.pattern, seed.line)
 	}
@@ -141,6 +143,68 @@ func FuzzRequiredLiterals(f *testing.F) {
 	})
 }
 
+// FuzzSplitBranches: a line matches a pattern exactly when it matches one
+// of the branches it is split into, and a line a branch matches holds one
+// literal of each set derived from the branch.
+func FuzzSplitBranches(f *testing.F) {
+	for _, seed := range []struct{ pattern, line string }{
+		{`(?:\bI/O error, dev \S+|Buffer I/O error on (?:dev|device) \S+|end_request: I/O error)`, "Buffer I/O error on dev sda1, logical block 0"},
+		{`(?i)oops|panic`, "OOPS"},
+		{`(a|b)+|^c$`, "c"},
+		{`((x)|(?i:Y))`, "y"},
+		{`\bfoo|bar\b|(?m:^baz$)`, "q\nbaz"},
+	} {
+		f.Add(seed.pattern, seed.line)
+	}
+	f.Fuzz(func(t *testing.T, pattern, line string) {
+		whole, err := regexp.Compile(pattern)
+		if err != nil {
+			return
+		}
+		branches := splitBranches(pattern)
+		if branches == nil {
+			return
+		}
+		any := false
+		for _, b := range branches {
+			if !b.re.MatchString(line) {
+				continue
+			}
+			any = true
+			for _, set := range b.derived {
+				if len(searchEach(set, line)) == 0 {
+					t.Fatalf("branch %q of %q matches %q, which holds none of %v", b.re, pattern, line, set)
+				}
+			}
+		}
+		if want := whole.MatchString(line); any != want {
+			t.Fatalf("%q matches %q: %v; its branches: %v", pattern, line, want, any)
+		}
+	})
+}
+
+func TestSplitBranches(t *testing.T) {
+	tests := []struct {
+		pattern string
+		want    []string // each branch's best literal
+	}{
+		{`(?:\bI/O error, dev \S+|Buffer I/O error on (?:dev|device) \S+|end_request: I/O error)`,
+			[]string{"I/O error, dev ", "Buffer I/O error on dev", "end_request: I/O error"}},
+		{`(panic|(?i)oom)`, []string{"panic", "oom"}},
+		{`Killed process \d+`, nil},
+		{`a|b|c|d|e|f|g|h|i`, nil},
+	}
+	for _, tt := range tests {
+		var got []string
+		for _, b := range splitBranches(tt.pattern) {
+			got = append(got, requiredLiterals(b.re.String())[0].text)
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("splitBranches(%q): branches requiring %q, want %q", tt.pattern, got, tt.want)
+		}
+	}
+}
+
 func TestRequiredGroups(t *testing.T) {
 	tests := []struct {
 		pattern string
@@ -153,6 +217,9 @@ func TestRequiredGroups(t *testing.T) {
 		{`foo|(?i)bar`, [][]literal{{{text: "foo"}, {text: "bar", fold: true}}}},
 		// Both are required; the longer literals filter better.
 		{`XFS \(\S+\): (?:Corruption|.*shut down)`, [][]literal{{{text: "Corruption"}, {text: "shut down"}}, {{text: "XFS ("}}}},
+		// A small class after a run spells out the run's endings.
+		{`protection fault[:,] `, [][]literal{{{text: "protection fault,"}, {text: "protection fault:"}}}},
+		{`fault[^:]`, [][]literal{{{text: "fault"}}}},
 		{`a*`, nil},
 		{`foo|.*`, nil},
 	}

@@ -100,6 +100,24 @@ type compiled struct {
 	// of each; pre, set by Compile, what a line must hold before re runs.
 	derived [][]literal
 	pre     prefilter
+	// branches, when the pattern is an alternation, are its branches,
+	// each with its own prefilter: see splitBranches.
+	branches []branch
+}
+
+// matches reports whether the line, holding the literals h, matches the
+// rule's pattern.
+func (c *compiled) matches(text string, h hits) bool {
+	if c.branches == nil {
+		return c.re.MatchString(text)
+	}
+	for i := range c.branches {
+		b := &c.branches[i]
+		if b.pre.pass(h) && b.re.MatchString(text) {
+			return true
+		}
+	}
+	return false
 }
 
 type compiledDetail struct {
@@ -144,7 +162,7 @@ func compile(i int, r Rule) (*compiled, error) {
 		// Derive the prefilter; without one the pattern runs on every line.
 		r.Contains = RequiredLiteral(r.Pattern)
 	}
-	c := &compiled{Rule: r, re: re, derived: requiredGroups(r.Pattern)}
+	c := &compiled{Rule: r, re: re, derived: requiredGroups(r.Pattern), branches: splitBranches(r.Pattern)}
 	if r.Exclude != "" {
 		if c.exclude, err = regexp.Compile(r.Exclude); err != nil {
 			return nil, bad("exclude", r.Exclude, err.Error())

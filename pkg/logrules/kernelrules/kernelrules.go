@@ -26,7 +26,10 @@ const containerRuntimeTasks = `(?:dockerd|docker|containerd|containerd-shim[\w-]
 
 // notBlockDevices are devices whose I/O errors are not a node problem: an
 // empty virtual CD drive (sr0) or floppy (fd0) on a VM fails every probe.
-const notBlockDevices = `\b(?:dev|device) (?:sr|fd)\d+\b`
+// Every form the rules match puts a space before "dev": beginning with it,
+// and not with \b, gives Go's regexp a literal to find the match from
+// instead of trying every offset of the line (0.35 against 1.4 us).
+const notBlockDevices = ` (?:dev|device) (?:sr|fd)\d+\b`
 
 // What a report's later lines tell, as details of its first line's rule.
 // A frame is "name+0xOFF/0xLEN", maybe with a module, after an old kernel's
