@@ -191,6 +191,10 @@ func TestSplitBranches(t *testing.T) {
 		{`(?:\bI/O error, dev \S+|Buffer I/O error on (?:dev|device) \S+|end_request: I/O error)`,
 			[]string{"I/O error, dev ", "Buffer I/O error on dev", "end_request: I/O error"}},
 		{`(panic|(?i)oom)`, []string{"panic", "oom"}},
+		{`(?i)(?:port down|nic down)`, []string{"port down", "nic down"}},
+		// (?i) reaches past the bar; cut there, "b" would not fold.
+		{`a(?i)x|b`, nil},
+		{`[|(]x|y\|z`, []string{"x", "y|z"}},
 		{`Killed process \d+`, nil},
 		{`a|b|c|d|e|f|g|h|i`, nil},
 	}
