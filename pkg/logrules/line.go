@@ -114,10 +114,22 @@ func cutSyslogHeader(s string) (program, text string, ok bool) {
 	if !found || host == "" {
 		return "", "", false
 	}
-	tag, text, found := strings.Cut(rest, ": ")
-	if !found || tag == "" || strings.ContainsAny(tag, " \t") {
+	// The tag runs to the first ": " and holds no blank: one pass over
+	// it, where a search for ": " and another for blanks read it twice
+	// (and the latter built its byte set on every line).
+	end := -1
+	for i := 0; i < len(rest); i++ {
+		if c := rest[i]; c == ' ' || c == '\t' {
+			return "", "", false
+		} else if c == ':' && i+1 < len(rest) && rest[i+1] == ' ' {
+			end = i
+			break
+		}
+	}
+	if end <= 0 {
 		return "", "", false
 	}
+	tag, text := rest[:end], rest[end+2:]
 	if i := strings.IndexByte(tag, '['); i > 0 {
 		tag = tag[:i]
 	}
