@@ -24,10 +24,11 @@ import "strings"
 // one-byte literal has no pair; the few there are are searched apiece.
 type matcher struct {
 	anchors [1 << 16 / 64]uint64
-	// list is, per anchor pair, one more than its index in lists, the
-	// literals anchored there and where: one load where a hash table took
-	// a probe loop, and the pages of it that no anchor uses are never
-	// touched.
+	// list is, per anchor pair, its index in lists, the literals
+	// anchored there and where (meaningful only where anchors has the
+	// pair, so 65,536 pairs fit a uint16): one load where a hash table
+	// took a probe loop, and the pages of it that no anchor uses are
+	// never touched.
 	list  []uint16
 	lists [][]anchored
 	short []shortLiteral
@@ -128,18 +129,16 @@ func newMatcher(lits []literal) *matcher {
 	m := &matcher{lits: lits, list: make([]uint16, 1<<16)}
 	anchor := func(lit int32, off int, a, b byte) {
 		pair := uint16(a) | uint16(b)<<8
-		m.anchors[pair>>6] |= 1 << (pair & 63)
-		if m.list[pair] == 0 {
-			m.lists = append(m.lists, nil)
+		if m.anchors[pair>>6]&(1<<(pair&63)) == 0 {
+			m.anchors[pair>>6] |= 1 << (pair & 63)
 			m.list[pair] = uint16(len(m.lists))
+			m.lists = append(m.lists, nil)
 		}
-		j := m.list[pair] - 1
+		j := m.list[pair]
 		m.lists[j] = append(m.lists[j], anchored{lit: lit, off: int32(off)})
 	}
 	for i, l := range lits {
-		// A list index must fit the table's uint16, one pair in four
-		// cases per literal.
-		if len(l.text) < 2 || len(m.lists)+8 >= 1<<16 {
+		if len(l.text) < 2 {
 			m.short = append(m.short, newShortLiteral(int32(i), l))
 			continue
 		}
@@ -176,19 +175,14 @@ func (m *matcher) scan(s string, h hits) {
 	}
 }
 
-// shortLiteral is a literal the anchors do not find: one of one byte,
-// searched for in each of its cases, or, past the anchor table's size,
-// which no rule set comes near, one searched for as it is.
+// shortLiteral is a one-byte literal, which has no pair to anchor it: it
+// is searched for in each of its cases.
 type shortLiteral struct {
 	lit   int32
 	cases []string
-	fold  bool
 }
 
 func newShortLiteral(i int32, l literal) shortLiteral {
-	if len(l.text) > 1 {
-		return shortLiteral{lit: i, cases: []string{l.text}, fold: l.fold}
-	}
 	var out []string
 	for _, c := range cases(l.text[0], l.fold) {
 		out = append(out, string([]byte{c}))
@@ -202,20 +196,12 @@ func (l *shortLiteral) holds(s string) bool {
 			return true
 		}
 	}
-	if l.fold {
-		sub := l.cases[0]
-		for i := 0; i+len(sub) <= len(s); i++ {
-			if asciiEqualFold(s[i:i+len(sub)], sub) {
-				return true
-			}
-		}
-	}
 	return false
 }
 
 // verify compares with s the literals anchored at the pair at i.
 func (m *matcher) verify(s string, i int, pair uint16, h hits) {
-	for _, a := range m.lists[m.list[pair]-1] {
+	for _, a := range m.lists[m.list[pair]] {
 		l := &m.lits[a.lit]
 		start := i - int(a.off)
 		if start < 0 || start+len(l.text) > len(s) {
